@@ -1,0 +1,1 @@
+"""edgepad.calibration: board detection, intrinsics and RGB↔IR↔depth extrinsics, rig files and reports."""

@@ -1,0 +1,5 @@
+import sys
+
+from edgepad.cli import main
+
+sys.exit(main())

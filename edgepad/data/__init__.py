@@ -1,0 +1,1 @@
+"""edgepad.data: samples, dataset loaders (synthetic, WMCA, CASIA-SURF, CeFA) and transforms."""

@@ -1,0 +1,1 @@
+"""edgepad.models (needs torch): backbones, fusion modules and the registered fusion networks."""

@@ -1,0 +1,1 @@
+"""edgepad.runtime: face crops, inference, fail-closed decisions at frame rate."""

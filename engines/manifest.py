@@ -1,0 +1,234 @@
+"""Model manifests: the sidecar JSON (``<artifact>.json``) that travels with every ``.pt``/``.onnx``/``.engine``.
+
+The manifest is the single source of truth for preprocessing, missing-modality fill values, thresholds
+(per operating point and per modality subset), precision, and the sha256 of every artifact.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Literal, Mapping
+
+from edgepad.errors import ConfigError, EngineMismatchError, IntegrityError, ManifestError
+from edgepad.types import Modality, parse_modalities
+
+SCHEMA_VERSION = 1
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named tensor: ``shape`` uses -1 for a dynamic axis; ``dtype`` is a numpy dtype name."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class InputSpec(TensorSpec):
+    """A model input and the preprocessing that produces it (shared by training and the runtime).
+
+    Attributes:
+        mean, std: per-channel ``x_norm = (x_scaled - mean) / std`` where ``x_scaled`` is in [0, 1].
+        clip: raw-value range mapped to [0, 1] before normalising (e.g. depth ``(0.2, 1.5)`` metres relative
+            band or ``(0, 255)`` for 8-bit images); None = dtype range.
+        missing_fill: value written to the whole tensor, in normalised space, when the modality is absent.
+        depth_norm: depth normalisation ("face_relative": metres relative to the face median, "mad": CMFL MAD).
+    """
+
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+    clip: tuple[float, float] | None = None
+    missing_fill: float = 0.0
+    depth_norm: str = "none"
+
+
+def subset_key(modalities: Iterable[Modality | str]) -> str:
+    """Canonical name of a modality subset, e.g. ``"rgb+depth+ir"`` (rgb, depth, ir order)."""
+    ms = set(parse_modalities(list(modalities)))
+    return "+".join(m.value for m in Modality if m in ms)
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    """Sidecar manifest of a model artifact.
+
+    Attributes:
+        model: registered model name; ``model_kwargs`` recreate it with ``create_model``.
+        modalities: inputs the model was trained with.
+        inputs / outputs: tensor specs by name; ``score_output`` holds P(live) in [0, 1].
+        threshold / threshold_criterion / threshold_split: the default operating point (fitted on dev).
+        operating_points: ``{criterion: {subset_key: threshold}}`` for named operating points and degraded
+            modality subsets; a subset absent here has no calibrated threshold (runtime answers unknown).
+        format / precision: ``onnx|torch|tensorrt`` and ``fp32|fp16|int8``.
+        onnx_sha256 / artifact_sha256: hashes of the source ONNX and of this artifact (with ``artifact_files``).
+    """
+
+    model: str
+    modalities: tuple[Modality, ...]
+    inputs: Mapping[str, InputSpec]
+    outputs: Mapping[str, TensorSpec]
+    threshold: float
+    threshold_criterion: str = "bpcer20"
+    threshold_split: str = "dev"
+    score_output: str = "score"
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    operating_points: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    format: str = "onnx"
+    precision: Precision = "fp32"
+    trt_version: str | None = None
+    device: str | None = None
+    onnx_sha256: str | None = None
+    artifact_sha256: str | None = None
+    artifact_files: tuple[str, ...] = ()
+    calibration_set_sha256: str | None = None
+    build: Mapping[str, Any] = field(default_factory=dict)
+    validation: Mapping[str, Any] | None = None
+    training: Mapping[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "modalities", parse_modalities(self.modalities))
+        if not (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold)):
+            raise ManifestError(f"manifest threshold must be a finite number, got {self.threshold!r}",
+                                field="threshold")
+        if self.score_output not in self.outputs:
+            raise ManifestError(f"score output {self.score_output!r} is not among outputs {list(self.outputs)}",
+                                field="score_output")
+        for m in self.modalities:
+            if m.value not in self.inputs:
+                raise ManifestError(f"modality {m} has no input spec", field="inputs")
+
+    # ------------------------------------------------------------------ thresholds
+    def threshold_for(self, modalities: Iterable[Modality | str], criterion: str | None = None) -> float | None:
+        """Threshold for a modality subset at an operating point; None when none was calibrated.
+
+        The full modality set at the default criterion always has ``self.threshold``.
+        """
+        crit = criterion or self.threshold_criterion
+        key = subset_key(modalities)
+        table = self.operating_points.get(crit, {})
+        if key in table:
+            return float(table[key])
+        if crit == self.threshold_criterion and key == subset_key(self.modalities):
+            return float(self.threshold)
+        return None
+
+    def cache_key(self) -> str:
+        """Engine-cache key: ONNX sha × precision × TensorRT version × device × build-config hash."""
+        build_hash = hashlib.sha256(json.dumps(dict(self.build), sort_keys=True, default=str).encode()).hexdigest()
+        parts = [(self.onnx_sha256 or "none")[:16], self.precision, self.trt_version or "none",
+                 _slug(self.device or "none"), build_hash[:8], (self.calibration_set_sha256 or "nocal")[:8]]
+        return ".".join(parts)
+
+    def check_compatible(self, trt_version: str, device: str) -> None:
+        """Raise EngineMismatchError unless this engine was built for ``trt_version`` on ``device``."""
+        if self.trt_version != trt_version:
+            raise EngineMismatchError("trt_version", trt_version, self.trt_version)
+        if self.device != device:
+            raise EngineMismatchError("device", device, self.device)
+
+    # ------------------------------------------------------------------ I/O
+    def to_dict(self) -> dict:
+        from edgepad.config import to_mapping
+        return to_mapping(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], path: str | None = None) -> "ModelManifest":
+        from edgepad.config import from_mapping
+        if not isinstance(d, Mapping):
+            raise ManifestError("manifest must be a JSON object", path=path)
+        if d.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise ManifestError(f"unsupported manifest schema_version {d.get('schema_version')}", path=path,
+                                field="schema_version")
+        try:
+            return from_mapping(cls, d)
+        except ConfigError as exc:
+            raise ManifestError(f"{path or 'manifest'}: {exc}", path=path, field=exc.key) from exc
+
+    def replace(self, **changes: Any) -> "ModelManifest":
+        return replace(self, **changes)
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in s)[:40]
+
+
+def manifest_path(artifact: Path | str) -> Path:
+    """Sidecar path of an artifact: ``model.onnx`` -> ``model.onnx.json``."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".json")
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def artifact_sha256(artifact: Path | str, extra_files: Iterable[str] = ()) -> str:
+    """sha256 of an artifact and its companion files (e.g. ONNX external ``.data``), in order."""
+    artifact = Path(artifact)
+    paths = [artifact] + [artifact.parent / f for f in extra_files]
+    if len(paths) == 1:
+        return sha256_file(artifact)
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(sha256_file(p).encode())
+    return h.hexdigest()
+
+
+def read_manifest(artifact: Path | str) -> ModelManifest:
+    """Read the sidecar manifest of ``artifact``.
+
+    Raises:
+        ManifestError: missing, unparsable or invalid manifest.
+    """
+    mp = manifest_path(artifact)
+    try:
+        data = json.loads(mp.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"no manifest next to {artifact} (expected {mp.name})", path=str(mp)) from None
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"cannot read manifest {mp}: {exc}", path=str(mp)) from exc
+    return ModelManifest.from_dict(data, path=str(mp))
+
+
+def write_manifest(manifest: ModelManifest, artifact: Path | str, *, hash_artifact: bool = True) -> ModelManifest:
+    """Write ``<artifact>.json``; with ``hash_artifact`` the artifact's sha256 is computed and recorded first."""
+    if hash_artifact:
+        manifest = manifest.replace(artifact_sha256=artifact_sha256(artifact, manifest.artifact_files))
+    mp = manifest_path(artifact)
+    tmp = mp.with_name(mp.name + ".tmp")
+    tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(mp)
+    return manifest
+
+
+def verify_artifact(artifact: Path | str, manifest: ModelManifest | None = None) -> ModelManifest:
+    """Check that ``artifact`` (and companions) hash to the manifest's ``artifact_sha256``.
+
+    Raises:
+        IntegrityError: hash differs or is not recorded.
+        ManifestError: manifest missing or invalid.
+    """
+    manifest = manifest or read_manifest(artifact)
+    if not manifest.artifact_sha256:
+        raise IntegrityError(f"manifest of {artifact} records no artifact_sha256; refusing to load", field="artifact_sha256",
+                             path=str(manifest_path(artifact)))
+    try:
+        actual = artifact_sha256(artifact, manifest.artifact_files)
+    except OSError as exc:
+        raise IntegrityError(f"cannot read artifact {artifact}: {exc}", path=str(artifact)) from exc
+    if actual != manifest.artifact_sha256:
+        raise IntegrityError(f"{artifact}: sha256 {actual[:12]}… differs from the manifest's "
+                             f"{manifest.artifact_sha256[:12]}…; refusing to load", path=str(artifact),
+                             field="artifact_sha256")
+    return manifest

@@ -1,0 +1,19 @@
+"""Thin setup: metadata lives in pyproject.toml; this maps drivers/, engines/, calibration/ into edgepad.*."""
+from setuptools import setup
+
+PACKAGES = [
+    "edgepad", "edgepad.commands", "edgepad.data", "edgepad.models", "edgepad.runtime",
+    "edgepad.drivers", "edgepad.engines", "edgepad.calibration",
+]
+
+setup(
+    packages=PACKAGES,
+    package_dir={
+        "edgepad": "edgepad",
+        "edgepad.drivers": "drivers",
+        "edgepad.engines": "engines",
+        "edgepad.calibration": "calibration",
+    },
+    package_data={"edgepad": ["assets/*", "runtime/static/*"]},
+    include_package_data=False,
+)
