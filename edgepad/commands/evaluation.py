@@ -17,10 +17,3 @@ def add_metrics_arguments(parser) -> None:
 def metrics_main(args) -> int:
     raise NotImplementedError("edgepad metrics is not implemented yet")
 
-
-def add_synth_arguments(parser) -> None:
-    pass
-
-
-def synth_main(args) -> int:
-    raise NotImplementedError("edgepad synth is not implemented yet")
