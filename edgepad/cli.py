@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "edgepad.commands.runtime"),
     "run": ("run the liveness runtime on a source and print decisions", "edgepad.commands.runtime"),
     "serve": ("local HTTP/JSON service with a decision stream and an installer live view",
-              "edgepad.commands.runtime"),
+              "edgepad.commands.serve"),
     "record": ("record a session (all streams, timestamps, rig) for replay://", "edgepad.commands.drivers"),
     "calibrate": ("calibrate cameras from board views (live, recording or folders) and write a rig file",
                   "edgepad.commands.calibration"),

@@ -17,10 +17,3 @@ def add_run_arguments(parser) -> None:
 def run_main(args) -> int:
     raise NotImplementedError("edgepad run is not implemented yet")
 
-
-def add_serve_arguments(parser) -> None:
-    pass
-
-
-def serve_main(args) -> int:
-    raise NotImplementedError("edgepad serve is not implemented yet")
