@@ -2,7 +2,7 @@
 from setuptools import setup
 
 PACKAGES = [
-    "edgepad", "edgepad.commands", "edgepad.data", "edgepad.models", "edgepad.runtime",
+    "edgepad", "edgepad.assets", "edgepad.commands", "edgepad.data", "edgepad.models", "edgepad.runtime",
     "edgepad.drivers", "edgepad.engines", "edgepad.calibration",
 ]
 
@@ -14,6 +14,6 @@ setup(
         "edgepad.engines": "engines",
         "edgepad.calibration": "calibration",
     },
-    package_data={"edgepad": ["assets/*", "runtime/static/*"]},
+    package_data={"edgepad.assets": ["*.onnx", "*.json"], "edgepad.runtime": ["static/*"]},
     include_package_data=False,
 )

@@ -5,6 +5,7 @@ Unknown keys raise :class:`ConfigError` with close-match suggestions; nested dat
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import enum
@@ -50,7 +51,7 @@ def _convert(value: Any, hint: Any, where: str, base: Path | None) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping for {hint.__name__}, got {type(value).__name__}", key=where)
         return from_mapping(hint, value, base=base, where=where)
-    if origin in (tuple, list, typing.Sequence, typing.Collection) or hint in (tuple, list):
+    if origin in (tuple, list, frozenset, collections.abc.Sequence, collections.abc.Collection) or hint in (tuple, list):
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}", key=where)
         if origin is tuple and args and args[-1] is not Ellipsis:
@@ -58,8 +59,9 @@ def _convert(value: Any, hint: Any, where: str, base: Path | None) -> Any:
                 raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}", key=where)
             return tuple(_convert(v, a, f"{where}[{i}]", base) for i, (v, a) in enumerate(zip(value, args)))
         item = args[0] if args else Any
-        return tuple(_convert(v, item, f"{where}[{i}]", base) for i, v in enumerate(value))
-    if origin in (dict, typing.Mapping, Mapping) or hint is dict:
+        out = tuple(_convert(v, item, f"{where}[{i}]", base) for i, v in enumerate(value))
+        return frozenset(out) if origin is frozenset else out
+    if origin in (dict, collections.abc.Mapping) or hint is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}", key=where)
         kt, vt = args if args else (Any, Any)

@@ -1,0 +1,11 @@
+"""Embedded files shipped in the wheel: the default model (trained on synthetic data only)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent
+
+
+def default_model_path() -> Path:
+    """Path of the embedded default ONNX model (its manifest is ``default.onnx.json`` beside it)."""
+    return ASSETS / "default.onnx"
