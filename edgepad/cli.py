@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train a fusion model from a config file", "edgepad.commands.models"),
     "evaluate": ("score a model on a protocol and write an ISO/IEC 30107-3 report", "edgepad.commands.evaluation"),
     "metrics": ("ISO/IEC 30107-3 report from bob-format score CSVs (dev + eval)", "edgepad.commands.evaluation"),
+    "benchmark": ("train and evaluate the synthetic PAD benchmark matrix and write docs/RESULTS.md tables",
+                  "edgepad.commands.benchmark"),
     "synth": ("generate the synthetic PAD benchmark (HDF5 + protocol CSVs)", "edgepad.commands.synth"),
     "export": ("export a trained model to ONNX (+ FP16 / INT8 Q/DQ) with its manifest", "edgepad.commands.engines"),
     "build": ("build a TensorRT engine from an ONNX model, cached and validated", "edgepad.commands.engines"),

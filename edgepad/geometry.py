@@ -266,46 +266,45 @@ def _as_points(points: np.ndarray) -> np.ndarray:
 
 
 def distort(x: np.ndarray, y: np.ndarray, intr: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
-    """Apply the forward distortion of ``intr`` to normalised coordinates (RealSense ``project`` semantics).
+    """Apply the forward distortion of ``intr`` to normalised coordinates (``rs2_project_point_to_pixel``).
 
-    ``brown_conrady`` and ``modified_brown_conrady`` distort (the latter applies tangential terms to the
-    radially distorted coordinates); ``inverse_brown_conrady`` and ``none`` leave points unchanged on projection.
+    ``brown_conrady`` is OpenCV's model (tangential terms on the undistorted x, y; equals ``cv2.projectPoints``).
+    ``modified_brown_conrady`` and ``inverse_brown_conrady`` use RealSense's modified form: r² of the undistorted
+    point, tangential terms on the radially distorted x, y. ``none`` leaves points unchanged.
+    Verified against pyrealsense2 2.59.1 (tests/drivers/test_geometry_rs.py).
     """
-    if intr.distortion not in ("brown_conrady", "modified_brown_conrady") or not intr.has_distortion:
+    if intr.distortion == "none" or not intr.has_distortion:
         return x, y
     k1, k2, p1, p2, k3 = intr.dist5
     r2 = x * x + y * y
     f = 1.0 + k1 * r2 + k2 * r2 * r2 + k3 * r2 * r2 * r2
-    if intr.distortion == "modified_brown_conrady":
+    if intr.distortion in ("modified_brown_conrady", "inverse_brown_conrady"):
         x, y = x * f, y * f
-        r2 = x * x + y * y  # the modified model re-evaluates r² on the radially distorted point
         return x + 2 * p1 * x * y + p2 * (r2 + 2 * x * x), y + 2 * p2 * x * y + p1 * (r2 + 2 * y * y)
     return (x * f + 2 * p1 * x * y + p2 * (r2 + 2 * x * x),
             y * f + 2 * p2 * x * y + p1 * (r2 + 2 * y * y))
 
 
 def undistort(x: np.ndarray, y: np.ndarray, intr: Intrinsics, iterations: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Invert the distortion for ``deproject`` (RealSense semantics, fixed-point iterations).
+    """Invert the distortion for ``deproject`` (``rs2_deproject_pixel_to_point``: 10 fixed-point iterations).
 
-    ``brown_conrady`` and ``inverse_brown_conrady`` are undone iteratively; ``modified_brown_conrady`` and
-    ``none`` leave points unchanged on deprojection.
+    ``brown_conrady`` inverts OpenCV's model (equals ``cv2.undistortPoints`` to ~1e-6); ``inverse_brown_conrady``
+    inverts RealSense's modified form (the image is distorted forward by it); ``modified_brown_conrady`` and
+    ``none`` leave points unchanged (RealSense cannot deproject a forward-distorted image).
+    Note: ``rs.align`` instead undistorts ``inverse_brown_conrady`` depth pixels with a closed form (see
+    ``edgepad.drivers.registration``).
     """
     if intr.distortion not in ("brown_conrady", "inverse_brown_conrady") or not intr.has_distortion:
         return x, y
     k1, k2, p1, p2, k3 = intr.dist5
     x0, y0 = x, y
-    if intr.distortion == "inverse_brown_conrady":
-        # RealSense: closed form with tangential terms evaluated on the undistorted (input) coordinates
-        r2 = x * x + y * y
-        f = 1.0 + k1 * r2 + k2 * r2 * r2 + k3 * r2 * r2 * r2
-        ux = x * f + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
-        uy = y * f + 2 * p2 * x * y + p1 * (r2 + 2 * y * y)
-        return ux, uy
+    inverse = intr.distortion == "inverse_brown_conrady"
     for _ in range(iterations):
         r2 = x * x + y * y
         icdist = 1.0 / (1.0 + ((k3 * r2 + k2) * r2 + k1) * r2)
-        dx = 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
-        dy = 2 * p2 * x * y + p1 * (r2 + 2 * y * y)
+        xq, yq = (x / icdist, y / icdist) if inverse else (x, y)
+        dx = 2 * p1 * xq * yq + p2 * (r2 + 2 * xq * xq)
+        dy = 2 * p2 * xq * yq + p1 * (r2 + 2 * yq * yq)
         x = (x0 - dx) * icdist
         y = (y0 - dy) * icdist
     return x, y

@@ -1,18 +1,74 @@
-"""CLI commands (placeholder until implemented by its owner)."""
+"""``edgepad export`` and ``edgepad build`` (argument parsing is light; implementations import on use)."""
 from __future__ import annotations
 
-
-def add_export_arguments(parser) -> None:
-    pass
-
-
-def export_main(args) -> int:
-    raise NotImplementedError("edgepad export is not implemented yet")
+import argparse
+import json
 
 
-def add_build_arguments(parser) -> None:
-    pass
+def _gate_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("accuracy gate")
+    g.add_argument("--validate", metavar="DATA", default=None,
+                   help="held-out data for the accuracy gate: benchmark folder (split --eval-split) or .npz; "
+                        "default: the --calib folder")
+    g.add_argument("--protocol", default="grandtest", help="protocol of DATA folders (default grandtest)")
+    g.add_argument("--eval-split", default="eval", help="split the gate runs on (default eval)")
+    g.add_argument("--dev-split", default="dev", help="split for calibration and threshold re-fit (default dev)")
+    g.add_argument("--frames-per-video", type=int, default=None, help="frames per video read from DATA")
+    g.add_argument("--max-samples", type=int, default=None, help="cap on gate samples")
+    g.add_argument("--min-agreement", type=float, default=0.995,
+                   help="minimum decision agreement at the manifest threshold, fraction (default 0.995)")
+    g.add_argument("--max-acer-increase", type=float, default=0.005,
+                   help="maximum ACER increase, fraction (default 0.005 = 0.5 point)")
+    g.add_argument("--refit", action="store_true", help="re-fit the converted artifact's threshold on the dev split "
+                   "(recorded in its manifest)")
+    g.add_argument("--no-validate", action="store_true", help="skip the gate (recorded: validation = null)")
+    g.add_argument("--keep-failed", action="store_true", help="keep an artifact that failed the gate")
+    g.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
 
 
-def build_main(args) -> int:
-    raise NotImplementedError("edgepad build is not implemented yet")
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="trained checkpoint (.pt, interface E) or an FP32 .onnx to convert")
+    parser.add_argument("--out", required=True, help="output .onnx (its manifest goes to OUT.json)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    parser.add_argument("--calib", metavar="DATA", default=None,
+                        help="INT8 calibration data: benchmark folder (dev split) or .npz of normalised feeds")
+    parser.add_argument("--calib-samples", type=int, default=512, help="calibration samples (>= 300; 500 recommended)")
+    parser.add_argument("--dynamic-batch", action="store_true", help="export a dynamic batch axis")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17: TensorRT 8.6/10.x/11.x)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="operating threshold on P(live) (default: from CHECKPOINT.json or --config)")
+    parser.add_argument("--criterion", default=None, help="criterion the threshold was fitted with (e.g. bpcer20)")
+    parser.add_argument("--config", default=None,
+                        help="training config: fit thresholds (all modality subsets) on its dev split")
+    _gate_arguments(parser)
+
+
+def add_build_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("onnx", help="ONNX model with its manifest (FP32, FP16 or INT8 Q/DQ from `edgepad export`)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
+    parser.add_argument("--cache", default=None, help="engine cache folder (default: ONNX_DIR/engines)")
+    parser.add_argument("--workspace-mib", type=int, default=1024)
+    parser.add_argument("--dla-core", type=int, default=None, help="DLA core (Jetson AGX Orin / Orin NX)")
+    parser.add_argument("--gpu-fallback", action="store_true", help="DLA: let unsupported layers run on the GPU")
+    parser.add_argument("--version-compatible", action="store_true", help="version-compatible plan")
+    parser.add_argument("--timing-cache", default=None, help="timing-cache file (default: one per device in --cache)")
+    parser.add_argument("--max-batch", type=int, default=1, help="profile max batch for dynamic-batch ONNX")
+    parser.add_argument("--rebuild", choices=("on_mismatch", "never", "always"), default="on_mismatch")
+    parser.add_argument("--reference", default=None,
+                        help="reference ONNX for the gate (default: the ONNX itself, run in ONNX Runtime)")
+    _gate_arguments(parser)
+
+
+def export_main(args: argparse.Namespace) -> int:
+    from edgepad.engines.pipeline import export_command
+    report = export_command(args)
+    print(json.dumps(report, indent=2, default=str))
+    return 0 if report.get("passed", True) else 1
+
+
+def build_main(args: argparse.Namespace) -> int:
+    from edgepad.engines.pipeline import build_command
+    report = build_command(args)
+    print(json.dumps(report, indent=2, default=str))
+    return 0 if report.get("passed", True) else 1
+

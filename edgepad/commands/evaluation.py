@@ -1,19 +1,79 @@
-"""CLI commands (placeholder until implemented by its owner)."""
+"""``edgepad evaluate`` and ``edgepad metrics`` (light module: implementations are imported when run)."""
 from __future__ import annotations
 
+import argparse
 
-def add_evaluate_arguments(parser) -> None:
-    pass
-
-
-def evaluate_main(args) -> int:
-    raise NotImplementedError("edgepad evaluate is not implemented yet")
+_CRITERION_HELP = ("threshold criterion fitted on dev and applied to eval: bpcerN (APCER <= 1/N for every species "
+                   "on dev, e.g. bpcer20), apcerN (BPCER <= 1/N on dev, e.g. apcer100), eer or min-hter "
+                   "(default: %(default)s)")
 
 
-def add_metrics_arguments(parser) -> None:
-    pass
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model artifact (.onnx, .pt or .engine with its manifest)")
+    parser.add_argument("--data", required=True, help="dataset root (protocols/PROTOCOL-<name>.csv, videos/)")
+    parser.add_argument("--protocol", default="grandtest", help="protocol name (default: %(default)s)")
+    parser.add_argument("--subset", default=None,
+                        help="modalities presented, e.g. rgb+depth (missing-modality sub-protocol; the others "
+                             "get the manifest's fill value). Default: all the model's modalities")
+    parser.add_argument("--out", required=True, help="output folder (score CSVs, metrics.json, report)")
+    parser.add_argument("--criterion", default="bpcer20", help=_CRITERION_HELP)
+    parser.add_argument("--frames", type=int, default=None, help="frames per video, evenly sampled (default: all)")
+    parser.add_argument("--level", choices=("video", "frame"), default="video",
+                        help="level of the headline scores and report (both are computed; default: %(default)s)")
+    parser.add_argument("--backend", default="auto", help="auto | onnxruntime | torch | trt (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="frames per inference call (dynamic batch only)")
+    parser.add_argument("--limit", type=int, default=None, help="score at most N videos per fold (smoke runs)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 
-def metrics_main(args) -> int:
-    raise NotImplementedError("edgepad metrics is not implemented yet")
+def evaluate_main(args: argparse.Namespace) -> int:
+    from edgepad.evaluation import evaluate_model
+    from edgepad.types import parse_modalities
+    subset = None if args.subset is None else [m.value for m in parse_modalities(args.subset)]
+    doc = evaluate_model(args.model, args.data, args.protocol, args.out, criterion=args.criterion, subset=subset,
+                         max_frames=args.frames, backend_kind=args.backend, batch_size=args.batch_size,
+                         level=args.level, plots=not args.no_plots, limit=args.limit)
+    print(_summary(doc["result"]))
+    print(f"wrote {args.out}/scores-dev.csv, scores-eval.csv, metrics.json, report.md, report.html")
+    return 0
 
+
+def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dev", help="bob-format score CSV of the dev fold (threshold is fitted here)")
+    parser.add_argument("eval", help="bob-format score CSV of the eval fold (threshold applied unchanged)")
+    parser.add_argument("--criterion", default="bpcer20", help=_CRITERION_HELP)
+    parser.add_argument("--out", default=None, help="folder for metrics.json and report.md/.html (+ plots)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--json", action="store_true", help="print the full metrics JSON instead of the summary")
+
+
+def metrics_main(args: argparse.Namespace) -> int:
+    import json
+
+    from edgepad.evaluation import _json_default, evaluate_files
+    res = evaluate_files(args.dev, args.eval, args.out, criterion=args.criterion, plots=not args.no_plots)
+    if args.json:
+        print(json.dumps(res, indent=2, default=_json_default))
+    else:
+        print(_summary(res))
+        if args.out:
+            print(f"wrote {args.out}/metrics.json, report.md, report.html")
+    return 0
+
+
+def _summary(res: dict) -> str:
+    from edgepad.report import pct, rate_text
+    ev = res["eval"]
+    lines = [f"τ from dev ({res['criterion']}), applied to eval: τ = {res['threshold']:.6g}"]
+    for p, r in ev["apcer_per_species"].items():
+        lines.append(f"  APCER[{p}] = {rate_text(r)}")
+    lines.append(f"  APCER (worst: {ev['apcer_worst_species']}) = {pct(ev['apcer'])}")
+    lines.append(f"  BPCER = {rate_text(ev['rates']['bpcer'])}")
+    lines.append(f"  ACER = {pct(ev['acer'])}   HTER = {pct(ev['hter'])}")
+    for name in ("bpcer10", "bpcer20", "bpcer100"):
+        op = res["operating_points"].get(name)
+        if op and "error" not in op:
+            lines.append(f"  {name.upper()} = {pct(op['eval']['bpcer'])} (τ dev = {op['threshold']:.6g})")
+    lines.append(f"  EER (dev) = {pct(res['eer_dev']['eer'])}   non-responses (eval) = "
+                 f"{rate_text(ev['fta']['overall'])}")
+    return "\n".join(lines)

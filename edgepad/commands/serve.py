@@ -1,10 +1,61 @@
-"""CLI commands (placeholder until implemented by its owner)."""
+"""``edgepad serve``: the liveness runtime behind a local HTTP/JSON API with an installer live view.
+
+Light module (numpy only at import); the implementation lives in :mod:`edgepad.runtime.service` and is imported
+when the command runs. API: docs/SERVICE.md.
+"""
 from __future__ import annotations
 
-
-def add_serve_arguments(parser) -> None:
-    pass
+import argparse
 
 
-def serve_main(args) -> int:
-    raise NotImplementedError("edgepad serve is not implemented yet")
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", nargs="+", metavar="SOURCE_URI",
+                        help="source URI(s): realsense://SERIAL, file.bag, replay://DIR, synthetic://default?seed=1")
+    parser.add_argument("--model", required=True, help="model artifact (.onnx, .engine, .pt) with its manifest")
+    parser.add_argument("--rig", default=None, help="rig file (JSON/YAML) from edgepad calibrate")
+    parser.add_argument("--fps", type=float, default=None, help="stream rate for the sync tolerance")
+    net = parser.add_argument_group("network (default: 127.0.0.1:8470, no token)")
+    net.add_argument("--host", default="127.0.0.1",
+                     help="address to bind (default 127.0.0.1); anything but loopback requires --token-file")
+    net.add_argument("--port", type=int, default=8470, help="TCP port (default 8470; 0 = any free port)")
+    net.add_argument("--unix-socket", default=None, metavar="PATH",
+                     help="bind a Unix socket (mode 0660) instead of TCP")
+    net.add_argument("--token-file", default=None, metavar="FILE",
+                     help="file holding the bearer token (>= 16 characters, chmod 600); required off loopback")
+    net.add_argument("--health-max-age-ms", type=float, default=1000.0,
+                     help="/v1/health is unhealthy when the newest decision is older than this (default 1000)")
+    net.add_argument("--max-sse-clients", type=int, default=8, help="concurrent decision streams (default 8)")
+    net.add_argument("--preview-fps", type=float, default=10.0,
+                     help="preview frame rate for the live view (default 10; 0 = no previews)")
+    aud = parser.add_argument_group("audit log")
+    aud.add_argument("--audit", default=None, metavar="DB", help="SQLite audit log of every decision (WAL)")
+    aud.add_argument("--retention-days", type=float, default=30.0,
+                     help="delete audit rows older than N days (default 30; 0 = keep)")
+    aud.add_argument("--max-rows", type=int, default=1_000_000,
+                     help="keep at most N audit rows, oldest deleted first (default 1000000; 0 = unbounded)")
+    aud.add_argument("--store-images", action="store_true",
+                     help="also store face images (JPEG) in the audit log; off by default (privacy)")
+    aud.add_argument("--audit-sync", choices=("FULL", "NORMAL"), default="FULL",
+                     help="SQLite synchronous mode: FULL survives power loss (default), NORMAL only process kills")
+    sec = parser.add_argument_group("model integrity")
+    sec.add_argument("--public-key", default=None, metavar="FILE",
+                     help="vendor Ed25519 public key: refuse a model whose manifest is not signed by it")
+    pol = parser.add_argument_group("decision policy")
+    pol.add_argument("--locator", default="haar",
+                     help="face locator: haar (default), truth (synthetic sources only), fixed:x,y,w,h")
+    pol.add_argument("--operating-point", default=None,
+                     help="manifest operating point, e.g. bpcer20; default: the manifest's")
+    pol.add_argument("--k", type=int, default=3, help="live votes needed among the last n (default 3)")
+    pol.add_argument("--n", type=int, default=5, help="vote window in frames (default 5)")
+    pol.add_argument("--max-age-ms", type=float, default=150.0, help="staleness limit in ms (default 150)")
+    pol.add_argument("--lockout-after", type=int, default=0,
+                     help="lock out after N consecutive spoof attempts (0 = never); reset: POST /v1/lockout/reset")
+    pol.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    pol.add_argument("--threaded", action="store_true", help="threaded pipeline (drop-oldest queues)")
+    pol.add_argument("--restart-s", type=float, default=2.0,
+                     help="rebuild the pipeline N s after a source failure (default 2; -1 = exit instead)")
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    from edgepad.runtime.service import run_service
+    return run_service(args)

@@ -1,0 +1,243 @@
+"""Capture: sources → Synchronizer → depth registration → :class:`FrameSet`.
+
+The same code path serves every source (synthetic, replay, RealSense, UVC): after ``read`` of the sources,
+nothing depends on where frames came from.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+from edgepad.drivers.registration import register_depth
+from edgepad.drivers.sync import Synchronizer
+from edgepad.errors import ConfigError, EndOfStream, SourceError
+from edgepad.geometry import Rig, load_rig
+from edgepad.types import Frame, FrameSet, Modality, make_frame
+
+log = logging.getLogger(__name__)
+
+#: per-source read timeout while polling several live sources (s)
+_POLL_S = 0.005
+
+
+class Capture:
+    """Synced (and registered) frame sets from one or more sources.
+
+    Args:
+        sources: frame sources (opened by :meth:`open` if not open yet).
+        rig: camera model; ``None`` = the single source's own ``rig`` (resolved at :meth:`open`).
+        sync: the synchronizer (its required/optional modalities decide what a set holds).
+        register: register depth to the ``register_to`` camera of the rig (when the rig has it).
+        register_to: target camera of the registration (default rgb).
+        registration: keyword options for :func:`register_depth` (``method``, ``semantics``, ``footprint``).
+
+    Attributes:
+        timing_ms: wall time of the last set's stages: ``capture`` (waiting for sources), ``sync``, ``register``.
+
+    ``read`` returns a FrameSet, ``None`` on timeout, and raises :class:`EndOfStream` once every source has ended
+    and no more sets can be formed (or :class:`SourceError` when a source fails).
+    """
+
+    def __init__(self, sources: Sequence, rig: Rig | None, sync: Synchronizer, register: bool = True, *,
+                 register_to: Modality | str = Modality.RGB, registration: dict | None = None) -> None:
+        if not sources:
+            raise ConfigError("Capture needs at least one source", key="sources")
+        self.sources = list(sources)
+        self.rig = rig
+        self.sync = sync
+        self.register = register
+        self.register_to = Modality.parse(register_to)
+        self.registration = dict(registration or {})
+        self.uri = "+".join(s.uri for s in self.sources)
+        self.is_open = False
+        self.timing_ms: dict[str, float] = {}
+        self._heads: list[Frame | None] = []
+        self._ended: list[bool] = []
+        self._ready: collections.deque[FrameSet] = collections.deque()
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+    def __enter__(self) -> "Capture":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        if self.is_open:
+            return
+        opened = []
+        try:
+            for s in self.sources:
+                if not getattr(s, "is_open", False):
+                    s.open()
+                opened.append(s)
+        except BaseException:
+            for s in opened:
+                s.close()
+            raise
+        if self.rig is None:
+            rigs = [s.rig for s in self.sources if getattr(s, "rig", None) is not None]
+            if len(self.sources) == 1 and rigs:
+                self.rig = rigs[0]
+            elif self.register and self._wants_registration():
+                for s in opened:
+                    s.close()
+                raise ConfigError("several sources need a rig file (edgepad calibrate) to register depth; pass "
+                                  "rig=PATH or register=False", key="rig")
+        self._heads = [None] * len(self.sources)
+        self._ended = [False] * len(self.sources)
+        self._ready.clear()
+        self.is_open = True
+
+    def close(self) -> None:
+        if not self.is_open:
+            return
+        self.is_open = False
+        for s in self.sources:
+            try:
+                s.close()
+            except Exception as exc:  # keep closing the others
+                log.warning("%s: error on close: %s", s.uri, exc)
+
+    def _wants_registration(self) -> bool:
+        mods = set(self.sync.modalities)
+        return Modality.DEPTH in mods
+
+    # ------------------------------------------------------------------------------------------- reading
+    def read(self, timeout_s: float = 1.0) -> FrameSet | None:
+        """Next synced (registered) FrameSet; None after ``timeout_s`` without one."""
+        if not self.is_open:
+            raise SourceError("capture is not open; call open() or use it as a context manager", self.uri)
+        t_start = time.perf_counter_ns()
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        sync_ns = 0
+        while True:
+            if not self._ready and all(self._ended) and not any(h is not None for h in self._heads):
+                self._ready.extend(self.sync.flush())
+                if not self._ready:
+                    raise EndOfStream(self.uri)
+            if self._ready:
+                return self._finish(self._ready.popleft(), t_start, sync_ns)
+            frame = self._next_frame(deadline)
+            if frame is None:
+                if time.monotonic() >= deadline and not all(self._ended):
+                    return None
+                continue
+            t0 = time.perf_counter_ns()
+            self._ready.extend(self.sync.push_all(frame))
+            sync_ns += time.perf_counter_ns() - t0
+
+    def _next_frame(self, deadline: float) -> Frame | None:
+        """The oldest head frame across sources (one-frame look-ahead per source keeps offline runs ordered)."""
+        many = len(self.sources) > 1
+        for i, s in enumerate(self.sources):
+            if self._heads[i] is not None or self._ended[i]:
+                continue
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                self._heads[i] = s.read(min(remaining, _POLL_S) if many else remaining)
+            except EndOfStream:
+                self._ended[i] = True
+                for m in s.modalities:
+                    if m in self.sync.modalities:
+                        self._ready.extend(self.sync.end(m))
+        live = [(h.timestamp_ns, i) for i, h in enumerate(self._heads) if h is not None]
+        if not live:
+            return None
+        _, i = min(live)
+        frame, self._heads[i] = self._heads[i], None
+        return frame
+
+    def _finish(self, fs: FrameSet, t_start: int, sync_ns: int) -> FrameSet:
+        t0 = time.perf_counter_ns()
+        fs = self._register(fs)
+        t1 = time.perf_counter_ns()
+        self.timing_ms = {"capture": max(0.0, (t0 - t_start - sync_ns) / 1e6), "sync": sync_ns / 1e6,
+                          "register": (t1 - t0) / 1e6}
+        return fs
+
+    def _register(self, fs: FrameSet) -> FrameSet:
+        depth = fs.frames.get(Modality.DEPTH)
+        rig = self.rig
+        if not self.register or depth is None or rig is None or depth.registered_to is not None:
+            return fs
+        if self.register_to not in rig.intrinsics or Modality.DEPTH not in rig.intrinsics:
+            return fs
+        dintr = rig.intrinsics[Modality.DEPTH]
+        if (dintr.width, dintr.height) != (depth.data.shape[1], depth.data.shape[0]):
+            raise ConfigError(f"rig depth camera is {dintr.width}x{dintr.height} but depth frames are "
+                              f"{depth.data.shape[1]}x{depth.data.shape[0]}: use the rig of this stream "
+                              f"configuration", key="rig")
+        if dintr != depth.intrinsics:  # the rig file wins over device values
+            depth = Frame(depth.modality, depth.data, depth.timestamp_ns, depth.device_timestamp_ns,
+                          depth.sequence, depth.source, dintr, depth.depth_scale_m, None)
+        reg = register_depth(depth, rig.intrinsics[self.register_to], rig.extrinsics(Modality.DEPTH, self.register_to),
+                             self.register_to, **self.registration)
+        frames = dict(fs.frames)
+        frames[Modality.DEPTH] = reg
+        return FrameSet(frames, fs.timestamp_ns, fs.skew_ns, fs.missing)
+
+    def __iter__(self):
+        """Iterate FrameSets until the end of stream (timeouts are skipped)."""
+        while True:
+            try:
+                fs = self.read()
+            except EndOfStream:
+                return
+            if fs is not None:
+                yield fs
+
+
+def _source_fps(source) -> float | None:
+    fps = getattr(source, "fps", None)
+    if isinstance(fps, (int, float)) and fps > 0:
+        return float(fps)
+    return None
+
+
+def open_capture(uri: str | Sequence[str], rig: Rig | str | Path | None = None, fps: float | None = None,
+                 register: bool = True, *, required: Sequence[Modality | str] | None = None,
+                 optional: Sequence[Modality | str] = (), max_pending: int = 4, **registration) -> Capture:
+    """Build a :class:`Capture` from source URIs (not opened; use it as a context manager).
+
+    Args:
+        uri: one URI or several (e.g. a RealSense and a UVC IR camera).
+        rig: a Rig, a rig file path, or None for the single source's own rig.
+        fps: stream rate for the sync tolerance (half a period of the slowest); default: the sources' ``fps``
+            attribute, else 30.
+        register: register depth to the rgb camera.
+        required: modalities every set must hold (default: all of the sources' modalities, rgb first).
+        optional: modalities added when available.
+        max_pending: sync queue bound per modality.
+        **registration: options passed to :func:`register_depth` (method, semantics, footprint).
+    """
+    from edgepad.drivers.registry import open_source
+    uris = [uri] if isinstance(uri, str) else list(uri)
+    sources = [open_source(u) for u in uris]
+    if isinstance(rig, (str, Path)):
+        rig = load_rig(rig)
+    opt = [Modality.parse(m) for m in optional]
+    if required is None:
+        mods: list[Modality] = []
+        for s in sources:
+            mods.extend(m for m in s.modalities if m not in mods)
+        order = [Modality.RGB, Modality.DEPTH, Modality.IR]
+        required = sorted((m for m in mods if m not in opt), key=order.index)
+    rates = [r for r in (_source_fps(s) for s in sources) if r]
+    rate = float(fps) if fps else (min(rates) if rates else 30.0)
+    sync = Synchronizer.for_fps(required, rate, optional=opt, max_pending=max_pending)
+    return Capture(sources, rig, sync, register=register, registration=registration or None)
+
+
+def frame_with(frame: Frame, **changes) -> Frame:
+    """A copy of ``frame`` with fields replaced (pixels copied)."""
+    kw = dict(modality=frame.modality, data=frame.data, timestamp_ns=frame.timestamp_ns,
+              intrinsics=frame.intrinsics, sequence=frame.sequence, source=frame.source,
+              device_timestamp_ns=frame.device_timestamp_ns, depth_scale_m=frame.depth_scale_m,
+              registered_to=frame.registered_to)
+    kw.update(changes)
+    return make_frame(kw.pop("modality"), kw.pop("data"), kw.pop("timestamp_ns"), **kw)

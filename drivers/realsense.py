@@ -1,0 +1,373 @@
+"""RealSense source: a live camera by serial, ``.bag``/``.db3`` playback, or any ``rs.device`` at sensor level.
+
+pyrealsense2 is imported lazily (``pip install 'edgepad[realsense]'``). A capture thread (:class:`ThreadedSource`)
+copies every frame out of the SDK pool into a :class:`Frame` and bounded drop-oldest queues, so holding frames
+never starves librealsense.
+
+Timestamps: ``device_timestamp_ns`` is the SDK's frame timestamp (ms → ns) in its domain (hardware clock, global
+time or system time; per modality in :attr:`RealSenseSource.timestamp_domains`). ``timestamp_ns`` is host monotonic
+time for live cameras (device clock mapped with :class:`ClockOffsetEstimator` unless the domain is already the
+host's), and the recorded device time for playback (deterministic replays).
+
+Faults never hang or crash the caller: ``read`` returns None on a timeout; after ``stall_s`` without frames the
+pipeline is restarted (up to ``max_reconnects`` times, counted in :attr:`reconnects`), and only then a
+:class:`SourceError` with the reason is raised. End of a recording raises :class:`EndOfStream`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepad._optional import require
+from edgepad.drivers.base import ThreadedSource
+from edgepad.drivers.sync import ClockOffsetEstimator
+from edgepad.errors import ConfigError, EndOfStream, SourceError
+from edgepad.geometry import Extrinsics, Intrinsics, Rig
+from edgepad.types import Frame, Modality, make_frame, parse_modalities
+
+log = logging.getLogger(__name__)
+
+_MODELS = {"none": "none", "brown_conrady": "brown_conrady", "modified_brown_conrady": "modified_brown_conrady",
+           "inverse_brown_conrady": "inverse_brown_conrady"}
+
+
+def _rs():
+    return require("pyrealsense2", "realsense")
+
+
+def rs_intrinsics_to_ours(ri: Any) -> Intrinsics:
+    """``rs.intrinsics`` → :class:`Intrinsics` (unknown models such as ftheta raise ConfigError)."""
+    name = str(ri.model).split(".")[-1]
+    if name not in _MODELS:
+        raise ConfigError(f"RealSense distortion model {name!r} is not supported by edgepad", key="distortion")
+    coeffs = tuple(float(c) for c in ri.coeffs)
+    return Intrinsics(int(ri.width), int(ri.height), float(ri.fx), float(ri.fy), float(ri.ppx), float(ri.ppy),
+                      _MODELS[name], coeffs)
+
+
+def rs_extrinsics_to_ours(re: Any) -> Extrinsics:
+    """``rs.extrinsics`` (column-major R) → :class:`Extrinsics` (row-major), values kept bit-exact."""
+    r = np.asarray(re.rotation, dtype=np.float64).reshape(3, 3, order="F")
+    return Extrinsics(tuple(r.reshape(-1).tolist()), tuple(float(v) for v in re.translation))
+
+
+def _modality(rs, stream_type, index: int, ir_index: int) -> Modality | None:
+    if stream_type == rs.stream.depth:
+        return Modality.DEPTH
+    if stream_type == rs.stream.color:
+        return Modality.RGB
+    if stream_type == rs.stream.infrared and index in (ir_index, 0):
+        return Modality.IR
+    return None
+
+
+def _frame_array(rs, f) -> np.ndarray:
+    """Pixels of an ``rs.video_frame`` in our layout (a view into the SDK buffer; copied by make_frame)."""
+    fmt = f.profile.format()
+    arr = np.asanyarray(f.get_data())
+    if fmt == rs.format.bgr8:
+        arr = arr[..., ::-1]
+    elif fmt in (rs.format.rgba8, rs.format.bgra8):
+        arr = arr[..., :3] if fmt == rs.format.rgba8 else arr[..., 2::-1]
+    return arr
+
+
+class RealSenseSource(ThreadedSource):
+    """Frames from an Intel RealSense camera or recording.
+
+    Args:
+        location: a serial number (live), ``""`` (first camera), or a ``.bag``/``.db3`` path (playback).
+        modalities: streams to capture (default rgb, depth, ir).
+        width, height, fps: stream configuration (live; all streams).
+        ir_index: which infrared imager is the ``ir`` stream (1 = left, the depth camera).
+        emitter: projector on/off (live; None = device default). Calibration views want it off.
+        depth_units: metres per depth unit to set (live; None = device default, 0.001 on D4xx).
+        realtime: playback at recorded speed (True) or as fast as possible without drops (False).
+        queue_size: per-modality queue bound (drop-oldest).
+        stall_s: seconds without any frame before a reconnect is attempted (live).
+        max_reconnects: reconnect attempts before giving up with a SourceError.
+        device: an existing ``rs.device`` (e.g. a ``software_device``) driven at sensor level.
+    """
+
+    def __init__(self, location: str = "", modalities: Any = ("rgb", "depth", "ir"), *, width: int = 640,
+                 height: int = 480, fps: float = 30, ir_index: int = 1, emitter: bool | None = None,
+                 depth_units: float | None = None, realtime: bool = False, queue_size: int = 4,
+                 stall_s: float = 5.0, max_reconnects: int = 3, device: Any = None) -> None:
+        mods = parse_modalities(modalities)
+        path = Path(str(location)) if str(location).lower().endswith((".bag", ".db3")) else None
+        uri = str(location) if path is not None else f"realsense://{location}"
+        super().__init__(uri, mods, queue_size=queue_size)
+        if fps <= 0 or width <= 0 or height <= 0:
+            raise ConfigError("width, height and fps must be > 0", key="fps")
+        if ir_index not in (1, 2):
+            raise ConfigError("ir_index must be 1 (left, the depth camera) or 2", key="ir_index")
+        self.path = path
+        self.serial = "" if path is not None else str(location)
+        self.width, self.height, self.fps = int(width), int(height), float(fps)
+        self.ir_index = ir_index
+        self.emitter, self.depth_units = emitter, depth_units
+        self.realtime = bool(realtime)
+        self.stall_s, self.max_reconnects = float(stall_s), int(max_reconnects)
+        self._device_in = device
+        self.device_info: dict[str, str] = {}
+        self.timestamp_domains: dict[Modality, str] = {}
+        self.depth_scale_m: float | None = None
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self._pipe = None
+        self._playback = None
+        self._queues_rs: list = []
+        self._sensors: list = []
+        self._clocks: dict[Modality, ClockOffsetEstimator] = {}
+        self._last_frame_t = 0.0
+        self._unplugged = False
+
+    # ------------------------------------------------------------------------------------------- device
+    @property
+    def is_playback(self) -> bool:
+        return self.path is not None
+
+    def _start_device(self) -> None:
+        rs = _rs()
+        self._clocks = {m: ClockOffsetEstimator() for m in self.modalities}
+        self._unplugged = False
+        try:
+            if self._device_in is not None:
+                self._start_sensors(rs, self._device_in)
+            else:
+                self._start_pipeline(rs)
+        except RuntimeError as exc:
+            raise SourceError(f"cannot start: {exc}", self.uri) from exc
+        self._last_frame_t = time.monotonic()
+
+    def _start_pipeline(self, rs) -> None:
+        cfg = rs.config()
+        if self.is_playback:
+            if not self.path.is_file():
+                raise SourceError(f"no such recording: {self.path}", self.uri)
+            cfg.enable_device_from_file(str(self.path), repeat_playback=False)
+            cfg.enable_all_streams()
+        else:
+            if self.serial:
+                cfg.enable_device(self.serial)
+            w, h, fps = self.width, self.height, int(self.fps)
+            if Modality.DEPTH in self.modalities:
+                cfg.enable_stream(rs.stream.depth, w, h, rs.format.z16, fps)
+            if Modality.RGB in self.modalities:
+                cfg.enable_stream(rs.stream.color, w, h, rs.format.rgb8, fps)
+            if Modality.IR in self.modalities:
+                cfg.enable_stream(rs.stream.infrared, self.ir_index, w, h, rs.format.y8, fps)
+            self._watch_unplug(rs)
+        pipe = rs.pipeline()
+        profile = pipe.start(cfg)
+        self._pipe = pipe
+        dev = profile.get_device()
+        if self.is_playback:
+            self._playback = dev.as_playback()
+            self._playback.set_real_time(self.realtime)
+        else:
+            self._configure_options(rs, dev)
+        self._read_device(rs, dev, [s for s in profile.get_streams()])
+
+    def _start_sensors(self, rs, dev) -> None:
+        """Sensor-level capture (software devices, or cameras without a pipeline): one frame queue per sensor."""
+        self._queues_rs, self._sensors, streams = [], [], []
+        for sensor in dev.query_sensors():
+            profiles = [p for p in sensor.get_stream_profiles()
+                        if _modality(rs, p.stream_type(), p.stream_index(), self.ir_index) in self.modalities]
+            if not profiles:
+                continue
+            q = rs.frame_queue(max(self.queue_size, 8), keep_frames=False)
+            sensor.open(profiles)
+            sensor.start(q)
+            self._sensors.append(sensor)
+            self._queues_rs.append(q)
+            streams.extend(profiles)
+        if not streams:
+            raise SourceError(f"the device has none of the streams {sorted(m.value for m in self.modalities)}",
+                              self.uri)
+        self._read_device(rs, dev, streams)
+
+    def _configure_options(self, rs, dev) -> None:
+        for sensor in dev.query_sensors():
+            if self.emitter is not None and sensor.supports(rs.option.emitter_enabled):
+                sensor.set_option(rs.option.emitter_enabled, 1.0 if self.emitter else 0.0)
+            if self.depth_units is not None and sensor.supports(rs.option.depth_units):
+                sensor.set_option(rs.option.depth_units, float(self.depth_units))
+
+    def _watch_unplug(self, rs) -> None:
+        serial = self.serial
+
+        def changed(info) -> None:
+            try:
+                for d in info.get_removed_devices() if hasattr(info, "get_removed_devices") else []:
+                    if not serial or d.get_info(rs.camera_info.serial_number) == serial:
+                        self._unplugged = True
+            except RuntimeError:
+                pass
+        try:
+            self._ctx = rs.context()
+            self._ctx.set_devices_changed_callback(changed)
+        except Exception as exc:  # hot-plug notification is a convenience, not a requirement
+            log.debug("no hot-plug callback: %s", exc)
+
+    def _read_device(self, rs, dev, streams) -> None:
+        """Device info, depth scale, factory intrinsics and extrinsics → ``self.rig``."""
+        info = {}
+        for key, field in (("name", rs.camera_info.name), ("serial", rs.camera_info.serial_number),
+                           ("firmware", rs.camera_info.firmware_version), ("product_line", rs.camera_info.product_line)):
+            try:
+                if dev.supports(field):
+                    info[key] = dev.get_info(field)
+            except RuntimeError:
+                pass
+        self.device_info = info
+        if not self.serial and "serial" in info:
+            self.serial = info["serial"]
+        self.depth_scale_m = None
+        for sensor in dev.query_sensors():
+            try:
+                if sensor.is_depth_sensor():
+                    self.depth_scale_m = float(sensor.as_depth_sensor().get_depth_scale())
+            except RuntimeError:
+                pass
+        by_mod: dict[Modality, Any] = {}
+        for p in streams:
+            m = _modality(rs, p.stream_type(), p.stream_index(), self.ir_index)
+            if m is not None and m in self.modalities and m not in by_mod:
+                by_mod[m] = p.as_video_stream_profile()
+        missing = self.modalities - set(by_mod)
+        if missing:
+            raise SourceError(f"the device/recording has no {sorted(x.value for x in missing)} stream; "
+                              f"available: {sorted(x.value for x in by_mod)}", self.uri)
+        if Modality.DEPTH in by_mod and not (self.depth_scale_m and self.depth_scale_m > 0):
+            raise SourceError("depth stream without a depth scale (depth_units option)", self.uri)
+        self.streams = {m: p for m, p in by_mod.items()}
+        self.stream_fps = {m: float(p.fps()) for m, p in by_mod.items()}
+        if self.is_playback and self.stream_fps:
+            self.fps = min(self.stream_fps.values())
+        ref = Modality.RGB if Modality.RGB in by_mod else next(iter(by_mod))
+        intr = {m: rs_intrinsics_to_ours(p.get_intrinsics()) for m, p in by_mod.items()}
+        ext = {}
+        for m, p in by_mod.items():
+            try:
+                ext[m] = rs_extrinsics_to_ours(p.get_extrinsics_to(by_mod[ref]))
+            except RuntimeError as exc:
+                raise SourceError(f"no factory extrinsics {m}->{ref}: {exc}", self.uri) from exc
+        self.rig = Rig(ref, intr, ext, self.depth_scale_m if Modality.DEPTH in intr else None,
+                       {"source": "realsense factory calibration", **{k: str(v) for k, v in info.items()}})
+
+    def _stop_device(self) -> None:
+        if self._pipe is not None:
+            try:
+                self._pipe.stop()
+            except RuntimeError:
+                pass
+            self._pipe = None
+        for s in self._sensors:
+            for fn in (s.stop, s.close):
+                try:
+                    fn()
+                except RuntimeError:
+                    pass
+        self._sensors, self._queues_rs = [], []
+        self._playback = None
+
+    # ------------------------------------------------------------------------------------------- frames
+    def _grab(self, timeout_s: float) -> list[Frame]:
+        rs = _rs()
+        if self._unplugged:
+            self._reconnect(rs, "camera unplugged")
+            return []
+        if self._pipe is None and not self._queues_rs:
+            self._reconnect(rs, self.last_error or "pipeline is down")
+            return []
+        raw = []
+        try:
+            if self._queues_rs:
+                for q in self._queues_rs:
+                    ok, f = q.try_wait_for_frame(int(timeout_s * 1000 / max(1, len(self._queues_rs))))
+                    if ok:
+                        raw.append(f)
+            else:
+                ok, fs = self._pipe.try_wait_for_frames(int(timeout_s * 1000))
+                if ok:
+                    raw.extend(fs)
+        except RuntimeError as exc:
+            self._reconnect(rs, f"SDK error: {exc}")
+            return []
+        if not raw:
+            if self._playback is not None and self._playback.current_status() == rs.playback_status.stopped:
+                raise EndOfStream(self.uri)
+            if (self._playback is None and self._device_in is None
+                    and time.monotonic() - self._last_frame_t > self.stall_s):
+                self._reconnect(rs, f"no frame for {self.stall_s:.1f} s (stall)")
+            return []
+        host_ns = time.monotonic_ns()
+        self._last_frame_t = time.monotonic()
+        out = []
+        for f in raw:
+            frame = self._convert(rs, f, host_ns)
+            if frame is not None:
+                out.append(frame)
+        return out
+
+    def _convert(self, rs, f, host_ns: int) -> Frame | None:
+        p = f.profile
+        m = _modality(rs, p.stream_type(), p.stream_index(), self.ir_index)
+        if m is None or m not in self.modalities:
+            return None
+        vf = f.as_video_frame()
+        data = _frame_array(rs, vf)
+        dev_ns = int(round(f.get_timestamp() * 1e6))
+        domain = f.get_frame_timestamp_domain()
+        self.timestamp_domains[m] = str(domain).split(".")[-1]
+        if self.is_playback or self._device_in is not None:
+            ts = dev_ns  # recorded / injected time: deterministic
+        elif domain == rs.timestamp_domain.system_time:
+            ts = dev_ns + (time.monotonic_ns() - time.time_ns())  # wall clock ms → host monotonic
+        else:
+            ts = self._clocks[m].update(dev_ns, host_ns) + dev_ns
+        intr = self.rig.intrinsics[m] if self.rig is not None else rs_intrinsics_to_ours(
+            p.as_video_stream_profile().get_intrinsics())
+        if (intr.width, intr.height) != (data.shape[1], data.shape[0]):
+            intr = rs_intrinsics_to_ours(p.as_video_stream_profile().get_intrinsics())
+        return make_frame(m, data, ts, intrinsics=intr, sequence=int(f.get_frame_number()), source=self.uri,
+                          device_timestamp_ns=dev_ns,
+                          depth_scale_m=self.depth_scale_m if m is Modality.DEPTH else None)
+
+    def _reconnect(self, rs, reason: str) -> None:
+        """Restart the pipeline after a fault; raise SourceError(reason) when attempts are exhausted."""
+        self.last_error = reason
+        if self.is_playback or self._device_in is not None or self.reconnects >= self.max_reconnects:
+            raise SourceError(f"{reason}; gave up after {self.reconnects} reconnect attempt(s)", self.uri)
+        self.reconnects += 1
+        log.warning("%s: %s; reconnecting (attempt %d/%d)", self.uri, reason, self.reconnects, self.max_reconnects)
+        self._stop_device()
+        time.sleep(min(1.0, 0.1 * 2 ** self.reconnects))
+        try:
+            self._unplugged = False
+            self._start_pipeline(rs)
+            self._last_frame_t = time.monotonic()
+        except (RuntimeError, SourceError) as exc:
+            self.last_error = f"{reason}; reconnect failed: {exc}"
+            log.warning("%s: reconnect failed: %s", self.uri, exc)
+            self._last_frame_t = time.monotonic()
+
+
+def list_devices() -> list[dict[str, str]]:
+    """Connected RealSense cameras: name, serial, firmware (empty without a camera)."""
+    rs = _rs()
+    out = []
+    for d in rs.context().query_devices():
+        info = {}
+        for key, field in (("name", rs.camera_info.name), ("serial", rs.camera_info.serial_number),
+                           ("firmware", rs.camera_info.firmware_version)):
+            if d.supports(field):
+                info[key] = d.get_info(field)
+        out.append(info)
+    return out

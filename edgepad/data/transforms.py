@@ -1,0 +1,261 @@
+"""Augmentations synchronised across modalities, per-modality photometric jitter, MAD depth (numpy only).
+
+Transforms act on a dict of raw-unit crops ``{"rgb": uint8 S×S×3, "depth": uint16 S×S, "ir": uint8 S×S}`` with an
+explicit ``np.random.Generator`` (one per sample, seeded from (seed, epoch, index), so results do not depend on the
+number of loader workers and a resumed run sees the same augmentations). Geometric decisions (flip, crop window,
+cutout square) are drawn once and applied to every modality; depth is resampled nearest-neighbour (never
+interpolated across holes). Normalisation is NOT done here: :func:`edgepad.preprocess.normalise` does it, exactly
+as at run time, and the model's modality dropout writes the fill value after it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from edgepad.errors import ConfigError, ShapeError
+
+Crops = dict[str, np.ndarray]
+
+
+def resize(img: np.ndarray, size_px: int | tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """Resize ``img`` (H×W or H×W×C) to ``size_px`` (square or (h, w)); bilinear (pixel centres) or nearest.
+
+    The output dtype equals the input dtype (bilinear values are rounded).
+    """
+    oh, ow = (size_px, size_px) if isinstance(size_px, int) else size_px
+    h, w = img.shape[:2]
+    if (h, w) == (oh, ow):
+        return img
+    ys = (np.arange(oh) + 0.5) * (h / oh) - 0.5
+    xs = (np.arange(ow) + 0.5) * (w / ow) - 0.5
+    if nearest:
+        yi = np.clip(np.floor(ys + 0.5).astype(np.int64), 0, h - 1)
+        xi = np.clip(np.floor(xs + 0.5).astype(np.int64), 0, w - 1)
+        return img[yi][:, xi]
+    y0 = np.clip(np.floor(ys).astype(np.int64), 0, h - 1)
+    x0 = np.clip(np.floor(xs).astype(np.int64), 0, w - 1)
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    fy = np.clip(ys - y0, 0.0, 1.0)[:, None]
+    fx = np.clip(xs - x0, 0.0, 1.0)[None, :]
+    if img.ndim == 3:
+        fy, fx = fy[..., None], fx[..., None]
+    a = img.astype(np.float32)
+    top = a[y0][:, x0] * (1 - fx) + a[y0][:, x1] * fx
+    bot = a[y1][:, x0] * (1 - fx) + a[y1][:, x1] * fx
+    out = top * (1 - fy) + bot * fy
+    info = np.iinfo(img.dtype) if np.issubdtype(img.dtype, np.integer) else None
+    if info is not None:
+        return np.clip(np.rint(out), info.min, info.max).astype(img.dtype)
+    return out.astype(img.dtype)
+
+
+def _is_depth(name: str) -> bool:
+    return name == "depth"
+
+
+@dataclass(frozen=True)
+class Resize:
+    """Resize every modality to ``size_px`` (depth nearest, others bilinear). Deterministic."""
+
+    size_px: int
+
+    def __call__(self, crops: Crops, rng: np.random.Generator | None = None) -> Crops:
+        return {m: resize(x, self.size_px, nearest=_is_depth(m)) for m, x in crops.items()}
+
+
+@dataclass(frozen=True)
+class RandomHorizontalFlip:
+    """Flip all modalities together with probability ``p``."""
+
+    p: float = 0.5
+
+    def __call__(self, crops: Crops, rng: np.random.Generator) -> Crops:
+        if rng.random() >= self.p:
+            return crops
+        return {m: np.ascontiguousarray(x[:, ::-1]) for m, x in crops.items()}
+
+
+@dataclass(frozen=True)
+class RandomResizedCrop:
+    """Crop one window (area fraction in ``scale``, aspect in ``ratio``) from all modalities and resize it back
+    to the input size (depth nearest). The output size equals the input size."""
+
+    scale: tuple[float, float] = (0.8, 1.0)
+    ratio: tuple[float, float] = (0.9, 1.1)
+    p: float = 1.0
+
+    def __call__(self, crops: Crops, rng: np.random.Generator) -> Crops:
+        if not crops or rng.random() >= self.p:
+            return crops
+        h, w = next(iter(crops.values())).shape[:2]
+        area = rng.uniform(*self.scale) * h * w
+        ar = float(np.exp(rng.uniform(np.log(self.ratio[0]), np.log(self.ratio[1]))))
+        ch = int(round(min(h, np.sqrt(area / ar))))
+        cw = int(round(min(w, np.sqrt(area * ar))))
+        ch, cw = max(1, ch), max(1, cw)
+        y = int(rng.integers(0, h - ch + 1))
+        x = int(rng.integers(0, w - cw + 1))
+        out = {}
+        for m, img in crops.items():
+            if img.shape[:2] != (h, w):
+                raise ShapeError(f"crop {m}", (h, w), img.shape[:2])
+            out[m] = resize(img[y:y + ch, x:x + cw], (h, w), nearest=_is_depth(m))
+        return out
+
+
+@dataclass(frozen=True)
+class Cutout:
+    """Zero one square (side uniform in ``1..max_side_px``) at the same place in every modality, probability p.
+
+    Zero is "invalid" for depth, black for rgb / ir (raw units)."""
+
+    max_side_px: int = 29
+    p: float = 1.0
+
+    def __call__(self, crops: Crops, rng: np.random.Generator) -> Crops:
+        if not crops or self.max_side_px < 1 or rng.random() >= self.p:
+            return crops
+        h, w = next(iter(crops.values())).shape[:2]
+        side = int(rng.integers(1, self.max_side_px + 1))
+        cy, cx = int(rng.integers(0, h)), int(rng.integers(0, w))
+        y0, y1 = max(0, cy - side // 2), min(h, cy - side // 2 + side)
+        x0, x1 = max(0, cx - side // 2), min(w, cx - side // 2 + side)
+        out = {}
+        for m, img in crops.items():
+            img = img.copy()
+            img[y0:y1, x0:x1] = 0
+            out[m] = img
+        return out
+
+
+@dataclass(frozen=True)
+class PhotometricJitter:
+    """Per modality, independently: additive offset U(−offset, offset) per channel, then gamma U(gamma).
+
+    Applied to ``modalities`` (8-bit images; depth is geometry and is never jittered).
+    """
+
+    offset: float = 40.0
+    gamma: tuple[float, float] = (0.5, 1.5)
+    modalities: tuple[str, ...] = ("rgb", "ir")
+    p: float = 1.0
+
+    def __call__(self, crops: Crops, rng: np.random.Generator) -> Crops:
+        out = dict(crops)
+        for m in self.modalities:
+            if m not in crops or rng.random() >= self.p:
+                continue
+            img = crops[m].astype(np.float32)
+            ch = img.shape[2] if img.ndim == 3 else 1
+            off = rng.uniform(-self.offset, self.offset, size=ch).astype(np.float32)
+            img = np.clip(img + (off if img.ndim == 3 else off[0]), 0.0, 255.0)
+            g = float(rng.uniform(*self.gamma))
+            img = 255.0 * (img / 255.0) ** g
+            out[m] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+        return out
+
+
+class Compose:
+    """Apply transforms in order with one generator."""
+
+    def __init__(self, transforms: Sequence[Callable]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, crops: Crops, rng: np.random.Generator | None = None) -> Crops:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        for t in self.transforms:
+            crops = t(crops, rng)
+        return crops
+
+    def __repr__(self) -> str:
+        return f"Compose({self.transforms})"
+
+
+def build_transform(size_px: int, *, train: bool, flip: float = 0.5, crop_scale: tuple[float, float] | None = None,
+                    cutout_px: int = 0, jitter_offset: float = 0.0,
+                    jitter_gamma: tuple[float, float] | None = None) -> Compose:
+    """The standard pipeline: resize → [jitter → crop → flip → cutout] (train only).
+
+    Order follows Flexible-Modal (jitter per modality, then the synchronised geometric ops); modality dropout
+    and normalisation come after, in :func:`edgepad.preprocess.normalise` and the model.
+    """
+    ts: list[Callable] = [Resize(size_px)]
+    if train:
+        if jitter_offset > 0 or jitter_gamma is not None:
+            ts.append(PhotometricJitter(jitter_offset, tuple(jitter_gamma or (1.0, 1.0))))
+        if crop_scale is not None:
+            ts.append(RandomResizedCrop(tuple(crop_scale)))
+        if flip > 0:
+            ts.append(RandomHorizontalFlip(flip))
+        if cutout_px > 0:
+            ts.append(Cutout(cutout_px))
+    return Compose(ts)
+
+
+def mad_normalise_depth(depth: np.ndarray, box: tuple[int, int, int, int] | None = None,
+                        min_mad: float = 1.0) -> np.ndarray:
+    """CMFL MAD depth normalisation to uint8 (METHODS §2.3), with the MAD = 0 guard.
+
+    Inside the face box (``(x, y, w, h)``, default the whole image) keep values > 1, ``med = median``,
+    ``MAD = max(median(|x − med|), min_mad)``; then for the whole image
+    ``round(clip(255·(d − med + 3·MAD)/(6·MAD), 0, 255))``. Holes (0) map to 0. Nearer = darker.
+
+    Args:
+        depth: H×W raw depth (0 = invalid).
+        box: face box; None = whole image.
+        min_mad: floor of the MAD in raw units (guards flat or empty boxes; the reference divides by zero).
+
+    Returns:
+        uint8 H×W. An image without valid pixels in the box returns all zeros.
+    """
+    if depth.ndim != 2:
+        raise ShapeError("depth", "H×W", depth.shape)
+    if min_mad <= 0:
+        raise ConfigError(f"min_mad must be > 0, got {min_mad}", key="min_mad")
+    d = depth.astype(np.float64)
+    x, y, w, h = box if box is not None else (0, 0, d.shape[1], d.shape[0])
+    region = d[max(0, y):y + h, max(0, x):x + w]
+    vals = region[region > 1]
+    if vals.size == 0:
+        return np.zeros(d.shape, dtype=np.uint8)
+    med = float(np.median(vals))
+    mad = max(float(np.median(np.abs(vals - med))), float(min_mad))
+    out = np.clip(255.0 * (d - med + 3.0 * mad) / (6.0 * mad), 0.0, 255.0)
+    out[depth == 0] = 0.0
+    return np.rint(out).astype(np.uint8)
+
+
+class PADDataset:
+    """Map-style dataset for a torch ``DataLoader``: raw sample → transforms → ``preprocess.normalise``.
+
+    ``dataset[i]`` or ``dataset[(i, epoch)]`` returns ``{"inputs": {m: float32 C×S×S}, "target": float32
+    (1 = bona fide), "index": int}``; the per-sample generator is seeded with ``(seed, epoch, i)``.
+
+    Args:
+        base: a :class:`~edgepad.data.datasets.FrameDataset`.
+        inputs: ``{name: InputSpec}`` of the model (the same specs the manifest records).
+        transform: a :class:`Compose` (see :func:`build_transform`).
+        seed: base seed of the augmentations.
+    """
+
+    def __init__(self, base, inputs: Mapping, transform: Callable | None = None, seed: int = 0) -> None:
+        self.base = base
+        self.inputs = dict(inputs)
+        self.transform = transform
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key) -> dict:
+        from edgepad.preprocess import normalise
+        i, epoch = (key if isinstance(key, tuple) else (key, 0))
+        sample = self.base[int(i)]
+        crops = {m: x for m, x in sample.modalities.items() if m in self.inputs}
+        if self.transform is not None:
+            crops = self.transform(crops, np.random.default_rng([self.seed, int(epoch), int(i)]))
+        feed = normalise(crops, self.inputs, sample.depth_scale_m)
+        return {"inputs": {m: v[0] for m, v in feed.items()},
+                "target": np.float32(1.0 if sample.is_bonafide else 0.0), "index": int(i)}

@@ -1,0 +1,509 @@
+"""Scoring models on dev/eval protocols, bob-format score files, and dev-fitted ISO/IEC 30107-3 results.
+
+Three layers, each usable alone:
+
+* **Score files** (:class:`ScoreSet`, :func:`read_scores`, :func:`write_scores`): the bob score-CSV schema
+  ``claimed_id,test_label,is_bonafide,attack_type,score`` plus a sidecar ``<file>.json`` with the metadata
+  (model hash, precision, score scale, aggregation level, fill value, sub-protocol, criterion).
+* **Results from scores** (:func:`evaluate_scores`): τ fitted on dev with a named criterion and applied unchanged
+  to eval, the operating-point table (BPCER10/20/100), EER on dev, FTA; this is what ``edgepad metrics`` runs.
+* **Scoring a model** (:func:`score_protocol`, :func:`evaluate_model`): reads a protocol of the WMCA-style layout
+  (``<root>/protocols/PROTOCOL-<name>.csv``, ``<root>/videos/<id>.hdf5``), normalises each stored crop with
+  :func:`edgepad.preprocess.normalise` (the runtime's preprocessing, so scores match the runtime), runs any backend
+  of the :mod:`edgepad.engines.backend` contract, and aggregates frames to videos (mean of valid frame scores).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from edgepad.errors import DatasetError, MetricError
+from edgepad.metrics import (eer_threshold, fit_threshold, pad_metrics, parse_criterion,
+                             split_scores, tpr_at_fpr)
+
+log = logging.getLogger(__name__)
+
+SCORE_COLUMNS = ("claimed_id", "test_label", "is_bonafide", "attack_type", "score")
+#: Operating points every result reports besides the main criterion.
+DEFAULT_OPERATING_POINTS = ("bpcer10", "bpcer20", "bpcer100", "apcer100")
+FRAME_SEPARATOR = "#"
+
+
+# ================================================================================================ score files
+@dataclass
+class ScoreSet:
+    """Scores of one fold, one row per sample (video or frame).
+
+    Attributes:
+        claimed_id: (N,) subject ids.
+        test_label: (N,) unique sample keys (video path, or ``path#frame`` at frame level).
+        is_bonafide: (N,) bool.
+        attack_type: (N,) species name for attacks, ``""`` for bona fide.
+        score: (N,) float64, higher = more bona fide, NaN = non-response.
+        meta: sidecar metadata (score scale, aggregation level, model hash …).
+    """
+
+    claimed_id: list[str]
+    test_label: list[str]
+    is_bonafide: np.ndarray
+    attack_type: list[str]
+    score: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.is_bonafide = np.asarray(self.is_bonafide, dtype=bool).reshape(-1)
+        self.score = np.asarray(self.score, dtype=np.float64).reshape(-1)
+        self.claimed_id = [str(c) for c in self.claimed_id]
+        self.test_label = [str(t) for t in self.test_label]
+        self.attack_type = ["" if b else str(a) for a, b in zip(self.attack_type, self.is_bonafide)]
+        n = self.score.size
+        if not (len(self.claimed_id) == len(self.test_label) == len(self.attack_type) == self.is_bonafide.size == n):
+            raise DatasetError("score set columns have different lengths")
+
+    def __len__(self) -> int:
+        return int(self.score.size)
+
+    @property
+    def args(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """``(scores, is_bonafide, species)`` for :mod:`edgepad.metrics` functions."""
+        return self.score, self.is_bonafide, self.attack_type
+
+    @property
+    def species(self) -> list[str]:
+        """Sorted attack species present."""
+        return sorted({a for a, b in zip(self.attack_type, self.is_bonafide) if not b})
+
+    def select(self, mask: np.ndarray) -> "ScoreSet":
+        """Rows where ``mask`` is True."""
+        idx = np.flatnonzero(np.asarray(mask, dtype=bool))
+        return ScoreSet([self.claimed_id[i] for i in idx], [self.test_label[i] for i in idx],
+                        self.is_bonafide[idx], [self.attack_type[i] for i in idx], self.score[idx], dict(self.meta))
+
+
+def sidecar_path(path: Path | str) -> Path:
+    """``scores-dev.csv`` -> ``scores-dev.csv.json``."""
+    p = Path(path)
+    return p.with_name(p.name + ".json")
+
+
+def _parse_bool(value: str, where: str) -> bool:
+    v = value.strip().lower()
+    if v in ("true", "1"):
+        return True
+    if v in ("false", "0"):
+        return False
+    raise DatasetError(f"{where}: is_bonafide must be True or False (case-insensitive), got {value!r}")
+
+
+def read_scores(path: Path | str, *, attack_type_default: str = "attack") -> ScoreSet:
+    """Read a bob-format score CSV (header required; extra columns ignored) and its sidecar JSON if present.
+
+    Args:
+        path: CSV with at least ``is_bonafide`` and ``score`` (``claimed_id``, ``test_label``, ``attack_type``
+            optional). ``score`` may be ``nan``/``NaN``/empty for a non-response.
+        attack_type_default: species given to attacks whose ``attack_type`` is empty (logged).
+
+    Raises:
+        DatasetError: missing file, missing columns, bad booleans or scores, duplicate ``test_label``.
+    """
+    path = Path(path)
+    try:
+        fh = open(path, newline="", encoding="utf-8")
+    except OSError as exc:
+        raise DatasetError(f"cannot read score file {path}: {exc}") from exc
+    with fh:
+        reader = csv.DictReader(fh)
+        cols = [c.strip() for c in (reader.fieldnames or [])]
+        reader.fieldnames = cols
+        for c in ("is_bonafide", "score"):
+            if c not in cols:
+                raise DatasetError(f"{path}: no {c!r} column; a bob score CSV has the header "
+                                   f"{','.join(SCORE_COLUMNS)}")
+        cid, lab, bf, att, sc = [], [], [], [], []
+        unnamed = 0
+        for i, row in enumerate(reader, start=2):
+            where = f"{path}:{i}"
+            b = _parse_bool(row.get("is_bonafide") or "", where)
+            raw = (row.get("score") or "").strip()
+            try:
+                s = float(raw) if raw else math.nan
+            except ValueError:
+                raise DatasetError(f"{where}: score {raw!r} is not a number (use nan for a non-response)") from None
+            a = (row.get("attack_type") or "").strip()
+            if not b and not a:
+                a = attack_type_default
+                unnamed += 1
+            cid.append((row.get("claimed_id") or "").strip())
+            lab.append((row.get("test_label") or f"row{i - 1}").strip())
+            bf.append(b)
+            att.append(a)
+            sc.append(s)
+    if not sc:
+        raise DatasetError(f"{path}: no score rows")
+    if unnamed:
+        log.warning("%s: %d attack rows without attack_type were grouped as species %r", path, unnamed,
+                    attack_type_default)
+    if len(set(lab)) != len(lab):
+        dup = next(x for x in lab if lab.count(x) > 1)
+        raise DatasetError(f"{path}: test_label {dup!r} occurs more than once; labels must be unique")
+    meta: dict = {}
+    sp = sidecar_path(path)
+    if sp.exists():
+        try:
+            meta = json.loads(sp.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise DatasetError(f"cannot parse score metadata {sp}: {exc}") from exc
+    return ScoreSet(cid, lab, np.array(bf, dtype=bool), att, np.array(sc, dtype=np.float64), meta)
+
+
+def write_scores(path: Path | str, scores: ScoreSet, meta: Mapping[str, Any] | None = None) -> Path:
+    """Write ``scores`` as a bob-format CSV (``True``/``False``, ``nan``, ``repr`` floats) plus ``<path>.json``.
+
+    Returns:
+        The CSV path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(SCORE_COLUMNS)
+        for c, t, b, a, s in zip(scores.claimed_id, scores.test_label, scores.is_bonafide, scores.attack_type,
+                                 scores.score):
+            w.writerow([c, t, "True" if b else "False", "" if b else a, "nan" if math.isnan(s) else repr(float(s))])
+    info = dict(scores.meta)
+    info.update(meta or {})
+    info.setdefault("columns", list(SCORE_COLUMNS))
+    info["n_rows"] = len(scores)
+    sidecar_path(path).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def aggregate_videos(frames: ScoreSet) -> ScoreSet:
+    """Frame-level scores (``test_label = video#frame``) -> video-level: mean of valid frame scores per video.
+
+    A video with no valid frame gets NaN (failure to acquire).
+
+    Raises:
+        DatasetError: frames of one video disagree on label, species or subject.
+    """
+    keys = [t.split(FRAME_SEPARATOR, 1)[0] for t in frames.test_label]
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        j = first.setdefault(k, i)
+        if (frames.is_bonafide[i] != frames.is_bonafide[j] or frames.attack_type[i] != frames.attack_type[j]
+                or frames.claimed_id[i] != frames.claimed_id[j]):
+            raise DatasetError(f"frames of video {k!r} disagree on label, species or subject")
+    from edgepad.metrics import aggregate_by_key
+    vids, vscores = aggregate_by_key(keys, frames.score)
+    idx = [first[v] for v in vids]
+    meta = dict(frames.meta)
+    meta["level"] = "video"
+    meta["aggregation"] = "mean of valid frame scores; no valid frame = NaN (FTA)"
+    return ScoreSet([frames.claimed_id[i] for i in idx], vids, frames.is_bonafide[idx],
+                    [frames.attack_type[i] for i in idx], vscores, meta)
+
+
+# ================================================================================================ results
+def evaluate_scores(dev: ScoreSet, eval_: ScoreSet, criterion: str = "bpcer20", *,
+                    operating_points: Sequence[str] = DEFAULT_OPERATING_POINTS, alpha: float = 0.05,
+                    pais: Iterable[str] | None = None, extra_thresholds: Mapping[str, float] | None = None) -> dict:
+    """ISO/IEC 30107-3 results: τ fitted on dev with ``criterion``, applied unchanged to eval.
+
+    Args:
+        dev, eval_: score sets of the two folds (same score scale and aggregation level).
+        criterion: the headline criterion (``bpcerN``, ``apcerN``, ``eer``, ``min-hter``).
+        operating_points: further criteria reported in the operating-point table (each τ from dev).
+        alpha: 1 - confidence level of the Clopper–Pearson intervals.
+        pais: species expected in eval (an absent one raises).
+        extra_thresholds: named fixed thresholds (e.g. ``{"manifest": 0.42}``) reported as well.
+
+    Returns:
+        JSON-ready dict with ``criterion``, ``threshold``, ``dev`` and ``eval`` (:func:`pad_metrics` dicts),
+        ``operating_points`` {name: {threshold, eval (apcer/bpcer/acer + k/n), dev_apcer, dev_bpcer}},
+        ``eer_dev``, ``eer_eval``, ``hter_eval_at_eer_dev``, ``tpr_at_fpr_eval`` (legacy), ``species``, counts.
+
+    Raises:
+        MetricError: empty classes or species, too few dev scores to fit.
+    """
+    crit = parse_criterion(criterion)
+    tau = fit_threshold(*dev.args, crit)
+    res: dict[str, Any] = {
+        "criterion": crit.name,
+        "threshold": tau,
+        "threshold_rule": f"τ from dev ({crit.name}), applied to eval",
+        "decision": "bona fide iff score >= τ",
+        "species": {"dev": dev.species, "eval": eval_.species},
+        "dev": pad_metrics(*dev.args, tau, alpha=alpha),
+        "eval": pad_metrics(*eval_.args, tau, pais=pais, alpha=alpha),
+    }
+    ops: dict[str, Any] = {}
+    names = list(dict.fromkeys([crit.name, *[parse_criterion(c).name for c in operating_points]]))
+    for name in names:
+        try:
+            t = tau if name == crit.name else fit_threshold(*dev.args, name)
+        except MetricError as exc:
+            ops[name] = {"error": str(exc)}
+            continue
+        ops[name] = _op_row(dev, eval_, t, alpha)
+    for name, t in (extra_thresholds or {}).items():
+        ops[name] = _op_row(dev, eval_, float(t), alpha)
+    res["operating_points"] = ops
+    d_split = split_scores(*dev.args)
+    e_split = split_scores(*eval_.args)
+    eer_d, tau_eer = eer_threshold(d_split.bonafide, d_split.pooled_attacks)
+    eer_e, tau_eer_e = eer_threshold(e_split.bonafide, e_split.pooled_attacks)
+    res["eer_dev"] = {"eer": eer_d, "threshold": tau_eer}
+    res["eer_eval"] = {"eer": eer_e, "threshold": tau_eer_e, "note": "informational: τ from eval itself"}
+    res["hter_eval_at_eer_dev"] = pad_metrics(*eval_.args, tau_eer, alpha=alpha)["hter"]
+    res["tpr_at_fpr_eval"] = {f"{x:g}": tpr_at_fpr(eval_.score, eval_.is_bonafide, x)[0] for x in (0.01, 0.001)
+                              if e_split.pooled_attacks.size}
+    res["counts"] = {fold: _counts(s) for fold, s in (("dev", dev), ("eval", eval_))}
+    res["level"] = eval_.meta.get("level", dev.meta.get("level", "unspecified"))
+    return res
+
+
+def _op_row(dev: ScoreSet, eval_: ScoreSet, tau: float, alpha: float) -> dict:
+    d = pad_metrics(*dev.args, tau, alpha=alpha)
+    e = pad_metrics(*eval_.args, tau, alpha=alpha)
+    return {"threshold": tau, "dev_apcer": d["apcer"], "dev_bpcer": d["bpcer"],
+            "eval": {"apcer": e["apcer"], "bpcer": e["bpcer"], "acer": e["acer"], "hter": e["hter"],
+                     "apcer_worst_species": e["apcer_worst_species"], "bpcer_rate": e["rates"]["bpcer"]}}
+
+
+def _counts(s: ScoreSet) -> dict:
+    out = {"bonafide": int(s.is_bonafide.sum())}
+    for p in s.species:
+        out[p] = sum(1 for a, b in zip(s.attack_type, s.is_bonafide) if not b and a == p)
+    out["nan"] = int(np.isnan(s.score).sum())
+    return out
+
+
+# ================================================================================================ scoring
+def iter_protocol_fold(root: Path | str, protocol: str, fold: str, max_frames: int | None = None,
+                       limit: int | None = None) -> Iterator[Any]:
+    """Samples (:class:`edgepad.data.datasets.Sample`) of one fold of a synthetic-benchmark / WMCA-style protocol.
+
+    Uses the dataset loader of :mod:`edgepad.data.datasets` (interface D layout). ``limit`` keeps the first
+    N videos (smoke runs).
+    """
+    from edgepad.data.datasets import SynthBenchDataset
+    ds = SynthBenchDataset(root, protocol, split=fold, frames_per_video=max_frames)
+    seen: dict[str, None] = {}
+    for i in range(len(ds)):
+        ref = ds.records[i]
+        if limit and ref.video_id not in seen and len(seen) >= limit:
+            continue
+        seen.setdefault(ref.video_id, None)
+        yield ds[i]
+
+
+def score_protocol(backend, root: Path | str, protocol: str, *, folds: Sequence[str] = ("dev", "eval"),
+                   subset: Iterable[str] | None = None, max_frames: int | None = None, batch_size: int = 32,
+                   limit: int | None = None) -> dict[str, ScoreSet]:
+    """Frame-level scores of ``backend`` on the videos of ``protocol``'s folds.
+
+    Each stored crop goes through :func:`edgepad.preprocess.normalise` with the manifest's input specs, exactly
+    as in the runtime; modalities outside ``subset`` are left out, so ``normalise`` writes the manifest's
+    ``missing_fill`` for them (the missing-modality sub-protocols P1–P3).
+
+    Args:
+        backend: a backend of the :mod:`edgepad.engines.backend` contract (activated here if it is not active).
+        root: dataset root (``protocols/``, ``videos/``, ``meta.json``).
+        protocol: protocol name (``grandtest``, ``LOO_replay`` …).
+        folds: folds to score.
+        subset: modalities presented to the model (e.g. ``("rgb", "depth")``); None = the model's own.
+        max_frames: frames per video (evenly sampled); None = all.
+        batch_size: frames per ``infer`` call when every input has a dynamic batch axis (else 1).
+        limit: score at most this many videos per fold (smoke runs).
+
+    Returns:
+        ``{fold: ScoreSet}`` at frame level (``test_label = video#frame``); ``meta["groups"]`` maps each label to
+        the sample's group (skin tone / ethnicity) when the dataset knows it.
+    """
+    from edgepad.preprocess import normalise
+    from edgepad.types import parse_modalities
+    model_mods = [m.value for m in backend.manifest.modalities]
+    mods = model_mods if subset is None else [m.value for m in parse_modalities(list(subset))]
+    unknown = [m for m in mods if m not in model_mods]
+    if unknown:
+        raise DatasetError(f"subset {mods} has modalities {unknown} the model was not trained with ({model_mods})")
+    inputs = backend.manifest.inputs
+    dynamic = all(spec.shape[0] == -1 for spec in backend.inputs.values())
+    bs = max(1, batch_size) if dynamic else 1
+    out_name = backend.manifest.score_output
+    was_active = getattr(backend, "is_active", False)
+    if not was_active:
+        backend.activate()
+    result: dict[str, ScoreSet] = {}
+    try:
+        for fold in folds:
+            labels, cids, bfs, atts, scores, groups = [], [], [], [], [], {}
+            pending: list[dict] = []
+
+            def flush() -> None:
+                if not pending:
+                    return
+                feed = {k: np.concatenate([p[k] for p in pending], axis=0) for k in pending[0]}
+                out = np.asarray(backend.infer(feed)[out_name], dtype=np.float64).reshape(-1)
+                if out.size != len(pending):
+                    raise DatasetError(f"backend returned {out.size} scores for a batch of {len(pending)}")
+                scores.extend(out.tolist())
+                pending.clear()
+
+            t0 = time.perf_counter()
+            for smp in iter_protocol_fold(root, protocol, fold, max_frames, limit):
+                present = {m: smp.modalities[m] for m in mods if m in smp.modalities}
+                pending.append(normalise(present, inputs, smp.depth_scale_m))
+                label = f"{smp.video_id}{FRAME_SEPARATOR}{smp.frame_idx}"
+                labels.append(label)
+                cids.append(smp.subject if smp.subject is not None else smp.video_id.split("_", 1)[0])
+                bfs.append(bool(smp.is_bonafide))
+                atts.append("" if smp.is_bonafide else smp.pai)
+                if smp.group is not None:
+                    groups[label] = str(smp.group)
+                if len(pending) >= bs:
+                    flush()
+            flush()
+            if not labels:
+                raise DatasetError(f"protocol {protocol!r} has no {fold!r} samples under {root}")
+            log.info("scored %s/%s: %d frames in %.1f s", protocol, fold, len(scores), time.perf_counter() - t0)
+            meta = {"level": "frame", "protocol": protocol, "fold": fold, "modalities": mods,
+                    "max_frames_per_video": max_frames}
+            if groups:
+                meta["groups"] = groups
+            result[fold] = ScoreSet(cids, labels, np.array(bfs, dtype=bool), atts, np.array(scores), meta)
+    finally:
+        if not was_active:
+            backend.deactivate()
+    return result
+
+
+def bpcer_per_group(scores: ScoreSet, groups: Mapping[str, str], threshold: float, alpha: float = 0.05) -> dict:
+    """Fairness: BPCER per group (skin tone / ethnicity) at ``threshold``; keys of ``groups`` are test labels
+    (frame labels ``video#i`` also match their video)."""
+    from edgepad.metrics import bpcer_rate, clopper_pearson
+    by_group: dict[str, list[float]] = {}
+    vid_groups = {k.split(FRAME_SEPARATOR, 1)[0]: g for k, g in groups.items()}
+    for lab, b, s in zip(scores.test_label, scores.is_bonafide, scores.score):
+        g = groups.get(lab, vid_groups.get(lab.split(FRAME_SEPARATOR, 1)[0]))
+        if b and g is not None and not math.isnan(s):
+            by_group.setdefault(g, []).append(s)
+    out = {}
+    for g in sorted(by_group):
+        k, n = bpcer_rate(np.array(by_group[g]), threshold)
+        lo, hi = clopper_pearson(k, n, alpha)
+        out[g] = {"k": k, "n": n, "value": k / n, "ci": [lo, hi]}
+    return out
+
+
+def score_metadata(backend, subset: Sequence[str], criterion: str) -> dict:
+    """Sidecar metadata of a score file produced by ``backend``."""
+    man = backend.manifest
+    present = set(subset)
+    fills = {name: spec.missing_fill for name, spec in man.inputs.items() if name not in present}
+    return {"model": man.model, "artifact": str(getattr(backend, "artifact", "")),
+            "artifact_sha256": man.artifact_sha256, "onnx_sha256": man.onnx_sha256, "format": man.format,
+            "precision": man.precision, "backend": getattr(backend, "kind", "?"),
+            "score_scale": f"{man.score_output}: P(bona fide) in [0, 1], higher = bona fide",
+            "modalities_presented": list(subset), "missing_fill": fills,
+            "sub_protocol": "+".join(subset), "threshold_criterion": criterion,
+            "manifest_threshold": man.threshold, "manifest_threshold_criterion": man.threshold_criterion}
+
+
+def evaluate_model(model: Path | str, data: Path | str, protocol: str, out: Path | str, *,
+                   criterion: str = "bpcer20", subset: Iterable[str] | None = None, max_frames: int | None = None,
+                   backend_kind: str = "auto", batch_size: int = 32, level: str = "video", plots: bool = True,
+                   limit: int | None = None, backend=None) -> dict:
+    """Score ``model`` on ``protocol``'s dev and eval folds, fit τ on dev, write CSVs, metrics JSON and report.
+
+    Writes into ``out``: ``scores-dev.csv``/``scores-eval.csv`` (+ sidecars; level ``level``),
+    ``frames/scores-{dev,eval}.csv`` (frame level), ``metrics.json`` (both levels) and ``report.md``/``.html``.
+
+    Args:
+        model: ``.onnx``/``.pt``/``.engine`` with its manifest (loaded through ``load_backend``).
+        data: dataset root; protocol: protocol name; out: output folder.
+        criterion: threshold criterion on dev. subset: modalities presented (missing-modality sub-protocol).
+        max_frames: frames per video. backend_kind: ``auto|onnxruntime|torch|trt``. level: ``video|frame``
+            (which level the headline files and report use). backend: an already-open backend (tests, bench).
+
+    Returns:
+        The metrics dict that was written to ``metrics.json``.
+    """
+    if level not in ("video", "frame"):
+        raise MetricError(f"level must be 'video' or 'frame', got {level!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if backend is None:
+        from edgepad.engines.backend import load_backend
+        backend = load_backend(model, backend_kind)
+    mods = [m.value for m in backend.manifest.modalities] if subset is None else None
+    if subset is not None:
+        from edgepad.types import parse_modalities
+        mods = [m.value for m in parse_modalities(list(subset))]
+    frames = score_protocol(backend, data, protocol, subset=mods, max_frames=max_frames, batch_size=batch_size,
+                            limit=limit)
+    groups = frames["eval"].meta.pop("groups", None)
+    frames["dev"].meta.pop("groups", None)
+    meta = score_metadata(backend, mods, parse_criterion(criterion).name)
+    meta.update({"protocol": protocol, "data": str(data)})
+    levels: dict[str, dict[str, ScoreSet]] = {"frame": {}, "video": {}}
+    for fold, fs in frames.items():
+        fs.meta.update(meta)
+        levels["frame"][fold] = fs
+        levels["video"][fold] = aggregate_videos(fs)
+        write_scores(out / "frames" / f"scores-{fold}.csv", fs)
+        write_scores(out / f"scores-{fold}.csv", levels[level][fold] if level == "video" else fs)
+    results = {lv: evaluate_scores(levels[lv]["dev"], levels[lv]["eval"], criterion,
+                                   extra_thresholds={"manifest": backend.manifest.threshold}) for lv in levels}
+    if groups:
+        for lv, r in results.items():
+            r["bpcer_per_group"] = bpcer_per_group(levels[lv]["eval"], groups, r["threshold"])
+    doc = {"protocol": protocol, "sub_protocol": "+".join(mods), "level": level, "model": meta,
+           "result": results[level], "other_level": {k: v for k, v in results.items() if k != level}}
+    (out / "metrics.json").write_text(json.dumps(doc, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    from edgepad.report import write_report
+    write_report(out, results[level], levels[level]["dev"], levels[level]["eval"],
+                 title=f"{protocol} ({'+'.join(mods)}) — {Path(str(model)).name}", plots=plots,
+                 context={"model": str(model), "data": str(data), "level": level,
+                          "frames_per_video": max_frames or "all"})
+    return doc
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def evaluate_files(dev_csv: Path | str, eval_csv: Path | str, out: Path | str | None, *,
+                   criterion: str = "bpcer20", plots: bool = True, title: str | None = None) -> dict:
+    """``edgepad metrics``: results and report from two bob-format score CSVs alone.
+
+    Writes ``metrics.json`` and ``report.md``/``.html`` (+ PNG plots) into ``out`` when given.
+    """
+    dev = read_scores(dev_csv)
+    ev = read_scores(eval_csv)
+    for name, s in (("dev", dev), ("eval", ev)):
+        if s.meta.get("level") and dev.meta.get("level") and s.meta["level"] != dev.meta["level"]:
+            raise MetricError(f"dev and eval score files are at different levels ({dev.meta['level']} vs "
+                              f"{s.meta['level']}); thresholds and metrics need the same level")
+    res = evaluate_scores(dev, ev, criterion)
+    res["files"] = {"dev": str(dev_csv), "eval": str(eval_csv)}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(res, indent=2, default=_json_default) + "\n", encoding="utf-8")
+        from edgepad.report import write_report
+        write_report(out, res, dev, ev, title=title or f"{Path(eval_csv).name} (τ from {Path(dev_csv).name})",
+                     plots=plots, context={"dev scores": str(dev_csv), "eval scores": str(eval_csv)})
+    return res

@@ -1,0 +1,435 @@
+"""The one preprocessing of edgepad: face crops per modality and their normalisation (training AND runtime).
+
+Two steps, both numpy-only and deterministic:
+
+1. :func:`face_crops` cuts a square around a face box found in the rgb image, per modality, in raw units:
+   rgb ``uint8 S×S×3`` and depth ``uint16 S×S`` (depth registered to rgb) are cut with the same pixel window;
+   ir ``uint8 S×S`` is resampled so that each crop pixel sees the same 3-D point as the rgb crop pixel: the rgb
+   window is lifted onto the fronto-parallel plane at the median face depth and projected into the IR camera
+   through the rig (baseline, rotation and lens distortion included).
+2. :func:`normalise` maps raw crops to float32 ``1×C×S×S`` model inputs as described by each
+   :class:`~edgepad.engines.manifest.InputSpec`; an absent modality becomes a tensor filled with
+   ``InputSpec.missing_fill`` (written after normalisation, so it is exactly constant).
+
+The default edge preprocessing (:func:`default_input_specs`) at 112 px:
+
+- rgb: ``x / 255``, then ``(x − 0.5) / 0.5``  → [−1, 1];
+- ir: ``x / 255``, then ``(x − 0.5) / 0.5``  → [−1, 1];
+- depth (``depth_norm="face_relative"``): metres relative to the median valid depth of the crop's central
+  region (the central S/2 × S/2 window), clipped to ``clip = (−0.1, 0.1)`` m, mapped to [0, 1] then to [−1, 1]
+  (positive = farther than the face centre); holes (raw 0) are set to :data:`DEPTH_HOLE_VALUE` (+1, "far");
+- a missing modality: ``missing_fill = 0.0`` over the whole tensor.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from edgepad.errors import ConfigError, ShapeError
+from edgepad.geometry import Rig, deproject, project
+from edgepad.types import FrameSet, Modality
+
+#: normalised value written at depth holes (raw 0) by the face-relative and absolute depth normalisations
+DEPTH_HOLE_VALUE = 1.0
+#: assumed physical face width (m) used to guess the face depth from the box size when depth is unusable
+FACE_WIDTH_M = 0.15
+#: largest supersampling factor per axis when shrinking a crop (anti-aliasing)
+MAX_SUPERSAMPLE = 3
+#: depth normalisations understood by :func:`normalise`
+DEPTH_NORMS = ("face_relative", "absolute", "mad", "none")
+
+Box = tuple[int, int, int, int]
+
+
+# ------------------------------------------------------------------------------------------------ specs
+def default_input_specs(size_px: int = 112) -> dict:
+    """The default preprocessing of the edge models, one :class:`InputSpec` per modality name.
+
+    Args:
+        size_px: crop side S (px); inputs are ``1×C×S×S`` float32.
+
+    Returns:
+        ``{"rgb": InputSpec, "depth": InputSpec, "ir": InputSpec}``.
+    """
+    from edgepad.engines.manifest import InputSpec
+    if not isinstance(size_px, int) or size_px < 8:
+        raise ConfigError(f"crop size must be an integer >= 8 px, got {size_px!r}", key="size_px")
+    s = size_px
+    return {
+        "rgb": InputSpec("rgb", (1, 3, s, s), "float32", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                         clip=(0.0, 255.0), missing_fill=0.0, depth_norm="none"),
+        "depth": InputSpec("depth", (1, 1, s, s), "float32", mean=(0.5,), std=(0.5,), clip=(-0.1, 0.1),
+                           missing_fill=0.0, depth_norm="face_relative"),
+        "ir": InputSpec("ir", (1, 1, s, s), "float32", mean=(0.5,), std=(0.5,), clip=(0.0, 255.0),
+                        missing_fill=0.0, depth_norm="none"),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ crops
+@dataclass(frozen=True)
+class CropResult:
+    """Crops of one face plus how they were made.
+
+    Attributes:
+        crops: raw-unit crops by modality (see :func:`face_crops`).
+        window_rgb: the square crop window ``(x0, y0, side)`` in rgb pixels (pixel-centre convention: the
+            window spans ``[x0, x0 + side]`` in continuous coordinates where pixel i covers ``[i−½, i+½]``).
+        face_depth_m: depth used to lift the window into the IR camera (m).
+        nominal_depth: True when ``face_depth_m`` was guessed from the box size (no valid depth in the face).
+        valid_depth_fraction: fraction of valid depth pixels in the central face region (0 without depth).
+    """
+
+    crops: dict[Modality, np.ndarray]
+    window_rgb: tuple[float, float, float]
+    face_depth_m: float
+    nominal_depth: bool
+    valid_depth_fraction: float
+
+
+def crop_window(box_rgb: Box, margin: float = 0.25) -> tuple[float, float, float]:
+    """Square crop window around a face box.
+
+    Args:
+        box_rgb: ``(x, y, w, h)`` in rgb pixels (covers pixels x..x+w−1, y..y+h−1).
+        margin: relative enlargement: the side is ``max(w, h) · (1 + margin)``.
+
+    Returns:
+        ``(x0, y0, side)`` in continuous pixel coordinates (pixel i covers ``[i − ½, i + ½]``).
+    """
+    x, y, w, h = _check_box(box_rgb)
+    if not (isinstance(margin, (int, float)) and 0.0 <= margin <= 4.0):
+        raise ConfigError(f"crop margin must be in [0, 4], got {margin!r}", key="margin")
+    side = max(w, h) * (1.0 + float(margin))
+    cx = x - 0.5 + w / 2.0
+    cy = y - 0.5 + h / 2.0
+    return (cx - side / 2.0, cy - side / 2.0, side)
+
+
+def face_crops(frameset: FrameSet, box_rgb: Box, rig: Rig, size_px: int = 112,
+               margin: float = 0.25) -> dict[Modality, np.ndarray]:
+    """Raw-unit square crops of a face, per modality present in ``frameset``.
+
+    Args:
+        frameset: synced frames; depth must be registered to rgb (``registered_to == rgb``) or is registered
+            here through the rig (drivers' ``register_depth``).
+        box_rgb: face box ``(x, y, w, h)`` in rgb pixels.
+        rig: camera rig (rgb intrinsics and the rgb → ir extrinsics are used).
+        size_px: crop side S (px).
+        margin: the window side is ``max(w, h) · (1 + margin)`` around the box centre.
+
+    Returns:
+        ``{rgb: uint8 S×S×3, depth: uint16 S×S, ir: uint8 S×S}`` for the modalities present; pixels outside
+        an image are 0. A uint16 IR image is scaled to uint8 (``x / 257``).
+
+    Raises:
+        ShapeError: bad box or frame layout. ConfigError: rgb absent, or rig without the needed cameras.
+    """
+    return crop_face(frameset, box_rgb, rig, size_px=size_px, margin=margin).crops
+
+
+def crop_face(frameset: FrameSet, box_rgb: Box, rig: Rig, size_px: int = 112, margin: float = 0.25, *,
+              face_depth_m: float | None = None) -> CropResult:
+    """:func:`face_crops` plus the geometry used (face depth, window, whether the depth was nominal).
+
+    Args:
+        face_depth_m: override the lifting depth (m); by default the median valid registered depth of the
+            central half of the box, or the box-size guess ``fx · FACE_WIDTH_M / w`` when there is none.
+    """
+    if not isinstance(size_px, int) or size_px < 8:
+        raise ConfigError(f"crop size must be an integer >= 8 px, got {size_px!r}", key="size_px")
+    rgb = frameset.get(Modality.RGB)
+    if rgb is None:
+        raise ConfigError("face_crops needs an rgb frame: the face box is defined in rgb pixels", key="rgb")
+    x0, y0, side = crop_window(box_rgb, margin)
+    rgb_intr = rgb.intrinsics
+    out: dict[Modality, np.ndarray] = {}
+    ay = _resample_matrix(y0, side, rgb_intr.height, size_px)
+    ax = _resample_matrix(x0, side, rgb_intr.width, size_px)
+    out[Modality.RGB] = _resample_separable(rgb.data, ay, ax)
+
+    valid_fraction = 0.0
+    measured = None
+    depth = frameset.get(Modality.DEPTH)
+    if depth is not None:
+        reg = _registered_depth(depth, rgb_intr, rig)
+        out[Modality.DEPTH] = _crop_nearest(reg.data, x0, y0, side, size_px)
+        measured, valid_fraction = _median_face_depth(reg.data, box_rgb, reg.depth_scale_m)
+    nominal = False
+    if face_depth_m is None:
+        if measured is None:
+            face_depth_m = rgb_intr.fx * FACE_WIDTH_M / max(1, box_rgb[2])
+            nominal = True
+        else:
+            face_depth_m = measured
+    elif not (math.isfinite(face_depth_m) and face_depth_m > 0):
+        raise ConfigError(f"face_depth_m must be a positive finite number, got {face_depth_m!r}", key="face_depth_m")
+
+    ir = frameset.get(Modality.IR)
+    if ir is not None:
+        if Modality.IR not in rig.to_reference or Modality.RGB not in rig.to_reference:
+            raise ConfigError("the rig has no rgb/ir camera pair: cannot project the face into the IR camera",
+                              key="rig")
+        img = ir.data
+        if img.dtype == np.uint16:
+            img = (img.astype(np.float32) / 257.0)
+        out[Modality.IR] = _crop_projected(img, rgb_intr, ir.intrinsics, rig.extrinsics(Modality.RGB, Modality.IR),
+                                           x0, y0, side, size_px, float(face_depth_m))
+    return CropResult(out, (x0, y0, side), float(face_depth_m), nominal, valid_fraction)
+
+
+def _check_box(box: object) -> Box:
+    try:
+        x, y, w, h = (int(round(float(v))) for v in box)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ShapeError("box_rgb", "(x, y, w, h)", box) from None
+    if w <= 0 or h <= 0:
+        raise ShapeError("box_rgb", "w > 0 and h > 0", (x, y, w, h))
+    return x, y, w, h
+
+
+def _registered_depth(depth, rgb_intr, rig: Rig):
+    if depth.registered_to is Modality.RGB:
+        if depth.data.shape != (rgb_intr.height, rgb_intr.width):
+            raise ShapeError("depth (registered to rgb)", (rgb_intr.height, rgb_intr.width), depth.data.shape)
+        return depth
+    try:
+        from edgepad.drivers.registration import register_depth
+    except ImportError as exc:  # pragma: no cover - drivers always ship with edgepad
+        raise ConfigError("depth is not registered to rgb and edgepad.drivers.registration is unavailable",
+                          key="depth") from exc
+    return register_depth(depth, rgb_intr, rig.extrinsics(Modality.DEPTH, Modality.RGB), Modality.RGB)
+
+
+def _median_face_depth(depth: np.ndarray, box: Box, scale_m: float | None) -> tuple[float | None, float]:
+    """Median valid depth (m) of the central half of the box, and the valid fraction there."""
+    x, y, w, h = _check_box(box)
+    hgt, wid = depth.shape
+    xa, xb = max(0, x + w // 4), min(wid, x + w - w // 4)
+    ya, yb = max(0, y + h // 4), min(hgt, y + h - h // 4)
+    if xb <= xa or yb <= ya:
+        return None, 0.0
+    region = depth[ya:yb, xa:xb]
+    valid = region[region > 0]
+    frac = valid.size / region.size
+    if valid.size == 0 or not scale_m:
+        return None, frac
+    return float(np.median(valid)) * float(scale_m), frac
+
+
+def _supersample(side: float, size_px: int) -> int:
+    return int(min(MAX_SUPERSAMPLE, max(1, math.ceil(side / size_px - 1e-9))))
+
+
+def _resample_matrix(start: float, side: float, n_src: int, size_px: int) -> np.ndarray:
+    """``size_px × n_src`` matrix: bilinear interpolation + box average of k sub-samples; 0 outside the image."""
+    k = _supersample(side, size_px)
+    # sub-sample centres in continuous coordinates; pixel i covers [i-1/2, i+1/2]
+    pos = start + (np.arange(size_px * k, dtype=np.float64) + 0.5) * (side / (size_px * k))
+    i0 = np.floor(pos).astype(np.int64)
+    f = pos - i0
+    m = np.zeros((size_px * k, n_src), dtype=np.float32)
+    rows = np.arange(size_px * k)
+    for idx, wgt in ((i0, 1.0 - f), (i0 + 1, f)):
+        ok = (idx >= 0) & (idx < n_src)
+        np.add.at(m, (rows[ok], idx[ok]), wgt[ok].astype(np.float32))
+    return m.reshape(size_px, k, n_src).mean(axis=1)
+
+
+def _resample_separable(img: np.ndarray, ay: np.ndarray, ax: np.ndarray) -> np.ndarray:
+    """``ay @ img @ ax.T`` per channel, restricted to the rows/columns with non-zero weight; rounded to uint8."""
+    rows = np.flatnonzero(ay.any(axis=0))
+    cols = np.flatnonzero(ax.any(axis=0))
+    size = (ay.shape[0], ax.shape[0]) + img.shape[2:]
+    if rows.size == 0 or cols.size == 0:
+        return np.zeros(size, dtype=np.uint8)
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    roi = img[r0:r1, c0:c1].astype(np.float32)
+    a_y, a_x = ay[:, r0:r1], ax[:, c0:c1]
+    if roi.ndim == 3:
+        h, w, c = roi.shape
+        t = (a_y @ roi.reshape(h, w * c)).reshape(-1, w, c)          # S × w × c
+        out = (t.transpose(0, 2, 1) @ a_x.T).transpose(0, 2, 1)      # S × S × c
+    else:
+        out = a_y @ roi @ a_x.T
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _crop_nearest(img: np.ndarray, x0: float, y0: float, side: float, size_px: int) -> np.ndarray:
+    """Nearest-neighbour crop (depth: never interpolates across holes); 0 outside the image."""
+    pos = (np.arange(size_px, dtype=np.float64) + 0.5) * (side / size_px)
+    xs = np.floor(x0 + pos + 0.5).astype(np.int64)
+    ys = np.floor(y0 + pos + 0.5).astype(np.int64)
+    h, w = img.shape[:2]
+    okx = (xs >= 0) & (xs < w)
+    oky = (ys >= 0) & (ys < h)
+    out = np.zeros((size_px, size_px) + img.shape[2:], dtype=img.dtype)
+    out[np.ix_(oky, okx)] = img[np.ix_(ys[oky], xs[okx])]
+    return out
+
+
+def _crop_projected(img: np.ndarray, src_intr, dst_intr, src_to_dst, x0: float, y0: float, side: float,
+                    size_px: int, depth_m: float, grid: int = 17) -> np.ndarray:
+    """Resample ``img`` (camera dst) at the points seen by the src window on the plane ``z_src = depth_m``.
+
+    The map is exact on a ``grid × grid`` lattice and bilinearly interpolated between (the map is smooth).
+    """
+    k = _supersample(side * dst_intr.fx / max(src_intr.fx, 1e-9), size_px)
+    n = size_px * k
+    # control lattice in src pixel coordinates, spanning the sub-sample centres
+    first, last = 0.5 * side / n, side - 0.5 * side / n
+    t = np.linspace(first, last, grid)
+    uu, vv = np.meshgrid(x0 + t, y0 + t)
+    pts = deproject(np.stack([uu, vv], axis=-1), depth_m, src_intr)
+    pix = project(src_to_dst.apply(pts), dst_intr)
+    # linear interpolation matrix from the lattice to the n sub-samples (same on both axes)
+    s = (np.arange(n, dtype=np.float64) + 0.5) * side / n
+    g = (s - first) / (last - first) * (grid - 1)
+    g0 = np.clip(np.floor(g).astype(np.int64), 0, grid - 2)
+    fr = g - g0
+    up = np.zeros((n, grid))
+    up[np.arange(n), g0] += 1.0 - fr
+    up[np.arange(n), g0 + 1] += fr
+    mx = up @ pix[..., 0] @ up.T
+    my = up @ pix[..., 1] @ up.T
+    vals = _bilinear(np.asarray(img, dtype=np.float32), mx, my)
+    vals = vals.reshape(size_px, k, size_px, k).mean(axis=(1, 3))
+    return np.clip(np.rint(vals), 0, 255).astype(np.uint8)
+
+
+def _bilinear(img: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
+    """Bilinear samples of a 2-D image at pixel coordinates; 0 outside (and at NaN coordinates)."""
+    h, w = img.shape
+    bad = ~(np.isfinite(mx) & np.isfinite(my))
+    mx = np.where(bad, -10.0, mx)
+    my = np.where(bad, -10.0, my)
+    xf, yf = np.floor(mx), np.floor(my)
+    fx, fy = mx - xf, my - yf
+    xi, yi = xf.astype(np.int64), yf.astype(np.int64)
+    out = np.zeros(mx.shape, dtype=np.float32)
+    for dx, dy, wgt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        xx, yy = xi + dx, yi + dy
+        ok = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
+        out += np.where(ok, img[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)] * wgt, 0.0).astype(np.float32)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ normalise
+_CROP_LAYOUT = {Modality.RGB: ("uint8 S×S×3", (np.uint8,), 3), Modality.DEPTH: ("uint16 S×S", (np.uint16,), 2),
+                Modality.IR: ("uint8 S×S", (np.uint8,), 2)}
+
+
+def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float) -> dict[str, np.ndarray]:
+    """Model inputs from raw-unit crops, per :class:`InputSpec` (the same code for training and runtime).
+
+    Per input named ``m`` (a modality name) with spec ``(mean, std, clip, missing_fill, depth_norm)``:
+
+    - rgb / ir (``uint8``): ``x_s = clip01((x − lo) / (hi − lo))`` with ``(lo, hi) = clip or (0, 255)``;
+      then ``(x_s − mean_c) / std_c`` per channel.
+    - depth (``uint16`` raw units, metres = raw · ``depth_scale_m``), by ``depth_norm``:
+      ``face_relative``: ``d − median(valid d in the central S/2 × S/2 window)`` (fallback: all valid pixels),
+      scaled with ``clip`` (metres, default ±0.1) to [0, 1], then mean/std; holes → :data:`DEPTH_HOLE_VALUE`.
+      ``absolute`` / ``none``: metres scaled with ``clip`` (default 0.2–1.5 m); holes → :data:`DEPTH_HOLE_VALUE`.
+      ``mad``: CMFL MAD normalisation over the central window,
+      ``clip01((d − med + 3·MAD) / (6·MAD))`` (MAD floored at 1 mm), holes → 0 before mean/std.
+      A crop with no valid depth at all is treated as absent.
+    - an absent modality (not in ``crops``): the whole tensor = ``missing_fill``, exactly.
+
+    Args:
+        crops: raw crops keyed by :class:`Modality` or name (as from :func:`face_crops`).
+        inputs: ``{name: InputSpec}``, e.g. ``manifest.inputs`` or :func:`default_input_specs`.
+        depth_scale_m: metres per raw depth unit.
+
+    Returns:
+        ``{name: float32 1×C×S×S}`` for every spec in ``inputs`` (C and S from ``spec.shape``).
+
+    Raises:
+        ShapeError: a crop of the wrong dtype/shape/size. ConfigError: unknown input name or depth_norm.
+    """
+    by_name: dict[str, np.ndarray] = {}
+    for k, v in crops.items():
+        by_name[Modality.parse(k).value] = v
+    out: dict[str, np.ndarray] = {}
+    for name, spec in inputs.items():
+        m = Modality.parse(name)
+        shape = tuple(1 if s == -1 else int(s) for s in spec.shape)
+        if len(shape) != 4 or shape[0] != 1:
+            raise ShapeError(f"inputs[{name}].shape", "(1, C, S, S)", spec.shape)
+        c, hh, ww = shape[1:]
+        crop = by_name.get(m.value)
+        if crop is None:
+            out[name] = np.full(shape, float(spec.missing_fill), dtype=np.float32)
+            continue
+        crop = np.asarray(crop)
+        layout, dtypes, ndim = _CROP_LAYOUT[m]
+        if crop.dtype.type not in dtypes or crop.ndim != ndim or crop.shape[:2] != (hh, ww) or (
+                ndim == 3 and crop.shape[2] != c):
+            raise ShapeError(f"crop {m.value}", f"{layout} with S×S = {hh}×{ww}", f"{crop.dtype} {crop.shape}")
+        if m is Modality.DEPTH:
+            x = _depth_scaled(crop, spec, depth_scale_m)
+            if x is None:
+                out[name] = np.full(shape, float(spec.missing_fill), dtype=np.float32)
+                continue
+            holes = crop == 0
+            x = _mean_std(x[None], spec, 1)
+            if spec.depth_norm != "mad":
+                x[0][holes] = DEPTH_HOLE_VALUE
+        else:
+            lo, hi = spec.clip if spec.clip is not None else (0.0, 255.0)
+            if not hi > lo:
+                raise ConfigError(f"inputs[{name}].clip must have hi > lo, got {spec.clip}", key="clip")
+            xs = crop.astype(np.float32)
+            xs = np.clip((xs - lo) / (hi - lo), 0.0, 1.0)
+            xs = xs.transpose(2, 0, 1) if xs.ndim == 3 else xs[None]
+            if xs.shape[0] != c:
+                raise ShapeError(f"crop {m.value} channels", c, xs.shape[0])
+            x = _mean_std(xs, spec, c)
+        out[name] = np.ascontiguousarray(x[None], dtype=np.float32)
+    return out
+
+
+def _mean_std(x: np.ndarray, spec, c: int) -> np.ndarray:
+    mean = np.asarray(spec.mean, dtype=np.float32).reshape(-1, 1, 1)
+    std = np.asarray(spec.std, dtype=np.float32).reshape(-1, 1, 1)
+    if mean.shape[0] not in (1, c) or std.shape[0] not in (1, c):
+        raise ShapeError(f"inputs[{spec.name}].mean/std", f"1 or {c} values", (len(spec.mean), len(spec.std)))
+    if np.any(std == 0):
+        raise ConfigError(f"inputs[{spec.name}].std must be non-zero", key="std")
+    return ((x - mean) / std).astype(np.float32)
+
+
+def _central(a: np.ndarray) -> np.ndarray:
+    h, w = a.shape
+    return a[h // 4: h - h // 4, w // 4: w - w // 4]
+
+
+def _depth_scaled(crop: np.ndarray, spec, depth_scale_m: float) -> np.ndarray | None:
+    """Depth crop -> [0, 1] float32 per ``spec.depth_norm``; None when no pixel is valid."""
+    if not (isinstance(depth_scale_m, (int, float)) and math.isfinite(depth_scale_m) and depth_scale_m > 0):
+        raise ConfigError(f"depth_scale_m must be a positive number, got {depth_scale_m!r}", key="depth_scale_m")
+    norm = spec.depth_norm or "none"
+    if norm not in DEPTH_NORMS:
+        raise ConfigError(f"unknown depth_norm {norm!r}", key="depth_norm",
+                          suggestions=[n for n in DEPTH_NORMS if n[:2] == norm[:2]])
+    valid = crop > 0
+    if not valid.any():
+        return None
+    d = crop.astype(np.float32) * np.float32(depth_scale_m)
+    centre = _central(d)[_central(valid)]
+    ref = float(np.median(centre)) if centre.size else float(np.median(d[valid]))
+    if norm == "mad":
+        mad = float(np.median(np.abs(centre - ref))) if centre.size else float(np.median(np.abs(d[valid] - ref)))
+        mad = max(mad, 0.001)
+        x = np.clip((d - ref + 3.0 * mad) / (6.0 * mad), 0.0, 1.0)
+        x[~valid] = 0.0
+        return x.astype(np.float32)
+    if norm == "face_relative":
+        d = d - np.float32(ref)
+        lo, hi = spec.clip if spec.clip is not None else (-0.1, 0.1)
+    else:
+        lo, hi = spec.clip if spec.clip is not None else (0.2, 1.5)
+    if not hi > lo:
+        raise ConfigError(f"inputs[{spec.name}].clip must have hi > lo, got {spec.clip}", key="clip")
+    return np.clip((d - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0).astype(np.float32)

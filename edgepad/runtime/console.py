@@ -1,0 +1,180 @@
+"""Console front-ends of the runtime (the implementation of ``edgepad demo`` and ``edgepad run``; CLI code, so it
+prints). ``run_demo`` runs the synthetic camera through the whole pipeline on the embedded default model and
+compares the verdict of each presentation with the synthetic ground truth.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from edgepad.errors import ConfigError, EndOfStream
+from edgepad.types import STAGES, Decision, Modality, Verdict
+
+_SHORT = {"capture": "cap", "sync": "sync", "register": "reg", "locate": "loc", "preprocess": "pre",
+          "infer": "inf", "policy": "pol", "total": "tot"}
+
+
+def default_model_path() -> Path:
+    """The embedded default model ``edgepad/assets/default.onnx`` (it may be absent in a source checkout)."""
+    return Path(__file__).resolve().parents[1] / "assets" / "default.onnx"
+
+
+def _model_path(arg: str | None) -> Path:
+    if arg:
+        p = Path(arg)
+        if not p.is_file():
+            raise ConfigError(f"model file not found: {p}", key="model")
+        return p
+    p = default_model_path()
+    if not p.is_file():
+        raise ConfigError(f"the embedded default model {p} is missing: train and export it with the recipe in "
+                          "docs/MODELS.md (edgepad train configs/default.yaml, then edgepad export), or pass "
+                          "--model PATH", key="model")
+    return p
+
+
+def _pipeline_config(args: Any):
+    from edgepad.runtime.pipeline import PipelineConfig
+    from edgepad.runtime.policy import PolicyConfig
+    pol = PolicyConfig(operating_point=args.operating_point, k=args.k, n=args.n, max_age_ms=args.max_age_ms,
+                       lockout_after=args.lockout_after)
+    return PipelineConfig(policy=pol, threaded=bool(args.threaded))
+
+
+def format_decision(d: Decision, fps: float, prefix: str = "", suffix: str = "") -> str:
+    """One console line: verdict, score/threshold, fps, per-stage latency (ms), reasons, hints."""
+    score = "  -  " if d.score is None else f"{d.score:.3f}"
+    lat = " ".join(f"{_SHORT[k]} {d.latency_ms.get(k, 0.0):5.1f}" for k in STAGES)
+    reasons = ",".join(r.value for r in d.reasons)
+    hints = f" hint:{','.join(d.hints)}" if d.hints else ""
+    return (f"{prefix}{d.verdict.value.upper():7s} score {score} thr {d.threshold:.3f} | {fps:5.1f} fps | {lat} ms "
+            f"| {reasons}{hints}{suffix}")
+
+
+def _print_latency_summary(lats: dict[str, list[float]], out: TextIO) -> None:
+    if not lats.get("total"):
+        return
+    print("per-stage latency (ms):      p50     p90     p99     max", file=out)
+    for k in STAGES:
+        v = np.asarray(lats.get(k) or [0.0])
+        print(f"  {k:12s} {np.percentile(v, 50):8.2f} {np.percentile(v, 90):7.2f} {np.percentile(v, 99):7.2f} "
+              f"{v.max():7.2f}", file=out)
+
+
+def run_demo(args: Any, out: TextIO | None = None) -> int:
+    """``edgepad demo``: synthetic camera → capture → Haar → crops → ONNX Runtime → policy, with ground truth.
+
+    Returns:
+        0 when most bona fide and most attack presentations got the right verdict, else 1.
+    """
+    out = out or sys.stdout
+    from edgepad.drivers.capture import Capture
+    from edgepad.drivers.sync import Synchronizer
+    from edgepad.drivers.synthetic import SyntheticSource
+    from edgepad.runtime.pipeline import open_pipeline
+
+    model = _model_path(args.model)
+    if args.frames < 1:
+        raise ConfigError("--frames must be >= 1", key="frames")
+    src = SyntheticSource(seed=args.seed, frames=args.frames, fps=args.fps, realtime=bool(args.realtime),
+                          presentation_frames=args.presentation_frames)
+    sync = Synchronizer.for_fps([Modality.RGB, Modality.DEPTH, Modality.IR], args.fps)
+    cap = Capture([src], None, sync)
+    locator: Any = args.locator
+    pipe = open_pipeline(cap, model, locator=locator, config=_pipeline_config(args), threads=args.threads)
+    m = pipe.manifest
+    print(f"edgepad demo: synthetic://default seed={args.seed} {args.frames} frame sets, model {model.name} "
+          f"({m.model}, {'+'.join(x.value for x in m.modalities)}, threshold {pipe.policy.threshold:.3f} "
+          f"@ {pipe.policy.criterion}), locator {args.locator}, backend {pipe.backend.kind}", file=out)
+    print("NOTE: the default model is trained on synthetic data only; it shows the pipeline working and is not "
+          "for real faces.", file=out)
+    per_pres: dict[int, dict[str, Any]] = collections.OrderedDict()
+    lats: dict[str, list[float]] = collections.defaultdict(list)
+    t0 = time.perf_counter()
+    times: collections.deque[float] = collections.deque(maxlen=30)
+    n = 0
+    with pipe:
+        for d in pipe.decisions(max_frames=args.frames):
+            now = time.perf_counter()
+            times.append(now)
+            fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+            seq = pipe.sequence_of(d)
+            truth = src.truth(seq) if seq is not None else None
+            if truth is not None:
+                rec = per_pres.setdefault(truth.index, {"species": truth.species, "bonafide": truth.is_bonafide,
+                                                         "verdicts": collections.Counter(), "first": None})
+                rec["verdicts"][d.verdict.value] += 1
+                if rec["first"] is None and d.verdict is not Verdict.UNKNOWN:
+                    rec["first"] = d.verdict.value
+            for k, v in d.latency_ms.items():
+                lats[k].append(v)
+            n += 1
+            if args.json:
+                row = d.to_dict()
+                row["fps"] = round(fps, 2)
+                if truth is not None:
+                    row["truth"] = {"presentation": truth.index, "species": truth.species}
+                print(json.dumps(row), file=out)
+            elif n % max(1, args.every) == 0:
+                tag = f" | truth {truth.species}" if truth is not None else ""
+                print(format_decision(d, fps, prefix=f"#{n:4d} ", suffix=tag), file=out)
+    elapsed = time.perf_counter() - t0
+    print(f"\n{n} decisions in {elapsed:.1f} s ({n / max(elapsed, 1e-9):.1f} fps); "
+          f"{pipe.stats.to_dict()['decisions']}", file=out)
+    _print_latency_summary(lats, out)
+    ok_b = tot_b = ok_a = tot_a = 0
+    print("\nper presentation (verdict = the majority of its live/spoof decisions; unknown if none):", file=out)
+    print("  #  species         truth      verdict   live spoof unknown  first", file=out)
+    for idx, rec in per_pres.items():
+        c = rec["verdicts"]
+        if c["live"] == c["spoof"] == 0:
+            verdict = "unknown"
+        else:
+            verdict = "live" if c["live"] > c["spoof"] else "spoof"
+        truth = "bona fide" if rec["bonafide"] else "attack"
+        right = verdict == ("live" if rec["bonafide"] else "spoof")
+        if rec["bonafide"]:
+            tot_b += 1
+            ok_b += right
+        else:
+            tot_a += 1
+            ok_a += right
+        print(f"  {idx:<3d}{rec['species']:16s}{truth:11s}{verdict:9s}{c['live']:5d}{c['spoof']:6d}{c['unknown']:8d}"
+              f"  {rec['first'] or '-'}  {'ok' if right else 'WRONG'}", file=out)
+    print(f"\nbona fide presentations right: {ok_b}/{tot_b}; attack presentations right: {ok_a}/{tot_a}", file=out)
+    good = (tot_b == 0 or ok_b * 2 > tot_b) and (tot_a == 0 or ok_a * 2 > tot_a)
+    return 0 if good else 1
+
+
+def run_console(args: Any, out: TextIO | None = None) -> int:
+    """``edgepad run``: decisions from any source on the console (text or JSON lines)."""
+    out = out or sys.stdout
+    from edgepad.runtime.pipeline import open_pipeline
+    model = _model_path(args.model)
+    uri = args.source[0] if len(args.source) == 1 else list(args.source)
+    pipe = open_pipeline(uri, model, rig=args.rig, locator=args.locator, config=_pipeline_config(args),
+                         fps=args.fps, threads=args.threads)
+    times: collections.deque[float] = collections.deque(maxlen=30)
+    n = 0
+    try:
+        with pipe:
+            for d in pipe.decisions(max_frames=args.frames or None):
+                times.append(time.perf_counter())
+                fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+                n += 1
+                if args.json:
+                    row = d.to_dict()
+                    row["fps"] = round(fps, 2)
+                    print(json.dumps(row), file=out, flush=True)
+                elif n % max(1, args.every) == 0:
+                    print(format_decision(d, fps, prefix=f"#{n:5d} "), file=out, flush=True)
+    except EndOfStream:
+        pass
+    print(f"{n} decisions; {pipe.stats.to_dict()}", file=sys.stderr)
+    return 0

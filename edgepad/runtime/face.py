@@ -1,0 +1,216 @@
+"""Face locators: where the face is in the rgb image (the crops of every modality follow from the box).
+
+One protocol, :class:`FaceLocator` (``locate(frameset) -> FaceDetection | None``), and three locators:
+
+- :class:`HaarFaceLocator`: OpenCV's Haar cascade shipped in the opencv 4.x wheels, the embedded default
+  (offline, no landmarks). OpenCV builds without ``cv2.CascadeClassifier`` (5.x) or without the cascade file
+  raise :class:`MissingDependencyError` / :class:`ConfigError` naming the fix.
+- :class:`FixedBoxLocator`: a fixed box (fixed terminals with a face guide, tests).
+- :class:`TruthLocator`: the ground-truth box of a synthetic source (tests, demos of the decision stage alone).
+
+Nothing here downloads weights.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from edgepad._optional import require
+from edgepad.errors import ConfigError, MissingDependencyError
+from edgepad.types import FrameSet, Modality
+
+log = logging.getLogger(__name__)
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class FaceDetection:
+    """A face in the rgb image.
+
+    Attributes:
+        box: ``(x, y, w, h)`` in rgb pixels.
+        score: detector confidence (locator-specific scale; 1.0 for fixed/truth boxes).
+        landmarks: ``5×2`` (right eye, left eye, nose tip, right and left mouth corners) in rgb pixels, or None
+            when the locator gives none (Haar gives none: pose and inter-eye gates are then skipped).
+    """
+
+    box: Box
+    score: float = 1.0
+    landmarks: np.ndarray | None = None
+
+    @property
+    def inter_eye_px(self) -> float | None:
+        if self.landmarks is None:
+            return None
+        return float(np.hypot(*(self.landmarks[1] - self.landmarks[0])))
+
+
+@runtime_checkable
+class FaceLocator(Protocol):
+    """Finds the face to decide on (the largest one) in a frame set's rgb frame."""
+
+    def locate(self, frameset: FrameSet) -> FaceDetection | None: ...
+
+
+class FixedBoxLocator:
+    """Always returns the same box (a terminal with a face guide, or tests).
+
+    Args:
+        box: ``(x, y, w, h)`` in rgb pixels.
+    """
+
+    def __init__(self, box: Box) -> None:
+        if len(tuple(box)) != 4 or int(box[2]) <= 0 or int(box[3]) <= 0:
+            raise ConfigError(f"fixed face box must be (x, y, w, h) with w, h > 0, got {box!r}", key="box")
+        self.box = tuple(int(v) for v in box)
+
+    def locate(self, frameset: FrameSet) -> FaceDetection | None:
+        return FaceDetection(self.box)  # type: ignore[arg-type]
+
+
+class TruthLocator:
+    """Ground-truth boxes from a source with ``truth(sequence)`` (``SyntheticSource``), keyed by the rgb sequence.
+
+    Args:
+        source: object with ``truth(sequence) -> Presentation`` whose ``face_box_rgb`` is a box or None.
+    """
+
+    def __init__(self, source: Any) -> None:
+        if not callable(getattr(source, "truth", None)):
+            raise ConfigError("the truth locator needs a source with truth(sequence) (synthetic://)", key="locator")
+        self.source = source
+
+    def locate(self, frameset: FrameSet) -> FaceDetection | None:
+        rgb = frameset.get(Modality.RGB)
+        if rgb is None:
+            return None
+        box = getattr(self.source.truth(rgb.sequence), "face_box_rgb", None)
+        return None if box is None else FaceDetection(tuple(int(v) for v in box))  # type: ignore[arg-type]
+
+
+def haar_cascade_path(name: str = "haarcascade_frontalface_default.xml") -> Path:
+    """Path of a cascade shipped with the installed OpenCV wheel.
+
+    Raises:
+        MissingDependencyError: no cv2, or a cv2 without Haar support (OpenCV 5.x).
+        ConfigError: the cascade file is absent from this OpenCV build.
+    """
+    cv2 = require("cv2")
+    if not hasattr(cv2, "CascadeClassifier"):
+        raise MissingDependencyError("cv2", "vision", "this OpenCV build has no CascadeClassifier (OpenCV 5.x "
+                                     "dropped Haar cascades): install opencv-python-headless<5 or pass a locator")
+    folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    path = Path(folder) / name if folder else None
+    if path is None or not path.is_file():
+        raise ConfigError(f"OpenCV's Haar cascade {name} is not in this OpenCV build ({folder}); pass "
+                          "cascade_path= or another locator", key="cascade_path")
+    return path
+
+
+#: Haar box -> face-box convention of edgepad's crops (the box around the face outline, brow to chin, as the
+#: synthetic benchmark's ground truth): centre shift (dx, dy) and size (sw, sh), all relative to the Haar box side.
+#: Medians over 351 detections on 400 synthetic frames (seeds 11, 12; IQR 0.03 / 0.04 / 0.08 / 0.09), see
+#: docs/RUNTIME.md. Haar boxes are square and sit higher (they include the forehead).
+HAAR_TO_FACE_BOX = (0.0, 0.13, 0.81, 0.95)
+
+
+class HaarFaceLocator:
+    """OpenCV Haar-cascade face detector on the rgb frame (the embedded default; no landmarks).
+
+    The image is converted to grey and shrunk so that its width is at most ``work_width_px`` before detection
+    (Haar cost grows with pixels); the largest detection wins.
+
+    Args:
+        cascade_path: cascade XML; default = ``haarcascade_frontalface_default.xml`` from the OpenCV wheel.
+        scale_factor, min_neighbors: ``detectMultiScale`` parameters.
+        min_face_px: smallest face side in full-resolution pixels.
+        work_width_px: detection image width (0 = full resolution).
+        box_adjust: ``(dx, dy, sw, sh)`` mapping Haar's box onto the crop convention (see
+            :data:`HAAR_TO_FACE_BOX`); ``(0, 0, 1, 1)`` keeps Haar's box.
+
+    Raises:
+        MissingDependencyError / ConfigError: see :func:`haar_cascade_path`.
+    """
+
+    def __init__(self, cascade_path: Path | str | None = None, scale_factor: float = 1.15, min_neighbors: int = 4,
+                 min_face_px: int = 40, work_width_px: int = 320,
+                 box_adjust: tuple[float, float, float, float] = HAAR_TO_FACE_BOX) -> None:
+        cv2 = require("cv2")
+        path = Path(cascade_path) if cascade_path else haar_cascade_path()
+        if not hasattr(cv2, "CascadeClassifier"):
+            raise MissingDependencyError("cv2", "vision", "this OpenCV build has no CascadeClassifier")
+        if not path.is_file():
+            raise ConfigError(f"Haar cascade file not found: {path}", key="cascade_path")
+        self._clf = cv2.CascadeClassifier(str(path))
+        if self._clf.empty():
+            raise ConfigError(f"OpenCV could not load the Haar cascade {path}", key="cascade_path")
+        if not (scale_factor > 1.0 and min_neighbors >= 0 and min_face_px > 0 and work_width_px >= 0):
+            raise ConfigError("Haar locator needs scale_factor > 1, min_neighbors >= 0, min_face_px > 0",
+                              key="scale_factor")
+        self.path = path
+        self.scale_factor = float(scale_factor)
+        self.min_neighbors = int(min_neighbors)
+        self.min_face_px = int(min_face_px)
+        self.work_width_px = int(work_width_px)
+        if len(box_adjust) != 4 or not (box_adjust[2] > 0 and box_adjust[3] > 0):
+            raise ConfigError(f"box_adjust must be (dx, dy, sw, sh) with sw, sh > 0, got {box_adjust!r}",
+                              key="box_adjust")
+        self.box_adjust = tuple(float(v) for v in box_adjust)
+
+    def locate(self, frameset: FrameSet) -> FaceDetection | None:
+        cv2 = require("cv2")
+        rgb = frameset.get(Modality.RGB)
+        if rgb is None:
+            return None
+        grey = cv2.cvtColor(np.ascontiguousarray(rgb.data), cv2.COLOR_RGB2GRAY)
+        h, w = grey.shape
+        s = 1.0
+        if self.work_width_px and w > self.work_width_px:
+            s = self.work_width_px / w
+            grey = cv2.resize(grey, (self.work_width_px, max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        min_px = max(12, int(math.floor(self.min_face_px * s)))
+        rects, _, weights = self._clf.detectMultiScale3(grey, scaleFactor=self.scale_factor,
+                                                       minNeighbors=self.min_neighbors, minSize=(min_px, min_px),
+                                                       outputRejectLevels=True)
+        if len(rects) == 0:
+            return None
+        i = int(np.argmax([r[2] * r[3] for r in rects]))
+        x, y, bw, bh = (float(v) / s for v in rects[i])
+        dx, dy, sw, sh = self.box_adjust
+        side = max(bw, bh)
+        cx, cy = x + bw / 2 + dx * side, y + bh / 2 + dy * side
+        w, h = sw * side, sh * side
+        score = float(np.ravel(weights)[i]) if len(weights) else 1.0
+        return FaceDetection((int(round(cx - w / 2)), int(round(cy - h / 2)), max(1, int(round(w))),
+                              max(1, int(round(h)))), score)
+
+
+def make_locator(spec: str | FaceLocator | None = "haar", source: Any = None) -> FaceLocator:
+    """Locator from a short spec: ``"haar"``, ``"truth"`` (needs ``source``), ``"fixed:x,y,w,h"``, or an object.
+
+    Raises:
+        ConfigError: unknown spec (with suggestions).
+    """
+    if spec is None or spec == "haar":
+        return HaarFaceLocator()
+    if not isinstance(spec, str):
+        if not callable(getattr(spec, "locate", None)):
+            raise ConfigError(f"a face locator needs locate(frameset); got {type(spec).__name__}", key="locator")
+        return spec
+    if spec == "truth":
+        return TruthLocator(source)
+    if spec.startswith("fixed:"):
+        try:
+            vals = tuple(int(v) for v in spec[6:].split(","))
+        except ValueError:
+            raise ConfigError(f"fixed locator needs fixed:x,y,w,h, got {spec!r}", key="locator") from None
+        return FixedBoxLocator(vals)  # type: ignore[arg-type]
+    from edgepad.config import suggest
+    raise ConfigError(f"unknown face locator {spec!r}; use haar, truth or fixed:x,y,w,h", key="locator",
+                      suggestions=suggest(spec, ["haar", "truth", "fixed"]))

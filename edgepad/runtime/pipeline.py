@@ -1,0 +1,651 @@
+"""LivenessPipeline: synced frame sets → face → crops → quality gates → backend → fail-closed Decision.
+
+Data flow (ARCHITECTURE.md §1)::
+
+    Capture.read()            sources → Synchronizer → register_depth        (stages capture, sync, register)
+      → SensorMonitor         counters/timestamps monotonic, frozen frames  (part of sync)
+      → FaceLocator.locate    rgb → box                                     (locate)
+      → crop_face + gates     per-modality crops through the rig; quality   (preprocess)
+      → normalise             manifest InputSpecs; dropped modality → fill  (preprocess)
+      → backend.infer         {"score", "score_<m>"}                       (infer)
+      → DecisionPolicy        threshold by operating point, k-of-n, stale   (policy)
+
+Sequential use: :meth:`LivenessPipeline.step` / :meth:`~LivenessPipeline.run` / iterate
+:meth:`~LivenessPipeline.decisions`; :meth:`~LivenessPipeline.process` decides on one frame set with no I/O.
+Threaded use (``PipelineConfig(threaded=True)``): three threads (sync+registration = ``Capture.read``;
+detection+inference; decision) joined by bounded drop-oldest queues, so a slow stage drops old frame sets
+instead of building up latency; drops are counted in :attr:`LivenessPipeline.stats`.
+
+Per-frame failures become UNKNOWN decisions with ``error_<stage>``; a timeout gives UNKNOWN ``no_frames``;
+``EndOfStream`` ends iteration; a ``SourceError`` (unplugged camera) emits UNKNOWN ``error_capture`` to callbacks
+and is raised.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Mapping
+
+import numpy as np
+
+from edgepad.errors import ConfigError, EndOfStream, SourceError
+from edgepad.runtime.face import FaceDetection, FaceLocator, make_locator
+from edgepad.runtime.policy import DecisionPolicy, PolicyConfig
+from edgepad.runtime.quality import HINT_NO_FACE, QualityConfig, check_quality
+from edgepad.runtime.sensors import SensorMonitor
+from edgepad.types import STAGES, Decision, FrameSet, Modality, Reason, Verdict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Runtime settings.
+
+    Attributes:
+        margin: crop margin around the face box (see :func:`edgepad.preprocess.crop_window`).
+        clock: ``host`` (staleness against ``time.monotonic_ns``), ``source`` (against the frame set's own
+            timestamp plus the time spent since it was read; for recordings and non-realtime synthetic
+            sources), or ``auto`` (host when the first frame set's timestamp is within 10 s of the host clock).
+        face_jump: box-centre jump, in box widths, between consecutive frames that starts a new attempt.
+        read_timeout_s: capture read timeout used by :meth:`LivenessPipeline.run` / iteration.
+        threaded: run capture, inference and decision in their own threads.
+        queue_size: capacity of each inter-stage queue in threaded mode (oldest item dropped when full).
+        integrity: run the sensor-integrity checks.
+        policy / quality: see :class:`PolicyConfig` and :class:`QualityConfig`.
+    """
+
+    margin: float = 0.25
+    clock: Literal["auto", "host", "source"] = "auto"
+    face_jump: float = 0.6
+    read_timeout_s: float = 1.0
+    threaded: bool = False
+    queue_size: int = 2
+    integrity: bool = True
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+
+    def __post_init__(self) -> None:
+        if self.clock not in ("auto", "host", "source"):
+            raise ConfigError(f"clock must be auto, host or source, got {self.clock!r}", key="clock")
+        if not (isinstance(self.queue_size, int) and self.queue_size >= 1):
+            raise ConfigError(f"queue_size must be an integer >= 1, got {self.queue_size!r}", key="queue_size")
+        if not (self.read_timeout_s > 0 and self.face_jump > 0):
+            raise ConfigError("read_timeout_s and face_jump must be > 0", key="read_timeout_s")
+
+
+@dataclass
+class PipelineStats:
+    """Counters of a pipeline run."""
+
+    framesets: int = 0
+    decisions: dict[str, int] = field(default_factory=lambda: {v.value: 0 for v in Verdict})
+    timeouts: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=lambda: {"frames": 0, "scored": 0, "decisions": 0})
+
+    def to_dict(self) -> dict:
+        return {"framesets": self.framesets, "decisions": dict(self.decisions), "timeouts": self.timeouts,
+                "errors": dict(self.errors), "dropped": dict(self.dropped)}
+
+
+class _Stop:
+    """Terminal queue item carrying the exception that ended the stream (None = stopped)."""
+
+    def __init__(self, exc: BaseException | None) -> None:
+        self.exc = exc
+
+
+class DropOldestQueue:
+    """A bounded FIFO that drops its oldest item when full (thread-safe).
+
+    Args:
+        maxsize: capacity.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self.maxsize = int(maxsize)
+        self.dropped = 0
+
+    def put(self, item: Any, force: bool = False) -> None:
+        """Append ``item``; when full the oldest non-terminal item is dropped (``force`` never drops ``item``)."""
+        with self._cond:
+            while len(self._items) >= self.maxsize and not force:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def get(self, timeout_s: float | None) -> Any:
+        """Oldest item, or None after ``timeout_s``."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait_for(lambda: bool(self._items), timeout=timeout_s)
+            return self._items.popleft() if self._items else None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass
+class _Scored:
+    frameset: FrameSet | None
+    ready_perf_ns: int
+    latency_ms: dict[str, float]
+    score: float | None = None
+    evidence: dict[Modality, float] = field(default_factory=dict)
+    reasons: list[Reason] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+    used: frozenset[Modality] | None = None
+    detection: FaceDetection | None = None
+    face: bool = True
+    new_attempt: bool = False
+    quality: Mapping[str, float] = field(default_factory=dict)
+    read_ms: float = 0.0
+
+
+class LivenessPipeline:
+    """Capture → face → crops → backend → policy, with per-stage timing on every decision.
+
+    Args:
+        capture: object with ``read(timeout_s) -> FrameSet | None`` (a drivers ``Capture``); optional
+            ``open``/``close``, ``rig``. None for :meth:`process`-only use.
+        backend: an inference backend (``edgepad.engines.backend.load_backend``); activated by :meth:`open`.
+        locator: a :class:`FaceLocator` or spec (``"haar"``, ``"fixed:x,y,w,h"``); default Haar.
+        rig: camera rig; default ``capture.rig``.
+        config: :class:`PipelineConfig`.
+        policy: a ready :class:`DecisionPolicy` (default: built from ``backend.manifest`` and ``config.policy``).
+
+    Example:
+        >>> with open_pipeline("synthetic://default", "edgepad/assets/default.onnx") as pipe:  # doctest: +SKIP
+        ...     for d in pipe.decisions(max_frames=100):
+        ...         print(d.verdict, d.score, d.reasons)
+    """
+
+    def __init__(self, capture: Any, backend: Any, *, locator: FaceLocator | str | None = None, rig: Any = None,
+                 config: PipelineConfig | None = None, policy: DecisionPolicy | None = None) -> None:
+        self.config = config or PipelineConfig()
+        self.capture = capture
+        self.backend = backend
+        self.manifest = backend.manifest
+        self.rig = rig if rig is not None else getattr(capture, "rig", None)
+        self.locator = make_locator(locator if locator is not None else "haar")
+        self.policy = policy or DecisionPolicy(self.manifest, self.config.policy)
+        self.size_px = _crop_size(self.manifest)
+        self.sensors = SensorMonitor() if self.config.integrity else None
+        self.stats = PipelineStats()
+        self._callbacks: list[Callable[[Decision], None]] = []
+        self._last_box: tuple[int, int, int, int] | None = None
+        self._clock: str | None = None if self.config.clock == "auto" else self.config.clock
+        self._opened = False
+        self._owns_backend = False
+        self._threads: list[threading.Thread] = []
+        self._stop_evt = threading.Event()
+        self._q_frames: DropOldestQueue | None = None
+        self._q_scored: DropOldestQueue | None = None
+        self._q_out: DropOldestQueue | None = None
+        self._error_log_at: dict[str, float] = {}
+        self.last: Decision | None = None
+        self.last_frameset: FrameSet | None = None
+        self._seq_by_ts: collections.OrderedDict[int, int] = collections.OrderedDict()
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> "LivenessPipeline":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Open the capture and activate the backend (idempotent); threaded mode starts its threads.
+
+        A backend that was already active stays active at :meth:`close` (its owner deactivates it).
+        """
+        if self._opened:
+            return
+        if hasattr(self.capture, "open"):
+            self.capture.open()
+        if self.rig is None and self.capture is not None:
+            self.rig = getattr(self.capture, "rig", None)
+        self._owns_backend = not getattr(self.backend, "is_active", False)
+        self.backend.activate()
+        self._opened = True
+        if self.config.threaded and self.capture is not None:
+            self._start_threads()
+
+    def close(self) -> None:
+        """Stop threads, deactivate the backend and close the capture (idempotent)."""
+        self._stop_threads()
+        if self._opened:
+            self._opened = False
+            try:
+                if self._owns_backend:
+                    self.backend.deactivate()
+            finally:
+                if hasattr(self.capture, "close"):
+                    self.capture.close()
+
+    def on_decision(self, callback: Callable[[Decision], None]) -> None:
+        """Call ``callback(decision)`` for every decision (from the decision thread in threaded mode)."""
+        self._callbacks.append(callback)
+
+    def sequence_of(self, decision: Decision) -> int | None:
+        """The rgb frame counter of the frame set a recent decision was made on (None if unknown)."""
+        return self._seq_by_ts.get(decision.timestamp_ns)
+
+    def reset_lockout(self) -> None:
+        """Integrator action: leave the spoof lockout."""
+        self.policy.reset_lockout()
+
+    # ------------------------------------------------------------------ one frame set
+    def process(self, frameset: FrameSet, now_ns: int | None = None, *, capture_ms: float = 0.0) -> Decision:
+        """Decide on one frame set (no I/O).
+
+        Args:
+            frameset: synced frames (depth registered to rgb, or registered here through the rig).
+            now_ns: decision time on the clock of :attr:`PipelineConfig.clock`; default: now.
+            capture_ms: time spent reading this frame set (reported as the ``capture`` stage).
+        """
+        t_ready = time.perf_counter_ns()
+        item = self._score(frameset, t_ready, {"capture": float(capture_ms)})
+        return self._decide(item, now_ns)
+
+    def _score(self, fs: FrameSet, t_ready: int, lat: dict[str, float]) -> _Scored:
+        """Everything up to and including inference (thread-safe with respect to the policy)."""
+        item = _Scored(fs, t_ready, lat, read_ms=float(sum(lat.values())))
+        self.stats.framesets += 1
+        t = time.perf_counter_ns()
+        if self.sensors is not None:
+            try:
+                res = self.sensors.check(fs)
+            except Exception as exc:  # noqa: BLE001 - a per-frame failure becomes a decision
+                self._error("sync", exc)
+                item.reasons.append(Reason.ERROR_SYNC)
+            else:
+                if not res.ok:
+                    item.reasons.append(Reason.SENSOR_INTEGRITY)
+        lat["sync"] = lat.get("sync", 0.0) + _ms(t)
+        lat.setdefault("register", 0.0)
+        if Modality.RGB not in fs.frames:
+            item.face = False
+            item.reasons.append(Reason.MISSING_RGB)
+            item.used = frozenset(fs.frames) & self.policy.modalities
+            return item
+        t = time.perf_counter_ns()
+        try:
+            det = self.locator.locate(fs)
+        except Exception as exc:  # noqa: BLE001
+            self._error("locate", exc)
+            item.reasons.append(Reason.ERROR_LOCATE)
+            lat["locate"] = _ms(t)
+            return item
+        lat["locate"] = _ms(t)
+        if det is None:
+            item.face = False
+            item.hints.append(HINT_NO_FACE)
+            self._last_box = None
+            return item
+        item.detection = det
+        item.new_attempt = self._face_jumped(det.box)
+        self._last_box = det.box
+        t = time.perf_counter_ns()
+        try:
+            from edgepad.preprocess import crop_face, normalise
+            if self.rig is None:
+                raise ConfigError("the pipeline has no rig: pass rig= or use a capture that has one", key="rig")
+            res = crop_face(fs, det.box, self.rig, size_px=self.size_px, margin=self.config.margin)
+            q = check_quality(fs, det.box, res.crops, self.config.quality,
+                              depth_valid_fraction=res.valid_depth_fraction if Modality.DEPTH in fs.frames else None,
+                              landmarks=det.landmarks)
+            item.reasons.extend(q.reasons)
+            item.hints.extend(q.hints)
+            item.quality = q.metrics
+            if res.nominal_depth and Modality.IR in res.crops:
+                item.reasons.append(Reason.NOMINAL_DEPTH)
+            crops = {m: c for m, c in res.crops.items() if m not in q.invalid and m in self.policy.modalities}
+            item.used = frozenset(crops)
+            depth = fs.get(Modality.DEPTH)
+            scale = depth.depth_scale_m if depth is not None else (getattr(self.rig, "depth_scale_m", None) or 0.001)
+            feed = normalise(crops, self.manifest.inputs, scale)
+        except Exception as exc:  # noqa: BLE001
+            self._error("preprocess", exc)
+            item.reasons.append(Reason.ERROR_PREPROCESS)
+            lat["preprocess"] = _ms(t)
+            return item
+        lat["preprocess"] = _ms(t)
+        t = time.perf_counter_ns()
+        try:
+            out = self.backend.infer(feed)
+            score = float(np.asarray(out[self.manifest.score_output]).reshape(-1)[0])
+            for m in item.used:
+                key = f"score_{m.value}"
+                if key in out:
+                    item.evidence[m] = float(np.asarray(out[key]).reshape(-1)[0])
+            if not math.isfinite(score):
+                raise ValueError(f"non-finite score {score}")
+            item.score = score
+        except Exception as exc:  # noqa: BLE001
+            self._error("infer", exc)
+            item.reasons.append(Reason.ERROR_INFER)
+        lat["infer"] = _ms(t)
+        return item
+
+    def _decide(self, item: _Scored, now_ns: int | None) -> Decision:
+        t = time.perf_counter_ns()
+        fs = item.frameset
+        self.last_frameset = fs
+        rgb = fs.frames.get(Modality.RGB)
+        if rgb is not None:
+            self._seq_by_ts[fs.timestamp_ns] = rgb.sequence
+            while len(self._seq_by_ts) > 512:
+                self._seq_by_ts.popitem(last=False)
+        if item.new_attempt or not item.face:
+            self.policy.reset()
+        if now_ns is None:
+            now_ns = self._now(fs, item.ready_perf_ns)
+        try:
+            d = self.policy.update(item.score, evidence=item.evidence, timestamp_ns=fs.timestamp_ns, now_ns=now_ns,
+                                   reasons=item.reasons, modalities=item.used, face=item.face,
+                                   face_box=item.detection.box if item.detection else None, hints=item.hints)
+        except Exception as exc:  # noqa: BLE001
+            self._error("policy", exc)
+            d = Decision(Verdict.UNKNOWN, None, self.policy.threshold, reasons=(Reason.ERROR_POLICY,),
+                         timestamp_ns=fs.timestamp_ns)
+        lat = dict(item.latency_ms)
+        lat["policy"] = _ms(t)
+        lat["total"] = (time.perf_counter_ns() - item.ready_perf_ns) / 1e6 + item.read_ms
+        lat = {k: float(lat.get(k, 0.0)) for k in STAGES}
+        d = _with(d, latency_ms=lat)
+        return self._emit(d)
+
+    def _emit(self, d: Decision) -> Decision:
+        self.stats.decisions[d.verdict.value] += 1
+        self.last = d
+        for cb in list(self._callbacks):
+            try:
+                cb(d)
+            except Exception:  # noqa: BLE001 - an integrator callback must not stop the runtime
+                log.exception("decision callback failed")
+        return d
+
+    def _no_frames(self) -> Decision:
+        self.stats.timeouts += 1
+        now = time.monotonic_ns()
+        d = Decision(Verdict.UNKNOWN, None, self.policy.threshold, reasons=(Reason.NO_FRAMES,), timestamp_ns=now,
+                     latency_ms={k: 0.0 for k in STAGES})
+        return self._emit(d)
+
+    def _capture_error(self, exc: BaseException) -> Decision:
+        self._error("capture", exc)
+        self.policy.reset()
+        d = Decision(Verdict.UNKNOWN, None, self.policy.threshold, reasons=(Reason.ERROR_CAPTURE,),
+                     timestamp_ns=time.monotonic_ns(), latency_ms={k: 0.0 for k in STAGES})
+        return self._emit(d)
+
+    # ------------------------------------------------------------------ sequential I/O
+    def step(self, timeout_s: float | None = None) -> Decision | None:
+        """Read one frame set and decide; None on a capture timeout.
+
+        Raises:
+            EndOfStream: the source ended. SourceError: the source failed (after an ``error_capture`` decision).
+        """
+        if self.capture is None:
+            raise ConfigError("this pipeline has no capture; use process(frameset)", key="capture")
+        if not self._opened:
+            self.open()
+        if self.config.threaded:
+            raise ConfigError("step() is for sequential pipelines; iterate decisions() in threaded mode",
+                              key="threaded")
+        timeout_s = self.config.read_timeout_s if timeout_s is None else timeout_s
+        t = time.perf_counter_ns()
+        try:
+            fs = self.capture.read(timeout_s)
+        except EndOfStream:
+            raise
+        except SourceError as exc:
+            self._capture_error(exc)
+            raise
+        capture_ms = _ms(t)
+        if fs is None:
+            return None
+        return self._decide(self._score(fs, time.perf_counter_ns(), self._read_timing(capture_ms)), None)
+
+    def decisions(self, max_frames: int | None = None, timeout_s: float | None = None) -> Iterator[Decision]:
+        """Iterate decisions until ``max_frames`` frame sets were decided or the stream ends.
+
+        A capture timeout yields an UNKNOWN ``no_frames`` decision (fail closed) and iteration continues.
+
+        Raises:
+            SourceError: the source failed (an ``error_capture`` decision is emitted first).
+        """
+        if not self._opened:
+            self.open()
+        n = 0
+        while max_frames is None or n < max_frames:
+            if self.config.threaded:
+                item = self._q_out.get(timeout_s or self.config.read_timeout_s)  # type: ignore[union-attr]
+                if item is None:
+                    yield self._no_frames()
+                    continue
+                if isinstance(item, _Stop):
+                    if isinstance(item.exc, SourceError):
+                        raise item.exc
+                    return
+                n += 1
+                yield item
+                continue
+            try:
+                d = self.step(timeout_s)
+            except EndOfStream:
+                return
+            if d is None:
+                yield self._no_frames()
+                continue
+            n += 1
+            yield d
+
+    def __iter__(self) -> Iterator[Decision]:
+        return self.decisions()
+
+    def run(self, max_frames: int | None = None) -> PipelineStats:
+        """Run until ``max_frames`` frame sets are decided or the stream ends; callbacks see every decision."""
+        for _ in self.decisions(max_frames):
+            pass
+        return self.stats
+
+    # ------------------------------------------------------------------ threads
+    def _start_threads(self) -> None:
+        qs = self.config.queue_size
+        self._q_frames, self._q_scored, self._q_out = DropOldestQueue(qs), DropOldestQueue(qs), DropOldestQueue(
+            max(qs, 64))
+        self._stop_evt.clear()
+        for name, fn in (("capture", self._capture_loop), ("infer", self._infer_loop), ("decide", self._decide_loop)):
+            th = threading.Thread(target=fn, name=f"edgepad-{name}", daemon=True)
+            th.start()
+            self._threads.append(th)
+
+    def _stop_threads(self) -> None:
+        if not self._threads:
+            return
+        self._stop_evt.set()
+        for q in (self._q_frames, self._q_scored, self._q_out):
+            if q is not None:
+                q.put(_Stop(None), force=True)
+        for th in self._threads:
+            th.join(timeout=5.0)
+        self._threads = []
+        self._sync_drops()
+
+    def _sync_drops(self) -> None:
+        if self._q_frames is not None:
+            self.stats.dropped["frames"] = self._q_frames.dropped
+            self.stats.dropped["scored"] = self._q_scored.dropped  # type: ignore[union-attr]
+            self.stats.dropped["decisions"] = self._q_out.dropped  # type: ignore[union-attr]
+
+    def _capture_loop(self) -> None:
+        q = self._q_frames
+        while not self._stop_evt.is_set():
+            t = time.perf_counter_ns()
+            try:
+                fs = self.capture.read(self.config.read_timeout_s)
+            except (EndOfStream, SourceError) as exc:
+                q.put(_Stop(exc), force=True)
+                return
+            except Exception as exc:  # noqa: BLE001
+                q.put(_Stop(SourceError(f"capture failed: {type(exc).__name__}: {exc}")), force=True)
+                return
+            if fs is None:
+                continue
+            q.put((fs, time.perf_counter_ns(), self._read_timing(_ms(t))))
+            self._sync_drops()
+
+    def _infer_loop(self) -> None:
+        while True:
+            item = self._q_frames.get(0.1)
+            if item is None:
+                if self._stop_evt.is_set():
+                    return
+                continue
+            if isinstance(item, _Stop):
+                self._q_scored.put(item, force=True)
+                return
+            fs, t_ready, lat = item
+            self._q_scored.put(self._score(fs, t_ready, lat))
+            self._sync_drops()
+
+    def _decide_loop(self) -> None:
+        while True:
+            item = self._q_scored.get(0.1)
+            if item is None:
+                if self._stop_evt.is_set():
+                    return
+                continue
+            if isinstance(item, _Stop):
+                if isinstance(item.exc, SourceError):
+                    self._capture_error(item.exc)  # in order, after the frame sets already read
+                self._q_out.put(item, force=True)
+                return
+            self._q_out.put(self._decide(item, None))
+            self._sync_drops()
+
+    # ------------------------------------------------------------------ helpers
+    def _read_timing(self, read_ms: float) -> dict[str, float]:
+        """Stage times of one capture read: the capture's own split when it reports one, else all 'capture'."""
+        t = _capture_timing(self.capture)
+        if not t:
+            return {"capture": read_ms, "sync": 0.0, "register": 0.0}
+        t.setdefault("capture", max(0.0, read_ms - t.get("sync", 0.0) - t.get("register", 0.0)))
+        return t
+
+    def _now(self, fs: FrameSet, ready_perf_ns: int) -> int:
+        if self._clock is None:
+            self._clock = "host" if abs(fs.timestamp_ns - time.monotonic_ns()) < 10_000_000_000 else "source"
+            log.info("pipeline clock: %s", self._clock)
+        if self._clock == "host":
+            return time.monotonic_ns()
+        return fs.timestamp_ns + (time.perf_counter_ns() - ready_perf_ns)
+
+    def _face_jumped(self, box: tuple[int, int, int, int]) -> bool:
+        last = self._last_box
+        if last is None:
+            return False
+        cx0, cy0 = last[0] + last[2] / 2, last[1] + last[3] / 2
+        cx1, cy1 = box[0] + box[2] / 2, box[1] + box[3] / 2
+        return math.hypot(cx1 - cx0, cy1 - cy0) > self.config.face_jump * max(last[2], 1)
+
+    def _error(self, stage: str, exc: BaseException) -> None:
+        self.stats.errors[stage] = self.stats.errors.get(stage, 0) + 1
+        now = time.monotonic()
+        if now - self._error_log_at.get(stage, 0.0) > 5.0:  # rate-limited
+            self._error_log_at[stage] = now
+            log.warning("stage %s failed: %s: %s", stage, type(exc).__name__, exc)
+
+
+def _crop_size(manifest: Any) -> int:
+    sizes = {int(spec.shape[-1]) for spec in manifest.inputs.values()} | {
+        int(spec.shape[-2]) for spec in manifest.inputs.values()}
+    if len(sizes) != 1 or min(sizes) < 8:
+        raise ConfigError(f"model inputs must share one square crop size, got {sorted(sizes)}", key="inputs")
+    return sizes.pop()
+
+
+def _capture_timing(capture: Any) -> dict[str, float]:
+    """Per-stage timing the capture reports for its last read (``capture``/``sync``/``register`` in ms)."""
+    t = getattr(capture, "timing_ms", None)
+    if not isinstance(t, Mapping):
+        return {}
+    return {k: float(v) for k, v in t.items() if k in ("capture", "sync", "register")}
+
+
+def _ms(t0_ns: int) -> float:
+    return (time.perf_counter_ns() - t0_ns) / 1e6
+
+
+def _with(d: Decision, **changes: Any) -> Decision:
+    from dataclasses import replace
+    return replace(d, **changes)
+
+
+# ---------------------------------------------------------------------------------------------- integrator API
+def open_pipeline(source: Any, model: Path | str | Any, *, rig: Any = None, locator: FaceLocator | str | None = "haar",
+                  config: PipelineConfig | None = None, backend: str = "auto", fps: float | None = None,
+                  threads: int | None = None, **policy: Any) -> LivenessPipeline:
+    """Build a pipeline from a source URI (or a capture) and a model artifact (or a backend).
+
+    Args:
+        source: URI(s) for ``edgepad.drivers.capture.open_capture`` or an object with ``read(timeout_s)``.
+        model: ``.onnx``/``.engine``/``.pt`` with its sidecar manifest, or a ready backend.
+        rig: rig file or Rig (default: the source's own).
+        locator: ``"haar"`` (default), ``"truth"`` (synthetic sources), ``"fixed:x,y,w,h"`` or a FaceLocator.
+        config: :class:`PipelineConfig`; ``policy`` keywords (``k=3``, ``operating_point="bpcer20"`` …) override
+            its policy settings.
+        backend: backend kind for ``load_backend``; threads: ONNX Runtime intra-op threads.
+
+    Returns:
+        an unopened :class:`LivenessPipeline` (use it as a context manager).
+    """
+    from dataclasses import replace
+    cfg = config or PipelineConfig()
+    if policy:
+        known = set(PolicyConfig.__dataclass_fields__)
+        bad = [k for k in policy if k not in known]
+        if bad:
+            from edgepad.config import suggest
+            raise ConfigError(f"unknown pipeline option `{bad[0]}`", key=bad[0], suggestions=suggest(bad[0], known))
+        cfg = replace(cfg, policy=replace(cfg.policy, **policy))
+    if hasattr(model, "infer") and hasattr(model, "manifest"):
+        be = model
+    else:
+        from edgepad.engines.backend import load_backend
+        opts = {"threads": threads} if threads else {}
+        be = load_backend(model, backend, **opts)
+    if hasattr(source, "read"):
+        cap = source
+    else:
+        from edgepad.drivers.capture import open_capture
+        cap = open_capture(source, rig=rig, fps=fps)
+    if isinstance(rig, (str, Path)):
+        from edgepad.geometry import load_rig
+        rig = load_rig(rig)
+    loc: Any = locator
+    if locator == "truth":
+        loc = make_locator("truth", _truth_source(cap))
+    return LivenessPipeline(cap, be, locator=loc, rig=rig, config=cfg)
+
+
+def _truth_source(cap: Any) -> Any:
+    """The first source under a capture that has ``truth(sequence)``."""
+    for src in getattr(cap, "sources", ()) or ():
+        if callable(getattr(src, "truth", None)):
+            return src
+    if callable(getattr(cap, "truth", None)):
+        return cap
+    raise ConfigError("locator 'truth' needs a synthetic:// source (ground-truth boxes)", key="locator")

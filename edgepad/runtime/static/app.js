@@ -1,0 +1,142 @@
+// edgepad installer live view: decisions over Server-Sent Events, previews fetched as images.
+// Fail-closed display: when no fresh decision arrives within the service's health window the verdict shows STALE.
+"use strict";
+(function () {
+  const STAGES = ["capture", "sync", "register", "locate", "preprocess", "infer", "policy", "total"];
+  const MODALITIES = ["rgb", "ir", "depth"];
+  const $ = (id) => document.getElementById(id);
+  let staleMs = 1000;
+  let lastEventAt = 0;
+  let lastSeq = 0;
+  const loading = {};
+  const fpsTimes = [];
+
+  function setText(id, text) { const el = $(id); if (el.textContent !== text) el.textContent = text; }
+
+  function setConn(state, text) {
+    document.body.dataset.conn = state;
+    setText("conn", text);
+  }
+
+  function fmt(x, digits) { return (x === null || x === undefined) ? "—" : Number(x).toFixed(digits); }
+
+  function chips(id, items) {
+    const el = $(id);
+    el.replaceChildren();
+    if (!items || !items.length) { el.textContent = "—"; return; }
+    for (const r of items) { const s = document.createElement("span"); s.textContent = r; el.appendChild(s); }
+  }
+
+  function renderLatency(lat) {
+    const body = $("latency").tBodies[0];
+    body.replaceChildren();
+    const names = STAGES.filter((s) => s in lat).concat(Object.keys(lat).filter((s) => !STAGES.includes(s)));
+    const max = Math.max(1e-6, ...names.map((n) => Number(lat[n]) || 0));
+    for (const n of names) {
+      const tr = document.createElement("tr");
+      tr.dataset.stage = n;
+      if (n === "total") tr.className = "total";
+      const name = document.createElement("td"); name.className = "name"; name.textContent = n;
+      const barCell = document.createElement("td");
+      const bar = document.createElement("div"); bar.className = "lbar";
+      bar.style.width = (100 * (Number(lat[n]) || 0) / max).toFixed(1) + "%";
+      barCell.appendChild(bar);
+      const ms = document.createElement("td"); ms.className = "ms"; ms.textContent = fmt(lat[n], 2);
+      tr.append(name, barCell, ms);
+      body.appendChild(tr);
+    }
+  }
+
+  function refreshPreview(m, seq) {
+    if (loading[m]) return;           // one request in flight per image: never queue behind a slow link
+    loading[m] = true;
+    const img = $("img-" + m);
+    const frame = img.parentElement;
+    const probe = new Image();
+    probe.onload = () => { img.src = probe.src; frame.classList.remove("empty"); loading[m] = false; };
+    probe.onerror = () => { frame.classList.add("empty"); loading[m] = false; };
+    probe.src = "/v1/preview/" + m + ".jpg?seq=" + seq;
+  }
+
+  function onDecision(env) {
+    const d = env.decision;
+    lastEventAt = performance.now();
+    lastSeq = env.seq;
+    fpsTimes.push(lastEventAt);
+    while (fpsTimes.length && lastEventAt - fpsTimes[0] > 2000) fpsTimes.shift();
+    document.body.dataset.verdict = d.verdict;
+    document.body.dataset.seq = String(env.seq);
+    setText("verdict", d.verdict);
+    $("lockout").hidden = !(d.reasons || []).includes("lockout");
+    setText("score", fmt(d.score, 3));
+    setText("threshold", fmt(d.threshold, 3));
+    $("score-fill").style.width = d.score === null ? "0" : (100 * d.score).toFixed(1) + "%";
+    $("threshold-mark").style.left = (100 * d.threshold).toFixed(1) + "%";
+    setText("modalities", (d.modalities || []).join(" + ") || "none");
+    const ev = Object.entries(d.evidence || {}).map(([k, v]) => k + " " + Number(v).toFixed(2));
+    setText("evidence", ev.join(", ") || "—");
+    chips("reasons", d.reasons);
+    setText("hints", (d.hints || []).join(", ").replace(/_/g, " ") || "—");
+    renderLatency(d.latency_ms || {});
+    setText("seq", String(env.seq));
+    const fps = fpsTimes.length > 1 ? 1000 * (fpsTimes.length - 1) / (fpsTimes[fpsTimes.length - 1] - fpsTimes[0]) : 0;
+    setText("fps", fps.toFixed(1));
+    for (const m of MODALITIES) refreshPreview(m, env.seq);
+  }
+
+  function checkStale() {
+    const age = performance.now() - lastEventAt;
+    if (lastSeq > 0 && age > staleMs && document.body.dataset.verdict !== "stale") {
+      document.body.dataset.verdict = "stale";        // never keep showing an old LIVE as current
+      setText("verdict", "stale");
+      setConn(document.body.dataset.conn === "live" ? "stale" : document.body.dataset.conn,
+              "no fresh decision for " + (age / 1000).toFixed(1) + " s");
+    }
+  }
+
+  function connect() {
+    const es = new EventSource("/v1/decisions/stream");
+    es.addEventListener("open", () => setConn("live", "connected"));
+    es.addEventListener("decision", (e) => {
+      try { onDecision(JSON.parse(e.data)); setConn("live", "connected"); }
+      catch (err) { setConn("error", "bad event: " + err); }
+    });
+    es.addEventListener("end", (e) => {
+      let why = "runtime stopped";
+      try { const o = JSON.parse(e.data); if (o.error) why += ": " + o.error; } catch (err) { /* keep default */ }
+      setConn("error", why);
+    });
+    es.addEventListener("error", () => setConn("error", "disconnected, retrying…"));
+  }
+
+  async function loadStatus() {
+    try {
+      const r = await fetch("/v1/status", { cache: "no-store" });
+      if (!r.ok) { setConn("error", "status " + r.status + (r.status === 401 ? ": open /?token=…" : "")); return; }
+      const s = await r.json();
+      if (s.health && s.health.max_age_ms) staleMs = s.health.max_age_ms;
+      const model = s.model || {};
+      setText("model", (model.name || "—") + (model.sha256 ? " · " + String(model.sha256).slice(0, 12) : ""));
+      setText("source", s.source || "—");
+      $("reset-lockout").hidden = !s.lockout_reset_supported;
+    } catch (err) { setConn("error", "status unavailable"); }
+  }
+
+  async function resetLockout() {
+    const msg = $("action-msg");
+    msg.textContent = "…";
+    try {
+      const r = await fetch("/v1/lockout/reset", { method: "POST", headers: { "Content-Type": "application/json" },
+                                                    body: JSON.stringify({ reason: "live view" }) });
+      const o = await r.json();
+      msg.textContent = r.ok ? "lockout reset" : (o.message || ("error " + r.status));
+    } catch (err) { msg.textContent = "request failed"; }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("reset-lockout").addEventListener("click", resetLockout);
+    loadStatus();
+    connect();
+    setInterval(checkStale, 250);
+  });
+})();

@@ -1,0 +1,783 @@
+"""Config-driven, seeded training of the fusion models (needs torch when run; importable without it).
+
+``train(cfg)`` runs the loop: seeding, data (``edgepad.data`` loaders → transforms → ``preprocess.normalise``),
+model (``create_model``), objective (``edgepad.losses.PADObjective``), optimizer + scheduler, AMP on CUDA,
+DistributedDataParallel under ``torchrun``, dev evaluation with a named selection criterion (``edgepad.metrics``),
+checkpoints ``last.pt`` / ``best.pt`` and a JSONL metrics log (+ TensorBoard when importable).
+
+Reproducibility: the data order of epoch e comes from a generator seeded with (seed, e); each sample's
+augmentation from (seed, e, index); everything else random (init, modality dropout, dropout) from the global RNGs,
+whose states are saved in ``last.pt``. ``--resume`` therefore continues exactly as the uninterrupted run (CPU;
+on GPU up to non-deterministic kernels).
+
+Run folder: ``config.yaml`` (resolved), ``last.pt``, ``best.pt``, ``metrics.jsonl``, ``tb/`` (optional).
+Checkpoint: ``{"model", "model_kwargs", "state_dict", "inputs", "objective", "optimizer", "scheduler", "scaler",
+"epoch", "best", "rng", "config"}`` (interface E).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import numpy as np
+
+from edgepad._optional import require
+from edgepad.errors import ConfigError, DatasetError, MetricError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SUBSETS = (("rgb", "depth", "ir"), ("rgb", "depth"), ("rgb", "ir"), ("rgb",))
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the samples come from.
+
+    ``kind``: ``synthbench`` (root, protocol), ``wmca`` (cdit_root, rgb_root, protocol, protocol_dir),
+    ``casia_surf`` / ``cefa`` (root, train_list, dev_list). ``bonafide_label`` / ``columns`` override the
+    source's polarity and column order (None = the source's default: WMCA-style 0, lists 1).
+    """
+
+    kind: Literal["synthbench", "wmca", "casia_surf", "cefa"] = "synthbench"
+    root: Path | None = None
+    protocol: str = "grandtest"
+    protocol_dir: Path | None = None
+    train_split: str = "train"
+    dev_split: str = "dev"
+    frames_per_video: int | None = None
+    dev_frames_per_video: int | None = None
+    bonafide_label: int | None = None
+    columns: tuple[str, ...] | None = None
+    cache: bool = True
+    cdit_root: Path | None = None
+    rgb_root: Path | None = None
+    train_list: str | None = None
+    dev_list: str | None = None
+    depth_scale_m: float | None = None
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """Model inputs: ``preprocess.default_input_specs(size_px)`` with optional overrides."""
+
+    size_px: int = 112
+    missing_fill: float = 0.0
+    depth_norm: str | None = None
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Train-time augmentation (see ``edgepad.data.transforms.build_transform``)."""
+
+    flip: float = 0.5
+    crop_scale: tuple[float, float] | None = None
+    cutout_px: int = 0
+    jitter_offset: float = 0.0
+    jitter_gamma: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``create_model(name, modalities=..., backbone=..., fusion=..., **kwargs)``."""
+
+    name: str = "flexmodal"
+    modalities: tuple[str, ...] = ("rgb", "depth", "ir")
+    backbone: str = "resnet18h"
+    fusion: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """``edgepad.losses.PADObjective`` options; ``center_lr`` is the learning rate of the ABC centres."""
+
+    kind: Literal["bce", "focal", "cmfl", "abc"] = "bce"
+    aux_weight: float = 0.0
+    gamma: float = 2.0
+    alpha: float | None = None
+    beta: float = 0.5
+    cmfl_inner_mean: bool = True
+    binary: bool = False
+    partner: Literal["mean", "pairwise"] = "mean"
+    detach_partner: bool = False
+    lambda_c: float = 1e-5
+    lambda_s: float = 1e-5
+    sep_scale: float = 1e-5
+    center_lr: float = 0.01
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and LR schedule (stepped per epoch)."""
+
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    scheduler: Literal["none", "step", "exp", "cosine"] = "none"
+    step_size: int = 10
+    gamma: float = 0.5
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Export of ``best.pt`` (``edgepad train CONFIG --export PATH``): thresholds fitted on dev."""
+
+    criterion: str = "bpcer20"
+    subsets: tuple[tuple[str, ...], ...] = DEFAULT_SUBSETS
+    opset: int = 17
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run. ``out`` is the run folder (relative paths resolve against the config file)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    inputs: InputConfig = field(default_factory=InputConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    epochs: int = 10
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    select: str = "bpcer20"
+    out: Path = Path("runs/train")
+    log_every: int = 10
+    threads: int | None = None
+    max_steps_per_epoch: int | None = None
+    tensorboard: bool = True
+
+
+def load_train_config(path: Path | str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Load a :class:`TrainConfig` from YAML/JSON (strict keys, suggestions on typos).
+
+    ``overrides`` are dotted keys (``{"epochs": 1, "data.root": "..."}``) applied before validation.
+    """
+    from edgepad.config import from_mapping, read_mapping
+    path = Path(path)
+    data = read_mapping(path)
+    for key, value in (overrides or {}).items():
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return from_mapping(TrainConfig, data, base=path.resolve().parent)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA). DataLoader workers get seeds derived from torch's RNG."""
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch = require("torch")
+    torch.manual_seed(seed)
+
+
+def input_specs(cfg: TrainConfig) -> dict:
+    """The model's ``{name: InputSpec}``: the runtime's default specs with the config's overrides."""
+    from edgepad.preprocess import default_input_specs
+    specs = default_input_specs(cfg.inputs.size_px)
+    out = {}
+    for m in cfg.model.modalities:
+        if m not in specs:
+            raise ConfigError(f"no input spec for modality {m!r}", key="model.modalities")
+        s = replace(specs[m], missing_fill=float(cfg.inputs.missing_fill))
+        if m == "depth" and cfg.inputs.depth_norm:
+            s = replace(s, depth_norm=cfg.inputs.depth_norm)
+        out[m] = s
+    return out
+
+
+def build_dataset(cfg: DataConfig, split: str, frames_per_video: int | None):
+    """A :class:`~edgepad.data.datasets.FrameDataset` for ``split`` of the configured source."""
+    from edgepad.data import datasets as D
+    kw: dict[str, Any] = {}
+    if cfg.bonafide_label is not None:
+        kw["bonafide_label"] = cfg.bonafide_label
+    if cfg.kind in ("synthbench", "wmca") and cfg.columns is not None:
+        kw["columns"] = cfg.columns
+    if cfg.kind == "synthbench":
+        if cfg.root is None:
+            raise ConfigError("data.root is required (the synthetic benchmark folder)", key="data.root")
+        return D.SynthBenchDataset(cfg.root, cfg.protocol, split, frames_per_video, cache=cfg.cache,
+                                   protocol_dir=cfg.protocol_dir, **kw)
+    if cfg.kind == "wmca":
+        if cfg.cdit_root is None or cfg.rgb_root is None or cfg.protocol_dir is None:
+            raise ConfigError("wmca needs data.cdit_root, data.rgb_root and data.protocol_dir", key="data")
+        if cfg.depth_scale_m is not None:
+            kw["depth_scale_m"] = cfg.depth_scale_m
+        return D.WMCADataset(cfg.cdit_root, cfg.rgb_root, cfg.protocol, cfg.protocol_dir, split, frames_per_video,
+                             **kw)
+    lst = cfg.train_list if split == cfg.train_split else cfg.dev_list
+    if cfg.root is None or lst is None:
+        raise ConfigError(f"{cfg.kind} needs data.root, data.train_list and data.dev_list", key="data")
+    if cfg.depth_scale_m is not None:
+        kw["depth_scale_m"] = cfg.depth_scale_m
+    cls = D.CasiaSurfDataset if cfg.kind == "casia_surf" else D.CefaDataset
+    return cls(cfg.root, lst, split, **kw)
+
+
+class EpochSampler:
+    """Shuffled (or ordered) indices for one epoch, sharded over DDP ranks, yielding ``(index, epoch)``.
+
+    The permutation depends only on (seed, epoch); ranks take ``perm[rank::world]`` after padding the list to a
+    multiple of ``world`` (so every rank runs the same number of steps).
+    """
+
+    def __init__(self, n: int, epoch: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
+        self.n, self.epoch, self.seed, self.shuffle, self.rank, self.world = n, epoch, seed, shuffle, rank, world
+
+    def indices(self) -> list[int]:
+        if self.shuffle:
+            idx = np.random.default_rng([self.seed, self.epoch, 7]).permutation(self.n).tolist()
+        else:
+            idx = list(range(self.n))
+        if self.world > 1:
+            pad = (-len(idx)) % self.world
+            idx = idx + idx[:pad]
+            idx = idx[self.rank::self.world]
+        return idx
+
+    def __iter__(self):
+        return iter([(i, self.epoch) for i in self.indices()])
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.world) if self.world > 1 else self.n
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return rank, world, local
+
+
+def _device(cfg: TrainConfig, local_rank: int):
+    torch = require("torch")
+    if cfg.device == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but CUDA is not available", key="device")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device(f"cuda:{local_rank}")
+    return dev
+
+
+def _loader(dataset, sampler, batch_size: int, workers: int, drop_last: bool, pin: bool):
+    torch = require("torch")
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                                       drop_last=drop_last, pin_memory=pin, persistent_workers=False)
+
+
+def _to_device(batch: Mapping[str, Any], device) -> tuple[dict, Any]:
+    feed = {m: t.to(device, non_blocking=True) for m, t in batch["inputs"].items()}
+    return feed, batch["target"].to(device, non_blocking=True)
+
+
+def build_model(cfg: TrainConfig, inputs: Mapping[str, Any]):
+    """``create_model`` from the config, with the fill values of ``inputs`` (recorded in ``model_kwargs``)."""
+    from edgepad.models.registry import create_model
+    kw = dict(cfg.model.kwargs)
+    kw.setdefault("missing_fill", {m: float(s.missing_fill) for m, s in inputs.items()})
+    return create_model(cfg.model.name, modalities=cfg.model.modalities, backbone=cfg.model.backbone,
+                        fusion=cfg.model.fusion, **kw)
+
+
+def build_objective(cfg: TrainConfig, model):
+    from edgepad.losses import PADObjective
+    lc = cfg.loss
+    return PADObjective(lc.kind, cfg.model.modalities, getattr(model, "embedding_dim", None), lc.aux_weight,
+                        lc.gamma, lc.alpha, lc.beta, lc.cmfl_inner_mean, lc.binary, lc.partner, lc.detach_partner,
+                        lc.lambda_c, lc.lambda_s, lc.sep_scale)
+
+
+def build_optimizer(cfg: TrainConfig, model, objective):
+    torch = require("torch")
+    oc = cfg.optim
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    extra = [p for p in objective.parameters() if p.requires_grad]
+    if extra:
+        groups.append({"params": extra, "lr": cfg.loss.center_lr, "weight_decay": 0.0})
+    if oc.name == "adam":
+        opt = torch.optim.Adam(groups, lr=oc.lr, weight_decay=oc.weight_decay)
+    elif oc.name == "adamw":
+        opt = torch.optim.AdamW(groups, lr=oc.lr, weight_decay=oc.weight_decay)
+    else:
+        opt = torch.optim.SGD(groups, lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay)
+    if oc.scheduler == "step":
+        sch = torch.optim.lr_scheduler.StepLR(opt, oc.step_size, oc.gamma)
+    elif oc.scheduler == "exp":
+        sch = torch.optim.lr_scheduler.ExponentialLR(opt, oc.gamma)
+    elif oc.scheduler == "cosine":
+        sch = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.epochs))
+    else:
+        sch = None
+    return opt, sch
+
+
+def _rng_state() -> dict:
+    torch = require("torch")
+    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: Mapping[str, Any]) -> None:
+    torch = require("torch")
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def selection_value(scores: np.ndarray, is_bonafide: np.ndarray, species: Sequence[str], criterion: str) -> float:
+    """The dev figure minimised to pick ``best.pt``: the error rate a criterion constrains the other of.
+
+    ``bpcerN`` → dev BPCER at τ_A(1/N); ``apcerN`` → dev APCER at τ_B(1/N); ``eer`` → EER; ``min-hter`` → HTER
+    at the min-HTER threshold; ``acer`` → ACER at the EER threshold. Thresholds come from
+    ``edgepad.metrics.fit_threshold`` on the same dev scores.
+    """
+    from edgepad import metrics as M
+    if criterion == "acer":
+        tau = M.fit_threshold(scores, is_bonafide, species, "eer")
+        return float(M.pad_metrics(scores, is_bonafide, species, tau)["acer"])
+    crit = M.parse_criterion(criterion)
+    tau = M.fit_threshold(scores, is_bonafide, species, crit)
+    m = M.pad_metrics(scores, is_bonafide, species, tau)
+    if crit.kind == "bpcer":
+        return float(m["bpcer"])
+    if crit.kind == "apcer":
+        return float(m["apcer"])
+    return float(m["hter"])
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+
+def predict(model, dataset, *, batch_size: int = 64, device=None, workers: int = 0) -> dict[str, np.ndarray]:
+    """Scores ``σ(logit)`` (and ``score_<m>`` per head) for every sample of a :class:`PADDataset`, in order."""
+    torch = require("torch")
+    device = device or torch.device("cpu")
+    loader = _loader(dataset, EpochSampler(len(dataset), 0, 0, shuffle=False), batch_size, workers, False, False)
+    was = model.training
+    model.eval()
+    outs: dict[str, list[np.ndarray]] = {}
+    with torch.no_grad():
+        for batch in loader:
+            feed, _ = _to_device(batch, device)
+            out = model(feed)
+            for k, v in out.items():
+                if k == "logit" or k.startswith("logit_"):
+                    outs.setdefault("score" + k[len("logit"):], []).append(torch.sigmoid(v.float()).cpu().numpy())
+    model.train(was)
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def _evaluate(model, objective, dataset, cfg: TrainConfig, device, amp: bool) -> dict[str, Any]:
+    torch = require("torch")
+    loader = _loader(dataset, EpochSampler(len(dataset), 0, 0, shuffle=False), cfg.eval_batch_size, cfg.workers,
+                     False, device.type == "cuda")
+    model.eval()
+    objective.eval()
+    scores, losses, n = [], 0.0, 0
+    with torch.no_grad():
+        for batch in loader:
+            feed, target = _to_device(batch, device)
+            with torch.autocast(device.type, enabled=amp):
+                out = model(feed)
+            loss, _ = objective(out, target)
+            losses += float(loss) * target.shape[0]
+            n += target.shape[0]
+            scores.append(torch.sigmoid(out["logit"].float()).cpu().numpy())
+    model.train()
+    objective.train()
+    s = np.concatenate(scores)
+    res: dict[str, Any] = {"dev_loss": losses / max(n, 1)}
+    base = dataset.base
+    if cfg.select != "loss":
+        try:
+            res["select_value"] = selection_value(s, base.is_bonafide, base.species, cfg.select)
+            res["select"] = cfg.select
+        except MetricError as exc:
+            log.warning("dev criterion %s undefined (%s); selecting on dev loss this epoch", cfg.select, exc)
+    if "select_value" not in res:
+        res["select_value"], res["select"] = res["dev_loss"], "loss"
+    return res
+
+
+# ------------------------------------------------------------------------------------------------ train
+
+class _Logger:
+    def __init__(self, out: Path, enabled: bool, tensorboard: bool) -> None:
+        self.enabled = enabled
+        self.path = out / "metrics.jsonl"
+        self.tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+                self.tb = SummaryWriter(str(out / "tb"))
+            except Exception:  # noqa: BLE001 - optional
+                log.info("TensorBoard not available (pip install tensorboard); logging JSONL only")
+
+    def write(self, rec: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, default=float) + "\n")
+        if self.tb is not None:
+            step = rec.get("epoch", 0)
+            for k, v in rec.items():
+                if isinstance(v, (int, float)) and k != "epoch":
+                    self.tb.add_scalar(k, v, step)
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _checkpoint(model, objective, opt, sch, scaler, epoch: int, best: Mapping[str, Any], cfg: TrainConfig,
+                inputs: Mapping[str, Any]) -> dict:
+    from edgepad.config import to_mapping
+    spec = getattr(model, "edgepad_spec", {})
+    return {"model": spec.get("model", cfg.model.name), "model_kwargs": spec.get("model_kwargs", {}),
+            "state_dict": model.state_dict(), "inputs": {k: to_mapping(v) for k, v in inputs.items()},
+            "objective": objective.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sch.state_dict() if sch is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None else None, "epoch": epoch, "best": dict(best),
+            "rng": _rng_state(), "config": to_mapping(cfg)}
+
+
+def _save(obj: Mapping[str, Any], path: Path) -> None:
+    torch = require("torch")
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def train(cfg: TrainConfig, *, resume: bool = False,
+          progress: Callable[[Mapping[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train per ``cfg``; returns a summary (epochs run, best epoch and value, run folder, samples/s).
+
+    Args:
+        cfg: the run configuration.
+        resume: continue from ``<out>/last.pt`` (error if absent).
+        progress: called with ``{"epoch", "step", "steps", "loss", "samples_per_s"}`` during training and
+            ``{"epoch", "done": True, ...epoch record}`` after each epoch (the CLI draws a progress bar).
+
+    Raises:
+        ConfigError: bad configuration; DatasetError: unreadable data.
+    """
+    torch = require("torch")
+    from edgepad.config import write_mapping
+    from edgepad.data.transforms import PADDataset, build_transform
+
+    rank, world, local_rank = _dist_info()
+    distributed = world > 1
+    if distributed and not torch.distributed.is_initialized():
+        backend = "nccl" if (torch.cuda.is_available() and cfg.device != "cpu") else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    main = rank == 0
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = _device(cfg, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    amp = bool(cfg.amp and device.type == "cuda")
+    out_dir = Path(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    if resume and not last_path.is_file():
+        raise ConfigError(f"--resume: {last_path} does not exist", key="out")
+    if not resume and main:
+        for p in (out_dir / "metrics.jsonl",):
+            if p.exists():
+                p.unlink()
+    if main:
+        write_mapping(cfg, out_dir / "config.yaml")
+
+    seed_everything(cfg.seed)
+    inputs = input_specs(cfg)
+    train_base = build_dataset(cfg.data, cfg.data.train_split, cfg.data.frames_per_video)
+    dev_base = build_dataset(cfg.data, cfg.data.dev_split, cfg.data.dev_frames_per_video or cfg.data.frames_per_video)
+    ac = cfg.augment
+    train_ds = PADDataset(train_base, inputs, build_transform(cfg.inputs.size_px, train=True, flip=ac.flip,
+                                                              crop_scale=ac.crop_scale, cutout_px=ac.cutout_px,
+                                                              jitter_offset=ac.jitter_offset,
+                                                              jitter_gamma=ac.jitter_gamma), seed=cfg.seed)
+    dev_ds = PADDataset(dev_base, inputs, build_transform(cfg.inputs.size_px, train=False), seed=cfg.seed)
+    if len(train_ds) < cfg.batch_size * world:
+        raise DatasetError(f"{len(train_ds)} training samples < batch_size × world ({cfg.batch_size} × {world})")
+
+    model = build_model(cfg, inputs).to(device)
+    objective = build_objective(cfg, model).to(device)
+    opt, sch = build_optimizer(cfg, model, objective)
+    scaler = torch.amp.GradScaler("cuda") if amp else None
+    start_epoch, best = 0, {"epoch": -1, "value": math.inf, "select": cfg.select}
+    if resume:
+        ck = torch.load(last_path, map_location=device, weights_only=False)
+        model.load_state_dict(ck["state_dict"])
+        objective.load_state_dict(ck["objective"])
+        opt.load_state_dict(ck["optimizer"])
+        if sch is not None and ck.get("scheduler") is not None:
+            sch.load_state_dict(ck["scheduler"])
+        if scaler is not None and ck.get("scaler") is not None:
+            scaler.load_state_dict(ck["scaler"])
+        start_epoch, best = int(ck["epoch"]) + 1, dict(ck["best"])
+        _set_rng_state(ck["rng"])
+        log.info("resumed from %s at epoch %d", last_path, start_epoch)
+    net = model
+    if distributed:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    logger = _Logger(out_dir, main, cfg.tensorboard)
+    summary: dict[str, Any] = {"out": str(out_dir), "world_size": world, "epochs_run": 0}
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            sampler = EpochSampler(len(train_ds), epoch, cfg.seed, True, rank, world)
+            loader = _loader(train_ds, sampler, cfg.batch_size, cfg.workers, True, device.type == "cuda")
+            steps = len(sampler) // cfg.batch_size
+            if cfg.max_steps_per_epoch:
+                steps = min(steps, cfg.max_steps_per_epoch)
+            net.train()
+            objective.train()
+            t0 = time.perf_counter()
+            tot, parts_sum, seen, data_s = 0.0, {}, 0, 0.0
+            t_data = time.perf_counter()
+            for step, batch in enumerate(loader):
+                if step >= steps:
+                    break
+                data_s += time.perf_counter() - t_data
+                feed, target = _to_device(batch, device)
+                with torch.autocast(device.type, enabled=amp):
+                    out = net(feed)
+                loss, parts = objective(out, target)
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
+                lv = float(loss.detach())
+                if not math.isfinite(lv):
+                    raise ConfigError(f"loss became {lv} at epoch {epoch} step {step}; lower optim.lr", key="optim.lr")
+                b = int(target.shape[0])
+                tot += lv * b
+                seen += b
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v * b
+                if progress is not None and main and (step % max(1, cfg.log_every) == 0 or step == steps - 1):
+                    el = time.perf_counter() - t0
+                    progress({"epoch": epoch, "epochs": cfg.epochs, "step": step + 1, "steps": steps,
+                              "loss": tot / seen, "samples_per_s": seen * world / max(el, 1e-9)})
+                t_data = time.perf_counter()
+            lr_used = opt.param_groups[0]["lr"]
+            if sch is not None:
+                sch.step()
+            train_s = time.perf_counter() - t0
+            rec: dict[str, Any] = {"epoch": epoch, "train_loss": tot / max(seen, 1),
+                                   **{f"train_{k}": v / max(seen, 1) for k, v in parts_sum.items()},
+                                   "lr": lr_used, "samples": seen * world,
+                                   "samples_per_s": seen * world / max(train_s, 1e-9),
+                                   "data_wait_fraction": data_s / max(train_s, 1e-9), "world_size": world}
+            if main:
+                ev = _evaluate(model, objective, dev_ds, cfg, device, amp)
+                rec.update(ev)
+                improved = ev["select_value"] < best["value"] or best["epoch"] < 0
+                if improved:
+                    best = {"epoch": epoch, "value": float(ev["select_value"]), "select": ev["select"]}
+                rec["best_epoch"] = best["epoch"]
+                ck = _checkpoint(model, objective, opt, sch, scaler, epoch, best, cfg, inputs)
+                _save(ck, last_path)
+                if improved:
+                    _save(ck, best_path)
+                rec["time_s"] = time.perf_counter() - t0
+                logger.write(rec)
+                if progress is not None:
+                    progress({**rec, "done": True, "epochs": cfg.epochs})
+            if distributed:
+                torch.distributed.barrier()
+            summary["epochs_run"] += 1
+            summary["samples_per_s"] = rec["samples_per_s"]
+    finally:
+        logger.close()
+        if distributed and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    summary["best"] = best
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+
+def load_checkpoint(path: Path | str, map_location: str = "cpu"):
+    """Rebuild the model of a checkpoint: returns ``(model in eval mode, inputs {name: InputSpec}, checkpoint)``."""
+    torch = require("torch")
+    from edgepad.config import from_mapping
+    from edgepad.engines.manifest import InputSpec
+    from edgepad.models.registry import create_model
+    ck = torch.load(path, map_location=map_location, weights_only=False)
+    kw = dict(ck["model_kwargs"])
+    model = create_model(ck["model"], **kw)
+    model.load_state_dict(ck["state_dict"])
+    model.eval()
+    inputs = {k: from_mapping(InputSpec, v) for k, v in ck["inputs"].items()}
+    return model, inputs, ck
+
+
+def fit_operating_points(model, inputs: Mapping[str, Any], dev_base, criterion: str = "bpcer20",
+                         subsets: Sequence[Sequence[str]] = DEFAULT_SUBSETS, batch_size: int = 64,
+                         workers: int = 0) -> dict[str, float]:
+    """Dev thresholds per modality subset: absent modalities are filled with their ``missing_fill`` exactly as
+    ``preprocess.normalise`` does at run time. Returns ``{subset_key: threshold}`` (subsets the model lacks skipped).
+    """
+    from edgepad import metrics as M
+    from edgepad.data.transforms import PADDataset, build_transform
+    from edgepad.engines.manifest import subset_key
+    size = int(next(iter(inputs.values())).shape[-1])
+    out = {}
+    for subset in subsets:
+        if not set(subset) <= set(inputs):
+            continue
+        specs = {m: s for m, s in inputs.items()}
+        ds = PADDataset(_Without(dev_base, set(inputs) - set(subset)), specs, build_transform(size, train=False))
+        s = predict(model, ds, batch_size=batch_size, workers=workers)["score"]
+        out[subset_key(subset)] = float(M.fit_threshold(s, dev_base.is_bonafide, dev_base.species, criterion))
+    return out
+
+
+class _Without:
+    """A FrameDataset view whose samples lack some modalities (the runtime's missing-stream case)."""
+
+    def __init__(self, base, drop: set[str]) -> None:
+        self.base, self.drop = base, drop
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        s = self.base[i]
+        return replace(s, modalities={m: x for m, x in s.modalities.items() if m not in self.drop})
+
+
+def export_checkpoint(checkpoint: Path | str, path: Path | str, cfg: TrainConfig) -> Any:
+    """Export ``checkpoint`` to ONNX with dev thresholds: the default at ``cfg.export.criterion`` on all
+    modalities, and per-subset operating points (``cfg.export.subsets``) fitted on dev with the fill value.
+
+    Returns the written :class:`~edgepad.engines.manifest.ModelManifest`.
+    """
+    from edgepad.config import to_mapping
+    from edgepad.engines.export import export_onnx
+    from edgepad.engines.manifest import subset_key
+    model, inputs, ck = load_checkpoint(checkpoint)
+    dev_base = build_dataset(cfg.data, cfg.data.dev_split, cfg.data.dev_frames_per_video or cfg.data.frames_per_video)
+    crit = cfg.export.criterion
+    ops = fit_operating_points(model, inputs, dev_base, crit, cfg.export.subsets, cfg.eval_batch_size)
+    full = subset_key(inputs)
+    if full not in ops:
+        ops.update(fit_operating_points(model, inputs, dev_base, crit, [tuple(inputs)], cfg.eval_batch_size))
+    training = {"config": to_mapping(cfg), "epoch": ck.get("epoch"), "best": ck.get("best"),
+                "dev_split": cfg.data.dev_split, "protocol": cfg.data.protocol, "dataset": cfg.data.kind}
+    return export_onnx(model, path, inputs=inputs, threshold=ops[full], threshold_criterion=crit,
+                       operating_points={crit: ops}, opset=cfg.export.opset, model_name=ck["model"],
+                       model_kwargs=ck["model_kwargs"], training=training)
+
+
+# ------------------------------------------------------------------------------------------------ throughput
+
+def throughput(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict[str, float]:
+    """Samples/s of (a) the data pipeline alone, (b) forward+backward+step alone on one fixed batch, (c) both.
+
+    The data pipeline is not the bottleneck when (a) ≥ (b); (c) is what training achieves.
+    """
+    torch = require("torch")
+    from edgepad.data.transforms import PADDataset, build_transform
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    inputs = input_specs(cfg)
+    base = build_dataset(cfg.data, cfg.data.train_split, cfg.data.frames_per_video)
+    ac = cfg.augment
+    ds = PADDataset(base, inputs, build_transform(cfg.inputs.size_px, train=True, flip=ac.flip,
+                                                  crop_scale=ac.crop_scale, cutout_px=ac.cutout_px,
+                                                  jitter_offset=ac.jitter_offset, jitter_gamma=ac.jitter_gamma),
+                    seed=cfg.seed)
+    device = _device(cfg, 0)
+    amp = bool(cfg.amp and device.type == "cuda")
+    model = build_model(cfg, inputs).to(device).train()
+    objective = build_objective(cfg, model).to(device)
+    opt, _ = build_optimizer(cfg, model, objective)
+    bs = cfg.batch_size
+
+    def batches(epoch: int):
+        return iter(_loader(ds, EpochSampler(len(ds), epoch, cfg.seed), bs, cfg.workers, True, False))
+
+    def step(feed, target):
+        with torch.autocast(device.type, enabled=amp):
+            out = model(feed)
+        loss, _ = objective(out, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def take(it, k: int, epoch: int):
+        for _ in range(k):
+            try:
+                yield next(it)
+            except StopIteration:
+                epoch += 1
+                it = batches(epoch)
+                yield next(it)
+
+    # (a) data only (cached samples after the first epoch if cache is on: warm it up first)
+    it = batches(0)
+    for _ in take(it, warmup, 0):
+        pass
+    t = time.perf_counter()
+    n = 0
+    for b in take(batches(1), steps, 1):
+        n += b["target"].shape[0]
+    data_sps = n / (time.perf_counter() - t)
+    # (b) compute only
+    fixed = next(batches(2))
+    feed, target = _to_device(fixed, device)
+    for _ in range(warmup):
+        step(feed, target)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step(feed, target)
+    compute_sps = steps * bs / (time.perf_counter() - t)
+    # (c) both
+    t = time.perf_counter()
+    n = 0
+    for b in take(batches(3), steps, 3):
+        f, y = _to_device(b, device)
+        step(f, y)
+        n += y.shape[0]
+    full_sps = n / (time.perf_counter() - t)
+    return {"data_samples_per_s": data_sps, "compute_samples_per_s": compute_sps,
+            "train_samples_per_s": full_sps, "batch_size": bs, "workers": cfg.workers, "steps": steps,
+            "device": str(device), "threads": torch.get_num_threads()}

@@ -1,0 +1,295 @@
+"""Depth registration: implementations agree, analytic plane oracles, and rs.align on real and generated data."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edgepad.drivers.registration import (benchmark, d435_like_scene, fills_rectangle, register_depth,
+                                          to_rs_intrinsics)
+from edgepad.errors import ConfigError, ShapeError
+from edgepad.geometry import Extrinsics, Intrinsics, deproject, project
+from edgepad.types import Modality, make_frame
+
+from .fakes import plane_depth, small_rig
+
+COEFFS = (0.08, -0.12, 0.003, -0.002, 0.03)
+
+
+def _depth(intr, z):
+    return make_frame("depth", z, 5, intrinsics=intr, sequence=7, source="t://", depth_scale_m=0.001)
+
+
+def _scenes():
+    rig = small_rig(40, 30, angle_deg=4)
+    di, ci = rig.intrinsics[Modality.DEPTH], rig.intrinsics[Modality.RGB]
+    e = rig.extrinsics("depth", "rgb")
+    z = plane_depth(di, 600, slope_x=6, occluder=(10, 8, 24, 20, 380), holes=0.08)
+    yield "slanted+occluder", di, ci, e, z, {}
+    yield "identity-R", di, ci, Extrinsics.from_rt(np.eye(3), (0.02, 0, 0)), z, {}
+    big = Extrinsics.from_rt(Extrinsics.from_rt(np.eye(3), (0, 0, 0)).r, (0.25, -0.1, 0.05))  # much out of view
+    yield "out-of-view", di, ci, big, z, {}
+    for dm, cm in (("inverse_brown_conrady", "none"), ("none", "modified_brown_conrady"),
+                   ("brown_conrady", "brown_conrady"), ("inverse_brown_conrady", "inverse_brown_conrady")):
+        dd = Intrinsics(di.width, di.height, di.fx, di.fy, di.cx, di.cy, dm, COEFFS)
+        cc = Intrinsics(ci.width, ci.height, ci.fx, ci.fy, ci.cx, ci.cy, cm, COEFFS)
+        for sem in ("align", "rsutil"):
+            yield f"{dm}->{cm}/{sem}", dd, cc, e, z, {"semantics": sem}
+    # a 1:1 pair (target no denser): the SSE build writes one pixel per depth pixel
+    yield "sse-branch", di, di, e, z, {"footprint": "sse"}
+    ds, cs, es = d435_like_scene(48, 36, seed=3)
+    yield "d435-like", ds.intrinsics, cs, es, ds.data, {}
+    wild = np.random.default_rng(1).integers(0, 3000, size=z.shape).astype(np.uint16)  # rough surface
+    yield "noise", di, ci, e, wild, {}
+
+
+@pytest.mark.parametrize("scene", list(_scenes()), ids=lambda s: s[0])
+def test_fast_paths_equal_reference(scene):
+    _, di, ci, e, z, kw = scene
+    ref = register_depth(_depth(di, z), ci, e, method="reference", **kw)
+    for method, extra in (("numpy", {}), ("numpy", {"threads": 2}), ("generic", {})):
+        out = register_depth(_depth(di, z), ci, e, method=method, **kw, **extra)
+        np.testing.assert_array_equal(out.data, ref.data, err_msg=f"{method} {extra}")
+    assert ref.data.shape == (ci.height, ci.width)
+    assert ref.registered_to is Modality.RGB and ref.intrinsics == ci
+    assert ref.timestamp_ns == 5 and ref.sequence == 7 and ref.depth_scale_m == 0.001
+    # nothing invented: every output value is an input depth value
+    assert set(np.unique(ref.data)) <= set(np.unique(z)) | {0}
+
+
+def test_torch_path_equals_reference():
+    pytest.importorskip("torch")
+    for _, di, ci, e, z, kw in list(_scenes())[:3]:
+        ref = register_depth(_depth(di, z), ci, e, method="reference", **kw)
+        out = register_depth(_depth(di, z), ci, e, method="torch", **kw)
+        np.testing.assert_array_equal(out.data, ref.data)
+
+
+@pytest.mark.gpu
+def test_torch_cuda_path_equals_numpy():
+    import torch  # noqa: F401  (auto picks torch only when it is imported and a GPU is present)
+    d, c, e = d435_like_scene()
+    ref = register_depth(d, c, e, method="numpy")
+    out = register_depth(d, c, e, method="auto")
+    np.testing.assert_array_equal(out.data, ref.data)
+
+
+def test_fronto_parallel_plane_oracle():
+    """Plane at Z, pure x baseline, no distortion: each colour pixel sees z exactly where the ray hits the depth
+    image; pixels whose back-projection lies outside the depth image stay 0."""
+    di = Intrinsics(48, 36, 30.0, 30.0, 23.5, 17.5)
+    ci = Intrinsics(48, 36, 50.0, 50.0, 23.5, 17.5)
+    b, z_mm = 0.2, 500
+    e = Extrinsics.from_rt(np.eye(3), (b, 0, 0))
+    out = register_depth(_depth(di, np.full((36, 48), z_mm, np.uint16)), ci, e).data
+    v, u = np.mgrid[0:36, 0:48].astype(float)
+    # colour pixel -> point on the plane (colour frame) -> depth frame -> depth pixel
+    xc = (u - ci.cx) / ci.fx * 0.5
+    ud = (xc - b) / 0.5 * di.fx + di.cx
+    vd = (v - ci.cy) / ci.fy * di.fy + di.cy
+    inside = (ud > 0.5) & (ud < 46.5) & (vd > 0.5) & (vd < 34.5)
+    outside = (ud < -1.5) | (ud > 48.5) | (vd < -1.5) | (vd > 36.5)
+    assert inside.sum() > 400 and outside.sum() > 50
+    assert np.all(out[inside] == z_mm)
+    assert np.all(out[outside] == 0)
+
+
+def test_slanted_plane_values_and_occlusion_oracle():
+    """Rotated rig, slanted plane with an occluding box: values match ray casting, the nearer surface wins,
+    the box's shadow (seen by colour, hidden from depth) stays 0, and holes are not filled."""
+    rig = small_rig(80, 60, angle_deg=5, baseline_m=0.04)
+    di, ci = rig.intrinsics[Modality.DEPTH], rig.intrinsics[Modality.RGB]
+    e = rig.extrinsics("depth", "rgb")
+    slope = 4.0  # mm per depth column
+    z = plane_depth(di, 800, slope_x=slope, occluder=(30, 20, 50, 40, 400))
+    out = register_depth(_depth(di, z), ci, e).data
+    bg = plane_depth(di, 800, slope_x=slope)
+    # ray-cast every colour pixel onto the background plane: z_d = 800 + slope * (u_d - W/2)
+    v, u = np.mgrid[0:60, 0:80].astype(float)
+    inv = e.inverse()
+    rays = deproject(np.stack([u, v], -1), 1.0, ci)  # colour ray at unit depth (colour frame)
+    o, dvec = inv.t, rays @ inv.r.T  # in the depth frame: p(s) = o + s * dvec
+    # plane in the depth frame: z = 0.8 + slope/1000 * (x/z * fx + cx - W/2) * ... -> solve numerically
+    s = np.full(u.shape, 0.8)
+    for _ in range(30):
+        p = o + s[..., None] * dvec
+        ud = p[..., 0] / p[..., 2] * di.fx + di.cx
+        zp = (800 + slope * (ud - 40)) / 1000
+        s = s * zp / p[..., 2]
+    p = o + s[..., None] * dvec
+    ud = p[..., 0] / p[..., 2] * di.fx + di.cx
+    vd = p[..., 1] / p[..., 2] * di.fy + di.cy
+    zd_mm = p[..., 2] * 1000
+    in_box = (ud >= 30) & (ud < 50) & (vd >= 20) & (vd < 40)
+    seen = out > 0
+    ok_bg = seen & (out > 600) & (ud > 1) & (ud < 78) & (vd > 1) & (vd < 58)
+    assert ok_bg.sum() > 1500
+    assert np.all(np.abs(out[ok_bg] - zd_mm[ok_bg]) <= 2 * slope + 1)
+    # the box: colour pixels whose background point is hidden by the box in the depth view are never background
+    hidden = in_box & (ud > 31) & (ud < 49) & (vd > 21) & (vd < 39)
+    assert hidden.sum() > 20
+    assert np.all((out[hidden] == 400) | (out[hidden] == 0))
+    # projected box pixels carry 400 and win over the plane behind them
+    box_pts = deproject(np.stack(np.mgrid[20:40, 30:50][::-1], -1).reshape(-1, 2).astype(float), 0.4, di)
+    bp = np.round(project(e.apply(box_pts), ci)).astype(int)
+    keep = (bp[:, 0] >= 1) & (bp[:, 0] < 79) & (bp[:, 1] >= 1) & (bp[:, 1] < 59)
+    assert np.mean(out[bp[keep, 1], bp[keep, 0]] == 400) > 0.95
+    # the shadow: background visible to colour but hidden from depth by the box -> 0 (not interpolated)
+    assert np.sum((out == 0) & hidden) > 5
+    # holes stay holes: a depth frame with a hole region has no more coverage than without
+    z_holes = z.copy()
+    z_holes[:, 5:12] = 0
+    out_h = register_depth(_depth(di, z_holes), ci, e).data
+    assert (out_h > 0).sum() < (out > 0).sum()
+    assert np.all((out_h == out) | (out_h == 0) | (out_h > out))
+    assert np.array_equal(register_depth(_depth(di, np.zeros_like(z)), ci, e).data, np.zeros((60, 80), np.uint16))
+
+
+def test_nearest_wins_on_overlap():
+    """Where rectangles of a near and a far depth pixel overlap, the target pixel holds the near value."""
+    from edgepad.drivers.registration import register_corners
+    rig = small_rig(40, 30, angle_deg=3, baseline_m=0.06)
+    di, ci = rig.intrinsics[Modality.DEPTH], rig.intrinsics[Modality.RGB]
+    e = rig.extrinsics("depth", "rgb")
+    z = plane_depth(di, 900, occluder=(12, 8, 26, 22, 300))
+    depth = _depth(di, z)
+    out = register_depth(depth, ci, e).data
+    _, zz, x0, y0, x1, y1 = register_corners(depth, ci, e)
+    cover_near = np.zeros(out.shape, bool)
+    cover_far = np.zeros(out.shape, bool)
+    for zi, a, b, c, d in zip(zz, x0, y0, x1, y1):
+        if c < 0 or d < 0 or a > 39 or b > 29:
+            continue
+        tgt = cover_near if zi == 300 else cover_far
+        tgt[max(b, 0):min(d, 29) + 1, max(a, 0):min(c, 39) + 1] = True
+    both = cover_near & cover_far
+    assert both.sum() > 3
+    assert np.all(out[both] == 300)
+    assert np.all(out[cover_far & ~cover_near] == 900)
+    assert np.all(out[~cover_far & ~cover_near] == 0)
+
+
+def test_errors_and_branch_choice():
+    d, c, e = d435_like_scene(32, 24)
+    with pytest.raises(ConfigError):
+        register_depth(d, c, e, method="magic")
+    with pytest.raises(ConfigError):
+        register_depth(d, c, e, semantics="opencv")
+    rgb = make_frame("rgb", np.zeros((24, 32, 3), np.uint8), 0, intrinsics=c)
+    with pytest.raises(ShapeError):
+        register_depth(rgb, c, e)
+    assert fills_rectangle(d.intrinsics, c, "sse")  # colour denser than depth: rectangle
+    assert not fills_rectangle(c, d.intrinsics, "sse")  # coarser target: one pixel
+    assert fills_rectangle(c, d.intrinsics, "rect")
+
+
+# --------------------------------------------------------------------------------------- against librealsense
+def _rs_frames(path):
+    """(depth uint16, our depth Intrinsics, colour Intrinsics, depth->colour Extrinsics, scale, rs.align output)."""
+    import pyrealsense2 as rs
+
+    from edgepad.drivers.realsense import rs_extrinsics_to_ours, rs_intrinsics_to_ours
+    cfg = rs.config()
+    cfg.enable_device_from_file(str(path), repeat_playback=False)
+    cfg.enable_all_streams()
+    pipe = rs.pipeline()
+    prof = pipe.start(cfg)
+    prof.get_device().as_playback().set_real_time(False)
+    scale = prof.get_device().first_depth_sensor().get_depth_scale()
+    align = rs.align(rs.stream.color)
+    out = []
+    try:
+        while True:
+            ok, fs = pipe.try_wait_for_frames(2000)
+            if not ok:
+                break
+            d, c = fs.get_depth_frame(), fs.get_color_frame()
+            dp, cp = d.profile.as_video_stream_profile(), c.profile.as_video_stream_profile()
+            aligned = np.asanyarray(align.process(fs).get_depth_frame().get_data()).copy()
+            out.append((np.asanyarray(d.get_data()).copy(), rs_intrinsics_to_ours(dp.intrinsics),
+                        rs_intrinsics_to_ours(cp.intrinsics), rs_extrinsics_to_ours(dp.get_extrinsics_to(cp)),
+                        scale, aligned, d.get_frame_number()))
+    finally:
+        pipe.stop()
+    return out
+
+
+@pytest.mark.realsense
+@pytest.mark.data
+@pytest.mark.parametrize("name,count", [("single_depth_color_640x480.bag", 1), ("single_depth_color_640x480.db3", 2)])
+def test_equals_rs_align_on_real_d435_recording(shared_data, name, count):
+    frames = _rs_frames(shared_data / "realsense" / name)
+    assert len(frames) == count
+    for z, di, ci, e, scale, aligned, number in frames:
+        depth = make_frame("depth", z, 0, intrinsics=di, depth_scale_m=scale)
+        ours = register_depth(depth, ci, e, semantics="align").data
+        agree = np.mean(ours == aligned)
+        assert agree >= 0.9999, (name, number, agree)
+        assert (aligned > 0).mean() > 0.9  # a real, mostly valid frame
+
+
+@pytest.mark.realsense
+@pytest.mark.parametrize("angle,coeffs_model", [(0.0, "none"), (4.0, "none"), (3.0, "inverse_brown_conrady")])
+def test_equals_rs_align_on_generated_bag(tmp_path, angle, coeffs_model):
+    """Known geometry written as a RealSense bag; playback must return the written calibration, and our
+    registration must equal rs.align on the played-back frames."""
+    from .rsbag import write_realsense_bag
+    rig = small_rig(64, 48, angle_deg=angle, baseline_m=0.03)
+    di0, ci = rig.intrinsics[Modality.DEPTH], rig.intrinsics[Modality.RGB]
+    di = Intrinsics(di0.width, di0.height, di0.fx, di0.fy, di0.cx, di0.cy, coeffs_model,
+                    COEFFS if coeffs_model != "none" else ())
+    e = rig.extrinsics("depth", "rgb")
+    depths = [plane_depth(di, 650 + 20 * k, slope_x=3, occluder=(18, 12, 36, 30, 420), holes=0.05, seed=k)
+              for k in range(3)]
+    colors = [np.full((48, 64, 3), 40 * k, np.uint8) for k in range(3)]
+    path = write_realsense_bag(tmp_path / "scene.bag", di, ci, e, depths, colors)
+    frames = _rs_frames(path)
+    assert len(frames) >= 2
+    for z, rdi, rci, re_, scale, aligned, number in frames:
+        assert np.array_equal(z, depths[number - 1])
+        assert abs(rdi.fx - di.fx) < 1e-3 and abs(rci.cx - ci.cx) < 1e-3
+        assert rdi.distortion == di.distortion or (di.distortion == "none" and not rdi.has_distortion)
+        np.testing.assert_allclose(re_.r, e.r, atol=1e-6)
+        np.testing.assert_allclose(re_.t, e.t, atol=1e-6)
+        assert abs(scale - 0.001) < 1e-9
+        ours = register_depth(make_frame("depth", z, 0, intrinsics=rdi, depth_scale_m=scale), rci, re_,
+                              semantics="align").data
+        assert np.mean(ours == aligned) >= 0.9999
+        assert (aligned > 0).sum() > 500
+
+
+@pytest.mark.realsense
+@pytest.mark.parametrize("dm,cm", [("none", "modified_brown_conrady"), ("inverse_brown_conrady", "none"),
+                                   ("brown_conrady", "brown_conrady"), ("inverse_brown_conrady",
+                                                                        "inverse_brown_conrady")])
+def test_equals_rs_align_on_software_device(dm, cm):
+    """Distortion models through a software device (sensor level): align semantics equal rs.align."""
+    from edgepad.drivers.registration import align_with_librealsense
+    rig = small_rig(64, 48, angle_deg=2.5)
+    d0, c0 = rig.intrinsics[Modality.DEPTH], rig.intrinsics[Modality.RGB]
+    di = Intrinsics(64, 48, d0.fx, d0.fy, d0.cx, d0.cy, dm, COEFFS)
+    ci = Intrinsics(64, 48, c0.fx, c0.fy, c0.cx, c0.cy, cm, COEFFS)
+    e = rig.extrinsics("depth", "rgb")
+    depth = _depth(di, plane_depth(di, 700, slope_x=5, occluder=(20, 10, 40, 30, 450), holes=0.05))
+    theirs = align_with_librealsense(depth, ci, e)
+    ours = register_depth(depth, ci, e, semantics="align").data
+    assert np.mean(ours == theirs) >= 0.9999
+
+
+@pytest.mark.realsense
+def test_benchmark_reports_side_by_side_ratio():
+    res = benchmark(*d435_like_scene(64, 48), repeats=2, warmup=1)
+    assert res["ours_ms"] > 0 and res["rs_align_ms"] > 0
+    assert res["ratio"] == pytest.approx(res["ours_ms"] / res["rs_align_ms"])
+    assert res["identical_fraction"] == 1.0
+
+
+def test_rs_intrinsics_conversion_roundtrip():
+    rs = pytest.importorskip("pyrealsense2")
+    from edgepad.drivers.realsense import rs_intrinsics_to_ours
+    i = Intrinsics(64, 48, 40.0, 41.0, 31.5, 23.5, "inverse_brown_conrady", COEFFS)
+    assert rs_intrinsics_to_ours(to_rs_intrinsics(rs, i)) == Intrinsics(
+        64, 48, float(np.float32(40.0)), float(np.float32(41.0)), 31.5, 23.5, "inverse_brown_conrady",
+        tuple(float(np.float32(c)) for c in COEFFS))
+    assert math.isfinite(i.fx)

@@ -1,0 +1,178 @@
+"""preprocess: crop geometry through the rig, normalisation values, missing fill, input errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgepad import preprocess
+from edgepad.engines.manifest import InputSpec
+from edgepad.errors import ConfigError, ShapeError
+from edgepad.types import Modality
+
+from tests.runtime.rt_scene import make_rig, plane_frameset
+
+BOX = (50, 35, 48, 52)
+
+
+def test_default_specs_shapes_and_fill():
+    specs = preprocess.default_input_specs(64)
+    assert set(specs) == {"rgb", "depth", "ir"}
+    assert specs["rgb"].shape == (1, 3, 64, 64) and specs["ir"].shape == (1, 1, 64, 64)
+    assert specs["depth"].depth_norm == "face_relative"
+    assert all(s.missing_fill == 0.0 for s in specs.values())
+    with pytest.raises(ConfigError):
+        preprocess.default_input_specs(3)
+
+
+def test_crop_window_square_and_centred():
+    x0, y0, side = preprocess.crop_window((10, 20, 40, 60), margin=0.5)
+    assert side == pytest.approx(90.0)
+    # centre of pixels 10..49 is 29.5, of 20..79 is 49.5
+    assert x0 + side / 2 == pytest.approx(29.5) and y0 + side / 2 == pytest.approx(49.5)
+    with pytest.raises(ShapeError):
+        preprocess.crop_window((0, 0, 0, 10))
+
+
+@pytest.mark.parametrize("z_m", [0.35, 0.6])
+def test_ir_crop_sees_the_same_3d_points_as_rgb_crop(z_m):
+    rig = make_rig(baseline_m=0.05, yaw_deg=2.0)
+    fs = plane_frameset(rig, z_m=z_m)
+    res = preprocess.crop_face(fs, BOX, rig, size_px=48, margin=0.25)
+    rgb, ir, depth = res.crops[Modality.RGB], res.crops[Modality.IR], res.crops[Modality.DEPTH]
+    assert rgb.shape == (48, 48, 3) and rgb.dtype == np.uint8
+    assert ir.shape == (48, 48) and ir.dtype == np.uint8
+    assert depth.shape == (48, 48) and depth.dtype == np.uint16
+    assert res.face_depth_m == pytest.approx(z_m, abs=1e-3) and not res.nominal_depth
+    diff = np.abs(ir.astype(float) - rgb[..., 0].astype(float))
+    assert diff.mean() < 4.0, diff.mean()
+    # the naive crop (same pixel window in the ir image, no projection) does NOT line up: the test can fail
+    x0, y0, side = res.window_rgb
+    naive = preprocess._crop_nearest(fs[Modality.IR].data, x0, y0, side, 48)
+    assert np.abs(naive.astype(float) - rgb[..., 0].astype(float)).mean() > 20.0
+
+
+def test_wrong_lifting_depth_misaligns_ir():
+    rig = make_rig(baseline_m=0.05)
+    fs = plane_frameset(rig, z_m=0.4)
+    good = preprocess.crop_face(fs, BOX, rig, size_px=48).crops
+    bad = preprocess.crop_face(fs, BOX, rig, size_px=48, face_depth_m=1.2).crops
+    err_good = np.abs(good[Modality.IR].astype(float) - good[Modality.RGB][..., 0]).mean()
+    err_bad = np.abs(bad[Modality.IR].astype(float) - bad[Modality.RGB][..., 0]).mean()
+    assert err_bad > 3 * err_good
+
+
+def test_nominal_depth_without_depth_frame():
+    rig = make_rig()
+    fs = plane_frameset(rig, with_depth=False)
+    res = preprocess.crop_face(fs, BOX, rig, size_px=32)
+    assert Modality.DEPTH not in res.crops and Modality.IR in res.crops
+    assert res.nominal_depth
+    assert res.face_depth_m == pytest.approx(rig.intrinsics[Modality.RGB].fx * preprocess.FACE_WIDTH_M / BOX[2])
+    assert set(preprocess.face_crops(fs, BOX, rig, size_px=32)) == {Modality.RGB, Modality.IR}
+
+
+def test_crop_outside_image_is_zero_and_rgb_values_exact_for_flat_image():
+    rig = make_rig(distort=False)
+    fs = plane_frameset(rig, with_ir=False)
+    res = preprocess.crop_face(fs, (140, 100, 30, 30), rig, size_px=16, margin=0.0)
+    rgb = res.crops[Modality.RGB]
+    assert rgb[-1, -1].max() == 0 and rgb[0, 0].max() > 0  # bottom-right falls outside the 160×120 image
+    # a constant image crops to the same constant (the resampling weights sum to one inside)
+    from edgepad.types import FrameSet, make_frame
+    flat = make_frame("rgb", np.full((120, 160, 3), 77, np.uint8), 0, intrinsics=rig.intrinsics[Modality.RGB])
+    c = preprocess.face_crops(FrameSet({Modality.RGB: flat}, 0), (20, 20, 90, 90), rig, size_px=24, margin=0.0)
+    assert np.all(c[Modality.RGB] == 77)
+
+
+def test_face_crops_needs_rgb():
+    rig = make_rig()
+    fs = plane_frameset(rig)
+    from edgepad.types import FrameSet
+    with pytest.raises(ConfigError):
+        preprocess.face_crops(FrameSet({Modality.IR: fs[Modality.IR]}, 0), BOX, rig)
+
+
+# ---------------------------------------------------------------------------------------------- normalise
+def _specs(s=8):
+    return preprocess.default_input_specs(s)
+
+
+def test_normalise_rgb_and_ir_values():
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[0, 0] = (0, 51, 255)
+    ir = np.full((8, 8), 204, np.uint8)
+    out = preprocess.normalise({"rgb": rgb, Modality.IR: ir}, _specs(), 0.001)
+    assert out["rgb"].shape == (1, 3, 8, 8) and out["rgb"].dtype == np.float32
+    np.testing.assert_allclose(out["rgb"][0, :, 0, 0], [-1.0, -0.6, 1.0], atol=1e-6)
+    np.testing.assert_allclose(out["ir"], 0.6, atol=1e-6)
+
+
+def test_normalise_depth_face_relative_values_and_holes():
+    d = np.full((8, 8), 500, np.uint16)  # central window (2..5) at 0.5 m
+    d[0, 0], d[0, 1], d[0, 2], d[0, 3] = 550, 700, 450, 0
+    out = preprocess.normalise({"depth": d}, _specs(), 0.001)["depth"][0, 0]
+    assert out[3, 3] == pytest.approx(0.0, abs=1e-6)
+    assert out[0, 0] == pytest.approx(0.5, abs=1e-5)   # +5 cm of ±10 cm
+    assert out[0, 1] == pytest.approx(1.0)              # clipped
+    assert out[0, 2] == pytest.approx(-0.5, abs=1e-5)
+    assert out[0, 3] == preprocess.DEPTH_HOLE_VALUE
+    # depth scale matters: the same raw values at 0.1 mm per unit are 10× closer together
+    out2 = preprocess.normalise({"depth": d}, _specs(), 0.0001)["depth"][0, 0]
+    assert out2[0, 0] == pytest.approx(0.05, abs=1e-5)
+
+
+def test_normalise_mad():
+    spec = InputSpec("depth", (1, 1, 8, 8), mean=(0.0,), std=(1.0,), depth_norm="mad")
+    d = np.full((8, 8), 500, np.uint16)
+    d[2:6, 2:6] = np.array([490, 500, 510, 500] * 4, dtype=np.uint16).reshape(4, 4)
+    d[0, 0] = 0
+    out = preprocess.normalise({"depth": d}, {"depth": spec}, 0.001)["depth"][0, 0]
+    # central window: 4×490, 8×500, 4×510 -> median 0.5 m, MAD = median(8×0, 8×10 mm) = 5 mm
+    # 0.51 m -> (0.01 + 0.015) / 0.03
+    assert out[2, 4] == pytest.approx(0.025 / 0.03, abs=1e-5) and out[2, 3] == pytest.approx(0.5, abs=1e-5)
+    assert out[0, 0] == 0.0
+    flat = np.full((8, 8), 500, np.uint16)
+    flat[0, 0] = 502  # MAD 0 -> floored at 1 mm: (0.002 + 0.003) / 0.006
+    out = preprocess.normalise({"depth": flat}, {"depth": spec}, 0.001)["depth"][0, 0]
+    assert out[0, 0] == pytest.approx(0.005 / 0.006, abs=1e-5)
+
+
+def test_missing_fill_is_exact():
+    specs = dict(_specs())
+    specs["ir"] = InputSpec("ir", (1, 1, 8, 8), mean=(0.5,), std=(0.5,), clip=(0.0, 255.0), missing_fill=0.25)
+    out = preprocess.normalise({"rgb": np.zeros((8, 8, 3), np.uint8)}, specs, 0.001)
+    assert np.all(out["depth"] == 0.0) and out["depth"].shape == (1, 1, 8, 8)
+    assert np.all(out["ir"] == np.float32(0.25))
+    # an all-hole depth crop is treated as absent
+    out = preprocess.normalise({"depth": np.zeros((8, 8), np.uint16)}, specs, 0.001)
+    assert np.all(out["depth"] == 0.0)
+
+
+@pytest.mark.parametrize("crops", [
+    {"rgb": np.zeros((8, 8, 3), np.float32)},
+    {"rgb": np.zeros((8, 9, 3), np.uint8)},
+    {"rgb": np.zeros((8, 8), np.uint8)},
+    {"depth": np.zeros((8, 8), np.uint8)},
+    {"ir": np.zeros((8, 8, 1), np.uint8)},
+])
+def test_normalise_rejects_bad_crops(crops):
+    with pytest.raises(ShapeError):
+        preprocess.normalise(crops, _specs(), 0.001)
+
+
+def test_normalise_rejects_bad_scale_and_names():
+    with pytest.raises(ConfigError):
+        preprocess.normalise({"depth": np.ones((8, 8), np.uint16)}, _specs(), 0.0)
+    with pytest.raises(ConfigError):
+        preprocess.normalise({"rbg": np.zeros((8, 8, 3), np.uint8)}, _specs(), 0.001)
+
+
+def test_crops_feed_normalise_end_to_end():
+    rig = make_rig()
+    fs = plane_frameset(rig)
+    crops = preprocess.face_crops(fs, BOX, rig, size_px=32)
+    feed = preprocess.normalise(crops, preprocess.default_input_specs(32), rig.depth_scale_m)
+    assert {k: v.shape for k, v in feed.items()} == {"rgb": (1, 3, 32, 32), "depth": (1, 1, 32, 32),
+                                                      "ir": (1, 1, 32, 32)}
+    assert np.all(np.abs(feed["depth"]) < 1e-6)  # a fronto-parallel plane is flat relative to the face
+    assert all(np.isfinite(v).all() for v in feed.values())
