@@ -29,6 +29,8 @@ EXTRAS: dict[str, tuple[str | None, str]] = {
     "h5py": ("data", ""),
     "rosbags": ("test", ""),
     "scipy": ("data", ""),
+    "matplotlib": ("plot", ""),
+    "cryptography": ("integrity", ""),
 }
 
 

@@ -66,7 +66,6 @@ class ServiceConfig:
         max_body_bytes: larger request bodies get 413.
         sse_keepalive_s: comment line sent on an idle stream so proxies and clients see it alive.
         request_timeout_s: socket timeout per connection (slow or stalled clients are dropped).
-        preview_format_default: unused by the API (format comes from the path); kept for the page.
     """
 
     host: str = "127.0.0.1"
