@@ -15,7 +15,7 @@ from edgepad.drivers.registration import register_depth
 from edgepad.drivers.sync import Synchronizer
 from edgepad.errors import ConfigError, EndOfStream, SourceError
 from edgepad.geometry import Rig, load_rig
-from edgepad.types import Frame, FrameSet, Modality, make_frame
+from edgepad.types import Frame, FrameSet, Modality
 
 log = logging.getLogger(__name__)
 
@@ -231,13 +231,3 @@ def open_capture(uri: str | Sequence[str], rig: Rig | str | Path | None = None, 
     rate = float(fps) if fps else (min(rates) if rates else 30.0)
     sync = Synchronizer.for_fps(required, rate, optional=opt, max_pending=max_pending)
     return Capture(sources, rig, sync, register=register, registration=registration or None)
-
-
-def frame_with(frame: Frame, **changes) -> Frame:
-    """A copy of ``frame`` with fields replaced (pixels copied)."""
-    kw = dict(modality=frame.modality, data=frame.data, timestamp_ns=frame.timestamp_ns,
-              intrinsics=frame.intrinsics, sequence=frame.sequence, source=frame.source,
-              device_timestamp_ns=frame.device_timestamp_ns, depth_scale_m=frame.depth_scale_m,
-              registered_to=frame.registered_to)
-    kw.update(changes)
-    return make_frame(kw.pop("modality"), kw.pop("data"), kw.pop("timestamp_ns"), **kw)

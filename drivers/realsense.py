@@ -6,8 +6,8 @@ never starves librealsense.
 
 Timestamps: ``device_timestamp_ns`` is the SDK's frame timestamp (ms → ns) in its domain (hardware clock, global
 time or system time; per modality in :attr:`RealSenseSource.timestamp_domains`). ``timestamp_ns`` is host monotonic
-time for live cameras (device clock mapped with :class:`ClockOffsetEstimator` unless the domain is already the
-host's), and the recorded device time for playback (deterministic replays).
+time for live cameras (the device clock mapped with one :class:`ClockOffsetEstimator` shared by all streams, unless the
+domain is already the host's), and the recorded device time for playback (deterministic replays).
 
 Faults never hang or crash the caller: ``read`` returns None on a timeout; after ``stall_s`` without frames the
 pipeline is restarted (up to ``max_reconnects`` times, counted in :attr:`reconnects`), and only then a
@@ -117,12 +117,14 @@ class RealSenseSource(ThreadedSource):
         self.timestamp_domains: dict[Modality, str] = {}
         self.depth_scale_m: float | None = None
         self.reconnects = 0
+        self.framesets = 0
         self.last_error: str | None = None
+        self._last_key: dict[Modality, tuple[int, float]] = {}
         self._pipe = None
         self._playback = None
         self._queues_rs: list = []
         self._sensors: list = []
-        self._clocks: dict[Modality, ClockOffsetEstimator] = {}
+        self._clock = ClockOffsetEstimator()
         self._last_frame_t = 0.0
         self._unplugged = False
 
@@ -133,8 +135,10 @@ class RealSenseSource(ThreadedSource):
 
     def _start_device(self) -> None:
         rs = _rs()
-        self._clocks = {m: ClockOffsetEstimator() for m in self.modalities}
+        self._clock = ClockOffsetEstimator()  # one device clock for all streams: one mapping, no added skew
         self._unplugged = False
+        self._last_key = {}
+        self.framesets = 0
         try:
             if self._device_in is not None:
                 self._start_sensors(rs, self._device_in)
@@ -152,6 +156,12 @@ class RealSenseSource(ThreadedSource):
             cfg.enable_device_from_file(str(self.path), repeat_playback=False)
             cfg.enable_all_streams()
         else:
+            found = [d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices()
+                     if d.supports(rs.camera_info.serial_number)]
+            if not found or (self.serial and self.serial not in found):
+                raise SourceError(f"cannot start: no RealSense camera {self.serial or ''} connected "
+                                  f"(found: {found or 'none'}); check the USB 3 cable and `rs-enumerate-devices`",
+                                  self.uri)
             if self.serial:
                 cfg.enable_device(self.serial)
             w, h, fps = self.width, self.height, int(self.fps)
@@ -219,7 +229,8 @@ class RealSenseSource(ThreadedSource):
         """Device info, depth scale, factory intrinsics and extrinsics → ``self.rig``."""
         info = {}
         for key, field in (("name", rs.camera_info.name), ("serial", rs.camera_info.serial_number),
-                           ("firmware", rs.camera_info.firmware_version), ("product_line", rs.camera_info.product_line)):
+                           ("firmware", rs.camera_info.firmware_version),
+                           ("product_line", rs.camera_info.product_line)):
             try:
                 if dev.supports(field):
                     info[key] = dev.get_info(field)
@@ -293,6 +304,11 @@ class RealSenseSource(ThreadedSource):
                     ok, f = q.try_wait_for_frame(int(timeout_s * 1000 / max(1, len(self._queues_rs))))
                     if ok:
                         raw.append(f)
+                        while True:  # drain what is there: our queues decide what to drop (the oldest)
+                            g = q.poll_for_frame()
+                            if not g:
+                                break
+                            raw.append(g)
             else:
                 ok, fs = self._pipe.try_wait_for_frames(int(timeout_s * 1000))
                 if ok:
@@ -309,6 +325,7 @@ class RealSenseSource(ThreadedSource):
             return []
         host_ns = time.monotonic_ns()
         self._last_frame_t = time.monotonic()
+        self.framesets += 1
         out = []
         for f in raw:
             frame = self._convert(rs, f, host_ns)
@@ -321,6 +338,10 @@ class RealSenseSource(ThreadedSource):
         m = _modality(rs, p.stream_type(), p.stream_index(), self.ir_index)
         if m is None or m not in self.modalities:
             return None
+        key = (int(f.get_frame_number()), float(f.get_timestamp()))
+        if self._last_key.get(m) == key:
+            return None  # the SDK syncer hands the same frame out again with the next set: not a new frame
+        self._last_key[m] = key
         vf = f.as_video_frame()
         data = _frame_array(rs, vf)
         dev_ns = int(round(f.get_timestamp() * 1e6))
@@ -331,7 +352,7 @@ class RealSenseSource(ThreadedSource):
         elif domain == rs.timestamp_domain.system_time:
             ts = dev_ns + (time.monotonic_ns() - time.time_ns())  # wall clock ms → host monotonic
         else:
-            ts = self._clocks[m].update(dev_ns, host_ns) + dev_ns
+            ts = self._clock.update(dev_ns, host_ns) + dev_ns
         intr = self.rig.intrinsics[m] if self.rig is not None else rs_intrinsics_to_ours(
             p.as_video_stream_profile().get_intrinsics())
         if (intr.width, intr.height) != (data.shape[1], data.shape[0]):

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -283,17 +283,19 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def cpu_peak(override_gflops: float | None = None) -> CpuPeak:
+def cpu_peak(override_gflops: float | None = None, *, measure_clock: bool = True) -> CpuPeak:
     """Estimate the FP32 peak of the CPUs this process may use.
 
     Rules (per core, FP32): AVX-512 + FMA: 2 FMA units × 16 lanes (Intel Xeon Scalable, AMD Zen 5; AMD Zen 4
     executes 512-bit FMAs on 256-bit units: 2 × 8); AVX2 + FMA: 2 × 8; AVX: 8-lane add + 8-lane multiply (counted
     as 1 × 8 × 2); SSE2: 1 × 4 × 2; aarch64 NEON: 2 × 4 (Cortex-A78AE of Orin; A57: 1 × 4). Clock: cpufreq
     ``cpuinfo_max_freq`` when present, else ``cpu MHz`` of /proc/cpuinfo (under a hypervisor usually the nominal
-    clock; turbo clocks make the true peak higher, so the ratio is an upper bound of efficiency).
+    clock; a boost clock makes the true peak higher), or the clock measured by :func:`measure_clock_ghz` when that is
+    higher (virtual machines report the nominal clock).
 
     Args:
         override_gflops: use this peak instead of the estimate (``--peak-gflops``).
+        measure_clock: allow the measured clock where cpufreq is absent.
     """
     info = _cpuinfo()
     flags = set((info.get("flags") or info.get("features") or "").split())
@@ -304,10 +306,17 @@ def cpu_peak(override_gflops: float | None = None) -> CpuPeak:
         khz = float(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text().strip())
         ghz, src = khz / 1e6, "cpufreq cpuinfo_max_freq"
     except (OSError, ValueError):
+        measured = measure_clock_ghz() if measure_clock else None
+        nominal = 0.0
         try:
-            ghz, src = float(info.get("cpu mhz", "0")) / 1000.0, "/proc/cpuinfo cpu MHz"
+            nominal = float(info.get("cpu mhz", "0")) / 1000.0
         except ValueError:
             pass
+        if measured and measured > nominal:
+            ghz, src = measured, (f"measured (dependent-add loop; /proc/cpuinfo says {nominal:.3f} GHz, the "
+                                  "nominal clock a hypervisor reports)")
+        else:
+            ghz, src = nominal, "/proc/cpuinfo cpu MHz (may be the nominal clock: the peak is then a lower bound)"
     vendor = info.get("vendor_id", "")
     family = int(info.get("cpu family", "0") or 0) if (info.get("cpu family") or "0").isdigit() else 0
     machine = platform.machine().lower()
@@ -330,12 +339,57 @@ def cpu_peak(override_gflops: float | None = None) -> CpuPeak:
     else:
         isa, units, lanes = "sse2", 1, 4
     fpc = units * lanes * 2
+    ghz = round(ghz, 3)
     gflops = cores * ghz * fpc
     formula = f"{cores} cores × {ghz:.3f} GHz × ({units} FMA × {lanes} lanes × 2) = {gflops:.1f} GFLOP/s"
     if override_gflops:
         gflops = float(override_gflops)
         formula = f"given with --peak-gflops: {gflops:.1f} GFLOP/s (estimate was {formula})"
-    return CpuPeak(model, cores, round(ghz, 3), src, isa, units, lanes, fpc, float(gflops), formula, note)
+    return CpuPeak(model, cores, ghz, src, isa, units, lanes, fpc, float(gflops), formula, note)
+
+
+_CLOCK_C = r"""
+#include <stdio.h>
+#include <time.h>
+int main(void) {
+    struct timespec a, b; long x = 0, n = 400000000L;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < n; i++) { __asm__ volatile("" : "+r"(x)); x += 1; }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%.6f %ld\n", (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9, x);
+    return 0;
+}
+"""
+_clock_cache: list[float | None] = []
+
+
+def measure_clock_ghz() -> float | None:
+    """Core clock (GHz) from a loop of dependent 1-cycle integer adds compiled with the system C compiler.
+
+    One iteration costs one cycle (the add chain; the loop counter and branch run beside it on any out-of-order
+    core), so iterations / second is the clock under load. None without a C compiler (e.g. a bare device).
+    Best of 3 runs of 4·10^8 iterations; cached per process.
+    """
+    if _clock_cache:
+        return _clock_cache[0]
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    ghz = None
+    if cc:
+        with tempfile.TemporaryDirectory(prefix="edgepad-clock-") as tmp:
+            src, exe = Path(tmp) / "clock.c", Path(tmp) / "clock"
+            src.write_text(_CLOCK_C)
+            try:
+                r = subprocess.run([cc, "-O1", str(src), "-o", str(exe)], capture_output=True, timeout=60)
+                if r.returncode == 0:
+                    best = math.inf
+                    for _ in range(3):
+                        out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60).stdout.split()
+                        best = min(best, float(out[0]))
+                    ghz = 4e8 / best / 1e9 if best > 0 else None
+            except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as exc:
+                log.info("clock measurement failed: %s", exc)
+    _clock_cache.append(ghz)
+    return ghz
 
 
 def blas_gflops(n: int = 1024, repeats: int = 3) -> float:
@@ -885,12 +939,9 @@ def _source_drops(capture: Any) -> dict[str, dict[str, int]]:
 
 
 # =============================================================================================== components
-def _torch_cuda() -> Any:
-    torch = sys.modules.get("torch")
-    try:
-        return torch if torch is not None and torch.cuda.is_available() else None
-    except Exception:  # noqa: BLE001
-        return None
+def _have(module: str) -> bool:
+    from edgepad._optional import available
+    return available(module)
 
 
 def time_calls(fn: Any, budget_s: float, *, warmup: int = 3, min_iters: int = 10, max_iters: int = 10_000,

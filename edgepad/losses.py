@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from edgepad._optional import require
+
+require("torch")  # torch-only module: fail with MissingDependencyError naming the extra
+
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -108,7 +108,7 @@ def test_running_a_command_without_its_dependency_names_the_extra(tmp_path):
     code = """
 import sys
 from edgepad.cli import main
-sys.exit(main(["export", "missing.pt", "--out", "x.onnx"]))
+sys.exit(main(["export", "missing.pt", "--out", "x.onnx", "--threshold", "0.5", "--criterion", "bpcer20"]))
 """
     r = _run(code)
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])

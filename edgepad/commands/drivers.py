@@ -1,10 +1,30 @@
-"""CLI commands (placeholder until implemented by its owner)."""
+"""``edgepad record SOURCE_URI --out DIR [--frames N | --seconds S]``: record a session for ``replay://DIR``."""
 from __future__ import annotations
 
 
 def add_record_arguments(parser) -> None:
-    pass
+    parser.add_argument("source", metavar="SOURCE_URI",
+                        help="what to record: synthetic://default?seed=3, realsense://SERIAL, x.bag, x.db3, "
+                             "uvc:///dev/video2?rig=rig.json, replay://DIR")
+    parser.add_argument("--out", required=True, help="session directory to write (replay it with replay://DIR)")
+    amount = parser.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--frames", type=int, help="stop once every stream has N frames")
+    amount.add_argument("--seconds", type=float, help="stop after S seconds of stream time")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing session in --out")
+    parser.add_argument("--timeout", type=float, default=5.0, help="give up after this many seconds without a frame")
 
 
 def record_main(args) -> int:
-    raise NotImplementedError("edgepad record is not implemented yet")
+    from edgepad.drivers.replay import record
+    if args.frames is not None and args.frames <= 0:
+        from edgepad.errors import ConfigError
+        raise ConfigError("--frames must be > 0", key="frames")
+    if args.seconds is not None and args.seconds <= 0:
+        from edgepad.errors import ConfigError
+        raise ConfigError("--seconds must be > 0", key="seconds")
+    summary = record(args.source, args.out, frames=args.frames, seconds=args.seconds, overwrite=args.overwrite,
+                     timeout_s=args.timeout)
+    per = ", ".join(f"{m} {n}" for m, n in summary["frames"].items()) or "no frames"
+    print(f"recorded {per} ({summary['duration_s']:.2f} s of stream time) to {summary['out']}")
+    print(f"play it back with: replay://{summary['out']}")
+    return 0

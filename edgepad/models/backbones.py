@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+from edgepad._optional import require
+
+require("torch")  # torch-only module: fail with MissingDependencyError naming the extra
+
 import torch
 from torch import nn
 

@@ -16,6 +16,10 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
+from edgepad._optional import require
+
+require("torch")  # torch-only module: fail with MissingDependencyError naming the extra
+
 import torch
 import torch.nn.functional as F
 from torch import nn

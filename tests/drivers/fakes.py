@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from edgepad.drivers.base import BaseSource
-from edgepad.errors import EndOfStream, SourceError
+from edgepad.errors import EndOfStream
 from edgepad.geometry import Extrinsics, Intrinsics, Rig
 from edgepad.types import Frame, Modality, make_frame
 
@@ -64,6 +65,8 @@ class ScriptedSource(BaseSource):
             raise EndOfStream(self.uri) from None
         if isinstance(item, BaseException):
             raise item
+        if item is None:  # a timeout: a real source waits that long
+            time.sleep(timeout_s)
         return item
 
 

@@ -42,7 +42,7 @@ def check_invariants(sync, sets, tol_ns):
             key = (m, f.sequence)
             assert key not in seen, "frame used twice"
             seen.add(key)
-            assert f.timestamp_ns > last.get(m, -1), "output not monotonic"
+            assert m not in last or f.timestamp_ns > last[m], "output not monotonic"
             last[m] = f.timestamp_ns
     for m in sync.modalities:
         assert st.pushed[m] == st.used[m] + st.dropped[m] + sync.pending(m)
@@ -169,10 +169,12 @@ def test_cross_device_clock_offset_estimation():
 
 
 def test_constant_offsets_ns():
+    """Depth stamped by a clock 500 ms ahead (frames arrive at the same host instants as colour)."""
     sync = Synchronizer.for_fps([C, D], 30, offsets_ns={D: -500 * MS})
     sets = []
-    for m, t, k in merged(stream(C, 30, 4), stream(D, 30, 4, offset_ms=500)):
-        sets += sync.push_all(frame(m, t, k))
+    events = [(m, t, k) for m, t, k in merged(stream(C, 30, 4), stream(D, 30, 4, offset_ms=1))]
+    for m, t, k in events:
+        sets += sync.push_all(frame(m, t + (500 if m is D else 0), k))
     sets += sync.flush()
     assert [(fs[C].sequence, fs[D].sequence) for fs in sets] == [(k, k) for k in range(4)]
 
@@ -198,7 +200,8 @@ def _rs_syncer_pairs(events, fps=30):
                                   (C, "RGB Camera", rs.stream.color, rs.format.rgb8, 3)):
         s = dev.add_sensor(name)
         vs = rs.video_stream()
-        vs.type, vs.index, vs.uid, vs.width, vs.height, vs.fps, vs.bpp, vs.fmt = st, 0, len(sensors), 8, 6, fps, bpp, fmt
+        vs.type, vs.index, vs.uid, vs.width, vs.height = st, 0, len(sensors), 8, 6
+        vs.fps, vs.bpp, vs.fmt = fps, bpp, fmt
         intr = rs.intrinsics()
         intr.width, intr.height, intr.fx, intr.fy, intr.ppx, intr.ppy = 8, 6, 8.0, 8.0, 4.0, 3.0
         vs.intrinsics = intr

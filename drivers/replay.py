@@ -1,0 +1,284 @@
+"""Recordings of our own, numpy only: :class:`Recorder` writes a session, :class:`ReplaySource` plays it back.
+
+Layout of a session directory (see docs/DRIVERS.md for why we do not use RealSense's recorder)::
+
+    session.json      {"format": "edgepad-session", "version": 1, "source": uri, "modalities": [...],
+                       "fps": 30.0, "streams": {m: {"intrinsics": {...}, "depth_scale_m": ..}},
+                       "device": {...}, "frames": N, "complete": true}
+    rig.json          the rig (edgepad.geometry.save_rig), when the source had one
+    index.jsonl       one line per frame, in capture order: {"modality", "file", "timestamp_ns",
+                       "device_timestamp_ns", "sequence", "depth_scale_m"}
+    <modality>/<n>.npy  the pixels (np.save; rgb uint8 H×W×3, depth uint16 H×W raw, ir uint8|uint16 H×W)
+
+``index.jsonl`` is appended and flushed frame by frame, so a session cut short by a crash still replays up to
+its last complete line.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from edgepad.drivers.base import BaseSource
+from edgepad.errors import ConfigError, EndOfStream, SourceError
+from edgepad.geometry import Intrinsics, Rig, load_rig, save_rig
+from edgepad.types import Frame, FrameSet, Modality, make_frame, parse_modalities
+
+log = logging.getLogger(__name__)
+
+FORMAT = "edgepad-session"
+VERSION = 1
+
+
+def _intr_dict(i: Intrinsics) -> dict:
+    return {"width": i.width, "height": i.height, "fx": i.fx, "fy": i.fy, "cx": i.cx, "cy": i.cy,
+            "distortion": i.distortion, "coeffs": list(i.coeffs)}
+
+
+class Recorder:
+    """Write frames to a session directory.
+
+    Args:
+        directory: output folder (created; must be empty unless ``overwrite``).
+        rig: the camera model to store with the session.
+        source: URI of what is recorded (provenance).
+        fps: nominal rate (stored; replay and sync use it).
+        device: free-form device info (serial, firmware …).
+        overwrite: replace an existing session.
+
+    Use as a context manager; :meth:`close` finalises ``session.json``.
+    """
+
+    def __init__(self, directory: Path | str, rig: Rig | None = None, *, source: str = "", fps: float | None = None,
+                 device: dict | None = None, overwrite: bool = False) -> None:
+        self.directory = Path(directory)
+        if self.directory.exists() and any(self.directory.iterdir()):
+            if not overwrite:
+                raise ConfigError(f"{self.directory} is not empty; choose another --out or pass overwrite=True",
+                                  key="out")
+            shutil.rmtree(self.directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.rig, self.source, self.fps, self.device = rig, source, fps, dict(device or {})
+        self.frames = 0
+        self.counts: dict[Modality, int] = {}
+        self._streams: dict[str, dict] = {}
+        self._index = open(self.directory / "index.jsonl", "w", encoding="utf-8")
+        if rig is not None:
+            save_rig(rig, self.directory / "rig.json")
+        self._write_session(complete=False)
+
+    def __enter__(self) -> "Recorder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write_session(self, complete: bool) -> None:
+        doc = {"format": FORMAT, "version": VERSION, "source": self.source,
+               "modalities": [m.value for m in self.counts] or [], "fps": self.fps, "streams": self._streams,
+               "device": self.device, "frames": self.frames, "counts": {m.value: n for m, n in self.counts.items()},
+               "complete": complete}
+        tmp = self.directory / "session.json.tmp"
+        tmp.write_text(json.dumps(doc, indent=2))
+        tmp.replace(self.directory / "session.json")
+
+    def write(self, frame: Frame) -> None:
+        """Append one frame (pixels to ``<modality>/<n>.npy``, a line to ``index.jsonl``)."""
+        if self._index.closed:
+            raise SourceError("recorder is closed", str(self.directory))
+        m = frame.modality
+        n = self.counts.get(m, 0)
+        rel = f"{m.value}/{n:06d}.npy"
+        (self.directory / m.value).mkdir(exist_ok=True)
+        np.save(self.directory / rel, np.ascontiguousarray(frame.data), allow_pickle=False)
+        stream = self._streams.setdefault(m.value, {"intrinsics": _intr_dict(frame.intrinsics),
+                                                    "depth_scale_m": frame.depth_scale_m})
+        line = {"modality": m.value, "file": rel, "timestamp_ns": int(frame.timestamp_ns),
+                "device_timestamp_ns": frame.device_timestamp_ns, "sequence": int(frame.sequence),
+                "depth_scale_m": frame.depth_scale_m}
+        if _intr_dict(frame.intrinsics) != stream["intrinsics"]:
+            line["intrinsics"] = _intr_dict(frame.intrinsics)
+        if frame.registered_to is not None:
+            line["registered_to"] = frame.registered_to.value
+        self._index.write(json.dumps(line) + "\n")
+        self._index.flush()
+        self.counts[m] = n + 1
+        self.frames += 1
+
+    def write_set(self, frameset: FrameSet) -> None:
+        for m in sorted(frameset.frames, key=lambda x: frameset.frames[x].timestamp_ns):
+            self.write(frameset.frames[m])
+
+    def close(self) -> None:
+        if not self._index.closed:
+            self._index.close()
+            self._write_session(complete=True)
+
+
+class ReplaySource(BaseSource):
+    """Play a session written by :class:`Recorder` (``replay:///path/to/dir``).
+
+    Args:
+        location: the session directory.
+        realtime: pace frames at their recorded timing (True) or as fast as possible (False).
+        modalities: play only these (default: all recorded).
+        loop: start again at the end instead of raising EndOfStream (timestamps keep increasing).
+        speed: time scale for realtime playback (2.0 = twice as fast).
+
+    Frames carry their recorded timestamps (``timestamp_ns`` as captured, host monotonic at recording time).
+    """
+
+    def __init__(self, location: str | Path, realtime: bool = False, modalities: Sequence[Modality | str] |
+                 str | None = None, loop: bool = False, speed: float = 1.0) -> None:
+        self.directory = Path(location)
+        self.session = self._read_session()
+        recorded = parse_modalities(self.session.get("modalities") or list(self.session.get("streams", {})))
+        mods = parse_modalities(modalities) if modalities else recorded
+        unknown = [m for m in mods if m not in recorded]
+        if unknown:
+            raise ConfigError(f"{self.directory} has no {[m.value for m in unknown]} stream; recorded: "
+                              f"{[m.value for m in recorded]}", key="modalities")
+        super().__init__(f"replay://{self.directory}", mods)
+        if speed <= 0:
+            raise ConfigError("speed must be > 0", key="speed")
+        self.realtime, self.loop, self.speed = bool(realtime), bool(loop), float(speed)
+        self.fps = self.session.get("fps")
+        self.device_info = dict(self.session.get("device") or {})
+        self._entries: list[dict] = []
+        self._pos = 0
+
+    def _read_session(self) -> dict:
+        path = self.directory / "session.json"
+        if not path.is_file():
+            raise SourceError(f"not a recording (no session.json) — record one with `edgepad record`",
+                              f"replay://{self.directory}")
+        try:
+            doc = json.loads(path.read_text())
+        except ValueError as exc:
+            raise SourceError(f"corrupt session.json: {exc}", f"replay://{self.directory}") from exc
+        if doc.get("format") != FORMAT or doc.get("version") != VERSION:
+            raise SourceError(f"unsupported recording format {doc.get('format')!r} v{doc.get('version')}",
+                              f"replay://{self.directory}")
+        return doc
+
+    def _open_impl(self) -> None:
+        rig_path = self.directory / "rig.json"
+        self.rig = load_rig(rig_path) if rig_path.is_file() else None
+        streams = self.session.get("streams", {})
+        self._stream_intr = {Modality.parse(k): Intrinsics(**{**v["intrinsics"],
+                                                             "coeffs": tuple(v["intrinsics"]["coeffs"])})
+                             for k, v in streams.items()}
+        entries = []
+        with open(self.directory / "index.jsonl", encoding="utf-8") as fh:
+            for n, line in enumerate(fh):
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    log.warning("%s: index line %d is incomplete (recording cut short); stopping there",
+                                self.uri, n + 1)
+                    break
+                if Modality.parse(e["modality"]) in self.modalities:
+                    entries.append(e)
+        self._entries = entries
+        self._pos = 0
+        self._lap = 0
+        self._span_ns = (entries[-1]["timestamp_ns"] - entries[0]["timestamp_ns"] + 1) if entries else 0
+        self._t0_wall = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _read_impl(self, timeout_s: float) -> Frame | None:
+        if self._pos >= len(self._entries):
+            if not self.loop or not self._entries:
+                raise EndOfStream(self.uri)
+            self._pos = 0
+            self._lap += 1
+        e = self._entries[self._pos]
+        shift = self._lap * (self._span_ns + int(1e9 / (self.fps or 30)))
+        ts = int(e["timestamp_ns"]) + shift
+        if self.realtime:
+            if self._t0_wall is None:
+                self._t0_wall = (time.monotonic_ns(), ts)
+            due = self._t0_wall[0] + (ts - self._t0_wall[1]) / self.speed
+            wait_s = (due - time.monotonic_ns()) / 1e9
+            if wait_s > timeout_s:
+                time.sleep(max(0.0, timeout_s))
+                return None
+            if wait_s > 0:
+                time.sleep(wait_s)
+        m = Modality.parse(e["modality"])
+        try:
+            data = np.load(self.directory / e["file"], allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"cannot read {e['file']}: {exc}", self.uri) from exc
+        intr = self._stream_intr[m]
+        if "intrinsics" in e:
+            intr = Intrinsics(**{**e["intrinsics"], "coeffs": tuple(e["intrinsics"]["coeffs"])})
+        self._pos += 1
+        reg = e.get("registered_to")
+        return make_frame(m, data, ts, intrinsics=intr, sequence=e["sequence"], source=self.uri,
+                          device_timestamp_ns=e.get("device_timestamp_ns"), depth_scale_m=e.get("depth_scale_m"),
+                          registered_to=Modality.parse(reg) if reg else None)
+
+
+def record(source_uri: str, out: Path | str, *, frames: int | None = None, seconds: float | None = None,
+           overwrite: bool = False, timeout_s: float = 5.0, **options) -> dict:
+    """Record a source to a session directory (what ``edgepad record`` runs).
+
+    Args:
+        source_uri: any source URI (``synthetic://``, ``realsense://SERIAL``, ``x.bag``, ``uvc:///dev/video2`` …).
+        out: the session directory.
+        frames: stop once every stream has this many frames.
+        seconds: stop after this much stream time (recorded timestamps, so offline sources are bounded too).
+        timeout_s: give up (SourceError) when no frame arrives for this long.
+        **options: source options.
+
+    Returns:
+        a summary: frames per modality, duration, and the session directory.
+    """
+    from edgepad.drivers.registry import open_source
+    if frames is None and seconds is None:
+        raise ConfigError("say how much to record: frames=N or seconds=S", key="frames")
+    src = open_source(source_uri, **options)
+    t_first = t_last = None
+    with src:
+        with Recorder(out, getattr(src, "rig", None), source=source_uri, fps=getattr(src, "fps", None),
+                      device=getattr(src, "device_info", None), overwrite=overwrite) as rec:
+            last_frame = time.monotonic()
+            while True:
+                try:
+                    f = src.read(0.5)
+                except EndOfStream:
+                    break
+                if f is None:
+                    if time.monotonic() - last_frame > timeout_s:
+                        raise SourceError(f"no frame for {timeout_s:.1f} s", source_uri)
+                    continue
+                last_frame = time.monotonic()
+                if seconds is not None and t_first is not None and f.timestamp_ns - t_first > seconds * 1e9:
+                    break
+                rec.write(f)
+                t_first = f.timestamp_ns if t_first is None else min(t_first, f.timestamp_ns)
+                t_last = f.timestamp_ns if t_last is None else max(t_last, f.timestamp_ns)
+                if frames is not None and all(rec.counts.get(m, 0) >= frames for m in src.modalities):
+                    break
+            counts = {m.value: n for m, n in rec.counts.items()}
+    return {"out": str(out), "frames": counts, "duration_s": ((t_last - t_first) / 1e9) if t_first else 0.0}
+
+
+def replay_all(source: BaseSource) -> Iterable[Frame]:
+    """Every frame of a finite source (opened and closed here)."""
+    with source:
+        while True:
+            try:
+                f = source.read(1.0)
+            except EndOfStream:
+                return
+            if f is not None:
+                yield f
