@@ -173,22 +173,40 @@ def folded_coefficients(intr: Intrinsics, offset: float, semantics: Semantics, e
 
     ``u = (d * au + tu) / (d * az + tz)`` and ``v = (d * av + tv) / (d * az + tz)`` (then truncated), where
     ``a = R @ ray``, the focal lengths and ``principal point + 0.5`` are folded in float64 and stored as float32.
+    When the target's distortion applies, ``u, v`` are the normalised coordinates instead (distorted, then
+    ``* f + (c + 0.5)`` in float32; see :func:`_finish_distorted`).
     """
     rx, ry = corner_rays(intr, offset, semantics)
     rx, ry = rx.reshape(-1).astype(np.float64), ry.reshape(-1).astype(np.float64)
     r, t = ext.r, ext.t
     a = [r[k, 0] * rx + r[k, 1] * ry + r[k, 2] for k in range(3)]
-    cu, cv = target.cx + 0.5, target.cy + 0.5  # the principal point (and rounding half) folded in as well
-    out = (np.ascontiguousarray(target.fx * a[0] + cu * a[2], _F32),
-           np.ascontiguousarray(target.fy * a[1] + cv * a[2], _F32), np.ascontiguousarray(a[2], _F32),
-           _F32(target.fx * t[0] + cu * t[2]), _F32(target.fy * t[1] + cv * t[2]), _F32(t[2]))
+    if _distorts_target(target, semantics):
+        fx = fy = 1.0
+        cu = cv = 0.0
+    else:
+        fx, fy = target.fx, target.fy
+        cu, cv = target.cx + 0.5, target.cy + 0.5  # the principal point (and rounding half) folded in as well
+    out = (np.ascontiguousarray(fx * a[0] + cu * a[2], _F32),
+           np.ascontiguousarray(fy * a[1] + cv * a[2], _F32), np.ascontiguousarray(a[2], _F32),
+           _F32(fx * t[0] + cu * t[2]), _F32(fy * t[1] + cv * t[2]), _F32(t[2]))
     for arr in out[:3]:
         arr.flags.writeable = False
     return out
 
 
-def _project_corner_folded(z: np.ndarray, index: np.ndarray, coeffs: tuple, scale: float,
-                           ) -> tuple[np.ndarray, np.ndarray]:
+def _finish_distorted(u: np.ndarray, v: np.ndarray, target: Intrinsics, semantics: Semantics,
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised → distorted → pixel + 0.5 (float32), for the fast arithmetic with a distorting target."""
+    x, y = _distort_f32(u, v, target, semantics)
+    x *= _F32(target.fx)
+    x += _F32(target.cx + 0.5)
+    y *= _F32(target.fy)
+    y += _F32(target.cy + 0.5)
+    return x, y
+
+
+def _project_corner_folded(z: np.ndarray, index: np.ndarray, coeffs: tuple, scale: float, target: Intrinsics,
+                           semantics: Semantics) -> tuple[np.ndarray, np.ndarray]:
     """``arithmetic="fast"`` corner of the pixels ``index`` (plain expressions; same values as the fast path)."""
     au, av, az, tu, tv, tz = coeffs
     d = z.astype(_F32) * _F32(scale)
@@ -196,6 +214,8 @@ def _project_corner_folded(z: np.ndarray, index: np.ndarray, coeffs: tuple, scal
         zz = d * az[index] + tz
         u = (d * au[index] + tu) / zz
         v = (d * av[index] + tv) / zz
+        if _distorts_target(target, semantics):
+            u, v = _finish_distorted(u, v, target, semantics)
         lim = _F32(2.0 ** 31)
         bad = ~((zz > 0) & (np.abs(u) < lim) & (np.abs(v) < lim))
         u[bad] = 0
@@ -228,8 +248,20 @@ def _distort_f32(x: np.ndarray, y: np.ndarray, intr: Intrinsics, semantics: Sema
         dx = xf + (two * (p1 * (xf * yf)) + p2 * (r2 + two * (xf * xf)))
         dy = yf + (two * (p2 * (xf * yf)) + p1 * (r2 + two * (yf * yf)))
         return dx, dy
-    dx, dy = distort(x.astype(np.float64), y.astype(np.float64), intr)
-    return dx.astype(_F32), dy.astype(_F32)
+    # rsutil semantics (edgepad.geometry.distort) evaluated in float32
+    k1, k2, p1, p2, k3 = (_F32(c) for c in intr.dist5)
+    two = _F32(2)
+    with np.errstate(invalid="ignore", over="ignore"):
+        r2 = x * x + y * y
+        f = _F32(1) + r2 * (k1 + r2 * (k2 + r2 * k3))
+        if intr.distortion == "brown_conrady":
+            xy2 = two * x * y
+            return (x * f + p1 * xy2 + p2 * (r2 + two * x * x),
+                    y * f + p2 * xy2 + p1 * (r2 + two * y * y))
+        xf, yf = x * f, y * f  # modified / inverse: tangential terms on the radially distorted point
+        xy2 = two * xf * yf
+        return (xf + p1 * xy2 + p2 * (r2 + two * xf * xf),
+                yf + p2 * xy2 + p1 * (r2 + two * yf * yf))
 
 
 def register_corners(depth: Frame, target: Intrinsics, depth_to_target: Extrinsics, *,
@@ -250,9 +282,10 @@ def register_corners(depth: Frame, target: Intrinsics, depth_to_target: Extrinsi
     rect = fills_rectangle(intr, target, footprint)
     if _folded(target, semantics, arithmetic):
         x0, y0 = _project_corner_folded(z, index, folded_coefficients(intr, -0.5, semantics, depth_to_target,
-                                                                      target), scale)
-        x1, y1 = _project_corner_folded(z, index, folded_coefficients(intr, 0.5, semantics, depth_to_target,
-                                                                      target), scale) if rect else (x0, y0)
+                                                                      target), scale, target, semantics)
+        x1, y1 = (_project_corner_folded(z, index, folded_coefficients(intr, 0.5, semantics, depth_to_target,
+                                                                       target), scale, target, semantics)
+                  if rect else (x0, y0))
         return _drop_bad(index, z, x0, y0, x1, y1)
     tlx, tly = corner_rays(intr, -0.5, semantics)
     x0, y0 = _project_corner(z, tlx.reshape(-1)[index], tly.reshape(-1)[index], scale, depth_to_target, target,
@@ -267,10 +300,10 @@ def register_corners(depth: Frame, target: Intrinsics, depth_to_target: Extrinsi
 
 
 def _folded(target: Intrinsics, semantics: Semantics, arithmetic: str) -> bool:
-    """Whether the folded (``"fast"``) arithmetic applies (it does not model target distortion)."""
+    """Whether the folded (``"fast"``) arithmetic is requested."""
     if arithmetic not in ("exact", "fast"):
         raise ConfigError(f"unknown arithmetic {arithmetic!r}; use 'exact' or 'fast'", key="arithmetic")
-    return arithmetic == "fast" and not _distorts_target(target, semantics)
+    return arithmetic == "fast"
 
 
 def _drop_bad(index, z, x0, y0, x1, y1):
@@ -363,7 +396,8 @@ def _corner_fast(d, acc, rx, ry, r, target: Intrinsics, semantics: Semantics, ta
     return iu, iv
 
 
-def _corner_folded_fast(d, coeffs, lo: int, hi: int, tag: str, zpos) -> tuple:
+def _corner_folded_fast(d, coeffs, lo: int, hi: int, tag: str, zpos, target: Intrinsics,
+                        semantics: Semantics) -> tuple:
     """:func:`_project_corner_folded` on a chunk with reused buffers (identical values). ``zpos &= z' > 0``."""
     au, av, az, tu, tv, tz = coeffs
     n = d.size
@@ -373,6 +407,15 @@ def _corner_folded_fast(d, coeffs, lo: int, hi: int, tag: str, zpos) -> tuple:
     zpos &= np.greater(zz, 0, out=ws.get("zgt", n, np.bool_))
     iu = ws.get(f"iu{tag}", n, np.int32)
     iv = ws.get(f"iv{tag}", n, np.int32)
+    if _distorts_target(target, semantics):
+        u = (d * au[lo:hi] + tu) / zz
+        v = (d * av[lo:hi] + tv) / zz
+        u, v = _finish_distorted(u, v, target, semantics)
+        lim = _F32(2.0 ** 31)
+        zpos &= (np.abs(u) < lim) & (np.abs(v) < lim)  # as the reference: such a corner drops the pixel
+        iu[...] = u
+        iv[...] = v
+        return iu, iv
     for a, t, out in ((au, tu, iu), (av, tv, iv)):
         u = np.multiply(d, a[lo:hi], out=ws.get("u", n, _F32))
         u += t
@@ -401,25 +444,34 @@ def _pixel_data(intr: Intrinsics, target: Intrinsics, ext: Extrinsics, semantics
     end points bound it). Culled pixels cannot write any target pixel: the output is unchanged."""
     offsets = (-0.5, 0.5) if rect else (-0.5,)
     subset = None
-    if cull is not None and not _distorts_target(target, semantics):
-        keep = np.zeros(intr.width * intr.height, bool)
-        lo_u = np.full(keep.shape, np.inf)
+    if cull is not None:
+        distorted = _distorts_target(target, semantics)
+        lo_u = np.full(intr.width * intr.height, np.inf)
         hi_u, lo_v, hi_v = -lo_u, lo_u.copy(), -lo_u
-        unsure = np.zeros(keep.shape, bool)
+        unsure = np.zeros(lo_u.shape, bool)
         r, t = ext.r, ext.t
+        # projection is monotonic in depth along the epipolar line: the ends bound it; a distorting lens bends
+        # the line, so sample it and widen the margin
+        depths = np.geomspace(cull[0], cull[1], 8) if distorted else cull
+        r_safe = _monotonic_radius(target) if distorted else np.inf
         for off in offsets:
             rx, ry = (a.reshape(-1).astype(np.float64) for a in corner_rays(intr, off, semantics))
             a = [r[k, 0] * rx + r[k, 1] * ry + r[k, 2] for k in range(3)]
-            for dm in cull:
+            for dm in depths:
                 zz = dm * a[2] + t[2]
                 unsure |= ~(zz > 1e-9)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    u = (dm * a[0] + t[0]) / zz * target.fx + target.cx
-                    v = (dm * a[1] + t[1]) / zz * target.fy + target.cy
+                with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                    x, y = (dm * a[0] + t[0]) / zz, (dm * a[1] + t[1]) / zz
+                    if distorted:  # beyond the monotonic part of the radial map a point may fold back in
+                        unsure |= ~(x * x + y * y < r_safe * r_safe)
+                        x, y = distort(x, y, target)
+                    u, v = x * target.fx + target.cx, y * target.fy + target.cy
+                unsure |= ~(np.isfinite(u) & np.isfinite(v))
                 lo_u, hi_u = np.fmin(lo_u, u), np.fmax(hi_u, u)
                 lo_v, hi_v = np.fmin(lo_v, v), np.fmax(hi_v, v)
-        m = 2.0
-        keep = unsure | ((hi_u >= -m) & (lo_u <= target.width - 1 + m) & (hi_v >= -m) & (lo_v <= target.height - 1 + m))
+        m = 8.0 if distorted else 2.0
+        keep = unsure | ((hi_u >= -m) & (lo_u <= target.width - 1 + m) & (hi_v >= -m)
+                         & (lo_v <= target.height - 1 + m))
         if keep.mean() < 0.9:
             subset = np.flatnonzero(keep)
 
@@ -438,6 +490,16 @@ def _pixel_data(intr: Intrinsics, target: Intrinsics, ext: Extrinsics, semantics
             rx, ry = corner_rays(intr, off, semantics)
             corners.append((pick(rx), pick(ry)))
     return _PixelData(subset, folded, corners[0], corners[1] if rect else None)
+
+
+def _monotonic_radius(intr: Intrinsics, r_max: float = 3.0) -> float:
+    """Largest normalised radius up to which the radial distortion ``r (1 + k1 r² + k2 r⁴ + k3 r⁶)`` increases."""
+    k1, k2, _, _, k3 = intr.dist5
+    r = np.linspace(0.0, r_max, 3001)
+    r2 = r * r
+    slope = 1 + 3 * k1 * r2 + 5 * k2 * r2 * r2 + 7 * k3 * r2 * r2 * r2
+    bad = np.flatnonzero(slope <= 0.05)
+    return float(r[bad[0]] * 0.95) if len(bad) else r_max
 
 
 def _cull_range(z: np.ndarray, scale: float) -> tuple[float, float] | None:
@@ -480,8 +542,9 @@ def _chunk(z, lo: int, hi: int, pix: "_PixelData", scale: float, target: Intrins
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         rect = pix.corner1 is not None
         if pix.folded:
-            x0, y0 = _corner_folded_fast(d, pix.corner0, lo, hi, "0", zpos)
-            x1, y1 = _corner_folded_fast(d, pix.corner1, lo, hi, "1", zpos) if rect else (x0, y0)
+            x0, y0 = _corner_folded_fast(d, pix.corner0, lo, hi, "0", zpos, target, semantics)
+            x1, y1 = (_corner_folded_fast(d, pix.corner1, lo, hi, "1", zpos, target, semantics) if rect
+                      else (x0, y0))
         else:
             r = ext.r.astype(_F32)
             t = ext.t.astype(_F32)
@@ -688,6 +751,9 @@ def _register_torch(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics
             zz = d * consts[2] + float(tz)
             u = (d * consts[0] + float(tu)) / zz
             v = (d * consts[1] + float(tv)) / zz
+            if _distorts_target(target, semantics):
+                un, vn = _finish_distorted(u.cpu().numpy(), v.cpu().numpy(), target, semantics)
+                u, v = torch.from_numpy(un).to(dev), torch.from_numpy(vn).to(dev)
         else:
             px, py = d * consts[0], d * consts[1]
             comp = [px * r[k, 0] + (py * r[k, 1] + (d * r[k, 2] + t[k])) for k in range(3)]

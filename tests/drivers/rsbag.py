@@ -36,6 +36,8 @@ def write_realsense_bag(path: Path, depth_intr: Intrinsics, color_intr: Intrinsi
     Frame ``k`` of each stream is stamped ``t0_ms + number * period`` (colour + ``color_offset_ms``) in the
     device clock; frame numbers default to 1..N (gaps = drops).
     """
+    import pytest
+    pytest.importorskip("rosbags", reason="the test extra provides rosbags (pip install 'edgepad[test]')")
     from rosbags.rosbag1 import Writer
     from rosbags.typesys import Stores, get_typestore, get_types_from_msg
 

@@ -214,3 +214,26 @@ def test_stall_reconnects_then_fails_with_a_reason(monkeypatch):
     assert len(starts) == 3 and src.reconnects == 2 and "Frame didn't arrive" in src.last_error
     src.close()
     assert threading.active_count() < 50
+
+
+def test_fast_playback_never_drops_for_a_slow_reader(tmp_path):
+    from .fakes import plane_depth, small_rig
+    from .rsbag import write_realsense_bag
+    rig = small_rig(16, 12)
+    n = 20
+    path = write_realsense_bag(tmp_path / "long.bag", rig.intrinsics[D], rig.intrinsics[C], rig.extrinsics(D, C),
+                               [plane_depth(rig.intrinsics[D], 500 + k) for k in range(n)],
+                               [np.full((12, 16, 3), k, np.uint8) for k in range(n)])
+    src = open_source(str(path), modalities="rgb,depth", queue_size=2)
+    seqs = []
+    with src:
+        while True:
+            try:
+                f = src.read(2.0)
+            except EndOfStream:
+                break
+            if f is not None and f.modality is D:
+                seqs.append(f.sequence)
+            time.sleep(0.01)  # a slow consumer
+        assert sum(src.dropped.values()) == 0
+    assert seqs == list(range(2, n + 1))

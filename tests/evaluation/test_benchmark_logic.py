@@ -243,3 +243,17 @@ def test_inputs_override_patches_training_specs_only_inside_the_context():
     m = B.train_mapping(cfg_m, "b", 0, Path("/data"), "grandtest", Path("/out"))
     assert B.INPUTS_OVERRIDE not in m
     assert B.run_key(cfg_m, "a", 0, "h", "r") != B.run_key(cfg_m, "b", 0, "h", "r")
+
+
+def test_balanced_protocol_repeats_only_bona_fide_train_rows(tmp_path):
+    _protocols(tmp_path)
+    with (tmp_path / "protocols" / "PROTOCOL-grandtest.csv").open("a") as f:
+        f.write("videos/f,1,attack/3D/rigidmask,train\nvideos/g,1,attack/3D/papermask,train\n")
+    pdir, k = B.balanced_protocol(tmp_path, "grandtest", tmp_path / "bal")
+    assert k == 3   # 3 attack rows / 1 bona fide row in train
+    rows = [line.split(",") for line in (pdir / "PROTOCOL-grandtest.csv").read_text().splitlines()]
+    assert sum(1 for r in rows if r[0] == "videos/a") == 3
+    for vid in ("videos/b", "videos/c", "videos/d", "videos/e", "videos/f"):
+        assert sum(1 for r in rows if r[0] == vid) == 1
+    cfg = B.MatrixConfig(models={"m": {}})
+    assert B.run_key(cfg, "m", 0, "h", "r") != B.run_key(dataclasses.replace(cfg, balance=True), "m", 0, "h", "r")

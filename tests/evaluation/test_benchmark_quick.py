@@ -17,6 +17,7 @@ MATRIX = """
 criterion: bpcer20
 level: video
 seeds: [0, 1]
+balance: true
 data: {videos_per_species: 9, frames_per_video: 9, size_px: 112, seed: 4}
 train:
   inputs: {size_px: 112}
