@@ -667,7 +667,8 @@ def run_benchmark(matrix: Path | str | MatrixConfig, out: Path | str, *, quick: 
         if "error" in ev:
             say(f"  evaluation failed: {ev['error']}")
         else:
-            first = next(iter(ev["subsets"].values()), {})
+            subs = ev["subsets"]
+            first = subs.get("P4", subs.get("full", next(iter(subs.values()), {})))
             if "acer" in first:
                 say(f"  ACER {100 * first['acer']:.2f} % (APCER {100 * first['apcer']:.2f} %, "
                     f"BPCER {100 * first['bpcer']:.2f} %) τ from dev ({cfg.criterion})")

@@ -116,6 +116,16 @@ def make_frame(modality: Modality | str, data: np.ndarray, timestamp_ns: int, *,
                  intrinsics, depth_scale_m, registered_to)
 
 
+def replace_frame(frame: Frame, **changes: object) -> Frame:
+    """A copy of ``frame`` with fields replaced; pixels are copied (the result owns them, read-only)."""
+    kw = dict(modality=frame.modality, data=frame.data, timestamp_ns=frame.timestamp_ns,
+              intrinsics=frame.intrinsics, sequence=frame.sequence, source=frame.source,
+              device_timestamp_ns=frame.device_timestamp_ns, depth_scale_m=frame.depth_scale_m,
+              registered_to=frame.registered_to)
+    kw.update(changes)
+    return make_frame(kw.pop("modality"), kw.pop("data"), kw.pop("timestamp_ns"), **kw)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True, slots=True)
 class FrameSet:
     """Frames of one instant, keyed by modality.

@@ -107,7 +107,7 @@ def test_dark_ir_is_dropped_as_unlit(backend):
     fss = []
     for fs in frames(3):
         ir = fs[Modality.IR]
-        from edgepad.drivers.capture import frame_with
+        from edgepad.types import replace_frame as frame_with
         frs = dict(fs.frames)
         frs[Modality.IR] = frame_with(ir, data=np.zeros_like(ir.data))
         fss.append(FrameSet(frs, fs.timestamp_ns))
@@ -164,7 +164,7 @@ def test_sensor_integrity_repeated_and_frozen(backend):
 
 
 def _restamp(f, t, seq):
-    from edgepad.drivers.capture import frame_with
+    from edgepad.types import replace_frame as frame_with
     return frame_with(f, timestamp_ns=t, sequence=seq)
 
 

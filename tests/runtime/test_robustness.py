@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from edgepad.drivers.base import BaseSource
-from edgepad.drivers.capture import Capture, frame_with
+from edgepad.drivers.capture import Capture
+from edgepad.types import replace_frame as frame_with
 from edgepad.drivers.sync import Synchronizer
 from edgepad.drivers.synthetic import SyntheticSource
 from edgepad.errors import ConfigError, EdgePadError, IntegrityError, ManifestError, ShapeError, SourceError
