@@ -795,6 +795,143 @@ def _register_torch(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics
     return np.add(result, np.uint16(1), dtype=np.uint16)
 
 
+# ----------------------------------------------------------------------------------------------- window
+Window = tuple[int, int, int, int]
+
+
+class _WindowBounds:
+    """Per-column / per-row bounds of where a depth pixel's corners can land in the target (cached per camera pair
+    and nearest-depth bucket), for :func:`_register_window`."""
+
+    def __init__(self, col_lo_u, col_hi_u, row_lo_v, row_hi_v, unsure, margin: float) -> None:
+        self.col_lo_u, self.col_hi_u, self.row_lo_v, self.row_hi_v = col_lo_u, col_hi_u, row_lo_v, row_hi_v
+        self.unsure, self.margin = unsure, margin
+
+
+@functools.lru_cache(maxsize=16)
+def _window_bounds(intr: Intrinsics, target: Intrinsics, ext: Extrinsics, semantics: Semantics, rect: bool,
+                   cull: tuple[float, float]) -> _WindowBounds:
+    """The out-of-view culling bounds of :func:`_pixel_data` (same argument: projection is monotonic in depth
+    between the ends of ``cull``; a distorting target is sampled at 8 depths with an 8 px margin and points beyond
+    the monotonic part of its radial map are "unsure", i.e. always processed), reduced per depth column (u) and
+    per depth row (v). A depth pixel can only write target pixels within ``margin`` of its column's u range and
+    its row's v range."""
+    offsets = (-0.5, 0.5) if rect else (-0.5,)
+    distorted = _distorts_target(target, semantics)
+    lo_u = np.full(intr.width * intr.height, np.inf)
+    hi_u, lo_v, hi_v = -lo_u, lo_u.copy(), -lo_u
+    unsure = np.zeros(lo_u.shape, bool)
+    r, t = ext.r, ext.t
+    depths = np.geomspace(cull[0], cull[1], 8) if distorted else cull
+    r_safe = _monotonic_radius(target) if distorted else np.inf
+    for off in offsets:
+        rx, ry = (a.reshape(-1).astype(np.float64) for a in corner_rays(intr, off, semantics))
+        a = [r[k, 0] * rx + r[k, 1] * ry + r[k, 2] for k in range(3)]
+        for dm in depths:
+            zz = dm * a[2] + t[2]
+            unsure |= ~(zz > 1e-9)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                x, y = (dm * a[0] + t[0]) / zz, (dm * a[1] + t[1]) / zz
+                if distorted:
+                    unsure |= ~(x * x + y * y < r_safe * r_safe)
+                    x, y = distort(x, y, target)
+                u, v = x * target.fx + target.cx, y * target.fy + target.cy
+            unsure |= ~(np.isfinite(u) & np.isfinite(v))
+            lo_u, hi_u = np.fmin(lo_u, u), np.fmax(hi_u, u)
+            lo_v, hi_v = np.fmin(lo_v, v), np.fmax(hi_v, v)
+    shape = (intr.height, intr.width)
+    sure = ~unsure.reshape(shape)
+
+    def red(a: np.ndarray, fill: float, fn, axis: int) -> np.ndarray:
+        return fn(np.where(sure, a.reshape(shape), fill), axis=axis)
+
+    out = _WindowBounds(red(lo_u, np.inf, np.min, 0), red(hi_u, -np.inf, np.max, 0),
+                        red(lo_v, np.inf, np.min, 1), red(hi_v, -np.inf, np.max, 1), np.flatnonzero(unsure),
+                        8.0 if distorted else 2.0)
+    for arr in (out.col_lo_u, out.col_hi_u, out.row_lo_v, out.row_hi_v, out.unsure):
+        arr.flags.writeable = False
+    return out
+
+
+def _clip_window(window: object, target: Intrinsics) -> Window:
+    try:
+        x0, y0, x1, y1 = (int(v) for v in window)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ShapeError("window", "(x0, y0, x1, y1) target pixels, end-exclusive", window) from None
+    return max(0, x0), max(0, y0), min(target.width, x1), min(target.height, y1)
+
+
+def _register_window(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics: Semantics, footprint: Footprint,
+                     arithmetic: Arithmetic, window: Window) -> np.ndarray:
+    """Registration of the target pixels inside ``window`` only (``(x0, y0, x1, y1)``, end-exclusive, clipped);
+    0 elsewhere.
+
+    Only depth pixels whose corners can land within the window (:func:`_window_bounds`, plus the "unsure" ones)
+    are projected, with the corner arithmetic of :func:`register_corners`, and their rectangles are min-filled
+    into a window-sized z-buffer (the generic fill). Inside the window the result is identical to the full-frame
+    registration: a depth pixel left out cannot write any pixel of the window.
+    """
+    wx0, wy0, wx1, wy1 = window
+    out = np.zeros((target.height, target.width), np.uint16)
+    if wx1 <= wx0 or wy1 <= wy0:
+        return out
+    intr = depth.intrinsics
+    data = depth.data
+    scale = float(depth.depth_scale_m)
+    rect = fills_rectangle(intr, target, footprint)
+    cull = _cull_range(data.reshape(-1), scale)
+    if cull is None:  # something nearer than 0.1 m: no precomputed bounds, take every pixel
+        r0, r1, c0, c1 = 0, intr.height, 0, intr.width
+        extra = None
+    else:
+        b = _window_bounds(intr, target, ext, semantics, rect, cull)
+        m = b.margin
+        cols = np.flatnonzero((b.col_hi_u >= wx0 - m) & (b.col_lo_u <= wx1 - 1 + m))
+        rows = np.flatnonzero((b.row_hi_v >= wy0 - m) & (b.row_lo_v <= wy1 - 1 + m))
+        if not len(cols) or not len(rows):
+            r0 = r1 = c0 = c1 = 0
+        else:
+            r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        extra = b.unsure
+        if len(extra):
+            ur, uc = np.divmod(extra, intr.width)
+            extra = extra[~((ur >= r0) & (ur < r1) & (uc >= c0) & (uc < c1))]
+            extra = extra[data.reshape(-1)[extra] > 0]
+    sub = data[r0:r1, c0:c1]
+    rr, cc = np.nonzero(sub)
+    index = (rr + r0).astype(np.intp) * intr.width + (cc + c0)
+    if extra is not None and len(extra):
+        index = np.concatenate([index, extra.astype(np.intp)])
+    z = data.reshape(-1)[index]
+    if _folded(target, semantics, arithmetic):
+        co = folded_coefficients(intr, -0.5, semantics, ext, target)
+        x0, y0 = _project_corner_folded(z, index, co, scale, target, semantics)
+        if rect:
+            co = folded_coefficients(intr, 0.5, semantics, ext, target)
+            x1, y1 = _project_corner_folded(z, index, co, scale, target, semantics)
+        else:
+            x1, y1 = x0, y0
+    else:
+        tlx, tly = corner_rays(intr, -0.5, semantics)
+        x0, y0 = _project_corner(z, tlx.reshape(-1)[index], tly.reshape(-1)[index], scale, ext, target, semantics)
+        if rect:
+            brx, bry = corner_rays(intr, 0.5, semantics)
+            x1, y1 = _project_corner(z, brx.reshape(-1)[index], bry.reshape(-1)[index], scale, ext, target,
+                                     semantics)
+        else:
+            x1, y1 = x0, y0
+    _, z, x0, y0, x1, y1 = _drop_bad(index, z, x0, y0, x1, y1)
+    ww, wh = wx1 - wx0, wy1 - wy0
+    # window coordinates, clipped to one pixel beyond each side: the written set inside the window is unchanged
+    # and no value can collide with the int32 sentinels of _fill_into
+    xs0, xs1 = (np.clip(a.astype(np.int64) - wx0, -1, ww) for a in (x0, x1))
+    ys0, ys1 = (np.clip(a.astype(np.int64) - wy0, -1, wh) for a in (y0, y1))
+    buf = np.full((wh, ww), 0xFFFF, np.uint16)
+    _fill_into(buf, (z.astype(np.int64) - 1).astype(np.uint16), xs0, ys0, xs1, ys1)
+    out[wy0:wy1, wx0:wx1] = np.add(buf, np.uint16(1), dtype=np.uint16)  # empty 0xFFFF wraps to 0 (hole)
+    return out
+
+
 def _gpu_available() -> bool:
     torch = sys.modules.get("torch")  # never import torch just to look for a GPU
     try:
@@ -806,7 +943,7 @@ def _gpu_available() -> bool:
 def register_depth(depth: Frame, target: Intrinsics, depth_to_target: Extrinsics,
                    target_modality: Modality = Modality.RGB, *, method: Method = "auto",
                    semantics: Semantics = "rsutil", footprint: Footprint = "rect", threads: int = 1,
-                   arithmetic: Arithmetic = "fast") -> Frame:
+                   arithmetic: Arithmetic = "fast", window: Window | None = None) -> Frame:
     """Re-render ``depth`` in the ``target`` camera (librealsense ``align`` algorithm; nearest wins; holes 0).
 
     Args:
@@ -823,6 +960,9 @@ def register_depth(depth: Frame, target: Intrinsics, depth_to_target: Extrinsics
             real D435 recording); ``"fast"`` folds rotation and focal length into cached per-pixel constants
             (about 3x less arithmetic; a corner moves to the neighbouring pixel when it lies within ~1e-4 px of a
             rounding edge). Every method gives identical output for a given arithmetic.
+        window: ``(x0, y0, x1, y1)`` target pixels (end-exclusive, clipped to the image): compute only this
+            window (e.g. around a face), with values identical to the full registration there and 0 elsewhere;
+            only the depth pixels that can reach the window are projected (CPU; ``method`` is then ignored).
 
     Returns:
         A depth frame ``uint16 target.height × target.width`` in raw units with ``intrinsics=target``,
@@ -833,6 +973,13 @@ def register_depth(depth: Frame, target: Intrinsics, depth_to_target: Extrinsics
         ConfigError: unknown method, semantics or footprint.
     """
     _check(depth, target, semantics, footprint)
+    if window is not None:
+        if method not in ("auto", "numpy", "generic", "reference", "torch"):
+            raise ConfigError(f"unknown registration method {method!r}", key="method")
+        data = _register_window(depth, target, depth_to_target, semantics, footprint, arithmetic,
+                                _clip_window(window, target))
+        return Frame(Modality.DEPTH, data, depth.timestamp_ns, depth.device_timestamp_ns, depth.sequence,
+                     depth.source, target, depth.depth_scale_m, Modality.parse(target_modality))
     if method == "auto":
         method = "torch" if _gpu_available() else "numpy"
     if method == "torch":

@@ -597,7 +597,8 @@ def plan(cfg: MatrixConfig, protocols_available: Sequence[str]) -> list[tuple[st
 def run_benchmark(matrix: Path | str | MatrixConfig, out: Path | str, *, quick: bool = False,
                   seeds: Sequence[int] | None = None, data_dir: Path | str | None = None,
                   experiments: Sequence[str] | None = None, threads: int | None = None, doc: Path | str | None = None,
-                  command: str | None = None, progress: Callable[[str], None] | None = None) -> BenchmarkResult:
+                  command: str | None = None, progress: Callable[[str], None] | None = None,
+                  report_only: bool = False) -> BenchmarkResult:
     """Generate, train, evaluate and write the tables (see the module docstring).
 
     Args:
@@ -611,6 +612,8 @@ def run_benchmark(matrix: Path | str | MatrixConfig, out: Path | str, *, quick: 
         doc: a Markdown file whose generated section is replaced by the tables (e.g. ``docs/RESULTS.md``).
         command: the command line recorded with the tables.
         progress: called with one-line status messages.
+        report_only: train and evaluate nothing: write the tables from the cached results (missing = not
+            measured). The data folder must exist already.
     """
     t0 = time.perf_counter()
     cfg = matrix if isinstance(matrix, MatrixConfig) else load_matrix(matrix, quick=quick)
@@ -626,7 +629,17 @@ def run_benchmark(matrix: Path | str | MatrixConfig, out: Path | str, *, quick: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda msg: log.info("%s", msg))
-    root, dhash, meta = ensure_data(cfg, out, Path(data_dir) if data_dir else None, say)
+    if report_only:
+        h = data_hash(cfg.data)
+        root = Path(data_dir) if data_dir else out / f"data-{h[:12]}"
+        if not (root / "meta.json").is_file():
+            raise DatasetError(f"--report-only: no generated benchmark at {root}; run without it first")
+        meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))
+        dhash = meta_hash(meta)
+        if dhash != h:
+            raise DatasetError(f"--report-only: {root} was generated with another config")
+    else:
+        root, dhash, meta = ensure_data(cfg, out, Path(data_dir) if data_dir else None, say)
     available = list(meta.get("protocols", []))
     jobs = plan(cfg, available)
     res_dir = out / "results"
@@ -644,6 +657,8 @@ def run_benchmark(matrix: Path | str | MatrixConfig, out: Path | str, *, quick: 
             rec = json.loads(cache.read_text(encoding="utf-8"))
             stats["cached"] += 1
             records.append(rec)
+            continue
+        if report_only:
             continue
         say(f"[{i + 1}/{len(jobs)}] {preset} / {proto} / seed {seed}" + (f" / {','.join(subsets)}" if subsets else ""))
         run_dir, info = ensure_trained(cfg, preset, seed, root, dhash, proto, out, threads, say)

@@ -681,6 +681,22 @@ class _Without:
         return replace(s, modalities={m: x for m, x in s.modalities.items() if m not in self.drop})
 
 
+def _portable(obj: Any, base: Path | None = None) -> Any:
+    """Provenance for a manifest: absolute paths under ``base`` (default: the working directory) become relative,
+    so a committed manifest does not record the machine it was trained on."""
+    base = (base or Path.cwd()).resolve()
+    if isinstance(obj, Mapping):
+        return {k: _portable(v, base) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_portable(v, base) for v in obj]
+    if isinstance(obj, str) and os.path.isabs(obj):
+        try:
+            return Path(os.path.normpath(obj)).relative_to(base).as_posix()
+        except ValueError:
+            return obj
+    return obj
+
+
 def export_checkpoint(checkpoint: Path | str, path: Path | str, cfg: TrainConfig) -> Any:
     """Export ``checkpoint`` to ONNX with dev thresholds: the default at ``cfg.export.criterion`` on all
     modalities, and per-subset operating points (``cfg.export.subsets``) fitted on dev with the fill value.
@@ -697,7 +713,7 @@ def export_checkpoint(checkpoint: Path | str, path: Path | str, cfg: TrainConfig
     full = subset_key(inputs)
     if full not in ops:
         ops.update(fit_operating_points(model, inputs, dev_base, crit, [tuple(inputs)], cfg.eval_batch_size))
-    training = {"config": to_mapping(cfg), "epoch": ck.get("epoch"), "best": ck.get("best"),
+    training = {"config": _portable(to_mapping(cfg)), "epoch": ck.get("epoch"), "best": ck.get("best"),
                 "dev_split": cfg.data.dev_split, "protocol": cfg.data.protocol, "dataset": cfg.data.kind}
     return export_onnx(model, path, inputs=inputs, threshold=ops[full], threshold_criterion=crit,
                        operating_points={crit: ops}, opset=cfg.export.opset, model_name=ck["model"],

@@ -19,6 +19,8 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
                         help="benchmark folder to reuse or generate into (must match the matrix's data config hash)")
     parser.add_argument("--only", default=None, help="comma list of experiments to run (default: all)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per training run")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: rewrite the tables from the cached results (missing ones: not measured)")
     parser.add_argument("--doc", default=None,
                         help="also replace the generated section of this Markdown file (e.g. docs/RESULTS.md)")
 
@@ -37,7 +39,8 @@ def benchmark_main(args: argparse.Namespace) -> int:
     only = None if args.only is None else [s.strip() for s in args.only.split(",") if s.strip()]
     command = _command_line(args)
     res = run_benchmark(args.matrix, args.out, quick=args.quick, seeds=seeds, data_dir=args.data,
-                        experiments=only, threads=args.threads, doc=args.doc, command=command, progress=progress)
+                        experiments=only, threads=args.threads, doc=args.doc, command=command, progress=progress,
+                        report_only=args.report_only)
     print(f"{len(res.records)} results ({res.evaluated} evaluated, {res.cached_evals} from the cache, "
           f"{res.trained} training runs) in {res.seconds:.0f} s; data hash {res.data_hash[:12]}")
     print(f"wrote {res.out / 'RESULTS.md'} and {res.out / 'results.json'}" + (f" and {args.doc}" if args.doc else ""))

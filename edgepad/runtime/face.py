@@ -126,6 +126,14 @@ class HaarFaceLocator:
     The image is converted to grey and shrunk so that its width is at most ``work_width_px`` before detection
     (Haar cost grows with pixels); the largest detection wins.
 
+    **Re-detection in a region of interest** (``roi_every > 1``): after a detection, the next frames are searched
+    only in a square of ``roi_scale`` × the last Haar box around it, at the scales 1/``roi_size_range`` ..
+    ``roi_size_range`` × its size, on the same working scale (so the box mapping stays calibrated); every
+    ``roi_every``-th frame, and whenever the region finds nothing, the whole frame is searched. Every box still
+    comes from a detection on the current frame's pixels (no box is carried over from an earlier frame): a face
+    that left the region is either found by the full search or reported as no face. A second, larger face entering
+    elsewhere is picked up at the next full search (at most ``roi_every − 1`` frames later).
+
     Args:
         cascade_path: cascade XML; default = ``haarcascade_frontalface_default.xml`` from the OpenCV wheel.
         scale_factor, min_neighbors: ``detectMultiScale`` parameters.
@@ -133,6 +141,9 @@ class HaarFaceLocator:
         work_width_px: detection image width (0 = full resolution).
         box_adjust: ``(dx, dy, sw, sh)`` mapping Haar's box onto the crop convention (see
             :data:`HAAR_TO_FACE_BOX`); ``(0, 0, 1, 1)`` keeps Haar's box.
+        roi_every: full-frame search every N frames, region search in between (1 = always full frame).
+        roi_scale: side of the search region relative to the last Haar box side.
+        roi_size_range: size range of the region search, relative to the last Haar box (> 1).
 
     Raises:
         MissingDependencyError / ConfigError: see :func:`haar_cascade_path`.
@@ -140,7 +151,8 @@ class HaarFaceLocator:
 
     def __init__(self, cascade_path: Path | str | None = None, scale_factor: float = 1.15, min_neighbors: int = 4,
                  min_face_px: int = 40, work_width_px: int = 320,
-                 box_adjust: tuple[float, float, float, float] = HAAR_TO_FACE_BOX) -> None:
+                 box_adjust: tuple[float, float, float, float] = HAAR_TO_FACE_BOX, roi_every: int = 5,
+                 roi_scale: float = 2.0, roi_size_range: float = 1.4) -> None:
         cv2 = require("cv2")
         path = Path(cascade_path) if cascade_path else haar_cascade_path()
         if not hasattr(cv2, "CascadeClassifier"):
@@ -162,31 +174,83 @@ class HaarFaceLocator:
             raise ConfigError(f"box_adjust must be (dx, dy, sw, sh) with sw, sh > 0, got {box_adjust!r}",
                               key="box_adjust")
         self.box_adjust = tuple(float(v) for v in box_adjust)
+        if not (isinstance(roi_every, int) and roi_every >= 1 and roi_scale >= 1.0 and roi_size_range > 1.0):
+            raise ConfigError("Haar locator needs roi_every >= 1, roi_scale >= 1 and roi_size_range > 1",
+                              key="roi_every")
+        self.roi_every, self.roi_scale, self.roi_size_range = roi_every, float(roi_scale), float(roi_size_range)
+        self._last: tuple[float, float, float, float] | None = None  # last raw Haar box (full-resolution px)
+        self._since_full = 0
+        self.searches = {"full": 0, "roi": 0}
 
-    def locate(self, frameset: FrameSet) -> FaceDetection | None:
+    def reset(self) -> None:
+        """Forget the last face (the next frame is searched in full)."""
+        self._last = None
+
+    def _detect(self, rgb: np.ndarray, region: tuple[int, int, int, int] | None, sizes: tuple[float, float] | None,
+                ) -> tuple[tuple[float, float, float, float], float] | None:
+        """Largest Haar box (full-resolution px) in ``region`` (x0, y0, x1, y1) of the rgb image, or None."""
         cv2 = require("cv2")
-        rgb = frameset.get(Modality.RGB)
-        if rgb is None:
-            return None
-        grey = cv2.cvtColor(np.ascontiguousarray(rgb.data), cv2.COLOR_RGB2GRAY)
-        h, w = grey.shape
-        s = 1.0
-        if self.work_width_px and w > self.work_width_px:
-            s = self.work_width_px / w
-            grey = cv2.resize(grey, (self.work_width_px, max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        h, w = rgb.shape[:2]
+        s = self.work_width_px / w if self.work_width_px and w > self.work_width_px else 1.0
+        ox = oy = 0
+        if region is not None:
+            # region aligned to the working-scale grid, so its pixels are those of the full-frame working image
+            step = 1.0 / s
+            gx0, gy0 = int(region[0] * s), int(region[1] * s)
+            gx1, gy1 = int(math.ceil(region[2] * s)), int(math.ceil(region[3] * s))
+            ox, oy = int(round(gx0 * step)), int(round(gy0 * step))
+            rgb = rgb[oy:min(h, int(round(gy1 * step))), ox:min(w, int(round(gx1 * step)))]
+        grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+        gh, gw = grey.shape
+        if s != 1.0:
+            grey = cv2.resize(grey, (max(1, round(gw * s)), max(1, round(gh * s))), interpolation=cv2.INTER_AREA)
         min_px = max(12, int(math.floor(self.min_face_px * s)))
+        kw = {}
+        if sizes is not None:
+            min_px = max(min_px, int(math.floor(sizes[0] * s)))
+            kw["maxSize"] = (int(math.ceil(sizes[1] * s)),) * 2
+        if min(grey.shape) < min_px:
+            return None
         rects, _, weights = self._clf.detectMultiScale3(grey, scaleFactor=self.scale_factor,
                                                        minNeighbors=self.min_neighbors, minSize=(min_px, min_px),
-                                                       outputRejectLevels=True)
+                                                       outputRejectLevels=True, **kw)
         if len(rects) == 0:
             return None
         i = int(np.argmax([r[2] * r[3] for r in rects]))
         x, y, bw, bh = (float(v) / s for v in rects[i])
+        score = float(np.ravel(weights)[i]) if len(weights) else 1.0
+        return (x + ox, y + oy, bw, bh), score
+
+    def locate(self, frameset: FrameSet) -> FaceDetection | None:
+        rgb = frameset.get(Modality.RGB)
+        if rgb is None:
+            return None
+        img = rgb.data
+        found = None
+        if self._last is not None and self._since_full < self.roi_every - 1:
+            lx, ly, lw, lh = self._last
+            side = max(lw, lh)
+            half = side * self.roi_scale / 2.0
+            cx, cy = lx + lw / 2.0, ly + lh / 2.0
+            region = (max(0, int(cx - half)), max(0, int(cy - half)), min(img.shape[1], int(math.ceil(cx + half))),
+                      min(img.shape[0], int(math.ceil(cy + half))))
+            self.searches["roi"] += 1
+            found = self._detect(img, region, (side / self.roi_size_range, side * self.roi_size_range))
+            if found is not None:
+                self._since_full += 1
+        if found is None:
+            self.searches["full"] += 1
+            self._since_full = 0
+            found = self._detect(img, None, None)
+        if found is None:
+            self._last = None
+            return None
+        (x, y, bw, bh), score = found
+        self._last = (x, y, bw, bh)
         dx, dy, sw, sh = self.box_adjust
         side = max(bw, bh)
         cx, cy = x + bw / 2 + dx * side, y + bh / 2 + dy * side
         w, h = sw * side, sh * side
-        score = float(np.ravel(weights)[i]) if len(weights) else 1.0
         return FaceDetection((int(round(cx - w / 2)), int(round(cy - h / 2)), max(1, int(round(w))),
                               max(1, int(round(h)))), score)
 

@@ -57,6 +57,13 @@ class PipelineConfig:
         threaded: run capture, inference and decision in their own threads.
         queue_size: capacity of each inter-stage queue in threaded mode (oldest item dropped when full).
         integrity: run the sensor-integrity checks.
+        registration: ``window`` (default): depth is registered to rgb only inside the face's crop window, after
+            face location (the values there are identical to a full-frame registration; a drivers ``Capture``
+            is switched to unregistered output while the pipeline is open); ``frame``: the capture registers
+            the whole frame (as before; needed when an integrator reads ``last_frameset`` depth as registered).
+        blas_threads: BLAS threads of the process while the pipeline is open (restored at close; None = leave
+            as is). The crops' small matrix products are slower with threads that compete with the inference
+            threads for the same cores (measured 10x on the shared 2-core development VM).
         policy / quality: see :class:`PolicyConfig` and :class:`QualityConfig`.
     """
 
@@ -67,6 +74,8 @@ class PipelineConfig:
     threaded: bool = False
     queue_size: int = 2
     integrity: bool = True
+    registration: Literal["window", "frame"] = "window"
+    blas_threads: int | None = 1
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
 
@@ -75,6 +84,12 @@ class PipelineConfig:
             raise ConfigError(f"clock must be auto, host or source, got {self.clock!r}", key="clock")
         if not (isinstance(self.queue_size, int) and self.queue_size >= 1):
             raise ConfigError(f"queue_size must be an integer >= 1, got {self.queue_size!r}", key="queue_size")
+        if self.registration not in ("window", "frame"):
+            raise ConfigError(f"registration must be window or frame, got {self.registration!r}",
+                              key="registration")
+        if self.blas_threads is not None and not (isinstance(self.blas_threads, int) and self.blas_threads >= 1):
+            raise ConfigError(f"blas_threads must be None or an integer >= 1, got {self.blas_threads!r}",
+                              key="blas_threads")
         if not (self.read_timeout_s > 0 and self.face_jump > 0):
             raise ConfigError("read_timeout_s and face_jump must be > 0", key="read_timeout_s")
 
@@ -195,6 +210,8 @@ class LivenessPipeline:
         self.last: Decision | None = None
         self.last_frameset: FrameSet | None = None
         self._seq_by_ts: collections.OrderedDict[int, int] = collections.OrderedDict()
+        self._capture_registered: bool | None = None
+        self._blas_prev: dict[str, int] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> "LivenessPipeline":
@@ -217,6 +234,11 @@ class LivenessPipeline:
             self.rig = getattr(self.capture, "rig", None)
         self._owns_backend = not getattr(self.backend, "is_active", False)
         self.backend.activate()
+        if self.config.registration == "window" and isinstance(getattr(self.capture, "register", None), bool):
+            self._capture_registered = self.capture.register  # registered here, per face window
+            self.capture.register = False
+        if self.config.blas_threads is not None:
+            self._blas_prev = set_blas_threads(self.config.blas_threads)
         self._opened = True
         if self.config.threaded and self.capture is not None:
             self._start_threads()
@@ -226,6 +248,12 @@ class LivenessPipeline:
         self._stop_threads()
         if self._opened:
             self._opened = False
+            if self._capture_registered is not None:
+                self.capture.register = self._capture_registered
+                self._capture_registered = None
+            if self._blas_prev:
+                set_blas_threads(self._blas_prev)
+                self._blas_prev = None
             try:
                 if self._owns_backend:
                     self.backend.deactivate()
@@ -301,10 +329,15 @@ class LivenessPipeline:
             from edgepad.preprocess import crop_face, normalise
             if self.rig is None:
                 raise ConfigError("the pipeline has no rig: pass rig= or use a capture that has one", key="rig")
-            res = crop_face(fs, det.box, self.rig, size_px=self.size_px, margin=self.config.margin)
-            q = check_quality(fs, det.box, res.crops, self.config.quality,
+            t_reg = time.perf_counter_ns()
+            fs_reg, frame_valid = self._register_window(fs, det.box)
+            reg_ns = time.perf_counter_ns() - t_reg
+            lat["register"] = lat.get("register", 0.0) + reg_ns / 1e6
+            t += reg_ns  # the registration is reported as its own stage, not as preprocess
+            res = crop_face(fs_reg, det.box, self.rig, size_px=self.size_px, margin=self.config.margin)
+            q = check_quality(fs_reg, det.box, res.crops, self.config.quality,
                               depth_valid_fraction=res.valid_depth_fraction if Modality.DEPTH in fs.frames else None,
-                              landmarks=det.landmarks)
+                              landmarks=det.landmarks, depth_frame_valid_fraction=frame_valid)
             item.reasons.extend(q.reasons)
             item.hints.extend(q.hints)
             item.quality = q.metrics
@@ -312,7 +345,7 @@ class LivenessPipeline:
                 item.reasons.append(Reason.NOMINAL_DEPTH)
             crops = {m: c for m, c in res.crops.items() if m not in q.invalid and m in self.policy.modalities}
             item.used = frozenset(crops)
-            depth = fs.get(Modality.DEPTH)
+            depth = fs_reg.get(Modality.DEPTH)
             scale = depth.depth_scale_m if depth is not None else (getattr(self.rig, "depth_scale_m", None) or 0.001)
             feed = normalise(crops, self.manifest.inputs, scale)
         except Exception as exc:  # noqa: BLE001
@@ -337,6 +370,40 @@ class LivenessPipeline:
             item.reasons.append(Reason.ERROR_INFER)
         lat["infer"] = _ms(t)
         return item
+
+    def _register_window(self, fs: FrameSet, box: tuple[int, int, int, int]) -> tuple[FrameSet, float | None]:
+        """Register unregistered depth to rgb inside the face's crop window only (identical values there).
+
+        Returns the frame set with that depth (0 outside the window) and the valid fraction of the raw depth frame
+        (the frame-level sensor check), or ``(fs, None)`` when nothing is to be registered here.
+        """
+        depth, rgb, rig = fs.frames.get(Modality.DEPTH), fs.frames.get(Modality.RGB), self.rig
+        if (depth is None or rgb is None or depth.registered_to is not None
+                or Modality.DEPTH not in getattr(rig, "intrinsics", {}) or Modality.RGB not in rig.intrinsics):
+            return fs, None
+        from edgepad.drivers.registration import register_depth
+        from edgepad.preprocess import crop_window
+        from edgepad.runtime.quality import depth_valid_sample
+        dintr = rig.intrinsics[Modality.DEPTH]
+        if (dintr.width, dintr.height) != (depth.data.shape[1], depth.data.shape[0]):
+            raise ConfigError(f"rig depth camera is {dintr.width}x{dintr.height} but depth frames are "
+                              f"{depth.data.shape[1]}x{depth.data.shape[0]}: use the rig of this stream "
+                              f"configuration", key="rig")
+        if dintr != depth.intrinsics:  # the rig file wins over device values (as in Capture)
+            from edgepad.types import Frame
+            depth = Frame(depth.modality, depth.data, depth.timestamp_ns, depth.device_timestamp_ns,
+                          depth.sequence, depth.source, dintr, depth.depth_scale_m, None)
+        x0, y0, side = crop_window(box, self.config.margin)
+        # the crop window (nearest-neighbour depth samples) and the box's central half (face depth), 2 px spare
+        win = (int(math.floor(x0)) - 2, int(math.floor(y0)) - 2, int(math.ceil(x0 + side)) + 3,
+               int(math.ceil(y0 + side)) + 3)
+        opts = {k: v for k, v in (getattr(self.capture, "registration", None) or {}).items()
+                if k in ("semantics", "footprint", "arithmetic")}
+        reg = register_depth(depth, rig.intrinsics[Modality.RGB], rig.extrinsics(Modality.DEPTH, Modality.RGB),
+                             Modality.RGB, window=win, **opts)
+        frames = dict(fs.frames)
+        frames[Modality.DEPTH] = reg
+        return FrameSet(frames, fs.timestamp_ns, fs.skew_ns, fs.missing), depth_valid_sample(depth.data)
 
     def _decide(self, item: _Scored, now_ns: int | None) -> Decision:
         t = time.perf_counter_ns()
@@ -567,6 +634,65 @@ class LivenessPipeline:
         if now - self._error_log_at.get(stage, 0.0) > 5.0:  # rate-limited
             self._error_log_at[stage] = now
             log.warning("stage %s failed: %s: %s", stage, type(exc).__name__, exc)
+
+
+def _openblas_apis() -> dict[str, tuple[Any, Any]]:
+    """``{library path: (set_num_threads, get_num_threads)}`` of every OpenBLAS loaded in this process (numpy's
+    and, e.g., the copy bundled with the OpenCV wheel); empty where that cannot be found (non-Linux, MKL …)."""
+    import ctypes
+    import sys
+    if not sys.platform.startswith("linux"):
+        return {}
+    try:
+        with open("/proc/self/maps") as f:
+            paths = list(dict.fromkeys(p for p in (ln.split(maxsplit=5)[-1].strip() for ln in f if "/" in ln)
+                                       if "openblas" in p.rsplit("/", 1)[-1].lower()))
+    except OSError:
+        return {}
+    out = {}
+    for path in paths:
+        cached = _BLAS_LIBS.get(path)
+        if cached is not None:
+            out[path] = cached
+            continue
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas_", "openblas_"):
+            for suffix in ("64_", ""):
+                setter = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
+                getter = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
+                if setter is not None and getter is not None and path not in out:
+                    setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
+                    out[path] = _BLAS_LIBS[path] = (setter, getter)
+    return out
+
+
+_BLAS_LIBS: dict[str, tuple[Any, Any]] = {}
+
+
+def blas_threads() -> dict[str, int]:
+    """Thread count of every OpenBLAS loaded in this process, by library path (empty when none can be queried)."""
+    return {path: int(api[1]()) for path, api in _openblas_apis().items()}
+
+
+def set_blas_threads(n: int | Mapping[str, int]) -> dict[str, int]:
+    """Set the thread count of every loaded OpenBLAS (process-wide), or per library from a mapping as returned.
+
+    Returns:
+        the previous counts ``{library path: threads}`` (pass them back to restore); empty when not possible.
+    """
+    prev = {}
+    for path, (setter, getter) in _openblas_apis().items():
+        want = n.get(path) if isinstance(n, Mapping) else n
+        if want is None:
+            continue
+        prev[path] = int(getter())
+        setter(int(want))
+    if not prev:
+        log.debug("no OpenBLAS thread control in this process; BLAS threads left as they are")
+    return prev
 
 
 def _crop_size(manifest: Any) -> int:

@@ -92,9 +92,15 @@ def sharpness(grey: np.ndarray) -> float:
     return float(lap.var())
 
 
+def depth_valid_sample(depth: np.ndarray) -> float:
+    """Fraction of valid (non-zero) pixels of a depth image, on a 4-px lattice (the frame-level sensor check)."""
+    return float((depth[::4, ::4] > 0).mean())
+
+
 def check_quality(frameset: FrameSet, box: tuple[int, int, int, int], crops: Mapping[Modality, np.ndarray],
                   config: QualityConfig | None = None, *, depth_valid_fraction: float | None = None,
-                  landmarks: np.ndarray | None = None) -> QualityReport:
+                  landmarks: np.ndarray | None = None,
+                  depth_frame_valid_fraction: float | None = None) -> QualityReport:
     """Run the gates.
 
     Args:
@@ -104,6 +110,9 @@ def check_quality(frameset: FrameSet, box: tuple[int, int, int, int], crops: Map
         depth_valid_fraction: valid-depth fraction in the central face region (from ``crop_face``); computed
             from the depth crop's central window when None.
         landmarks: ``5×2`` landmarks or None.
+        depth_frame_valid_fraction: valid fraction of the whole depth frame (the sensor check); computed from
+            ``frameset``'s depth on a 4-px lattice when None. The pipeline passes it, measured on the raw depth
+            frame, when it registers only the face window (the rest of the registered frame is then 0).
     """
     cfg = config or QualityConfig()
     reasons: list[Reason] = []
@@ -143,7 +152,10 @@ def check_quality(frameset: FrameSet, box: tuple[int, int, int, int], crops: Map
             frac = float((c > 0).mean()) if c.size else 0.0
         metrics["depth_valid"] = float(frac)
         depth = frameset.get(Modality.DEPTH)
-        frame_frac = float((depth.data[::4, ::4] > 0).mean()) if depth is not None else float(frac)
+        if depth_frame_valid_fraction is not None:
+            frame_frac = float(depth_frame_valid_fraction)
+        else:
+            frame_frac = depth_valid_sample(depth.data) if depth is not None else float(frac)
         metrics["depth_frame_valid"] = frame_frac
         if frame_frac < cfg.min_depth_frame_valid:
             reasons.append(Reason.INVALID_DEPTH)

@@ -1,0 +1,234 @@
+"""The fast paths of the runtime give the same outputs as the plain implementations (no timing is asserted).
+
+- ``preprocess._bilinear`` (padded gathers) == ``_bilinear_reference`` (masked), so ``face_crops`` is unchanged;
+- ``register_depth(..., window=...)`` == the full-frame registration inside the window, 0 outside;
+- the pipeline's per-face-window registration gives the same crops, feeds and scores as full-frame registration;
+- the Haar locator's region re-detection stays fail-closed (a frame without a face gives no box).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edgepad.preprocess as P
+from edgepad.drivers.registration import d435_like_scene, register_depth
+from edgepad.types import FrameSet, Modality
+
+
+@pytest.fixture(scope="module")
+def synth_sets():
+    """Raw (unregistered) synthetic frame sets at 320×240, several presentations, and their rig."""
+    from edgepad.drivers.capture import open_capture
+    cap = open_capture("synthetic://default?seed=4&width=320&height=240&presentation_frames=3", register=False)
+    with cap:
+        sets = [cap.read(10.0) for _ in range(8)]
+    return sets[::2], cap.rig
+
+
+def _register_full(fs: FrameSet, rig) -> FrameSet:
+    d = fs.frames[Modality.DEPTH]
+    frames = dict(fs.frames)
+    frames[Modality.DEPTH] = register_depth(d, rig.intrinsics[Modality.RGB], rig.extrinsics(Modality.DEPTH,
+                                                                                             Modality.RGB))
+    return FrameSet(frames, fs.timestamp_ns, fs.skew_ns, fs.missing)
+
+
+def test_bilinear_fast_path_equals_masked_reference():
+    rng = np.random.default_rng(0)
+    for dtype in (np.uint8, np.float32):
+        img = (rng.random((37, 53)) * 255).astype(dtype)
+        mx = rng.uniform(-6, 60, (41, 43))
+        my = rng.uniform(-6, 44, (41, 43))
+        mx[::7, ::5] = np.round(mx[::7, ::5])  # integer coordinates (weights exactly 0/1)
+        mx[0, :4] = (np.nan, np.inf, -np.inf, 1e300)
+        my[1, :3] = (np.nan, -1e300, 52.0)
+        fast = P._bilinear(img, mx, my)
+        with np.errstate(invalid="ignore"):  # the reference casts huge coordinates
+            ref = P._bilinear_reference(img, mx, my)
+        assert fast.dtype == ref.dtype == np.float32
+        np.testing.assert_array_equal(fast, ref)
+        assert fast[0, :4].tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_face_crops_equal_the_reference_implementation(synth_sets, monkeypatch):
+    sets, rig = synth_sets
+    rng = np.random.default_rng(1)
+    cases = []
+    for fs in sets:
+        fs = _register_full(fs, rig)
+        for _ in range(4):
+            w = int(rng.integers(20, 160))
+            box = (int(rng.integers(-30, 300)), int(rng.integers(-30, 220)), w, int(w * rng.uniform(0.8, 1.3)))
+            cases.append((fs, box, int(rng.choice([32, 112])), float(rng.choice([0.0, 0.25, 0.6]))))
+    fast = [P.crop_face(fs, box, rig, size_px=s, margin=m) for fs, box, s, m in cases]
+    monkeypatch.setattr(P, "_bilinear", P._bilinear_reference)
+    for (fs, box, s, m), got in zip(cases, fast):
+        ref = P.crop_face(fs, box, rig, size_px=s, margin=m)
+        assert set(got.crops) == set(ref.crops) == {Modality.RGB, Modality.DEPTH, Modality.IR}
+        for mod in ref.crops:
+            np.testing.assert_array_equal(got.crops[mod], ref.crops[mod], err_msg=f"{mod} {box}")
+        assert (got.face_depth_m, got.valid_depth_fraction) == (ref.face_depth_m, ref.valid_depth_fraction)
+
+
+def _window_cases(synth_sets):
+    sets, rig = synth_sets
+    cases = [(fs.frames[Modality.DEPTH], rig.intrinsics[Modality.RGB], rig.extrinsics(Modality.DEPTH, Modality.RGB))
+             for fs in sets[:2]]
+    cases.append(d435_like_scene(320, 240, seed=2))
+    return cases
+
+
+@pytest.mark.parametrize("arithmetic", ["fast", "exact"])
+def test_window_registration_equals_full_frame_inside_the_window(synth_sets, arithmetic):
+    rng = np.random.default_rng(2)
+    for depth, target, ext in _window_cases(synth_sets):
+        for footprint in ("rect", "sse"):
+            full = register_depth(depth, target, ext, arithmetic=arithmetic, footprint=footprint).data
+            assert full.any()
+            wins = [(0, 0, target.width, target.height), (-20, -20, 15, 12), (300, 200, 400, 300), (50, 60, 50, 90)]
+            for _ in range(5):
+                x0, y0 = (int(v) for v in rng.integers(-30, 300, 2))
+                wins.append((x0, y0, x0 + int(rng.integers(1, 200)), y0 + int(rng.integers(1, 200))))
+            for win in wins:
+                got = register_depth(depth, target, ext, arithmetic=arithmetic, footprint=footprint, window=win)
+                assert got.registered_to is Modality.RGB and got.data.shape == full.shape
+                x0, y0 = max(0, win[0]), max(0, win[1])
+                x1, y1 = min(target.width, win[2]), min(target.height, win[3])
+                inside = np.zeros(full.shape, bool)
+                if x1 > x0 and y1 > y0:
+                    inside[y0:y1, x0:x1] = True
+                np.testing.assert_array_equal(got.data[inside], full[inside], err_msg=f"{win} {footprint}")
+                assert not got.data[~inside].any()
+
+
+def test_window_registration_keeps_near_and_degenerate_depth_exact():
+    depth, target, ext = d435_like_scene(160, 120, seed=3)
+    z = depth.data.copy()
+    z[40:60, 50:70] = 60       # 6 cm: nearer than every precomputed culling bucket -> all pixels processed
+    z[0:3, :] = 65535          # far
+    d = type(depth)(depth.modality, z, depth.timestamp_ns, depth.device_timestamp_ns, depth.sequence, depth.source,
+                    depth.intrinsics, depth.depth_scale_m, None)
+    full = register_depth(d, target, ext).data
+    for win in ((30, 20, 110, 90), (0, 0, 160, 120), (150, 0, 170, 10)):
+        got = register_depth(d, target, ext, window=win).data
+        x0, y0, x1, y1 = win[0], win[1], min(160, win[2]), min(120, win[3])
+        np.testing.assert_array_equal(got[y0:y1, x0:x1], full[y0:y1, x0:x1])
+
+
+def _tiny_pipeline(tiny_model, rig, **cfg):
+    from edgepad.engines.backend import load_backend
+    from edgepad.runtime.pipeline import LivenessPipeline, PipelineConfig
+    be = load_backend(tiny_model)
+    return LivenessPipeline(None, be, locator="fixed:0,0,1,1", rig=rig, config=PipelineConfig(**cfg))
+
+
+def test_pipeline_window_registration_gives_the_same_feeds_and_scores(synth_sets, tiny_model, monkeypatch):
+    from edgepad.runtime.face import FixedBoxLocator
+    sets, rig = synth_sets
+    boxes = [(120, 80, 70, 80), (-10, 100, 90, 100), (250, 5, 60, 70)]
+    feeds: dict[str, list] = {"window": [], "frame": []}
+
+    for mode in ("window", "frame"):
+        scores = []
+        pipe = _tiny_pipeline(tiny_model, rig, registration=mode)
+        pipe.open()
+        try:
+            for fs in sets:
+                fs_in = fs if mode == "window" else _register_full(fs, rig)
+                for box in boxes:
+                    pipe.locator = FixedBoxLocator(box)
+                    import edgepad.preprocess as prep
+                    captured = {}
+                    orig = prep.normalise
+
+                    def spy(crops, inputs, scale, _orig=orig, _c=captured):
+                        _c["feed"] = _orig(crops, inputs, scale)
+                        return _c["feed"]
+
+                    monkeypatch.setattr(prep, "normalise", spy)
+                    d = pipe.process(fs_in, now_ns=fs.timestamp_ns)
+                    monkeypatch.setattr(prep, "normalise", orig)
+                    scores.append((d.score, d.reasons, d.modalities))
+                    feeds[mode].append(captured.get("feed"))
+                    if mode == "window":
+                        assert d.latency_ms["register"] > 0.0
+        finally:
+            pipe.close()
+        feeds[mode + "_scores"] = scores
+    assert feeds["window_scores"] == feeds["frame_scores"]
+    n_fed = 0
+    for a, b in zip(feeds["window"], feeds["frame"]):
+        assert (a is None) == (b is None)
+        if a is not None:
+            n_fed += 1
+            assert set(a) == set(b)
+            for k in a:
+                np.testing.assert_array_equal(a[k], b[k])
+    assert n_fed >= 6
+
+
+def test_pipeline_restores_blas_threads_and_capture_registration(synth_sets, tiny_model):
+    from edgepad.engines.backend import load_backend
+    from edgepad.runtime.pipeline import LivenessPipeline, PipelineConfig, blas_threads, set_blas_threads
+    before = blas_threads()
+    if not before:
+        pytest.skip("no OpenBLAS thread control in this numpy build")
+
+    class Cap:
+        register = True
+        rig = synth_sets[1]
+
+        def read(self, timeout_s):
+            return None
+
+    cap = Cap()
+    set_blas_threads(2)
+    try:
+        pipe = LivenessPipeline(cap, load_backend(tiny_model), locator="fixed:0,0,10,10",
+                                config=PipelineConfig(blas_threads=1))
+        with pipe:
+            assert set(blas_threads().values()) == {1}
+            assert cap.register is False  # registered per face window by the pipeline
+        assert set(blas_threads().values()) == {2} and cap.register is True
+        with LivenessPipeline(cap, load_backend(tiny_model), locator="fixed:0,0,10,10",
+                              config=PipelineConfig(blas_threads=None, registration="frame")):
+            assert set(blas_threads().values()) == {2} and cap.register is True
+    finally:
+        set_blas_threads(before)
+    assert blas_threads() == before
+
+
+def test_haar_region_redetection_is_fail_closed():
+    pytest.importorskip("cv2")
+    from edgepad.drivers.synthetic import SyntheticSource
+    from edgepad.runtime.face import HaarFaceLocator
+    from edgepad.types import make_frame
+    src = SyntheticSource(seed=11, presentation_frames=30, species="bonafide")
+    intr = src.rig.intrinsics[Modality.RGB]
+
+    def fs_of(rgb, i):
+        return FrameSet({Modality.RGB: make_frame("rgb", rgb, i, sequence=i, intrinsics=intr)}, i)
+
+    faces = [src.render(i).rgb for i in range(0, 12, 3)]
+    loc = HaarFaceLocator(roi_every=5)
+    full = HaarFaceLocator(roi_every=1)
+    first = loc.locate(fs_of(faces[0], 0))
+    assert first is not None
+    for i, rgb in enumerate(faces[1:], 1):
+        a, b = loc.locate(fs_of(rgb, i)), full.locate(fs_of(rgb, i))
+        assert (a is None) == (b is None)
+        if a is not None:  # same face, found in the region: within a few working-scale pixels of the full search
+            assert max(abs(u - v) for u, v in zip(a.box, b.box)) <= 0.15 * b.box[2]
+    assert loc.searches["roi"] >= 2
+    # the face disappears: the region finds nothing, the full search finds nothing -> no box (never the old one)
+    blank = np.full_like(faces[0], 128)
+    assert loc.locate(fs_of(blank, 10)) is None
+    # the face moved far away (outside the old region): found by the full-frame search on this frame
+    loc.locate(fs_of(faces[0], 11))
+    moved = np.zeros_like(faces[0])
+    h, w = moved.shape[:2]
+    moved[:, : w // 2] = faces[0][:, w // 4: 3 * w // 4]
+    got, ref = loc.locate(fs_of(moved, 12)), full.locate(fs_of(moved, 12))
+    assert (got is None) == (ref is None)
+    if ref is not None:
+        assert abs(got.box[0] - ref.box[0]) <= 0.15 * ref.box[2]
