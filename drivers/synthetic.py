@@ -24,7 +24,9 @@ from edgepad.types import Frame, Modality, parse_modalities
 
 log = logging.getLogger(__name__)
 
-_SCENES = {"default": SPECIES, "bonafide": ("bonafide",), "attacks": SPECIES[1:]}
+#: scene name -> species cycle; "demo" interleaves bona fide faces with every attack species
+_SCENES = {"default": SPECIES, "bonafide": ("bonafide",), "attacks": SPECIES[1:],
+           "demo": tuple(x for a in SPECIES[1:] for x in ("bonafide", a))}
 _START_NS = 1_000_000_000  # synthetic clock origin when realtime=False
 
 

@@ -130,11 +130,16 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """Export of ``best.pt`` (``edgepad train CONFIG --export PATH``): thresholds fitted on dev."""
+    """Export of ``best.pt`` (``edgepad train CONFIG --export PATH``): thresholds fitted on dev.
+
+    ``criterion`` gives the manifest's default threshold; ``extra_criteria`` (e.g. ``["bpcer100", "eer"]``) add
+    further operating points (same subsets) that the runtime can select by name.
+    """
 
     criterion: str = "bpcer20"
     subsets: tuple[tuple[str, ...], ...] = DEFAULT_SUBSETS
     opset: int = 17
+    extra_criteria: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -653,17 +658,24 @@ def fit_operating_points(model, inputs: Mapping[str, Any], dev_base, criterion: 
     ``preprocess.normalise`` does at run time. Returns ``{subset_key: threshold}`` (subsets the model lacks skipped).
     """
     from edgepad import metrics as M
+    scores = _subset_scores(model, inputs, dev_base, subsets, batch_size, workers)
+    return {k: float(M.fit_threshold(s, dev_base.is_bonafide, dev_base.species, criterion))
+            for k, s in scores.items()}
+
+
+def _subset_scores(model, inputs: Mapping[str, Any], dev_base, subsets: Sequence[Sequence[str]], batch_size: int,
+                   workers: int) -> dict[str, np.ndarray]:
+    """Dev scores per modality subset (absent modalities filled as at run time), keyed by ``subset_key``."""
     from edgepad.data.transforms import PADDataset, build_transform
     from edgepad.engines.manifest import subset_key
     size = int(next(iter(inputs.values())).shape[-1])
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for subset in subsets:
-        if not set(subset) <= set(inputs):
+        if not set(subset) <= set(inputs) or subset_key(subset) in out:
             continue
         specs = {m: s for m, s in inputs.items()}
         ds = PADDataset(_Without(dev_base, set(inputs) - set(subset)), specs, build_transform(size, train=False))
-        s = predict(model, ds, batch_size=batch_size, workers=workers)["score"]
-        out[subset_key(subset)] = float(M.fit_threshold(s, dev_base.is_bonafide, dev_base.species, criterion))
+        out[subset_key(subset)] = predict(model, ds, batch_size=batch_size, workers=workers)["score"]
     return out
 
 
@@ -699,24 +711,36 @@ def _portable(obj: Any, base: Path | None = None) -> Any:
 
 def export_checkpoint(checkpoint: Path | str, path: Path | str, cfg: TrainConfig) -> Any:
     """Export ``checkpoint`` to ONNX with dev thresholds: the default at ``cfg.export.criterion`` on all
-    modalities, and per-subset operating points (``cfg.export.subsets``) fitted on dev with the fill value.
+    modalities, and per-subset operating points (``cfg.export.subsets``) fitted on dev with the fill value, for
+    ``cfg.export.criterion`` and each of ``cfg.export.extra_criteria`` (dev scores are computed once per subset).
 
     Returns the written :class:`~edgepad.engines.manifest.ModelManifest`.
     """
     from edgepad.config import to_mapping
     from edgepad.engines.export import export_onnx
     from edgepad.engines.manifest import subset_key
+    from edgepad import metrics as M
     model, inputs, ck = load_checkpoint(checkpoint)
     dev_base = build_dataset(cfg.data, cfg.data.dev_split, cfg.data.dev_frames_per_video or cfg.data.frames_per_video)
     crit = cfg.export.criterion
-    ops = fit_operating_points(model, inputs, dev_base, crit, cfg.export.subsets, cfg.eval_batch_size)
     full = subset_key(inputs)
-    if full not in ops:
-        ops.update(fit_operating_points(model, inputs, dev_base, crit, [tuple(inputs)], cfg.eval_batch_size))
+    scores = _subset_scores(model, inputs, dev_base, [*cfg.export.subsets, tuple(inputs)], cfg.eval_batch_size, 0)
+    points: dict[str, dict[str, float]] = {}
+    for c in dict.fromkeys([crit, *cfg.export.extra_criteria]):
+        points[c] = {k: float(M.fit_threshold(s, dev_base.is_bonafide, dev_base.species, c))
+                     for k, s in scores.items()}
+    ops = points[crit]
     training = {"config": _portable(to_mapping(cfg)), "epoch": ck.get("epoch"), "best": ck.get("best"),
                 "dev_split": cfg.data.dev_split, "protocol": cfg.data.protocol, "dataset": cfg.data.kind}
+    meta_path = Path(cfg.data.root) / "meta.json" if cfg.data.root is not None else None
+    if cfg.data.kind == "synthbench" and meta_path is not None and meta_path.is_file():
+        try:   # the generator and its settings: enough to regenerate the benchmark
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            training["dataset_meta"] = {k: meta.get(k) for k in ("generator", "generator_version", "config")}
+        except (OSError, ValueError):
+            log.warning("cannot read %s; provenance without the generator settings", meta_path)
     return export_onnx(model, path, inputs=inputs, threshold=ops[full], threshold_criterion=crit,
-                       operating_points={crit: ops}, opset=cfg.export.opset, model_name=ck["model"],
+                       operating_points=points, opset=cfg.export.opset, model_name=ck["model"],
                        model_kwargs=ck["model_kwargs"], training=training)
 
 

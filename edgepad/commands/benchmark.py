@@ -57,4 +57,6 @@ def _command_line(args: argparse.Namespace) -> str:
             parts += [flag, str(value)]
     if args.quick:
         parts.append("--quick")
+    if getattr(args, "report_only", False):
+        parts.append("--report-only")
     return " ".join(shlex.quote(str(p)) for p in parts)

@@ -82,14 +82,14 @@ def run_demo(args: Any, out: TextIO | None = None) -> int:
     model = _model_path(args.model)
     if args.frames < 1:
         raise ConfigError("--frames must be >= 1", key="frames")
-    src = SyntheticSource(seed=args.seed, frames=args.frames, fps=args.fps, realtime=bool(args.realtime),
+    src = SyntheticSource("demo", seed=args.seed, frames=args.frames, fps=args.fps, realtime=bool(args.realtime),
                           presentation_frames=args.presentation_frames)
     sync = Synchronizer.for_fps([Modality.RGB, Modality.DEPTH, Modality.IR], args.fps)
     cap = Capture([src], None, sync)
     locator: Any = args.locator
     pipe = open_pipeline(cap, model, locator=locator, config=_pipeline_config(args), threads=args.threads)
     m = pipe.manifest
-    print(f"edgepad demo: synthetic://default seed={args.seed} {args.frames} frame sets, model {model.name} "
+    print(f"edgepad demo: synthetic://demo seed={args.seed} {args.frames} frame sets, model {model.name} "
           f"({m.model}, {'+'.join(x.value for x in m.modalities)}, threshold {pipe.policy.threshold:.3f} "
           f"@ {pipe.policy.criterion}), locator {args.locator}, backend {pipe.backend.kind}", file=out)
     print("NOTE: the default model is trained on synthetic data only; it shows the pipeline working and is not "

@@ -118,3 +118,13 @@ def test_interrupted_run_resumes_and_reevaluates_only_what_is_missing(first_run)
     assert again["run"] == run
     assert again["subsets"]["full"]["acer"] == pytest.approx(before[("concat", "LOO_replay", ())]["subsets"]["full"]["acer"])
     assert (out / "runs" / run / "done.json").is_file()
+
+
+def test_report_only_trains_nothing_and_reports_missing_seeds_as_not_measured(first_run):
+    tmp, matrix, out, doc = first_run
+    runs_before = sorted(p.name for p in (out / "runs").iterdir())
+    res = B.run_benchmark(matrix, out, quick=True, seeds=[0, 1], report_only=True)
+    assert res.trained == 0 and res.evaluated == 0
+    assert {r["seed"] for r in res.records} == {0}
+    assert sorted(p.name for p in (out / "runs").iterdir()) == runs_before
+    assert "over seeds [0, 1]" in res.markdown and "| 1 |" in res.markdown    # the seeds column counts 1
