@@ -3,14 +3,15 @@
 ``train(cfg)`` runs the loop: seeding, data (``edgepad.data`` loaders → transforms → ``preprocess.normalise``),
 model (``create_model``), objective (``edgepad.losses.PADObjective``), optimizer + scheduler, AMP on CUDA,
 DistributedDataParallel under ``torchrun``, dev evaluation with a named selection criterion (``edgepad.metrics``),
-checkpoints ``last.pt`` / ``best.pt`` and a JSONL metrics log (+ TensorBoard when importable).
+checkpoints ``last.pt`` / ``best.pt`` and a metrics log: JSONL + CSV (+ TensorBoard when importable).
 
 Reproducibility: the data order of epoch e comes from a generator seeded with (seed, e); each sample's
 augmentation from (seed, e, index); everything else random (init, modality dropout, dropout) from the global RNGs,
 whose states are saved in ``last.pt``. ``--resume`` therefore continues exactly as the uninterrupted run (CPU;
 on GPU up to non-deterministic kernels).
 
-Run folder: ``config.yaml`` (resolved), ``last.pt``, ``best.pt``, ``metrics.jsonl``, ``tb/`` (optional).
+Run folder: ``config.yaml`` (resolved), ``last.pt``, ``best.pt``, ``metrics.jsonl``, ``metrics.csv``, ``tb/``
+(optional).
 Checkpoint: ``{"model", "model_kwargs", "state_dict", "inputs", "objective", "optimizer", "scheduler", "scaler",
 "epoch", "best", "rng", "config"}`` (interface E).
 """
@@ -432,32 +433,152 @@ def _evaluate(model, objective, dataset, cfg: TrainConfig, device, amp: bool) ->
 # ------------------------------------------------------------------------------------------------ train
 
 class _Logger:
-    def __init__(self, out: Path, enabled: bool, tensorboard: bool) -> None:
+    """Per-epoch metrics log of the main rank: ``metrics.jsonl``, ``metrics.csv`` and ``tb/`` (TensorBoard).
+
+    The CSV has the same rows as the JSONL; its header is the union of the record keys in first-seen order (the
+    file is rewritten when a later record brings a new key; earlier rows leave that cell empty). Dicts/lists are
+    JSON-encoded in a cell. On resume (``start_epoch`` > 0) rows with ``epoch >= start_epoch`` are dropped from
+    both files before logging continues, so a log written past the checkpoint never duplicates an epoch; on a
+    fresh run (``start_epoch`` = 0) old logs and event files are removed. TensorBoard scalars (step = epoch) are
+    written when ``torch.utils.tensorboard`` imports (package ``tensorboard``), with ``purge_step=start_epoch``;
+    otherwise skipped with one log line.
+    """
+
+    def __init__(self, out: Path, enabled: bool, tensorboard: bool, start_epoch: int = 0) -> None:
         self.enabled = enabled
         self.path = out / "metrics.jsonl"
+        self.csv_path = out / "metrics.csv"
+        self.columns: list[str] = []
         self.tb = None
-        if enabled and tensorboard:
+        if not enabled:
+            return
+        kept = self._trim_jsonl(start_epoch)
+        self._trim_csv(start_epoch, kept)
+        tb_dir = out / "tb"
+        if start_epoch == 0 and tb_dir.is_dir():
+            for p in tb_dir.glob("events.out.tfevents.*"):
+                p.unlink()
+        if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
-                self.tb = SummaryWriter(str(out / "tb"))
-            except Exception:  # noqa: BLE001 - optional
-                log.info("TensorBoard not available (pip install tensorboard); logging JSONL only")
+            except ImportError as exc:
+                log.info("TensorBoard not available (%s; pip install tensorboard): skipping tb/, logging "
+                         "metrics.jsonl and metrics.csv only", exc)
+            else:
+                try:
+                    self.tb = SummaryWriter(str(tb_dir), purge_step=start_epoch)
+                except Exception as exc:  # noqa: BLE001 - a broken optional install must not stop training
+                    log.warning("TensorBoard writer failed (%s): skipping tb/", exc)
+
+    @staticmethod
+    def _epoch(value: Any) -> int | None:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return None
+
+    def _trim_jsonl(self, start_epoch: int) -> list[dict]:
+        """Keep the records of epochs < ``start_epoch`` (unreadable lines dropped); returns them."""
+        if not self.path.is_file():
+            return []
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        kept, keep_lines = [], []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                log.warning("%s: dropping an unreadable line", self.path)
+                continue
+            e = self._epoch(rec.get("epoch")) if isinstance(rec, dict) else None
+            if e is not None and e < start_epoch:
+                kept.append(rec)
+                keep_lines.append(line)
+        if len(keep_lines) != len(lines):
+            if start_epoch > 0:
+                log.info("%s: dropped %d record(s) of epochs >= %d (resuming)", self.path,
+                         len(lines) - len(keep_lines), start_epoch)
+            self._replace(self.path, "".join(x + "\n" for x in keep_lines))
+        return kept
+
+    def _trim_csv(self, start_epoch: int, jsonl_rows: list[dict]) -> None:
+        """Keep the CSV rows of epochs < ``start_epoch``; rebuild it from the JSONL when it is missing."""
+        import csv
+        if not self.csv_path.is_file():
+            if jsonl_rows:
+                for rec in jsonl_rows:
+                    self._add_columns(rec)
+                self._write_csv([self._row(r) for r in jsonl_rows])
+            return
+        with self.csv_path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            self.columns = list(reader.fieldnames or [])
+            rows = list(reader)
+        kept = [r for r in rows if (e := self._epoch(r.get("epoch"))) is not None and e < start_epoch]
+        if len(kept) != len(rows) or not self.columns:
+            self._write_csv(kept)
+
+    def _add_columns(self, rec: Mapping[str, Any]) -> bool:
+        new = [k for k in rec if k not in self.columns]
+        self.columns.extend(new)
+        return bool(new)
+
+    @staticmethod
+    def _cell(v: Any) -> Any:
+        if v is None:
+            return ""
+        if isinstance(v, (Mapping, list, tuple)):
+            return json.dumps(v, default=float)
+        if hasattr(v, "item"):      # numpy / torch scalars
+            return v.item()
+        return v
+
+    def _row(self, rec: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: self._cell(v) for k, v in rec.items()}
+
+    def _write_csv(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        import csv
+        import io
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=self.columns, restval="", lineterminator="\n")
+        if self.columns:
+            w.writeheader()
+        w.writerows(rows)
+        self._replace(self.csv_path, buf.getvalue())
+
+    @staticmethod
+    def _replace(path: Path, text: str) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
 
     def write(self, rec: Mapping[str, Any]) -> None:
+        """Append one epoch record to the JSONL, the CSV and TensorBoard (numeric values, step = ``epoch``)."""
         if not self.enabled:
             return
+        import csv
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(rec, default=float) + "\n")
+        if self._add_columns(rec) or not self.csv_path.is_file():
+            rows: list[dict[str, Any]] = []
+            if self.csv_path.is_file():
+                with self.csv_path.open(newline="", encoding="utf-8") as f:
+                    rows = list(csv.DictReader(f))
+            self._write_csv([*rows, self._row(rec)])
+        else:
+            with self.csv_path.open("a", newline="", encoding="utf-8") as f:
+                csv.DictWriter(f, fieldnames=self.columns, restval="", lineterminator="\n").writerow(self._row(rec))
         if self.tb is not None:
-            step = rec.get("epoch", 0)
+            step = int(rec.get("epoch", 0))
             for k, v in rec.items():
-                if isinstance(v, (int, float)) and k != "epoch":
+                v = self._cell(v)
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch":
                     self.tb.add_scalar(k, v, step)
             self.tb.flush()
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+            self.tb = None
 
 
 def _checkpoint(model, objective, opt, sch, scaler, epoch: int, best: Mapping[str, Any], cfg: TrainConfig,
@@ -514,7 +635,7 @@ def train(cfg: TrainConfig, *, resume: bool = False,
     if resume and not last_path.is_file():
         raise ConfigError(f"--resume: {last_path} does not exist", key="out")
     if not resume and main:
-        for p in (out_dir / "metrics.jsonl",):
+        for p in (out_dir / "metrics.jsonl", out_dir / "metrics.csv"):
             if p.exists():
                 p.unlink()
     if main:
@@ -555,7 +676,7 @@ def train(cfg: TrainConfig, *, resume: bool = False,
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    logger = _Logger(out_dir, main, cfg.tensorboard)
+    logger = _Logger(out_dir, main, cfg.tensorboard, start_epoch)
     summary: dict[str, Any] = {"out": str(out_dir), "world_size": world, "epochs_run": 0}
     try:
         for epoch in range(start_epoch, cfg.epochs):
