@@ -446,29 +446,7 @@ def _pixel_data(intr: Intrinsics, target: Intrinsics, ext: Extrinsics, semantics
     subset = None
     if cull is not None:
         distorted = _distorts_target(target, semantics)
-        lo_u = np.full(intr.width * intr.height, np.inf)
-        hi_u, lo_v, hi_v = -lo_u, lo_u.copy(), -lo_u
-        unsure = np.zeros(lo_u.shape, bool)
-        r, t = ext.r, ext.t
-        # projection is monotonic in depth along the epipolar line: the ends bound it; a distorting lens bends
-        # the line, so sample it and widen the margin
-        depths = np.geomspace(cull[0], cull[1], 8) if distorted else cull
-        r_safe = _monotonic_radius(target) if distorted else np.inf
-        for off in offsets:
-            rx, ry = (a.reshape(-1).astype(np.float64) for a in corner_rays(intr, off, semantics))
-            a = [r[k, 0] * rx + r[k, 1] * ry + r[k, 2] for k in range(3)]
-            for dm in depths:
-                zz = dm * a[2] + t[2]
-                unsure |= ~(zz > 1e-9)
-                with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                    x, y = (dm * a[0] + t[0]) / zz, (dm * a[1] + t[1]) / zz
-                    if distorted:  # beyond the monotonic part of the radial map a point may fold back in
-                        unsure |= ~(x * x + y * y < r_safe * r_safe)
-                        x, y = distort(x, y, target)
-                    u, v = x * target.fx + target.cx, y * target.fy + target.cy
-                unsure |= ~(np.isfinite(u) & np.isfinite(v))
-                lo_u, hi_u = np.fmin(lo_u, u), np.fmax(hi_u, u)
-                lo_v, hi_v = np.fmin(lo_v, v), np.fmax(hi_v, v)
+        lo_u, hi_u, lo_v, hi_v, unsure = _corner_bounds(intr, target, ext, semantics, offsets, cull)
         m = 8.0 if distorted else 2.0
         keep = unsure | ((hi_u >= -m) & (lo_u <= target.width - 1 + m) & (hi_v >= -m)
                          & (lo_v <= target.height - 1 + m))
@@ -490,6 +468,40 @@ def _pixel_data(intr: Intrinsics, target: Intrinsics, ext: Extrinsics, semantics
             rx, ry = corner_rays(intr, off, semantics)
             corners.append((pick(rx), pick(ry)))
     return _PixelData(subset, folded, corners[0], corners[1] if rect else None)
+
+
+def _corner_bounds(intr: Intrinsics, target: Intrinsics, ext: Extrinsics, semantics: Semantics,
+                   offsets: tuple[float, ...], cull: tuple[float, float]):
+    """Per depth pixel (flattened): the target-pixel range ``lo_u, hi_u, lo_v, hi_v`` its corners can reach for
+    any depth in ``cull`` (metres), and an ``unsure`` mask of pixels for which no bound holds.
+
+    Projection is monotonic in depth along the epipolar line, so the two ends bound it; a distorting target lens
+    bends the line, so it is sampled at 8 depths and points beyond the monotonic part of its radial map (which may
+    fold back into view) are unsure.
+    """
+    distorted = _distorts_target(target, semantics)
+    lo_u = np.full(intr.width * intr.height, np.inf)
+    hi_u, lo_v, hi_v = -lo_u, lo_u.copy(), -lo_u
+    unsure = np.zeros(lo_u.shape, bool)
+    r, t = ext.r, ext.t
+    depths = np.geomspace(cull[0], cull[1], 8) if distorted else cull
+    r_safe = _monotonic_radius(target) if distorted else np.inf
+    for off in offsets:
+        rx, ry = (a.reshape(-1).astype(np.float64) for a in corner_rays(intr, off, semantics))
+        a = [r[k, 0] * rx + r[k, 1] * ry + r[k, 2] for k in range(3)]
+        for dm in depths:
+            zz = dm * a[2] + t[2]
+            unsure |= ~(zz > 1e-9)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                x, y = (dm * a[0] + t[0]) / zz, (dm * a[1] + t[1]) / zz
+                if distorted:
+                    unsure |= ~(x * x + y * y < r_safe * r_safe)
+                    x, y = distort(x, y, target)
+                u, v = x * target.fx + target.cx, y * target.fy + target.cy
+            unsure |= ~(np.isfinite(u) & np.isfinite(v))
+            lo_u, hi_u = np.fmin(lo_u, u), np.fmax(hi_u, u)
+            lo_v, hi_v = np.fmin(lo_v, v), np.fmax(hi_v, v)
+    return lo_u, hi_u, lo_v, hi_v, unsure
 
 
 def _monotonic_radius(intr: Intrinsics, r_max: float = 3.0) -> float:
@@ -818,27 +830,7 @@ def _window_bounds(intr: Intrinsics, target: Intrinsics, ext: Extrinsics, semant
     its row's v range."""
     offsets = (-0.5, 0.5) if rect else (-0.5,)
     distorted = _distorts_target(target, semantics)
-    lo_u = np.full(intr.width * intr.height, np.inf)
-    hi_u, lo_v, hi_v = -lo_u, lo_u.copy(), -lo_u
-    unsure = np.zeros(lo_u.shape, bool)
-    r, t = ext.r, ext.t
-    depths = np.geomspace(cull[0], cull[1], 8) if distorted else cull
-    r_safe = _monotonic_radius(target) if distorted else np.inf
-    for off in offsets:
-        rx, ry = (a.reshape(-1).astype(np.float64) for a in corner_rays(intr, off, semantics))
-        a = [r[k, 0] * rx + r[k, 1] * ry + r[k, 2] for k in range(3)]
-        for dm in depths:
-            zz = dm * a[2] + t[2]
-            unsure |= ~(zz > 1e-9)
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                x, y = (dm * a[0] + t[0]) / zz, (dm * a[1] + t[1]) / zz
-                if distorted:
-                    unsure |= ~(x * x + y * y < r_safe * r_safe)
-                    x, y = distort(x, y, target)
-                u, v = x * target.fx + target.cx, y * target.fy + target.cy
-            unsure |= ~(np.isfinite(u) & np.isfinite(v))
-            lo_u, hi_u = np.fmin(lo_u, u), np.fmax(hi_u, u)
-            lo_v, hi_v = np.fmin(lo_v, v), np.fmax(hi_v, v)
+    lo_u, hi_u, lo_v, hi_v, unsure = _corner_bounds(intr, target, ext, semantics, offsets, cull)
     shape = (intr.height, intr.width)
     sure = ~unsure.reshape(shape)
 
