@@ -146,14 +146,7 @@ def _project_corner(z: np.ndarray, rx: np.ndarray, ry: np.ndarray, scale: float,
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         X /= Z
         Y /= Z
-        if _distorts_target(target, semantics):
-            X, Y = _distort_f32(X, Y, target, semantics)
-        X *= _F32(target.fx)
-        X += _F32(target.cx)
-        X += _F32(0.5)
-        Y *= _F32(target.fy)
-        Y += _F32(target.cy)
-        Y += _F32(0.5)
+        _to_pixels_f32(X, Y, target, semantics)
         lim = _F32(2.0 ** 31)
         bad = ~((Z > 0) & (np.abs(X) < lim) & (np.abs(Y) < lim))  # NaN compares False: dropped too
         X[bad] = 0
@@ -381,14 +374,7 @@ def _corner_fast(d, acc, rx, ry, r, target: Intrinsics, semantics: Semantics, ta
     valid &= np.greater(Z, 0, out=ws.get("zgt", n, np.bool_))
     X /= Z
     Y /= Z
-    if _distorts_target(target, semantics):
-        X[...], Y[...] = _distort_f32(X, Y, target, semantics)
-    X *= _F32(target.fx)
-    X += _F32(target.cx)
-    X += _F32(0.5)
-    Y *= _F32(target.fy)
-    Y += _F32(target.cy)
-    Y += _F32(0.5)
+    _to_pixels_f32(X, Y, target, semantics)
     iu = ws.get(f"iu{tag}", n, np.int32)
     iv = ws.get(f"iv{tag}", n, np.int32)
     iu[...] = X  # truncation toward zero; NaN/overflow give an int32 limit (handled with the rare rectangles)
@@ -468,6 +454,18 @@ def _pixel_data(intr: Intrinsics, target: Intrinsics, ext: Extrinsics, semantics
             rx, ry = corner_rays(intr, off, semantics)
             corners.append((pick(rx), pick(ry)))
     return _PixelData(subset, folded, corners[0], corners[1] if rect else None)
+
+
+def _to_pixels_f32(X: np.ndarray, Y: np.ndarray, target: Intrinsics, semantics: Semantics) -> None:
+    """In place: normalised float32 coordinates → target pixel + 0.5 (librealsense's float32 operation order)."""
+    if _distorts_target(target, semantics):
+        X[...], Y[...] = _distort_f32(X, Y, target, semantics)
+    X *= _F32(target.fx)
+    X += _F32(target.cx)
+    X += _F32(0.5)
+    Y *= _F32(target.fy)
+    Y += _F32(target.cy)
+    Y += _F32(0.5)
 
 
 def _corner_bounds(intr: Intrinsics, target: Intrinsics, ext: Extrinsics, semantics: Semantics,

@@ -6,7 +6,8 @@ import argparse
 DEFAULT_MODEL = "edgepad/assets/default.onnx"
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def add_policy_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Face locator, decision-policy and backend options shared by ``demo``, ``run`` and ``serve``."""
     parser.add_argument("--locator", default="haar",
                         help="face locator: haar (default), truth (synthetic sources only), fixed:x,y,w,h")
     parser.add_argument("--operating-point", default=None,
@@ -19,6 +20,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     parser.add_argument("--threaded", action="store_true",
                         help="threaded pipeline (capture / inference / decision threads, drop-oldest queues)")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    add_policy_arguments(parser)
     parser.add_argument("--every", type=int, default=1, help="print every N-th decision (default 1)")
     parser.add_argument("--json", action="store_true", help="one JSON object per decision instead of text")
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from edgepad.commands.runtime import add_policy_arguments
+
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", nargs="+", metavar="SOURCE_URI",
@@ -41,17 +43,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     sec.add_argument("--public-key", default=None, metavar="FILE",
                      help="vendor Ed25519 public key: refuse a model whose manifest is not signed by it")
     pol = parser.add_argument_group("decision policy")
-    pol.add_argument("--locator", default="haar",
-                     help="face locator: haar (default), truth (synthetic sources only), fixed:x,y,w,h")
-    pol.add_argument("--operating-point", default=None,
-                     help="manifest operating point, e.g. bpcer20; default: the manifest's")
-    pol.add_argument("--k", type=int, default=3, help="live votes needed among the last n (default 3)")
-    pol.add_argument("--n", type=int, default=5, help="vote window in frames (default 5)")
-    pol.add_argument("--max-age-ms", type=float, default=150.0, help="staleness limit in ms (default 150)")
-    pol.add_argument("--lockout-after", type=int, default=0,
-                     help="lock out after N consecutive spoof attempts (0 = never); reset: POST /v1/lockout/reset")
-    pol.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
-    pol.add_argument("--threaded", action="store_true", help="threaded pipeline (drop-oldest queues)")
+    add_policy_arguments(pol)  # same options as `edgepad run`; lockout reset here: POST /v1/lockout/reset
     pol.add_argument("--restart-s", type=float, default=2.0,
                      help="rebuild the pipeline N s after a source failure (default 2; -1 = exit instead)")
 
