@@ -178,8 +178,11 @@ class RealSenseSource(ThreadedSource):
                 self._start_sensors(rs, self._device_in)
             else:
                 self._start_pipeline(rs)
-        except RuntimeError as exc:
-            raise SourceError(f"cannot start: {exc}", self.uri) from exc
+        except BaseException as exc:
+            self._stop_device()  # never leave SDK threads streaming behind an error
+            if isinstance(exc, RuntimeError):
+                raise SourceError(f"cannot start: {exc}", self.uri) from exc
+            raise
         self._last_frame_t = time.monotonic()
 
     def _start_pipeline(self, rs) -> None:
@@ -207,15 +210,21 @@ class RealSenseSource(ThreadedSource):
                 cfg.enable_stream(rs.stream.infrared, self.ir_index, w, h, rs.format.y8, fps)
             self._watch_unplug(rs)
         pipe = rs.pipeline()
-        profile = pipe.start(cfg)
-        self._pipe = pipe
-        dev = profile.get_device()
+        # Resolve first (no streaming yet): streams are checked and playback timing is set before any SDK
+        # thread runs, so a refused open leaves nothing behind; start() reuses the resolved profile.
+        resolved = cfg.resolve(rs.pipeline_wrapper(pipe))
+        dev = resolved.get_device()
+        self._read_device(rs, dev, [s for s in resolved.get_streams()])
         if self.is_playback:
             self._playback = dev.as_playback()
             self._playback.set_real_time(self.realtime)
         else:
             self._configure_options(rs, dev)
-        self._read_device(rs, dev, [s for s in profile.get_streams()])
+        profile = pipe.start(cfg)
+        self._pipe = pipe
+        if self.is_playback:
+            self._playback = profile.get_device().as_playback()
+            self._playback.set_real_time(self.realtime)
 
     def _start_sensors(self, rs, dev) -> None:
         """Sensor-level capture (software devices, or cameras without a pipeline): one frame queue per sensor."""
