@@ -284,15 +284,9 @@ def train_rows_hash(root: Path, protocol: str, folds: Sequence[str] = ("train", 
 
 
 # ================================================================================================ training
-#: preset key (not a TrainConfig field) overriding fields of the model's input specs, e.g.
-#: ``{"depth": {"depth_norm": "absolute", "clip": [0.2, 1.5]}}`` (TrainConfig.inputs cannot set ``clip``)
-INPUTS_OVERRIDE = "inputs_override"
-
-
 def train_mapping(cfg: MatrixConfig, preset: str, seed: int, root: Path, protocol: str, run_dir: Path) -> dict:
-    """The resolved ``TrainConfig`` mapping of one run (without the preset's ``inputs_override``)."""
+    """The resolved ``TrainConfig`` mapping of one run."""
     m = deep_merge(cfg.train, cfg.models[preset])
-    m.pop(INPUTS_OVERRIDE, None)
     m = deep_merge(m, {"data": {"kind": "synthbench", "root": str(root), "protocol": protocol},
                        "seed": int(seed), "out": str(run_dir), "tensorboard": False})
     return m
@@ -363,49 +357,13 @@ def ensure_trained(cfg: MatrixConfig, preset: str, seed: int, root: Path, dhash:
     if progress:
         progress(f"train {preset} seed {seed} on {protocol} rows{' (resume)' if resume else ''} -> {run_dir.name}")
     t0 = time.perf_counter()
-    with _inputs_override(cfg.models[preset].get(INPUTS_OVERRIDE)):
-        summary = train(tcfg, resume=resume)
+    summary = train(tcfg, resume=resume)
     info = {"key": key, "preset": preset, "seed": seed, "protocol_trained_on": protocol, "rows_hash": rows,
             "data_hash": dhash, "best": summary.get("best"), "epochs": tcfg.epochs,
             "samples_per_s": summary.get("samples_per_s"), "train_s": time.perf_counter() - t0,
             "train_samples": _count_samples(run_dir)}
     done.write_text(json.dumps(info, indent=1, default=float) + "\n", encoding="utf-8")
     return run_dir, info
-
-
-class _inputs_override:
-    """Context manager: ``edgepad.training.input_specs`` returns specs with ``override`` applied.
-
-    Workaround (benchmark only): ``TrainConfig.inputs`` can set ``depth_norm`` but not ``clip``, and
-    ``depth_norm: absolute`` with the default face-relative clip (±0.1 m) saturates every pixel. The overridden
-    specs are what the checkpoint records (``inputs``), so evaluation and any export use the same preprocessing.
-    """
-
-    def __init__(self, override: Mapping[str, Mapping[str, Any]] | None) -> None:
-        self.override = dict(override or {})
-        self.saved = None
-
-    def __enter__(self) -> "_inputs_override":
-        if not self.override:
-            return self
-        from edgepad import training
-        self.saved = training.input_specs
-        original, override = self.saved, self.override
-
-        def patched(tcfg):
-            specs = dict(original(tcfg))
-            for name, fields in override.items():
-                if name in specs:
-                    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in fields.items()}
-                    specs[name] = dataclasses.replace(specs[name], **kw)
-            return specs
-        training.input_specs = patched
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.saved is not None:
-            from edgepad import training
-            training.input_specs = self.saved
 
 
 def _count_samples(run_dir: Path) -> int | None:
@@ -417,30 +375,16 @@ def _count_samples(run_dir: Path) -> int | None:
 
 
 # ================================================================================================ evaluation
-class _Subset:
-    """A FrameDataset view whose samples lack the modalities outside ``keep`` (missing-stream case)."""
-
-    def __init__(self, base, keep: Sequence[str]) -> None:
-        self.base, self.keep = base, set(keep)
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int):
-        s = self.base[i]
-        return dataclasses.replace(s, modalities={m: x for m, x in s.modalities.items() if m in self.keep})
-
-
 def score_fold(model, inputs: Mapping[str, Any], root: Path, protocol: str, fold: str, keep: Sequence[str],
                batch_size: int = 128):
     """Frame-level :class:`~edgepad.evaluation.ScoreSet` of ``model`` on one fold, presenting only ``keep``."""
     from edgepad.data.datasets import SynthBenchDataset
     from edgepad.data.transforms import PADDataset, build_transform
     from edgepad.evaluation import FRAME_SEPARATOR, ScoreSet
-    from edgepad.training import predict
+    from edgepad.training import WithoutModalities, predict
     base = SynthBenchDataset(root, protocol, split=fold, cache=False)
     size = int(next(iter(inputs.values())).shape[-1])
-    ds = PADDataset(_Subset(base, keep), inputs, build_transform(size, train=False))
+    ds = PADDataset(WithoutModalities(base, set(inputs) - set(keep)), inputs, build_transform(size, train=False))
     s = predict(model, ds, batch_size=batch_size)["score"].astype(np.float64)
     recs = base.records
     return ScoreSet([r.subject or r.video_id for r in recs],

@@ -328,7 +328,7 @@ def score_protocol(backend, root: Path | str, protocol: str, *, folds: Sequence[
         ``{fold: ScoreSet}`` at frame level (``test_label = video#frame``); ``meta["groups"]`` maps each label to
         the sample's group (skin tone / ethnicity) when the dataset knows it.
     """
-    from edgepad.preprocess import normalise
+    from edgepad.preprocess import crop_face_depth_m, normalise
     from edgepad.types import parse_modalities
     model_mods = [m.value for m in backend.manifest.modalities]
     mods = model_mods if subset is None else [m.value for m in parse_modalities(list(subset))]
@@ -361,7 +361,10 @@ def score_protocol(backend, root: Path | str, protocol: str, *, folds: Sequence[
             t0 = time.perf_counter()
             for smp in iter_protocol_fold(root, protocol, fold, max_frames, limit):
                 present = {m: smp.modalities[m] for m in mods if m in smp.modalities}
-                pending.append(normalise(present, inputs, smp.depth_scale_m))
+                z = smp.face_depth_m
+                if z is None and "depth" in smp.modalities:  # known even when depth is not presented (box size)
+                    z = crop_face_depth_m(smp.modalities["depth"], smp.depth_scale_m)
+                pending.append(normalise(present, inputs, smp.depth_scale_m, face_depth_m=z))
                 label = f"{smp.video_id}{FRAME_SEPARATOR}{smp.frame_idx}"
                 labels.append(label)
                 cids.append(smp.subject if smp.subject is not None else smp.video_id.split("_", 1)[0])

@@ -352,13 +352,26 @@ _CROP_LAYOUT = {Modality.RGB: ("uint8 S×S×3", (np.uint8,), 3), Modality.DEPTH:
                 Modality.IR: ("uint8 S×S", (np.uint8,), 2)}
 
 
-def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float) -> dict[str, np.ndarray]:
+def crop_face_depth_m(depth_crop: np.ndarray, depth_scale_m: float) -> float | None:
+    """Face distance (m) of a raw depth crop: median valid depth of the central S/2 × S/2 window (fallback: all
+    valid pixels); None without valid depth. The same reference ``face_relative`` depth uses."""
+    d = np.asarray(depth_crop)
+    valid = d > 0
+    if not valid.any():
+        return None
+    centre = _central(d)[_central(valid)]
+    return float(np.median(centre if centre.size else d[valid])) * float(depth_scale_m)
+
+
+def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float, *,
+              face_depth_m: float | None = None) -> dict[str, np.ndarray]:
     """Model inputs from raw-unit crops, per :class:`InputSpec` (the same code for training and runtime).
 
     Per input named ``m`` (a modality name) with spec ``(mean, std, clip, missing_fill, depth_norm)``:
 
     - rgb / ir (``uint8``): ``x_s = clip01((x − lo) / (hi − lo))`` with ``(lo, hi) = clip or (0, 255)``;
-      then ``(x_s − mean_c) / std_c`` per channel.
+      then ``(x_s − mean_c) / std_c`` per channel. IR with ``distance_ref_m``: first ``x · (z / distance_ref_m)²``
+      (z = ``face_depth_m``, else the depth crop's :func:`crop_face_depth_m`, else uncompensated).
     - depth (``uint16`` raw units, metres = raw · ``depth_scale_m``), by ``depth_norm``:
       ``face_relative``: ``d − median(valid d in the central S/2 × S/2 window)`` (fallback: all valid pixels),
       scaled with ``clip`` (metres, default ±0.1) to [0, 1], then mean/std; holes → :data:`DEPTH_HOLE_VALUE`.
@@ -372,6 +385,8 @@ def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float) -> dict[str
         crops: raw crops keyed by :class:`Modality` or name (as from :func:`face_crops`).
         inputs: ``{name: InputSpec}``, e.g. ``manifest.inputs`` or :func:`default_input_specs`.
         depth_scale_m: metres per raw depth unit.
+        face_depth_m: face distance (m) for IR fall-off compensation when the depth crop is absent (the
+            runtime's box-size estimate); ignored by inputs without ``distance_ref_m``.
 
     Returns:
         ``{name: float32 1×C×S×S}`` for every spec in ``inputs`` (C and S from ``spec.shape``).
@@ -412,6 +427,15 @@ def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float) -> dict[str
             if not hi > lo:
                 raise ConfigError(f"inputs[{name}].clip must have hi > lo, got {spec.clip}", key="clip")
             xs = crop.astype(np.float32)
+            ref = getattr(spec, "distance_ref_m", None)
+            if ref is not None:
+                if not (isinstance(ref, (int, float)) and ref > 0):
+                    raise ConfigError(f"inputs[{name}].distance_ref_m must be > 0 m, got {ref!r}", key="distance_ref_m")
+                z = face_depth_m
+                if z is None and "depth" in by_name:
+                    z = crop_face_depth_m(by_name["depth"], depth_scale_m)
+                if z is not None and math.isfinite(z) and z > 0:
+                    xs = xs * np.float32((z / float(ref)) ** 2)
             xs = np.clip((xs - lo) / (hi - lo), 0.0, 1.0)
             xs = xs.transpose(2, 0, 1) if xs.ndim == 3 else xs[None]
             if xs.shape[0] != c:

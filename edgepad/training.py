@@ -68,11 +68,18 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class InputConfig:
-    """Model inputs: ``preprocess.default_input_specs(size_px)`` with optional overrides."""
+    """Model inputs: ``preprocess.default_input_specs(size_px)`` with optional overrides.
+
+    Attributes:
+        clip: raw-value range per modality name, e.g. ``{ir: [0, 160]}`` (InputSpec.clip).
+        ir_distance_ref_m: IR emitter fall-off compensation reference distance (m; InputSpec.distance_ref_m).
+    """
 
     size_px: int = 112
     missing_fill: float = 0.0
     depth_norm: str | None = None
+    clip: Mapping[str, tuple[float, float]] | None = None
+    ir_distance_ref_m: float | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,7 @@ class AugmentConfig:
     cutout_px: int = 0
     jitter_offset: float = 0.0
     jitter_gamma: tuple[float, float] | None = None
+    jitter_modalities: tuple[str, ...] = ("rgb", "ir")
 
 
 @dataclass(frozen=True)
@@ -207,8 +215,31 @@ def input_specs(cfg: TrainConfig) -> dict:
         s = replace(specs[m], missing_fill=float(cfg.inputs.missing_fill))
         if m == "depth" and cfg.inputs.depth_norm:
             s = replace(s, depth_norm=cfg.inputs.depth_norm)
+        if m == "ir" and cfg.inputs.ir_distance_ref_m is not None:
+            if not cfg.inputs.ir_distance_ref_m > 0:
+                raise ConfigError("inputs.ir_distance_ref_m must be > 0 m", key="inputs.ir_distance_ref_m")
+            s = replace(s, distance_ref_m=float(cfg.inputs.ir_distance_ref_m))
+        clip = (cfg.inputs.clip or {}).get(m)
+        if clip is not None:
+            if not clip[1] > clip[0]:
+                raise ConfigError(f"inputs.clip.{m} must be [lo, hi] with hi > lo, got {list(clip)}",
+                                  key=f"inputs.clip.{m}")
+            s = replace(s, clip=(float(clip[0]), float(clip[1])))
         out[m] = s
+    unknown = set(cfg.inputs.clip or {}) - set(out)
+    if unknown:
+        raise ConfigError(f"inputs.clip names modalities the model does not have: {sorted(unknown)}",
+                          key="inputs.clip", suggestions=sorted(out))
     return out
+
+
+def train_transform(cfg: TrainConfig):
+    """The training augmentation of ``cfg.augment`` (``edgepad.data.transforms.build_transform``)."""
+    from edgepad.data.transforms import build_transform
+    ac = cfg.augment
+    return build_transform(cfg.inputs.size_px, train=True, flip=ac.flip, crop_scale=ac.crop_scale,
+                           cutout_px=ac.cutout_px, jitter_offset=ac.jitter_offset, jitter_gamma=ac.jitter_gamma,
+                           jitter_modalities=ac.jitter_modalities)
 
 
 def build_dataset(cfg: DataConfig, split: str, frames_per_video: int | None):
@@ -645,11 +676,7 @@ def train(cfg: TrainConfig, *, resume: bool = False,
     inputs = input_specs(cfg)
     train_base = build_dataset(cfg.data, cfg.data.train_split, cfg.data.frames_per_video)
     dev_base = build_dataset(cfg.data, cfg.data.dev_split, cfg.data.dev_frames_per_video or cfg.data.frames_per_video)
-    ac = cfg.augment
-    train_ds = PADDataset(train_base, inputs, build_transform(cfg.inputs.size_px, train=True, flip=ac.flip,
-                                                              crop_scale=ac.crop_scale, cutout_px=ac.cutout_px,
-                                                              jitter_offset=ac.jitter_offset,
-                                                              jitter_gamma=ac.jitter_gamma), seed=cfg.seed)
+    train_ds = PADDataset(train_base, inputs, train_transform(cfg), seed=cfg.seed)
     dev_ds = PADDataset(dev_base, inputs, build_transform(cfg.inputs.size_px, train=False), seed=cfg.seed)
     if len(train_ds) < cfg.batch_size * world:
         raise DatasetError(f"{len(train_ds)} training samples < batch_size × world ({cfg.batch_size} × {world})")
@@ -731,9 +758,12 @@ def train(cfg: TrainConfig, *, resume: bool = False,
             if main:
                 ev = _evaluate(model, objective, dev_ds, cfg, device, amp)
                 rec.update(ev)
-                improved = ev["select_value"] < best["value"] or best["epoch"] < 0
+                # a tie on the criterion (e.g. dev BPCER20 = 0 for many epochs) goes to the lower dev loss
+                improved = best["epoch"] < 0 or ev["select_value"] < best["value"] or (
+                    ev["select_value"] == best["value"] and ev["dev_loss"] < best.get("dev_loss", math.inf))
                 if improved:
-                    best = {"epoch": epoch, "value": float(ev["select_value"]), "select": ev["select"]}
+                    best = {"epoch": epoch, "value": float(ev["select_value"]), "select": ev["select"],
+                            "dev_loss": float(ev["dev_loss"])}
                 rec["best_epoch"] = best["epoch"]
                 ck = _checkpoint(model, objective, opt, sch, scaler, epoch, best, cfg, inputs)
                 _save(ck, last_path)
@@ -794,13 +824,13 @@ def _subset_scores(model, inputs: Mapping[str, Any], dev_base, subsets: Sequence
     for subset in subsets:
         if not set(subset) <= set(inputs) or subset_key(subset) in out:
             continue
-        specs = {m: s for m, s in inputs.items()}
-        ds = PADDataset(_Without(dev_base, set(inputs) - set(subset)), specs, build_transform(size, train=False))
+        ds = PADDataset(WithoutModalities(dev_base, set(inputs) - set(subset)), dict(inputs),
+                        build_transform(size, train=False))
         out[subset_key(subset)] = predict(model, ds, batch_size=batch_size, workers=workers)["score"]
     return out
 
 
-class _Without:
+class WithoutModalities:
     """A FrameDataset view whose samples lack some modalities (the runtime's missing-stream case)."""
 
     def __init__(self, base, drop: set[str]) -> None:
@@ -811,7 +841,11 @@ class _Without:
 
     def __getitem__(self, i: int):
         s = self.base[i]
-        return replace(s, modalities={m: x for m, x in s.modalities.items() if m not in self.drop})
+        from edgepad.preprocess import crop_face_depth_m
+        z = s.face_depth_m
+        if z is None and "depth" in self.drop and "depth" in s.modalities:
+            z = crop_face_depth_m(s.modalities["depth"], s.depth_scale_m)  # the runtime's box-size estimate
+        return replace(s, modalities={m: x for m, x in s.modalities.items() if m not in self.drop}, face_depth_m=z)
 
 
 def _portable(obj: Any, base: Path | None = None) -> Any:
@@ -873,17 +907,13 @@ def throughput(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict[str, 
     The data pipeline is not the bottleneck when (a) ≥ (b); (c) is what training achieves.
     """
     torch = require("torch")
-    from edgepad.data.transforms import PADDataset, build_transform
+    from edgepad.data.transforms import PADDataset
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     inputs = input_specs(cfg)
     base = build_dataset(cfg.data, cfg.data.train_split, cfg.data.frames_per_video)
-    ac = cfg.augment
-    ds = PADDataset(base, inputs, build_transform(cfg.inputs.size_px, train=True, flip=ac.flip,
-                                                  crop_scale=ac.crop_scale, cutout_px=ac.cutout_px,
-                                                  jitter_offset=ac.jitter_offset, jitter_gamma=ac.jitter_gamma),
-                    seed=cfg.seed)
+    ds = PADDataset(base, inputs, train_transform(cfg), seed=cfg.seed)
     device = _device(cfg, 0)
     amp = bool(cfg.amp and device.type == "cuda")
     model = build_model(cfg, inputs).to(device).train()

@@ -38,6 +38,9 @@ class InputSpec(TensorSpec):
             band or ``(0, 255)`` for 8-bit images); None = dtype range.
         missing_fill: value written to the whole tensor, in normalised space, when the modality is absent.
         depth_norm: depth normalisation ("face_relative": metres relative to the face median, "mad": CMFL MAD).
+        distance_ref_m: IR only: emitter fall-off compensation, raw ``x · (z_face / distance_ref_m)²`` before
+            ``clip`` (active NIR falls as 1/r², so the compensated value tracks reflectance, not distance);
+            None = off.
     """
 
     mean: tuple[float, ...] = (0.5,)
@@ -45,6 +48,7 @@ class InputSpec(TensorSpec):
     clip: tuple[float, float] | None = None
     missing_fill: float = 0.0
     depth_norm: str = "none"
+    distance_ref_m: float | None = None
 
 
 def subset_key(modalities: Iterable[Modality | str]) -> str:

@@ -52,6 +52,8 @@ class Sample:
         subject, group: identity and group (ethnicity / skin tone) when known.
         split: fold (``train`` / ``dev`` / ``eval`` …). dataset, protocol: provenance.
         depth_scale_m: metres per raw depth unit.
+        face_depth_m: face distance (m) when known apart from a depth crop (e.g. the depth stream was dropped
+            for a missing-modality test: the runtime then has its box-size estimate); None = from the depth crop.
     """
 
     modalities: Mapping[str, np.ndarray]
@@ -65,6 +67,7 @@ class Sample:
     dataset: str = ""
     protocol: str = ""
     depth_scale_m: float = 0.001
+    face_depth_m: float | None = None
 
 
 @dataclass(frozen=True)

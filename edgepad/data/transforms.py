@@ -175,8 +175,12 @@ class Compose:
 
 def build_transform(size_px: int, *, train: bool, flip: float = 0.5, crop_scale: tuple[float, float] | None = None,
                     cutout_px: int = 0, jitter_offset: float = 0.0,
-                    jitter_gamma: tuple[float, float] | None = None) -> Compose:
+                    jitter_gamma: tuple[float, float] | None = None,
+                    jitter_modalities: Sequence[str] = ("rgb", "ir")) -> Compose:
     """The standard pipeline: resize → [jitter → crop → flip → cutout] (train only).
+
+    ``jitter_modalities``: the 8-bit modalities jittered; leave ``ir`` out when its absolute level is a cue
+    (distance-compensated NIR reflectance).
 
     Order follows Flexible-Modal (jitter per modality, then the synchronised geometric ops); modality dropout
     and normalisation come after, in :func:`edgepad.preprocess.normalise` and the model.
@@ -184,7 +188,8 @@ def build_transform(size_px: int, *, train: bool, flip: float = 0.5, crop_scale:
     ts: list[Callable] = [Resize(size_px)]
     if train:
         if jitter_offset > 0 or jitter_gamma is not None:
-            ts.append(PhotometricJitter(jitter_offset, tuple(jitter_gamma or (1.0, 1.0))))
+            ts.append(PhotometricJitter(jitter_offset, tuple(jitter_gamma or (1.0, 1.0)),
+                                        modalities=tuple(jitter_modalities)))
         if crop_scale is not None:
             ts.append(RandomResizedCrop(tuple(crop_scale)))
         if flip > 0:
@@ -256,6 +261,6 @@ class PADDataset:
         crops = {m: x for m, x in sample.modalities.items() if m in self.inputs}
         if self.transform is not None:
             crops = self.transform(crops, np.random.default_rng([self.seed, int(epoch), int(i)]))
-        feed = normalise(crops, self.inputs, sample.depth_scale_m)
+        feed = normalise(crops, self.inputs, sample.depth_scale_m, face_depth_m=sample.face_depth_m)
         return {"inputs": {m: v[0] for m, v in feed.items()},
                 "target": np.float32(1.0 if sample.is_bonafide else 0.0), "index": int(i)}

@@ -347,7 +347,10 @@ class LivenessPipeline:
             item.used = frozenset(crops)
             depth = fs_reg.get(Modality.DEPTH)
             scale = depth.depth_scale_m if depth is not None else (getattr(self.rig, "depth_scale_m", None) or 0.001)
-            feed = normalise(crops, self.manifest.inputs, scale)
+            # the face distance for IR fall-off compensation: from the depth crop when it is used (as in
+            # training), else the measured/box-size estimate of crop_face
+            z = None if Modality.DEPTH in crops else res.face_depth_m
+            feed = normalise(crops, self.manifest.inputs, scale, face_depth_m=z)
         except Exception as exc:  # noqa: BLE001
             self._error("preprocess", exc)
             item.reasons.append(Reason.ERROR_PREPROCESS)

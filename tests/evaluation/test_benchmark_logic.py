@@ -227,21 +227,16 @@ def test_shipped_matrix_loads_and_quick_overrides_apply():
     assert B.data_hash(quick.data) != B.data_hash(full.data)
 
 
-def test_inputs_override_patches_training_specs_only_inside_the_context():
-    from edgepad import training
-    from edgepad.training import TrainConfig
-    cfg = TrainConfig()
-    plain = training.input_specs(cfg)
-    with B._inputs_override({"depth": {"depth_norm": "absolute", "clip": [0.2, 1.5]}}):
-        specs = training.input_specs(cfg)
-        assert specs["depth"].depth_norm == "absolute" and tuple(specs["depth"].clip) == (0.2, 1.5)
-        assert specs["ir"] == plain["ir"] and specs["rgb"] == plain["rgb"]
-    assert training.input_specs(cfg)["depth"] == plain["depth"]
-    # the preset key is not a TrainConfig field: it is stripped from the training mapping but is part of the run key
+def test_preset_inputs_reach_the_training_specs_and_the_run_key():
+    from edgepad.config import from_mapping
+    from edgepad.training import TrainConfig, input_specs
     cfg_m = B.MatrixConfig(models={"a": {"model": {"name": "flexmodal"}},
-                                   "b": {"model": {"name": "flexmodal"}, B.INPUTS_OVERRIDE: {"depth": {"clip": [0, 1]}}}})
+                                   "b": {"model": {"name": "flexmodal"},
+                                         "inputs": {"depth_norm": "absolute", "clip": {"depth": [0.2, 1.5]}}}})
     m = B.train_mapping(cfg_m, "b", 0, Path("/data"), "grandtest", Path("/out"))
-    assert B.INPUTS_OVERRIDE not in m
+    specs = input_specs(from_mapping(TrainConfig, m))
+    assert specs["depth"].depth_norm == "absolute" and tuple(specs["depth"].clip) == (0.2, 1.5)
+    assert specs["ir"] == input_specs(TrainConfig())["ir"]
     assert B.run_key(cfg_m, "a", 0, "h", "r") != B.run_key(cfg_m, "b", 0, "h", "r")
 
 

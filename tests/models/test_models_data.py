@@ -164,6 +164,15 @@ def test_photometric_jitter_per_modality_not_depth():
     assert j["rgb"].dtype == np.uint8
 
 
+def test_jitter_modalities_leave_the_others_alone():
+    c = _crops()
+    t = build_transform(12, train=True, flip=0.0, jitter_offset=40.0, jitter_gamma=(0.5, 1.5),
+                        jitter_modalities=("rgb",))
+    j = t(c, np.random.default_rng(0))
+    assert np.array_equal(j["ir"], c["ir"]) and np.array_equal(j["depth"], c["depth"])
+    assert not np.array_equal(j["rgb"], c["rgb"])
+
+
 def test_resize_matches_expectations():
     img = np.arange(16, dtype=np.uint8).reshape(4, 4)
     assert np.array_equal(resize(img, 2, nearest=True), img[[1, 3]][:, [1, 3]])
@@ -204,7 +213,7 @@ def test_pad_dataset_uses_runtime_normalise_and_is_deterministic(bench):
     # a modality the sample lacks is written as the spec's fill value, exactly
     from dataclasses import replace
 
-    from edgepad.training import _Without
+    from edgepad.training import WithoutModalities
     specs = {**specs, "ir": replace(specs["ir"], missing_fill=0.375)}
-    miss = PADDataset(_Without(base, {"ir"}), specs, None)[0]["inputs"]
+    miss = PADDataset(WithoutModalities(base, {"ir"}), specs, None)[0]["inputs"]
     assert np.all(miss["ir"] == np.float32(0.375)) and not np.all(miss["depth"] == miss["depth"].flat[0])

@@ -88,6 +88,10 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, bench):
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
     ra, rb = records(tmp_path / "full"), records(tmp_path / "part")
     assert ra[1]["train_loss"] == rb[1]["train_loss"] and ra[1]["lr"] == rb[1]["lr"] == 0.0005
+    # the best epoch: lowest select value, ties to the lower dev loss (first such epoch)
+    key = min(range(len(ra)), key=lambda i: (ra[i]["select_value"], ra[i]["dev_loss"], i))
+    assert ra[-1]["best_epoch"] == ra[key]["epoch"]
+    assert torch.load(tmp_path / "full" / "best.pt", weights_only=False)["epoch"] == ra[key]["epoch"]
     # and a different seed gives a different model (the comparison can fail)
     other = load_train_config(write_cfg(tmp_path, bench, out=str(tmp_path / "other"), seed=1, **over))
     train(other)
@@ -98,7 +102,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, bench):
 def test_cli_train_then_export_with_operating_points(tmp_path, bench):
     pytest.importorskip("onnxruntime")
     from edgepad.cli import main
-    cfg = write_cfg(tmp_path, bench)
+    cfg = write_cfg(tmp_path, bench, **{"inputs.ir_distance_ref_m": 0.6, "inputs.clip": {"ir": [0, 160]}})
     onnx_path = tmp_path / "m.onnx"
     assert main(["train", str(cfg), "--quiet", "--export", str(onnx_path)]) == 0
     man = json.loads((tmp_path / "m.onnx.json").read_text())
@@ -106,6 +110,8 @@ def test_cli_train_then_export_with_operating_points(tmp_path, bench):
     assert set(ops) == {"rgb+depth+ir", "rgb+depth", "rgb+ir", "rgb"}
     assert man["threshold"] == ops["rgb+depth+ir"] and man["threshold_criterion"] == "bpcer20"
     assert all(spec["missing_fill"] == 0.0 for spec in man["inputs"].values())
+    assert man["inputs"]["ir"]["distance_ref_m"] == 0.6 and man["inputs"]["ir"]["clip"] == [0.0, 160.0]
+    assert man["inputs"]["rgb"]["distance_ref_m"] is None
     assert main(["train", str(cfg), "--set", "epochs=x"]) == 1     # typed config error, not a traceback
 
 
@@ -114,6 +120,14 @@ def test_config_typos_get_suggestions(tmp_path, bench):
     with pytest.raises(ConfigError) as e:
         load_train_config(p)
     assert "epochs" in str(e.value)
+
+
+def test_input_overrides_are_checked(tmp_path, bench):
+    from edgepad.training import input_specs
+    for over, match in (({"inputs.clip": {"thermal": [0, 1]}}, "thermal"), ({"inputs.clip": {"ir": [9, 1]}}, "hi > lo"),
+                        ({"inputs.ir_distance_ref_m": -1.0}, "ir_distance_ref_m")):
+        with pytest.raises(ConfigError, match=match):
+            input_specs(load_train_config(write_cfg(tmp_path, bench, **over)))
 
 
 def test_throughput_report(tmp_path, bench):

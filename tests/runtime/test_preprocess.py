@@ -107,6 +107,29 @@ def test_normalise_rgb_and_ir_values():
     np.testing.assert_allclose(out["ir"], 0.6, atol=1e-6)
 
 
+def test_ir_distance_compensation_follows_the_inverse_square_law():
+    """One surface (ρ fixed) seen at 0.4 and 1.2 m under a 1/r² emitter: raw IR differs 9×, compensated IR
+    is the same; the distance comes from the depth crop, or from face_depth_m when depth is absent."""
+    specs = {"ir": InputSpec("ir", (1, 1, 8, 8), mean=(0.0,), std=(1.0,), clip=(0.0, 255.0), distance_ref_m=0.6)}
+    outs = []
+    for z in (0.4, 1.2):
+        ir = np.full((8, 8), round(100 * (0.6 / z) ** 2), np.uint8)  # 225 at 0.4 m, 25 at 1.2 m
+        depth = np.full((8, 8), round(z * 1000), np.uint16)
+        depth[0, :] = 0  # holes outside the central window do not matter
+        with_depth = preprocess.normalise({"ir": ir, "depth": depth}, specs, 0.001)["ir"]
+        told = preprocess.normalise({"ir": ir}, specs, 0.001, face_depth_m=z)["ir"]
+        np.testing.assert_allclose(with_depth, told, atol=1e-6)
+        outs.append(float(with_depth.mean()))
+    np.testing.assert_allclose(outs, 100 / 255, atol=0.3 / 255)
+    # without any distance the value is left alone; a non-positive reference is a config error
+    raw = preprocess.normalise({"ir": np.full((8, 8), 25, np.uint8)}, specs, 0.001)["ir"]
+    np.testing.assert_allclose(raw, 25 / 255, atol=1e-6)
+    assert preprocess.crop_face_depth_m(np.zeros((8, 8), np.uint16), 0.001) is None
+    bad = {"ir": InputSpec("ir", (1, 1, 8, 8), distance_ref_m=0.0)}
+    with pytest.raises(ConfigError, match="distance_ref_m"):
+        preprocess.normalise({"ir": np.zeros((8, 8), np.uint8)}, bad, 0.001, face_depth_m=0.5)
+
+
 def test_normalise_depth_face_relative_values_and_holes():
     d = np.full((8, 8), 500, np.uint16)  # central window (2..5) at 0.5 m
     d[0, 0], d[0, 1], d[0, 2], d[0, 3] = 550, 700, 450, 0
