@@ -141,8 +141,8 @@ def test_pipeline_window_registration_gives_the_same_feeds_and_scores(synth_sets
                     captured = {}
                     orig = prep.normalise
 
-                    def spy(crops, inputs, scale, _orig=orig, _c=captured):
-                        _c["feed"] = _orig(crops, inputs, scale)
+                    def spy(crops, inputs, scale, _orig=orig, _c=captured, **kw):
+                        _c["feed"] = _orig(crops, inputs, scale, **kw)
                         return _c["feed"]
 
                     monkeypatch.setattr(prep, "normalise", spy)
