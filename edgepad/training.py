@@ -780,6 +780,12 @@ def train(cfg: TrainConfig, *, resume: bool = False,
     finally:
         logger.close()
         if distributed and torch.distributed.is_initialized():
+            # drop the DDP wrapper (its reducer holds the process group and gloo work objects) before the group
+            # is destroyed: left to interpreter exit, gloo threads were torn down unjoined (rare SIGABRT,
+            # "terminate called without an active exception")
+            net = None
+            import gc
+            gc.collect()
             torch.distributed.destroy_process_group()
     summary["best"] = best
     return summary
