@@ -1108,21 +1108,26 @@ def bench_registration(source: str, repeats: int = 20) -> dict[str, Any]:
     """Our depth registration vs ``rs.align`` (and ``cv2.rgbd.registerDepth`` when present) on the same frames.
 
     Two frame sets: one depth frame of ``source`` with its rig (depth → rgb), and the D435-like 640×480 scene of
-    :func:`edgepad.drivers.registration.d435_like_scene` (real factory calibration).
+    :func:`edgepad.drivers.registration.d435_like_scene` (real factory calibration). Each is timed with the
+    algorithm rs.align runs (``semantics="align"``); when the source's lenses have Brown-Conrady coefficients
+    (which rs.align ignores) the runtime's ``"rsutil"`` registration is timed too (``source_rsutil``).
     """
     from edgepad._optional import available
     from edgepad.drivers import registration as R
     have_rs = available("pyrealsense2")
     out: dict[str, Any] = {"librealsense": "present" if have_rs else "skipped: pyrealsense2 not installed"}
-    cases: list[tuple[str, Any, Any, Any]] = []
+    cases: list[tuple[str, str, Any, Any, Any]] = []
     try:
-        cases.append(("source", *_source_depth(source)))
+        depth, target, ext = _source_depth(source)
+        cases.append(("source", "align", depth, target, ext))
+        if any(i.distortion == "brown_conrady" and i.has_distortion for i in (depth.intrinsics, target)):
+            cases.append(("source_rsutil", "rsutil", depth, target, ext))
     except Exception as exc:  # noqa: BLE001
         out["source"] = {"skipped": f"{type(exc).__name__}: {exc}"}
-    cases.append(("d435_like", *R.d435_like_scene()))
-    for name, depth, target, ext in cases:
+    cases.append(("d435_like", "align", *R.d435_like_scene()))
+    for name, sem, depth, target, ext in cases:
         try:
-            res = R.benchmark(depth, target, ext, repeats=repeats, with_librealsense=have_rs)
+            res = R.benchmark(depth, target, ext, repeats=repeats, with_librealsense=have_rs, semantics=sem)
         except Exception as exc:  # noqa: BLE001
             res = {"skipped": f"{type(exc).__name__}: {exc}"}
         res["opencv_rgbd"] = _bench_cv2_rgbd(depth, target, ext, repeats)
@@ -1478,7 +1483,7 @@ def _components_md(comp: Mapping[str, Any]) -> list[str]:
     lines = ["## Components (same run)", "", "### Depth registration vs rs.align", "",
              "| frames | ours ms | rs.align ms | ratio | identical px | cv2.rgbd |", "|---|---|---|---|---|---|"]
     reg = comp.get("registration") or {}
-    for case in ("source", "d435_like"):
+    for case in ("source", "source_rsutil", "d435_like"):
         r = reg.get(case)
         if not isinstance(r, Mapping):
             continue
@@ -1487,7 +1492,8 @@ def _components_md(comp: Mapping[str, Any]) -> list[str]:
             continue
         cv = r.get("opencv_rgbd", {})
         cvs = _f(cv.get("ms")) if "ms" in cv else cv.get("skipped", "–")
-        lines.append(f"| {case} {r.get('width')}×{r.get('height')}→{r.get('target')} | {_f(r.get('ours_ms'))} | "
+        lines.append(f"| {case} {r.get('width')}×{r.get('height')}→{r.get('target')} ({r.get('semantics', 'align')}) | "
+                     f"{_f(r.get('ours_ms'))} | "
                      f"{_f(r.get('rs_align_ms'))} | {_f(r.get('ratio'), 3)} | {_f(r.get('identical_fraction'), 5)} | "
                      f"{cvs} |")
     lines += ["", f"librealsense: {reg.get('librealsense')}", "", "### Inference per backend and precision (ms)", "",
