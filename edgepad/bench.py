@@ -1190,13 +1190,12 @@ def _results_acer(results: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def _acer_for(info: Mapping[str, Any], acers: Sequence[Mapping[str, Any]]) -> Any:
+    """The ACER of an evaluation of exactly this model (same ONNX or artifact sha256). Never by architecture
+    name: an untrained seed configuration shares its name with trained models of that architecture."""
     for a in acers:
         for key in ("onnx_sha256", "artifact_sha256"):
             if a.get(key) and a.get(key) == info.get(key):
                 return {"acer": a["acer"], "from": a["path"], "protocol": a.get("protocol")}
-    for a in acers:
-        if a.get("model") and a.get("model") == info.get("model"):
-            return {"acer": a["acer"], "from": a["path"], "protocol": a.get("protocol"), "matched_by": "model name"}
     return "not measured"
 
 
