@@ -430,7 +430,8 @@ def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float, *,
             ref = getattr(spec, "distance_ref_m", None)
             if ref is not None:
                 if not (isinstance(ref, (int, float)) and ref > 0):
-                    raise ConfigError(f"inputs[{name}].distance_ref_m must be > 0 m, got {ref!r}", key="distance_ref_m")
+                    raise ConfigError(f"inputs[{name}].distance_ref_m must be > 0 m, got {ref!r}",
+                                      key="distance_ref_m")
                 z = face_depth_m
                 if z is None and "depth" in by_name:
                     z = crop_face_depth_m(by_name["depth"], depth_scale_m)

@@ -237,6 +237,10 @@ def train_transform(cfg: TrainConfig):
     """The training augmentation of ``cfg.augment`` (``edgepad.data.transforms.build_transform``)."""
     from edgepad.data.transforms import build_transform
     ac = cfg.augment
+    bad = [m for m in ac.jitter_modalities if m not in ("rgb", "ir")]
+    if bad:
+        raise ConfigError(f"augment.jitter_modalities: photometric jitter applies to 8-bit rgb / ir only, got {bad}",
+                          key="augment.jitter_modalities", suggestions=["rgb", "ir"])
     return build_transform(cfg.inputs.size_px, train=True, flip=ac.flip, crop_scale=ac.crop_scale,
                            cutout_px=ac.cutout_px, jitter_offset=ac.jitter_offset, jitter_gamma=ac.jitter_gamma,
                            jitter_modalities=ac.jitter_modalities)

@@ -128,6 +128,9 @@ def test_input_overrides_are_checked(tmp_path, bench):
                         ({"inputs.ir_distance_ref_m": -1.0}, "ir_distance_ref_m")):
         with pytest.raises(ConfigError, match=match):
             input_specs(load_train_config(write_cfg(tmp_path, bench, **over)))
+    from edgepad.training import train_transform
+    with pytest.raises(ConfigError, match="jitter_modalities"):
+        train_transform(load_train_config(write_cfg(tmp_path, bench, **{"augment.jitter_modalities": ["depth"]})))
 
 
 def test_throughput_report(tmp_path, bench):
