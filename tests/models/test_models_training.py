@@ -162,3 +162,24 @@ def test_shipped_configs_load_and_build(path):
     model = build_model(cfg, inputs)
     assert set(model.modalities) == set(cfg.model.modalities)
     assert model.missing_fill == {m: cfg.inputs.missing_fill for m in cfg.model.modalities}
+
+
+def test_dropping_depth_keeps_the_face_distance_for_ir_compensation():
+    """A missing-modality view (dev thresholds per subset, benchmark P3) keeps the face distance the runtime would
+    still know, so compensated IR is the same with and without the depth crop."""
+    import numpy as np
+    from edgepad.data.datasets import Sample
+    from edgepad.engines.manifest import InputSpec
+    from edgepad.preprocess import normalise
+    from edgepad.training import WithoutModalities
+    depth = np.full((8, 8), 900, np.uint16)
+    ir = np.full((8, 8), 40, np.uint8)
+    s = Sample({"rgb": np.zeros((8, 8, 3), np.uint8), "depth": depth, "ir": ir}, True, "bonafide", "v")
+    view = WithoutModalities([s], {"depth"})
+    assert len(view) == 1 and set(view[0].modalities) == {"rgb", "ir"}
+    assert view[0].face_depth_m == pytest.approx(0.9)
+    spec = {"ir": InputSpec("ir", (1, 1, 8, 8), mean=(0.0,), std=(1.0,), clip=(0.0, 255.0), distance_ref_m=0.6)}
+    full = normalise(s.modalities, spec, s.depth_scale_m)["ir"]
+    dropped = normalise(view[0].modalities, spec, s.depth_scale_m, face_depth_m=view[0].face_depth_m)["ir"]
+    np.testing.assert_allclose(dropped, full)
+    np.testing.assert_allclose(full, 40 * 2.25 / 255, rtol=1e-6)
