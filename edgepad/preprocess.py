@@ -251,7 +251,12 @@ def _resample_separable(img: np.ndarray, ay: np.ndarray, ax: np.ndarray) -> np.n
     if roi.ndim == 3:
         h, w, c = roi.shape
         t = (a_y @ roi.reshape(h, w * c)).reshape(-1, w, c)          # S × w × c
-        out = (t.transpose(0, 2, 1) @ a_x.T).transpose(0, 2, 1)      # S × S × c
+        s = t.shape[0]
+        # one (S·c × w) @ (w × S) product instead of S small ones: 3.6× faster for a 300-px window; float
+        # summation order differs, so 2 of 7.5 M uint8 values moved by one level (the crops already differed at
+        # that level between BLAS thread counts, docs/PERFORMANCE.md)
+        t2 = np.ascontiguousarray(t.transpose(0, 2, 1)).reshape(s * c, w)
+        out = (t2 @ a_x.T).reshape(s, c, -1).transpose(0, 2, 1)      # S × S × c
     else:
         out = a_y @ roi @ a_x.T
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
