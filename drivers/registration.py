@@ -38,7 +38,7 @@ import math
 import sys
 import threading
 import time
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -520,6 +520,13 @@ def _cull_range(z: np.ndarray, scale: float) -> tuple[float, float] | None:
     return (usable[-1], 65535 * scale) if usable else None
 
 
+class _Size(NamedTuple):
+    """A z-buffer's size (the part of :class:`Intrinsics` that :class:`_Layout` reads)."""
+
+    width: int
+    height: int
+
+
 class _Layout:
     """Geometry of the class planes: rectangle sides ``s0 .. s0 + k - 1`` get a plane each (indexed
     ``[h - s0][w - s0]``), top-left corners stored at ``+off``; one trash cell follows the planes."""
@@ -657,6 +664,42 @@ def _sizes(depth: Intrinsics, target: Intrinsics) -> tuple[int, int]:
     return s0, s0 + 1
 
 
+def _min_planes(idx: np.ndarray, z1: np.ndarray, lay: _Layout, th: int, tw: int, key: str) -> np.ndarray:
+    """The z-buffer (uint16 ``z - 1``, 0xFFFF = empty; ``th × tw`` view) of class-sized rectangles: ``z1`` is
+    min-scattered to each rectangle's top-left cell of its class plane (``idx``, trash for the others), then each
+    plane is spread to its rectangle size by separable one-pixel min shifts (wider classes first, merged on the
+    way) and the planes are merged."""
+    k = lay.k
+    flat = _WS.get(key, lay.size, np.uint16)
+    flat[:lay.trash].fill(0xFFFF)
+    np.minimum.at(flat, idx, z1)
+    planes = flat[:lay.trash].reshape(k, k, lay.he, lay.we)
+    present = planes.reshape(k, k, -1).min(axis=2) != 0xFFFF
+    nbuf = 0
+
+    def buffer() -> np.ndarray:
+        nonlocal nbuf
+        nbuf += 1
+        return _WS.get(f"{key}-spread{nbuf}", (lay.he, lay.we), np.uint16)
+
+    def merged(layers: list, axis: int) -> np.ndarray | None:
+        """min over ``layers[j]`` spread to side ``s0 + j`` along ``axis`` (None = empty layer)."""
+        m = None
+        for side in range(lay.s0 + k - 1, 0, -1):
+            if m is not None:
+                m = _spread(m, axis, buffer())
+            j = side - lay.s0
+            layer = layers[j] if 0 <= j < len(layers) else None
+            if layer is not None:
+                m = layer if m is None else np.minimum(m, layer, out=m)
+        return m
+
+    rows = [merged([planes[h, w] if present[h, w] else None for w in range(k)], 1) for h in range(k)]
+    m = merged(rows, 0)
+    return (np.full((th, tw), 0xFFFF, np.uint16) if m is None
+            else m[lay.off:lay.off + th, lay.off:lay.off + tw])
+
+
 def _register_fast(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics: Semantics,
                    footprint: Footprint, threads: int = 1, arithmetic: Arithmetic = "exact") -> np.ndarray:
     """Dense float32 corners (cached rays, chunked), then a z-buffer by rectangle-size class.
@@ -686,35 +729,7 @@ def _register_fast(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics:
         rests = list(_pool(threads).map(lambda ab: _chunk(z, ab[0], ab[1], *args), jobs))
     else:
         rests = [_chunk(z, a, b, *args) for a, b in jobs]
-    k = lay.k
-    flat = _WS.get("planes", lay.size, np.uint16)
-    flat[:lay.trash].fill(0xFFFF)
-    np.minimum.at(flat, idx, z1)
-    planes = flat[:lay.trash].reshape(k, k, lay.he, lay.we)
-    present = planes.reshape(k, k, -1).min(axis=2) != 0xFFFF
-    nbuf = 0
-
-    def buffer() -> np.ndarray:
-        nonlocal nbuf
-        nbuf += 1
-        return _WS.get(f"spread{nbuf}", (lay.he, lay.we), np.uint16)
-
-    def merged(layers: list, axis: int) -> np.ndarray | None:
-        """min over ``layers[j]`` spread to side ``s0 + j`` along ``axis`` (None = empty layer)."""
-        m = None
-        for side in range(lay.s0 + k - 1, 0, -1):
-            if m is not None:
-                m = _spread(m, axis, buffer())
-            j = side - lay.s0
-            layer = layers[j] if 0 <= j < len(layers) else None
-            if layer is not None:
-                m = layer if m is None else np.minimum(m, layer, out=m)
-        return m
-
-    rows = [merged([planes[h, w] if present[h, w] else None for w in range(k)], 1) for h in range(k)]
-    m = merged(rows, 0)
-    crop = (np.full((th, tw), 0xFFFF, np.uint16) if m is None
-            else m[lay.off:lay.off + th, lay.off:lay.off + tw])
+    crop = _min_planes(idx, z1, lay, th, tw, "planes")
     rests = [r for r in rests if r is not None]
     if rests:
         crop = np.ascontiguousarray(crop)  # _fill_into scatters into the flat buffer
@@ -916,8 +931,17 @@ def _register_window(depth: Frame, target: Intrinsics, ext: Extrinsics, semantic
     # and no value can collide with the int32 sentinels of _fill_into
     xs0, xs1 = (np.clip(a.astype(np.int64) - wx0, -1, ww) for a in (x0, x1))
     ys0, ys1 = (np.clip(a.astype(np.int64) - wy0, -1, wh) for a in (y0, y1))
-    buf = np.full((wh, ww), 0xFFFF, np.uint16)
-    _fill_into(buf, (z.astype(np.int64) - 1).astype(np.uint16), xs0, ys0, xs1, ys1)
+    z1 = (z.astype(np.int64) - 1).astype(np.uint16)
+    # the two common rectangle sizes through class planes (as the full-frame path), the rest by the generic fill
+    lay = _Layout(_Size(ww, wh), _sizes(intr, target) if rect else (1, 2))
+    rw, rh = xs1 - xs0 - (lay.s0 - 1), ys1 - ys0 - (lay.s0 - 1)
+    bad = (rw < 0) | (rw >= lay.k) | (rh < 0) | (rh >= lay.k)
+    sx, sy = xs0 + lay.off, ys0 + lay.off
+    idx = (rh * lay.k + rw) * lay.plane + sy * lay.we + sx
+    idx[bad | (sx < 0) | (sx >= lay.we) | (sy < 0) | (sy >= lay.he)] = lay.trash
+    buf = np.ascontiguousarray(_min_planes(idx, z1, lay, wh, ww, "wplanes"))
+    if bad.any():
+        _fill_into(buf, z1[bad], xs0[bad], ys0[bad], xs1[bad], ys1[bad])
     out[wy0:wy1, wx0:wx1] = np.add(buf, np.uint16(1), dtype=np.uint16)  # empty 0xFFFF wraps to 0 (hole)
     return out
 
