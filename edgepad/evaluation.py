@@ -362,7 +362,8 @@ def score_protocol(backend, root: Path | str, protocol: str, *, folds: Sequence[
             for smp in iter_protocol_fold(root, protocol, fold, max_frames, limit):
                 present = {m: smp.modalities[m] for m in mods if m in smp.modalities}
                 z = smp.face_depth_m
-                if z is None and "depth" in smp.modalities:  # known even when depth is not presented (box size)
+                if z is None and "depth" not in present and "depth" in smp.modalities:
+                    # depth not presented: the runtime still knows the face distance (measured or box size)
                     z = crop_face_depth_m(smp.modalities["depth"], smp.depth_scale_m)
                 pending.append(normalise(present, inputs, smp.depth_scale_m, face_depth_m=z))
                 label = f"{smp.video_id}{FRAME_SEPARATOR}{smp.frame_idx}"

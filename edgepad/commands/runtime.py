@@ -45,12 +45,17 @@ def demo_main(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Sources, model, rig and stream rate: shared by ``edgepad run`` and ``edgepad serve``."""
     parser.add_argument("source", nargs="+", metavar="SOURCE_URI",
                         help="source URI(s): realsense://SERIAL, file.bag, replay://DIR, synthetic://default?seed=1")
     parser.add_argument("--model", required=True, help="model artifact (.onnx, .engine, .pt) with its manifest")
     parser.add_argument("--rig", default=None, help="rig file (JSON/YAML) from edgepad calibrate")
     parser.add_argument("--fps", type=float, default=None, help="stream rate for the sync tolerance")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    add_source_arguments(parser)
     parser.add_argument("--frames", type=int, default=0, help="stop after N frame sets (0 = until the stream ends)")
     _add_common(parser)
 

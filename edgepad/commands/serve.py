@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import argparse
 
-from edgepad.commands.runtime import add_policy_arguments
+from edgepad.commands.runtime import add_policy_arguments, add_source_arguments
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", nargs="+", metavar="SOURCE_URI",
-                        help="source URI(s): realsense://SERIAL, file.bag, replay://DIR, synthetic://default?seed=1")
-    parser.add_argument("--model", required=True, help="model artifact (.onnx, .engine, .pt) with its manifest")
-    parser.add_argument("--rig", default=None, help="rig file (JSON/YAML) from edgepad calibrate")
-    parser.add_argument("--fps", type=float, default=None, help="stream rate for the sync tolerance")
+    add_source_arguments(parser)
     net = parser.add_argument_group("network (default: 127.0.0.1:8470, no token)")
     net.add_argument("--host", default="127.0.0.1",
                      help="address to bind (default 127.0.0.1); anything but loopback requires --token-file")

@@ -415,6 +415,15 @@ def read_image(path: Path | str, modality: str) -> np.ndarray:
 
 
 class _ListDataset(FrameDataset):
+    def _open_list(self, root: Path | str, list_file: Path | str, depth_scale_m: float) -> Path:
+        """Set ``root``, ``depth_scale_m`` and ``protocol`` (the list's stem); the list path (relative = to root)."""
+        self.root = Path(root)
+        self.depth_scale_m = depth_scale_m
+        lf = Path(list_file)
+        lf = lf if lf.is_absolute() else self.root / lf
+        self.protocol = lf.stem
+        return lf
+
     def read(self, ref: SampleRef) -> dict[str, np.ndarray]:
         out = {}
         for m, p in ref.paths.items():
@@ -447,11 +456,7 @@ class CasiaSurfDataset(_ListDataset):
     def __init__(self, root: Path | str, list_file: Path | str, split: str = "train", bonafide_label: int = 1,
                  label_column: int = -1, depth_scale_m: float = 0.001) -> None:
         super().__init__()
-        self.root = Path(root)
-        self.depth_scale_m = depth_scale_m
-        lf = Path(list_file)
-        lf = lf if lf.is_absolute() else self.root / lf
-        self.protocol = lf.stem
+        lf = self._open_list(root, list_file, depth_scale_m)
         for n, cols in enumerate(_read_lines(lf)):
             if len(cols) < 2:
                 raise DatasetError(f"{lf}:{n + 1}: expected image paths and a label, got {cols}")
@@ -508,11 +513,7 @@ class CefaDataset(_ListDataset):
                  label_column: int = -1, modalities: Sequence[str] = ("rgb", "depth", "ir"),
                  depth_scale_m: float = 0.001) -> None:
         super().__init__()
-        self.root = Path(root)
-        self.depth_scale_m = depth_scale_m
-        lf = Path(list_file)
-        lf = lf if lf.is_absolute() else self.root / lf
-        self.protocol = lf.stem
+        lf = self._open_list(root, list_file, depth_scale_m)
         folder = {"rgb": "profile", "depth": "depth", "ir": "ir"}
         for n, cols in enumerate(_read_lines(lf)):
             if len(cols) < 2:

@@ -54,3 +54,13 @@ def tiny_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
     build_tiny_model(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model):
+    """The tiny model in ONNX Runtime (1 thread), activated."""
+    from edgepad.engines.backend import load_backend
+    be = load_backend(tiny_model, threads=1)
+    be.activate()
+    yield be
+    be.deactivate()

@@ -20,13 +20,17 @@ PERIOD = 33_333_333
 RIG = make_rig()
 
 
-@pytest.fixture(scope="module")
-def backend(tiny_model):
-    from edgepad.engines.backend import load_backend
-    be = load_backend(tiny_model, threads=1)
-    be.activate()
-    yield be
-    be.deactivate()
+class FakeBackend:
+    """The real backend's manifest with a scripted ``infer`` (a fake of our own backend contract)."""
+
+    def __init__(self, manifest, infer):
+        self.manifest, self.infer = manifest, infer
+
+    def activate(self):
+        pass
+
+    def deactivate(self):
+        pass
 
 
 def frames(n, offset=60.0, start=0, **kw):
@@ -123,19 +127,7 @@ def test_stage_errors_become_unknown(backend):
     d = decide(pipe(backend, locator=Boom()), frames(1))[0]
     assert d.verdict is Verdict.UNKNOWN and d.reasons[0] is Reason.ERROR_LOCATE
 
-    class BadBackend:
-        manifest = backend.manifest
-
-        def activate(self):
-            pass
-
-        def deactivate(self):
-            pass
-
-        def infer(self, feed):
-            return {"score": np.array([np.nan], np.float32)}
-
-    p = pipe(BadBackend())
+    p = pipe(FakeBackend(backend.manifest, lambda feed: {"score": np.array([np.nan], np.float32)}))
     ds = decide(p, frames(4))
     assert all(d.verdict is Verdict.UNKNOWN and Reason.ERROR_INFER in d.reasons for d in ds)
     assert p.stats.errors["infer"] == 4
@@ -256,22 +248,13 @@ def test_callback_errors_do_not_stop_the_runtime(backend):
 
 
 def test_threaded_pipeline_drops_old_frames_and_ends_cleanly(backend):
-    class Slow:
-        manifest = backend.manifest
-
-        def activate(self):
-            pass
-
-        def deactivate(self):
-            pass
-
-        def infer(self, feed):
-            time.sleep(0.03)
-            return backend.infer(feed)
+    def slow_infer(feed):
+        time.sleep(0.03)
+        return backend.infer(feed)
 
     cap = ScriptedCapture(frames(30), delay_s=0.002)
     cfg = PipelineConfig(threaded=True, queue_size=2, clock="source", policy=PolicyConfig(max_age_ms=10_000))
-    p = LivenessPipeline(cap, Slow(), locator=FixedBoxLocator(BOX), rig=RIG, config=cfg)
+    p = LivenessPipeline(cap, FakeBackend(backend.manifest, slow_infer), locator=FixedBoxLocator(BOX), rig=RIG, config=cfg)
     names = []
     p.on_decision(lambda d: names.append(threading.current_thread().name))
     with p:

@@ -61,15 +61,6 @@ def synth(frames=40, **kw):
     return SyntheticSource(seed=3, frames=frames, width=160, height=120, presentation_frames=10, **kw)
 
 
-@pytest.fixture(scope="module")
-def backend(tiny_model):
-    from edgepad.engines.backend import load_backend
-    be = load_backend(tiny_model, threads=1)
-    be.activate()
-    yield be
-    be.deactivate()
-
-
 def pipeline(source, backend, **cfg):
     cap = Capture([source], None, Synchronizer.for_fps(ALL, 30.0))
     cfg.setdefault("clock", "source")
