@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -359,13 +359,21 @@ _CROP_LAYOUT = {Modality.RGB: ("uint8 S×S×3", (np.uint8,), 3), Modality.DEPTH:
 
 def crop_face_depth_m(depth_crop: np.ndarray, depth_scale_m: float) -> float | None:
     """Face distance (m) of a raw depth crop: median valid depth of the central S/2 × S/2 window (fallback: all
-    valid pixels); None without valid depth. The same reference ``face_relative`` depth uses."""
-    d = np.asarray(depth_crop)
-    valid = d > 0
+    valid pixels); None without valid depth. The reference of ``face_relative`` / ``mad`` depth and of the IR
+    fall-off compensation (computed once per :func:`normalise` call for both)."""
+    _check_scale(depth_scale_m)
+    crop = np.asarray(depth_crop)
+    valid = crop > 0
     if not valid.any():
         return None
+    d = crop.astype(np.float32) * np.float32(depth_scale_m)
     centre = _central(d)[_central(valid)]
-    return float(np.median(centre if centre.size else d[valid])) * float(depth_scale_m)
+    return float(np.median(centre)) if centre.size else float(np.median(d[valid]))
+
+
+def _check_scale(depth_scale_m: float) -> None:
+    if not (isinstance(depth_scale_m, (int, float)) and math.isfinite(depth_scale_m) and depth_scale_m > 0):
+        raise ConfigError(f"depth_scale_m must be a positive number, got {depth_scale_m!r}", key="depth_scale_m")
 
 
 def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float, *,
@@ -403,6 +411,14 @@ def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float, *,
     for k, v in crops.items():
         by_name[Modality.parse(k).value] = v
     out: dict[str, np.ndarray] = {}
+    memo: dict[str, float | None] = {}
+
+    def depth_ref() -> float | None:
+        """The depth crop's face distance (m), computed at most once per call."""
+        if "z" not in memo:
+            memo["z"] = crop_face_depth_m(by_name["depth"], depth_scale_m)
+        return memo["z"]
+
     for name, spec in inputs.items():
         m = Modality.parse(name)
         shape = tuple(1 if s == -1 else int(s) for s in spec.shape)
@@ -419,7 +435,7 @@ def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float, *,
                 ndim == 3 and crop.shape[2] != c):
             raise ShapeError(f"crop {m.value}", f"{layout} with S×S = {hh}×{ww}", f"{crop.dtype} {crop.shape}")
         if m is Modality.DEPTH:
-            x = _depth_scaled(crop, spec, depth_scale_m)
+            x = _depth_scaled(crop, spec, depth_scale_m, depth_ref)
             if x is None:
                 out[name] = np.full(shape, float(spec.missing_fill), dtype=np.float32)
                 continue
@@ -439,7 +455,7 @@ def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float, *,
                                       key="distance_ref_m")
                 z = face_depth_m
                 if z is None and "depth" in by_name:
-                    z = crop_face_depth_m(by_name["depth"], depth_scale_m)
+                    z = depth_ref()
                 if z is not None and math.isfinite(z) and z > 0:
                     xs = xs * np.float32((z / float(ref)) ** 2)
             xs = np.clip((xs - lo) / (hi - lo), 0.0, 1.0)
@@ -466,21 +482,22 @@ def _central(a: np.ndarray) -> np.ndarray:
     return a[h // 4: h - h // 4, w // 4: w - w // 4]
 
 
-def _depth_scaled(crop: np.ndarray, spec, depth_scale_m: float) -> np.ndarray | None:
-    """Depth crop -> [0, 1] float32 per ``spec.depth_norm``; None when no pixel is valid."""
-    if not (isinstance(depth_scale_m, (int, float)) and math.isfinite(depth_scale_m) and depth_scale_m > 0):
-        raise ConfigError(f"depth_scale_m must be a positive number, got {depth_scale_m!r}", key="depth_scale_m")
+def _depth_scaled(crop: np.ndarray, spec, depth_scale_m: float,
+                  ref_m: Callable[[], float | None]) -> np.ndarray | None:
+    """Depth crop -> [0, 1] float32 per ``spec.depth_norm``; None when no pixel is valid. ``ref_m()`` gives the
+    crop's :func:`crop_face_depth_m`."""
+    _check_scale(depth_scale_m)
     norm = spec.depth_norm or "none"
     if norm not in DEPTH_NORMS:
         raise ConfigError(f"unknown depth_norm {norm!r}", key="depth_norm",
                           suggestions=[n for n in DEPTH_NORMS if n[:2] == norm[:2]])
-    valid = crop > 0
-    if not valid.any():
+    ref = ref_m()
+    if ref is None:
         return None
+    valid = crop > 0
     d = crop.astype(np.float32) * np.float32(depth_scale_m)
-    centre = _central(d)[_central(valid)]
-    ref = float(np.median(centre)) if centre.size else float(np.median(d[valid]))
     if norm == "mad":
+        centre = _central(d)[_central(valid)]
         mad = float(np.median(np.abs(centre - ref))) if centre.size else float(np.median(np.abs(d[valid] - ref)))
         mad = max(mad, 0.001)
         x = np.clip((d - ref + 3.0 * mad) / (6.0 * mad), 0.0, 1.0)
