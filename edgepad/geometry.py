@@ -166,6 +166,7 @@ class Rig:
     to_reference: Mapping[Modality, Extrinsics]
     depth_scale_m: float | None = None
     provenance: Mapping[str, str] = field(default_factory=dict)
+    _ext_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         intr = {Modality.parse(k): v for k, v in self.intrinsics.items()}
@@ -192,7 +193,10 @@ class Rig:
         for m in (s, d):
             if m not in self.to_reference:
                 raise ConfigError(f"rig has no camera for {m}", key=str(m))
-        return self.to_reference[s].then(self.to_reference[d].inverse())
+        cache = self._ext_cache  # the rig is immutable: compose each camera pair once
+        if (s, d) not in cache:
+            cache[(s, d)] = self.to_reference[s].then(self.to_reference[d].inverse())
+        return cache[(s, d)]
 
     def to_dict(self) -> dict:
         return {

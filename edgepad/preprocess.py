@@ -232,9 +232,9 @@ def _resample_matrix(start: float, side: float, n_src: int, size_px: int) -> np.
     f = pos - i0
     m = np.zeros((size_px * k, n_src), dtype=np.float32)
     rows = np.arange(size_px * k)
-    for idx, wgt in ((i0, 1.0 - f), (i0 + 1, f)):
+    for idx, wgt in ((i0, 1.0 - f), (i0 + 1, f)):  # one entry per row and pass: plain indexed add, no add.at
         ok = (idx >= 0) & (idx < n_src)
-        np.add.at(m, (rows[ok], idx[ok]), wgt[ok].astype(np.float32))
+        m[rows[ok], idx[ok]] += wgt[ok].astype(np.float32)
     return m.reshape(size_px, k, n_src).mean(axis=1)
 
 

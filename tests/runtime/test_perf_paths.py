@@ -236,3 +236,50 @@ def test_haar_region_redetection_is_fail_closed():
     assert (got is None) == (ref is None)
     if ref is not None:
         assert abs(got.box[0] - ref.box[0]) <= 0.15 * ref.box[2]
+
+
+def test_haar_full_search_is_coarse_to_fine():
+    """Near faces are found by the coarse search (mostly alone); a face too small for it by the fine repeat."""
+    cv2 = pytest.importorskip("cv2")
+    from edgepad.drivers.synthetic import SyntheticSource
+    from edgepad.runtime.face import HaarFaceLocator
+    from edgepad.types import make_frame
+    src = SyntheticSource(seed=0, presentation_frames=4, species="bonafide")
+    intr = src.rig.intrinsics[Modality.RGB]
+
+    def fs_of(rgb):
+        return FrameSet({Modality.RGB: make_frame("rgb", rgb, 0, intrinsics=intr)}, 0)
+
+    ref = HaarFaceLocator(roi_every=1, coarse_width_px=0)
+    loc = HaarFaceLocator(roi_every=1)
+    for i in range(4):
+        big = src.render(i).rgb
+        got = loc.locate(fs_of(big))
+        assert got is not None and _iou(got.box, src.truth(i).face_box_rgb) > 0.7
+    assert loc.searches["full"] == 4 and loc.searches["fine"] < 4, loc.searches
+    # the coarse 160-px search sees faces of >= 24 * 640 / 160 = 96 px: a face shrunk by half needs the repeat
+    h, w = big.shape[:2]
+    small = np.full_like(big, 90)
+    small[h // 4: h // 4 + h // 2, w // 4: w // 4 + w // 2] = cv2.resize(big, (w // 2, h // 2),
+                                                                          interpolation=cv2.INTER_AREA)
+    fine_before = loc.searches["fine"]
+    got, want = loc.locate(fs_of(small)), ref.locate(fs_of(small))
+    assert got is not None and want is not None and want.box[2] < 96
+    assert _iou(got.box, want.box) > 0.7
+    assert loc.searches["fine"] == fine_before + 1
+
+
+def _iou(a, b):
+    iw = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return iw * ih / (a[2] * a[3] + b[2] * b[3] - iw * ih)
+
+
+def test_haar_region_search_scale_is_validated():
+    pytest.importorskip("cv2")
+    from edgepad.errors import ConfigError
+    from edgepad.runtime.face import HaarFaceLocator
+    with pytest.raises(ConfigError, match="roi_face_px"):
+        HaarFaceLocator(roi_face_px=12)
+    with pytest.raises(ConfigError):
+        HaarFaceLocator(coarse_width_px=-1)
