@@ -147,8 +147,6 @@ class HaarFaceLocator:
         roi_scale: side of the search region relative to the last Haar box side.
         roi_size_range: size range of the region search, relative to the last Haar box (> 1).
         coarse_width_px: width of the first, coarse full-frame search (0 = search only at ``work_width_px``).
-        roi_face_px: the region is shrunk so that the last face is about this many pixels wide (Haar's window is
-            24 px; 0 = search the region at ``work_width_px``).
 
     Raises:
         MissingDependencyError / ConfigError: see :func:`haar_cascade_path`.
@@ -157,8 +155,7 @@ class HaarFaceLocator:
     def __init__(self, cascade_path: Path | str | None = None, scale_factor: float = 1.15, min_neighbors: int = 4,
                  min_face_px: int = 40, work_width_px: int = 320,
                  box_adjust: tuple[float, float, float, float] = HAAR_TO_FACE_BOX, roi_every: int = 5,
-                 roi_scale: float = 2.0, roi_size_range: float = 1.4, coarse_width_px: int = 160,
-                 roi_face_px: int = 48) -> None:
+                 roi_scale: float = 2.0, roi_size_range: float = 1.4, coarse_width_px: int = 160) -> None:
         cv2 = require("cv2")
         path = Path(cascade_path) if cascade_path else haar_cascade_path()
         if not hasattr(cv2, "CascadeClassifier"):
@@ -184,10 +181,10 @@ class HaarFaceLocator:
             raise ConfigError("Haar locator needs roi_every >= 1, roi_scale >= 1 and roi_size_range > 1",
                               key="roi_every")
         self.roi_every, self.roi_scale, self.roi_size_range = roi_every, float(roi_scale), float(roi_size_range)
-        if not (coarse_width_px >= 0 and (roi_face_px == 0 or roi_face_px >= 24)):
-            raise ConfigError("Haar locator needs coarse_width_px >= 0 and roi_face_px 0 or >= 24 (Haar's window)",
-                              key="roi_face_px")
-        self.coarse_width_px, self.roi_face_px = int(coarse_width_px), int(roi_face_px)
+        if not (isinstance(coarse_width_px, int) and coarse_width_px >= 0):
+            raise ConfigError(f"Haar locator needs coarse_width_px >= 0, got {coarse_width_px!r}",
+                              key="coarse_width_px")
+        self.coarse_width_px = coarse_width_px
         self._last: tuple[float, float, float, float] | None = None  # last raw Haar box (full-resolution px)
         self._since_full = 0
         self.searches = {"full": 0, "roi": 0, "fine": 0}  # fine: full searches repeated at work_width_px
@@ -262,10 +259,8 @@ class HaarFaceLocator:
             region = (max(0, int(cx - half)), max(0, int(cy - half)), min(img.shape[1], int(math.ceil(cx + half))),
                       min(img.shape[0], int(math.ceil(cy + half))))
             self.searches["roi"] += 1
-            s = self._scale(self.work_width_px, img.shape[1])
-            if self.roi_face_px:
-                s = min(s, self.roi_face_px / side)
-            found = self._detect(img, region, (side / self.roi_size_range, side * self.roi_size_range), s)
+            found = self._detect(img, region, (side / self.roi_size_range, side * self.roi_size_range),
+                                 self._scale(self.work_width_px, img.shape[1]))
             if found is not None:
                 self._since_full += 1
         if found is None:

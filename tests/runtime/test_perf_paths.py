@@ -275,11 +275,9 @@ def _iou(a, b):
     return iw * ih / (a[2] * a[3] + b[2] * b[3] - iw * ih)
 
 
-def test_haar_region_search_scale_is_validated():
+def test_haar_coarse_width_is_validated():
     pytest.importorskip("cv2")
     from edgepad.errors import ConfigError
     from edgepad.runtime.face import HaarFaceLocator
-    with pytest.raises(ConfigError, match="roi_face_px"):
-        HaarFaceLocator(roi_face_px=12)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="coarse_width_px"):
         HaarFaceLocator(coarse_width_px=-1)
