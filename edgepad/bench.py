@@ -977,6 +977,7 @@ def bench_backend(artifact: Path, kind: str, budget_s: float, *, providers: Sequ
     from edgepad.engines.export import example_feeds
     opts: dict[str, Any] = {}
     if kind == "onnxruntime":
+        opts["spin"] = True  # back-to-back calls: the model's own speed (the pipeline's backend does not spin)
         if threads:
             opts["threads"] = int(threads)
         if providers:

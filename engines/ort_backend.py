@@ -40,6 +40,8 @@ class OnnxRuntimeBackend(BaseBackend):
         providers: execution providers in priority order; None = CUDA when available, then CPU. A requested
             provider this build lacks raises ConfigError (never a silent CPU run).
         warmup: runs on zero feeds at activation (the first ORT run allocates).
+        spin: let the intra-op threads busy-wait between runs (faster back-to-back calls, as in a benchmark
+            loop; off by default because the runtime does other work between runs and the spinning takes its cores).
 
     Attributes:
         providers_used: providers of the live session (after ``activate``).
@@ -48,13 +50,14 @@ class OnnxRuntimeBackend(BaseBackend):
     kind = "onnxruntime"
 
     def __init__(self, artifact: Path | str, manifest: ModelManifest, threads: int | None = None,
-                 providers: Sequence[str] | None = None, warmup: int = 1) -> None:
+                 providers: Sequence[str] | None = None, warmup: int = 1, spin: bool = False) -> None:
         super().__init__(artifact, manifest)
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise ConfigError(f"threads must be a positive integer or None, got {threads!r}", key="threads")
         self.threads = threads
         self.requested_providers = list(providers) if providers else None
         self.warmup = int(warmup)
+        self.spin = bool(spin)
         self.providers_used: list[str] = []
         self._session = None
         self._out_names: list[str] = []
@@ -72,6 +75,9 @@ class OnnxRuntimeBackend(BaseBackend):
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # ORT's pool threads otherwise busy-wait after each run, taking the cores from registration, face
+        # location and crops between runs (docs/PERFORMANCE.md: 1.85 -> 1.1 cores, pipeline cost -12 %)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
         try:
             sess = ort.InferenceSession(str(self.artifact), sess_options=opts, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types

@@ -59,6 +59,11 @@ def test_ort_backend_matches_torch_dynamic_batch(tiny_onnx, tiny_model):
         np.testing.assert_allclose(got[k], ref[k], atol=1e-5)
     # different inputs give different scores (the graph is not constant)
     assert np.ptp(got["score"]) > 1e-4
+    # thread spinning between runs (off by default: the runtime works between runs) changes no value
+    with load_backend(path, threads=2, spin=True) as spinning:
+        assert spinning.spin and not be.spin
+        for k, v in spinning.infer(feeds).items():
+            np.testing.assert_allclose(v, got[k], atol=1e-6)
 
 
 def test_fixed_batch_export_rejects_other_batches(tmp_path, tiny_model):
