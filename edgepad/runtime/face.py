@@ -124,9 +124,7 @@ class HaarFaceLocator:
     """OpenCV Haar-cascade face detector on the rgb frame (the embedded default; no landmarks).
 
     The image is converted to grey and shrunk so that its width is at most ``work_width_px`` before detection
-    (Haar cost grows with pixels); the largest detection wins. A full-frame search runs coarse to fine: first at
-    ``coarse_width_px`` (finds the faces of ≥ 24 working px, e.g. ≥ 96 px at 640 px width: a door-reader face
-    at arm's length), and only when that finds nothing again at ``work_width_px`` (smaller or blurred faces).
+    (Haar cost grows with pixels); the largest detection wins.
 
     **Re-detection in a region of interest** (``roi_every > 1``): after a detection, the next frames are searched
     only in a square of ``roi_scale`` × the last Haar box around it, at the scales 1/``roi_size_range`` ..
@@ -146,7 +144,6 @@ class HaarFaceLocator:
         roi_every: full-frame search every N frames, region search in between (1 = always full frame).
         roi_scale: side of the search region relative to the last Haar box side.
         roi_size_range: size range of the region search, relative to the last Haar box (> 1).
-        coarse_width_px: width of the first, coarse full-frame search (0 = search only at ``work_width_px``).
 
     Raises:
         MissingDependencyError / ConfigError: see :func:`haar_cascade_path`.
@@ -155,7 +152,7 @@ class HaarFaceLocator:
     def __init__(self, cascade_path: Path | str | None = None, scale_factor: float = 1.15, min_neighbors: int = 4,
                  min_face_px: int = 40, work_width_px: int = 320,
                  box_adjust: tuple[float, float, float, float] = HAAR_TO_FACE_BOX, roi_every: int = 5,
-                 roi_scale: float = 2.0, roi_size_range: float = 1.4, coarse_width_px: int = 160) -> None:
+                 roi_scale: float = 2.0, roi_size_range: float = 1.4) -> None:
         cv2 = require("cv2")
         path = Path(cascade_path) if cascade_path else haar_cascade_path()
         if not hasattr(cv2, "CascadeClassifier"):
@@ -181,41 +178,20 @@ class HaarFaceLocator:
             raise ConfigError("Haar locator needs roi_every >= 1, roi_scale >= 1 and roi_size_range > 1",
                               key="roi_every")
         self.roi_every, self.roi_scale, self.roi_size_range = roi_every, float(roi_scale), float(roi_size_range)
-        if not (isinstance(coarse_width_px, int) and coarse_width_px >= 0):
-            raise ConfigError(f"Haar locator needs coarse_width_px >= 0, got {coarse_width_px!r}",
-                              key="coarse_width_px")
-        self.coarse_width_px = coarse_width_px
         self._last: tuple[float, float, float, float] | None = None  # last raw Haar box (full-resolution px)
         self._since_full = 0
-        self.searches = {"full": 0, "roi": 0, "fine": 0}  # fine: full searches repeated at work_width_px
+        self.searches = {"full": 0, "roi": 0}
 
     def reset(self) -> None:
         """Forget the last face (the next frame is searched in full)."""
         self._last = None
 
-    def _scale(self, width_px: int, w: int) -> float:
-        """Working scale (working px per full-resolution px) for a detection image at most ``width_px`` wide."""
-        return width_px / w if width_px and w > width_px else 1.0
-
-    def _full_search(self, rgb: np.ndarray) -> tuple[tuple[float, float, float, float], float] | None:
-        """Coarse-to-fine search of the whole frame (see the class docstring)."""
-        w = rgb.shape[1]
-        fine = self._scale(self.work_width_px, w)
-        coarse = self._scale(self.coarse_width_px, w)
-        if coarse >= fine:
-            return self._detect(rgb, None, None, fine)
-        found = self._detect(rgb, None, None, coarse)
-        if found is None:
-            self.searches["fine"] += 1
-            found = self._detect(rgb, None, None, fine)
-        return found
-
     def _detect(self, rgb: np.ndarray, region: tuple[int, int, int, int] | None, sizes: tuple[float, float] | None,
-                s: float) -> tuple[tuple[float, float, float, float], float] | None:
-        """Largest Haar box (full-resolution px) in ``region`` (x0, y0, x1, y1) of the rgb image at working scale
-        ``s`` (working px per full-resolution px), faces of ``sizes`` (min, max full-resolution px), or None."""
+                ) -> tuple[tuple[float, float, float, float], float] | None:
+        """Largest Haar box (full-resolution px) in ``region`` (x0, y0, x1, y1) of the rgb image, or None."""
         cv2 = require("cv2")
         h, w = rgb.shape[:2]
+        s = self.work_width_px / w if self.work_width_px and w > self.work_width_px else 1.0
         ox = oy = 0
         if region is not None:
             # region aligned to the working-scale grid, so its pixels are those of the full-frame working image
@@ -259,14 +235,13 @@ class HaarFaceLocator:
             region = (max(0, int(cx - half)), max(0, int(cy - half)), min(img.shape[1], int(math.ceil(cx + half))),
                       min(img.shape[0], int(math.ceil(cy + half))))
             self.searches["roi"] += 1
-            found = self._detect(img, region, (side / self.roi_size_range, side * self.roi_size_range),
-                                 self._scale(self.work_width_px, img.shape[1]))
+            found = self._detect(img, region, (side / self.roi_size_range, side * self.roi_size_range))
             if found is not None:
                 self._since_full += 1
         if found is None:
             self.searches["full"] += 1
             self._since_full = 0
-            found = self._full_search(img)
+            found = self._detect(img, None, None)
         if found is None:
             self._last = None
             return None
