@@ -354,3 +354,28 @@ def test_model_table_acer_matches_the_exact_model_only(tmp_path):
     assert B._acer_for({"model": "flexmodal", "onnx_sha256": "a" * 64}, acers)["acer"] == 0.0125
     # same architecture name, other weights (e.g. an untrained seed configuration): not this model's ACER
     assert B._acer_for({"model": "flexmodal", "onnx_sha256": "b" * 64}, acers) == "not measured"
+
+
+def test_opencv_rgbd_registration_is_compared_with_ours():
+    """Where opencv-contrib is installed: OpenCV's registerDepth is timed and its output agrees with ours.
+
+    Scene: 40-px blocks at random depths 0.5-1.0 m, fronto-parallel, in the D435 rig without its 0.9° rotation
+    (OpenCV writes the colour camera's z, rs.align and ours the depth camera's: with the rotation they differ by
+    up to ±6 mm across the frame; without it by t_z = 0.6 mm). A wrong transform, unit or direction in either
+    registration moves block edges by tens of pixels (p90 of |Δ| ≈ 260 mm with the inverse transform)."""
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2, "rgbd"):
+        pytest.skip("cv2.rgbd.registerDepth needs opencv-contrib-python")
+    from edgepad.drivers.registration import d435_like_scene
+    from edgepad.types import make_frame
+    from edgepad.geometry import Extrinsics
+    plane, target, rotated = d435_like_scene()
+    ext = Extrinsics(translation_m=rotated.translation_m)
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(500, 1000, size=(12, 16)).astype(np.uint16)
+    z = np.kron(blocks, np.ones((40, 40), np.uint16))
+    depth = make_frame("depth", z, 0, intrinsics=plane.intrinsics, depth_scale_m=0.001)
+    r = B._bench_cv2_rgbd(depth, target, ext, repeats=3)
+    assert r["ms"] > 0 and r["latency"]["n"] >= 3
+    assert r["coverage"] > 0.8 and r["ours_coverage"] > 0.8
+    assert r["abs_diff_mm_p50"] <= 1.0 and r["abs_diff_mm_p90"] <= 2.0, r
