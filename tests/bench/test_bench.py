@@ -259,6 +259,10 @@ def test_bench_components(bench_run):
     row = comp["model_table"][0]
     assert row["acer"] == "not measured" and row["params"] == 4 * 9 * 5 + 12
     assert "fraction_of_peak" in doc["targets"] and "pipeline_over_inference" in doc["targets"]
+    strict = doc["targets"]["pipeline_over_inference[model back-to-back]"]
+    assert strict["ratio"] == pytest.approx(doc["pipeline"]["cost"]["raw"]["p50"] / inf["onnxruntime-cpu/fp32"]
+                                            ["latency"]["p50"])
+    assert strict["met"] == (strict["ratio"] <= 1.25)
 
 
 def test_schema_rejects_foreign_documents(bench_run):
