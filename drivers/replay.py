@@ -129,12 +129,16 @@ class ReplaySource(BaseSource):
         modalities: play only these (default: all recorded).
         loop: start again at the end instead of raising EndOfStream (timestamps keep increasing).
         speed: time scale for realtime playback (2.0 = twice as fast).
+        host_clock: with ``realtime``, stamp each frame with the host monotonic time it is due (as a live
+            camera's driver maps its timestamps to the host clock), so frame → decision latency can be measured
+            on a replay (``edgepad bench`` then reports end-to-end on the host clock).
 
-    Frames carry their recorded timestamps (``timestamp_ns`` as captured, host monotonic at recording time).
+    Frames carry their recorded timestamps (``timestamp_ns`` as captured, host monotonic at recording time)
+    unless ``host_clock``; ``device_timestamp_ns`` is always the recorded one.
     """
 
     def __init__(self, location: str | Path, realtime: bool = False, modalities: Sequence[Modality | str] |
-                 str | None = None, loop: bool = False, speed: float = 1.0) -> None:
+                 str | None = None, loop: bool = False, speed: float = 1.0, host_clock: bool = False) -> None:
         self.directory = Path(location)
         self.session = self._read_session()
         recorded = parse_modalities(self.session.get("modalities") or list(self.session.get("streams", {})))
@@ -146,7 +150,11 @@ class ReplaySource(BaseSource):
         super().__init__(f"replay://{self.directory}", mods)
         if speed <= 0:
             raise ConfigError("speed must be > 0", key="speed")
+        if host_clock and not realtime:
+            raise ConfigError("host_clock needs realtime=true: frames played as fast as possible have no "
+                              "host time of their own", key="host_clock")
         self.realtime, self.loop, self.speed = bool(realtime), bool(loop), float(speed)
+        self.host_clock = bool(host_clock)
         self.fps = self.session.get("fps")
         self.device_info = dict(self.session.get("device") or {})
         self._entries: list[dict] = []
@@ -212,6 +220,8 @@ class ReplaySource(BaseSource):
                 return None
             if wait_s > 0:
                 time.sleep(wait_s)
+            if self.host_clock:
+                ts = int(due)
         m = Modality.parse(e["modality"])
         try:
             data = np.load(self.directory / e["file"], allow_pickle=False)

@@ -63,6 +63,25 @@ def test_replay_realtime_paces_and_fast_mode_does_not(tmp_path):
         assert src.read(0.0) is None  # not due yet: a timeout, not a block
 
 
+def test_replay_on_the_host_clock(tmp_path):
+    """host_clock: frames are stamped with the host monotonic time they are due (spacing kept, / speed)."""
+    with Recorder(tmp_path / "r", fps=20) as rec:
+        for k in range(4):
+            rec.write(frame(I, 1000 + k * 50, k))
+    with pytest.raises(ConfigError, match="realtime"):
+        ReplaySource(tmp_path / "r", host_clock=True)
+    src = open_source(f"replay://{tmp_path / 'r'}?realtime=true&host_clock=true&speed=2")
+    got = []
+    with src:
+        for _ in range(4):
+            f = src.read(1.0)
+            got.append((f.timestamp_ns, time.monotonic_ns(), f.device_timestamp_ns))
+    for ts, now, _ in got:
+        assert 0 <= now - ts < 20 * MS  # due time, read just after it (generous bound)
+    assert [b[0] - a[0] for a, b in zip(got, got[1:])] == [25 * MS] * 3  # 50 ms recorded, played at 2x
+    assert all(abs(ts - 1000 * MS) > 10**9 for ts, _, _ in got)  # not the recorded stamps
+
+
 def test_replay_options_errors_and_cut_short_recording(tmp_path):
     with Recorder(tmp_path / "r", rig=small_rig()) as rec:
         rec.write(frame(C, 0, 0))
