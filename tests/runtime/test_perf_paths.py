@@ -167,6 +167,39 @@ def test_pipeline_window_registration_gives_the_same_feeds_and_scores(synth_sets
     assert n_fed >= 6
 
 
+def test_pipeline_prepares_window_registration_at_open(synth_sets, tiny_model):
+    """Every nearest-depth bucket's culling bounds are built when the pipeline opens: frames with a nearer face
+    later hit the cache (before, the first such frame paid 70-150 ms on a 640×480 pair)."""
+    from edgepad.drivers import registration as R
+    from edgepad.runtime.face import FixedBoxLocator
+    from edgepad.types import Frame
+    sets, rig = synth_sets
+    R._window_bounds.cache_clear()
+    pipe = _tiny_pipeline(tiny_model, rig, registration="window")
+    pipe.open()
+    try:
+        built = R._window_bounds.cache_info()
+        assert built.misses == len(R._CULL_DEPTHS_M) and built.currsize == len(R._CULL_DEPTHS_M)
+        pipe.locator = FixedBoxLocator((120, 80, 70, 80))
+        scale = rig.depth_scale_m
+        for nearest_m in (0.15, 0.25, 0.4, 0.8):  # one frame per bucket: nearest valid depth moved there
+            fs = sets[0]
+            d = fs.frames[Modality.DEPTH]
+            z = d.data.astype(np.float64)
+            valid = z > 0
+            z[valid] *= nearest_m / (z[valid].min() * scale)
+            frames = dict(fs.frames)
+            frames[Modality.DEPTH] = Frame(d.modality, np.clip(z, 0, 65535).astype(np.uint16), d.timestamp_ns,
+                                           d.device_timestamp_ns, d.sequence, d.source, d.intrinsics,
+                                           d.depth_scale_m, None)
+            out = pipe.process(FrameSet(frames, fs.timestamp_ns, fs.skew_ns, fs.missing), now_ns=fs.timestamp_ns)
+            assert out.latency_ms["register"] > 0.0
+        after = R._window_bounds.cache_info()
+        assert after.misses == built.misses and after.hits >= built.hits + 4
+    finally:
+        pipe.close()
+
+
 def test_pipeline_restores_blas_threads_and_capture_registration(synth_sets, tiny_model):
     from edgepad.engines.backend import load_backend
     from edgepad.runtime.pipeline import LivenessPipeline, PipelineConfig, blas_threads, set_blas_threads
