@@ -167,16 +167,8 @@ class Capture:
             return fs
         if self.register_to not in rig.intrinsics or Modality.DEPTH not in rig.intrinsics:
             return fs
-        dintr = rig.intrinsics[Modality.DEPTH]
-        if (dintr.width, dintr.height) != (depth.data.shape[1], depth.data.shape[0]):
-            raise ConfigError(f"rig depth camera is {dintr.width}x{dintr.height} but depth frames are "
-                              f"{depth.data.shape[1]}x{depth.data.shape[0]}: use the rig of this stream "
-                              f"configuration", key="rig")
-        if dintr != depth.intrinsics:  # the rig file wins over device values
-            depth = Frame(depth.modality, depth.data, depth.timestamp_ns, depth.device_timestamp_ns,
-                          depth.sequence, depth.source, dintr, depth.depth_scale_m, None)
-        reg = register_depth(depth, rig.intrinsics[self.register_to], rig.extrinsics(Modality.DEPTH, self.register_to),
-                             self.register_to, **self.registration)
+        reg = register_depth(depth_in_rig(depth, rig), rig.intrinsics[self.register_to],
+                             rig.extrinsics(Modality.DEPTH, self.register_to), self.register_to, **self.registration)
         frames = dict(fs.frames)
         frames[Modality.DEPTH] = reg
         return FrameSet(frames, fs.timestamp_ns, fs.skew_ns, fs.missing)
@@ -190,6 +182,23 @@ class Capture:
                 return
             if fs is not None:
                 yield fs
+
+
+def depth_in_rig(depth: Frame, rig: Rig) -> Frame:
+    """The unregistered depth frame with the rig's depth-camera intrinsics (the rig file wins over device values).
+
+    Raises:
+        ConfigError: the rig's depth camera has another size than the frames (a rig of another stream mode).
+    """
+    dintr = rig.intrinsics[Modality.DEPTH]
+    if (dintr.width, dintr.height) != (depth.data.shape[1], depth.data.shape[0]):
+        raise ConfigError(f"rig depth camera is {dintr.width}x{dintr.height} but depth frames are "
+                          f"{depth.data.shape[1]}x{depth.data.shape[0]}: use the rig of this stream "
+                          f"configuration", key="rig")
+    if dintr == depth.intrinsics:
+        return depth
+    return Frame(depth.modality, depth.data, depth.timestamp_ns, depth.device_timestamp_ns, depth.sequence,
+                 depth.source, dintr, depth.depth_scale_m, None)
 
 
 def _source_fps(source) -> float | None:

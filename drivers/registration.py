@@ -517,7 +517,12 @@ def _cull_range(z: np.ndarray, scale: float) -> tuple[float, float] | None:
     z1 = np.subtract(z, np.uint16(1), out=_WS.get("zmin", z.size, np.uint16))
     nearest_m = (int(z1.min()) + 1) * scale  # holes wrap to 0xFFFF and never win
     usable = [d for d in _CULL_DEPTHS_M if d <= nearest_m]
-    return (usable[-1], 65535 * scale) if usable else None
+    return _cull_key(usable[-1], scale) if usable else None
+
+
+def _cull_key(nearest_m: float, scale: float) -> tuple[float, float]:
+    """The cache key of one nearest-depth bucket: ``(bucket floor, farthest raw depth)`` in metres."""
+    return nearest_m, 65535 * float(scale)
 
 
 class _Size(NamedTuple):
@@ -864,9 +869,8 @@ def prepare_window(intr: Intrinsics, target: Intrinsics, ext: Extrinsics, depth_
     640×480 pair), so the first frame of a nearer face does not pay for them (a one-off 70-150 ms stall seen in
     ``edgepad bench`` before). Returns the number of buckets prepared. The runtime calls it when it opens."""
     rect = fills_rectangle(intr, target, footprint)
-    top = 65535 * float(depth_scale_m)
     for d in _CULL_DEPTHS_M:
-        _window_bounds(intr, target, ext, semantics, rect, (d, top))
+        _window_bounds(intr, target, ext, semantics, rect, _cull_key(d, depth_scale_m))
     return len(_CULL_DEPTHS_M)
 
 

@@ -76,7 +76,7 @@ class OnnxRuntimeBackend(BaseBackend):
             opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         # ORT's pool threads otherwise busy-wait after each run, taking the cores from registration, face
-        # location and crops between runs (docs/PERFORMANCE.md: 1.85 -> 1.1 cores, pipeline cost -12 %)
+        # location and crops between runs (docs/PERFORMANCE.md §1a: 1.85 -> 1.10 cores, pipeline cost p99 -27 %)
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
         try:
             sess = ort.InferenceSession(str(self.artifact), sess_options=opts, providers=providers)

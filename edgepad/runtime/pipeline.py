@@ -234,10 +234,10 @@ class LivenessPipeline:
             self.rig = getattr(self.capture, "rig", None)
         self._owns_backend = not getattr(self.backend, "is_active", False)
         self.backend.activate()
-        if self.config.registration == "window" and isinstance(getattr(self.capture, "register", None), bool):
-            self._capture_registered = self.capture.register  # registered here, per face window
-            self.capture.register = False
         if self.config.registration == "window":
+            if isinstance(getattr(self.capture, "register", None), bool):
+                self._capture_registered = self.capture.register  # registered here, per face window
+                self.capture.register = False
             self._prepare_registration()
         if self.config.blas_threads is not None:
             self._blas_prev = set_blas_threads(self.config.blas_threads)
@@ -253,10 +253,15 @@ class LivenessPipeline:
         if Modality.DEPTH not in intr or Modality.RGB not in intr or not getattr(rig, "depth_scale_m", None):
             return
         from edgepad.drivers.registration import prepare_window
-        opts = {k: v for k, v in (getattr(self.capture, "registration", None) or {}).items()
-                if k in ("semantics", "footprint")}
+        opts = self._registration_options()
+        opts.pop("arithmetic", None)
         prepare_window(intr[Modality.DEPTH], intr[Modality.RGB], rig.extrinsics(Modality.DEPTH, Modality.RGB),
                        rig.depth_scale_m, **opts)
+
+    def _registration_options(self) -> dict[str, Any]:
+        """The capture's registration options that the face-window path uses (its defaults otherwise)."""
+        return {k: v for k, v in (getattr(self.capture, "registration", None) or {}).items()
+                if k in ("semantics", "footprint", "arithmetic")}
 
     def close(self) -> None:
         """Stop threads, deactivate the backend and close the capture (idempotent)."""
@@ -399,26 +404,17 @@ class LivenessPipeline:
         if (depth is None or rgb is None or depth.registered_to is not None
                 or Modality.DEPTH not in getattr(rig, "intrinsics", {}) or Modality.RGB not in rig.intrinsics):
             return fs, None
+        from edgepad.drivers.capture import depth_in_rig
         from edgepad.drivers.registration import register_depth
         from edgepad.preprocess import crop_window
         from edgepad.runtime.quality import depth_valid_sample
-        dintr = rig.intrinsics[Modality.DEPTH]
-        if (dintr.width, dintr.height) != (depth.data.shape[1], depth.data.shape[0]):
-            raise ConfigError(f"rig depth camera is {dintr.width}x{dintr.height} but depth frames are "
-                              f"{depth.data.shape[1]}x{depth.data.shape[0]}: use the rig of this stream "
-                              f"configuration", key="rig")
-        if dintr != depth.intrinsics:  # the rig file wins over device values (as in Capture)
-            from edgepad.types import Frame
-            depth = Frame(depth.modality, depth.data, depth.timestamp_ns, depth.device_timestamp_ns,
-                          depth.sequence, depth.source, dintr, depth.depth_scale_m, None)
+        depth = depth_in_rig(depth, rig)
         x0, y0, side = crop_window(box, self.config.margin)
         # the crop window (nearest-neighbour depth samples) and the box's central half (face depth), 2 px spare
         win = (int(math.floor(x0)) - 2, int(math.floor(y0)) - 2, int(math.ceil(x0 + side)) + 3,
                int(math.ceil(y0 + side)) + 3)
-        opts = {k: v for k, v in (getattr(self.capture, "registration", None) or {}).items()
-                if k in ("semantics", "footprint", "arithmetic")}
         reg = register_depth(depth, rig.intrinsics[Modality.RGB], rig.extrinsics(Modality.DEPTH, Modality.RGB),
-                             Modality.RGB, window=win, **opts)
+                             Modality.RGB, window=win, **self._registration_options())
         frames = dict(fs.frames)
         frames[Modality.DEPTH] = reg
         return FrameSet(frames, fs.timestamp_ns, fs.skew_ns, fs.missing), depth_valid_sample(depth.data)

@@ -172,7 +172,7 @@ def test_pipeline_prepares_window_registration_at_open(synth_sets, tiny_model):
     later hit the cache (before, the first such frame paid 70-150 ms on a 640×480 pair)."""
     from edgepad.drivers import registration as R
     from edgepad.runtime.face import FixedBoxLocator
-    from edgepad.types import Frame
+    from edgepad.types import replace_frame
     sets, rig = synth_sets
     R._window_bounds.cache_clear()
     pipe = _tiny_pipeline(tiny_model, rig, registration="window")
@@ -189,9 +189,7 @@ def test_pipeline_prepares_window_registration_at_open(synth_sets, tiny_model):
             valid = z > 0
             z[valid] *= nearest_m / (z[valid].min() * scale)
             frames = dict(fs.frames)
-            frames[Modality.DEPTH] = Frame(d.modality, np.clip(z, 0, 65535).astype(np.uint16), d.timestamp_ns,
-                                           d.device_timestamp_ns, d.sequence, d.source, d.intrinsics,
-                                           d.depth_scale_m, None)
+            frames[Modality.DEPTH] = replace_frame(d, data=np.clip(z, 0, 65535).astype(np.uint16))
             out = pipe.process(FrameSet(frames, fs.timestamp_ns, fs.skew_ns, fs.missing), now_ns=fs.timestamp_ns)
             assert out.latency_ms["register"] > 0.0
         after = R._window_bounds.cache_info()
