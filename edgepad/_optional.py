@@ -1,6 +1,7 @@
 """The one gateway to heavy optional dependencies (torch, onnxruntime, cv2, pyrealsense2, tensorrt …).
 
-No edgepad module imports these at module level; code calls :func:`require` at the point of use.
+No edgepad module imports these at module level: a module declares what it needs at its top with
+``torch = lazy("torch")`` (imported on first use) or calls :func:`require` at the point of use.
 """
 from __future__ import annotations
 
@@ -62,3 +63,42 @@ def require(module: str, extra: str | None = None) -> ModuleType:
         # a ModuleNotFoundError says nothing new; any other ImportError (missing .so) is worth showing
         detail = "" if isinstance(exc, ModuleNotFoundError) else f" ({exc})"
         raise MissingDependencyError(module, extra or known_extra, hint + detail) from exc
+
+
+class LazyModule:
+    """A module handle declared at module top and imported on first attribute access (Polygraphy's ``lazy_import``).
+
+    ``cv2 = lazy("cv2")`` at the top of a module shows what it depends on; ``cv2.resize(...)`` imports OpenCV the
+    first time (raising :class:`MissingDependencyError` with the pip extra when it is absent). ``bool(handle)``
+    says whether the module is installed without importing it.
+    """
+
+    __slots__ = ("_name", "_extra", "_module")
+
+    def __init__(self, name: str, extra: str | None = None) -> None:
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_extra", extra)
+        object.__setattr__(self, "_module", None)
+
+    def load(self) -> ModuleType:
+        """Import (once) and return the real module."""
+        mod = object.__getattribute__(self, "_module")
+        if mod is None:
+            mod = require(object.__getattribute__(self, "_name"), object.__getattribute__(self, "_extra"))
+            object.__setattr__(self, "_module", mod)
+        return mod
+
+    def __getattr__(self, attr: str):
+        return getattr(self.load(), attr)
+
+    def __bool__(self) -> bool:
+        return available(object.__getattribute__(self, "_name"))
+
+    def __repr__(self) -> str:
+        state = "loaded" if object.__getattribute__(self, "_module") is not None else "not loaded"
+        return f"<lazy module {object.__getattribute__(self, '_name')!r} ({state})>"
+
+
+def lazy(module: str, extra: str | None = None) -> LazyModule:
+    """A :class:`LazyModule` for ``module`` (e.g. ``torch = lazy("torch")``); nothing is imported until used."""
+    return LazyModule(module, extra)
