@@ -54,7 +54,7 @@ def default_input_specs(size_px: int = 112) -> dict:
     Returns:
         ``{"rgb": InputSpec, "depth": InputSpec, "ir": InputSpec}``.
     """
-    from edgepad.engines.manifest import InputSpec
+    from edgepad.specs import InputSpec
     if not isinstance(size_px, int) or size_px < 8:
         raise ConfigError(f"crop size must be an integer >= 8 px, got {size_px!r}", key="size_px")
     s = size_px

@@ -801,7 +801,7 @@ def load_checkpoint(path: Path | str, map_location: str = "cpu"):
     """Rebuild the model of a checkpoint: returns ``(model in eval mode, inputs {name: InputSpec}, checkpoint)``."""
     torch = require("torch")
     from edgepad.config import from_mapping
-    from edgepad.engines.manifest import InputSpec
+    from edgepad.specs import InputSpec
     from edgepad.models.registry import create_model
     ck = torch.load(path, map_location=map_location, weights_only=False)
     kw = dict(ck["model_kwargs"])

@@ -92,7 +92,10 @@ def _walk(tree: ast.AST):
 
 
 def unit(module: str) -> str:
+    """The unit of a module: its first name below ``edgepad``; every ``__main__`` entry point is CLI."""
     parts = module.split(".")
+    if parts[-1] == "__main__":
+        return "__main__"
     return parts[1] if len(parts) > 1 else ""
 
 

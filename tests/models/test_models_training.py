@@ -169,7 +169,7 @@ def test_dropping_depth_keeps_the_face_distance_for_ir_compensation():
     still know, so compensated IR is the same with and without the depth crop."""
     import numpy as np
     from edgepad.data.datasets import Sample
-    from edgepad.engines.manifest import InputSpec
+    from edgepad.specs import InputSpec
     from edgepad.preprocess import normalise
     from edgepad.training import WithoutModalities
     depth = np.full((8, 8), 900, np.uint16)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edgepad import preprocess
-from edgepad.engines.manifest import InputSpec
+from edgepad.specs import InputSpec
 from edgepad.errors import ConfigError, ShapeError
 from edgepad.types import Modality
 

@@ -1,0 +1,42 @@
+"""Tensor and input specifications: what a model consumes and the preprocessing that produces it.
+
+The lowest layer (L0): preprocessing, training, evaluation, the engines and the runtime all read these, and the
+model manifest (``edgepad.engines.manifest``) records them beside every artifact.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["TensorSpec", "InputSpec"]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named tensor: ``shape`` uses -1 for a dynamic axis; ``dtype`` is a numpy dtype name."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class InputSpec(TensorSpec):
+    """A model input and the preprocessing that produces it (shared by training and the runtime).
+
+    Attributes:
+        mean, std: per-channel ``x_norm = (x_scaled - mean) / std`` where ``x_scaled`` is in [0, 1].
+        clip: raw-value range mapped to [0, 1] before normalising (e.g. depth ``(0.2, 1.5)`` metres relative
+            band or ``(0, 255)`` for 8-bit images); None = dtype range.
+        missing_fill: value written to the whole tensor, in normalised space, when the modality is absent.
+        depth_norm: depth normalisation ("face_relative": metres relative to the face median, "mad": CMFL MAD).
+        distance_ref_m: IR only: emitter fall-off compensation, raw ``x · (z_face / distance_ref_m)²`` before
+            ``clip`` (active NIR falls as 1/r², so the compensated value tracks reflectance, not distance);
+            None = off.
+    """
+
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+    clip: tuple[float, float] | None = None
+    missing_fill: float = 0.0
+    depth_norm: str = "none"
+    distance_ref_m: float | None = None
