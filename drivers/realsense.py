@@ -19,11 +19,11 @@ import collections
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from edgepad._optional import require
+from edgepad._optional import lazy
 from edgepad.drivers.base import ThreadedSource
 from edgepad.drivers.sync import ClockOffsetEstimator
 from edgepad.errors import ConfigError, EndOfStream, SourceError
@@ -36,8 +36,7 @@ _MODELS = {"none": "none", "brown_conrady": "brown_conrady", "modified_brown_con
            "inverse_brown_conrady": "inverse_brown_conrady"}
 
 
-def _rs():
-    return require("pyrealsense2", "realsense")
+rs = lazy("pyrealsense2", "realsense")
 
 
 def rs_intrinsics_to_ours(ri: Any) -> Intrinsics:
@@ -92,7 +91,15 @@ class RealSenseSource(ThreadedSource):
         stall_s: seconds without any frame before a reconnect is attempted (live).
         max_reconnects: reconnect attempts before giving up with a SourceError.
         device: an existing ``rs.device`` (e.g. a ``software_device``) driven at sensor level.
+
+    Nothing touches a device before :meth:`open`, so a bad option fails before any camera is looked for.
     """
+
+    #: options a ``realsense://`` URI (or ``x.bag?…``) may carry (checked by
+    #: :func:`edgepad.drivers.registry.check_options`)
+    URI_OPTIONS: ClassVar[dict[str, Any]] = {
+        "modalities": str, "width": int, "height": int, "fps": float, "ir_index": int, "emitter": bool | None,
+        "depth_units": float | None, "realtime": bool, "queue_size": int, "stall_s": float, "max_reconnects": int}
 
     def __init__(self, location: str = "", modalities: Any = ("rgb", "depth", "ir"), *, width: int = 640,
                  height: int = 480, fps: float = 30, ir_index: int = 1, emitter: bool | None = None,
@@ -167,7 +174,6 @@ class RealSenseSource(ThreadedSource):
         return self._pending_sync.popleft()
 
     def _start_device(self) -> None:
-        rs = _rs()
         self._clock = ClockOffsetEstimator()  # one device clock for all streams: one mapping, no added skew
         self._unplugged = False
         self._last_key = {}
@@ -333,7 +339,6 @@ class RealSenseSource(ThreadedSource):
 
     # ------------------------------------------------------------------------------------------- frames
     def _grab(self, timeout_s: float) -> list[Frame]:
-        rs = _rs()
         if self._unplugged:
             self._reconnect(rs, "camera unplugged")
             return []
@@ -439,7 +444,6 @@ class RealSenseSource(ThreadedSource):
 
 def list_devices() -> list[dict[str, str]]:
     """Connected RealSense cameras: name, serial, firmware (empty without a camera)."""
-    rs = _rs()
     out = []
     for d in rs.context().query_devices():
         info = {}

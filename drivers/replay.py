@@ -20,11 +20,12 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 
 from edgepad.drivers.base import BaseSource
+from edgepad.drivers.registry import open_source
 from edgepad.errors import ConfigError, EndOfStream, SourceError
 from edgepad.geometry import Intrinsics, Rig, load_rig, save_rig
 from edgepad.types import Frame, FrameSet, Modality, make_frame, parse_modalities
@@ -136,6 +137,10 @@ class ReplaySource(BaseSource):
     Frames carry their recorded timestamps (``timestamp_ns`` as captured, host monotonic at recording time)
     unless ``host_clock``; ``device_timestamp_ns`` is always the recorded one.
     """
+
+    #: options a ``replay://`` URI may carry (checked and parsed by :func:`edgepad.drivers.registry.check_options`)
+    URI_OPTIONS: ClassVar[dict[str, Any]] = {"realtime": bool, "modalities": str, "loop": bool, "speed": float,
+                                             "host_clock": bool}
 
     def __init__(self, location: str | Path, realtime: bool = False, modalities: Sequence[Modality | str] |
                  str | None = None, loop: bool = False, speed: float = 1.0, host_clock: bool = False) -> None:
@@ -252,7 +257,6 @@ def record(source_uri: str, out: Path | str, *, frames: int | None = None, secon
     Returns:
         a summary: frames per modality, duration, and the session directory.
     """
-    from edgepad.drivers.registry import open_source
     if frames is None and seconds is None:
         raise ConfigError("say how much to record: frames=N or seconds=S", key="frames")
     src = open_source(source_uri, **options)

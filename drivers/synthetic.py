@@ -1,7 +1,7 @@
 """SyntheticSource: a deterministic RGB + depth + near-IR camera rendering faces and presentation attacks.
 
 ``synthetic://default?seed=3&fps=30`` — numpy only. The scene cycles through presentations of
-``presentation_frames`` frame sets each (bona fide faces and PAI species, EVALUATION.md §7); every frame set has
+``presentation_frames`` frame sets each (bona fide faces and PAI species, docs/SYNTHETIC.md); every frame set has
 ground truth through :meth:`SyntheticSource.truth`. Depth and IR come from the left-IR camera of the source's
 calibrated :attr:`rig` (15 mm from the colour camera, slightly rotated, colour lens distorted), so a consumer must
 register depth to colour exactly as with a RealSense. Physics and options: ``docs/SYNTHETIC.md``.
@@ -11,15 +11,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from edgepad.config import suggest
 from edgepad.drivers.base import BaseSource
 from edgepad.errors import ConfigError, EndOfStream
 from edgepad.geometry import Rig
-from edgepad.synthesis import (SPECIES, Presentation, RenderCache, RenderedFrames, SceneConfig, default_rig,
-                               domain_config, render_frames, sample_presentation)
+from edgepad.synthesis import (SPECIES, Presentation, RenderCache, RenderedFrames, SceneConfig, _face_box,
+                               default_rig, domain_config, frame_pose, render_frames, sample_presentation)
 from edgepad.types import Frame, Modality, parse_modalities
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,6 @@ _START_NS = 1_000_000_000  # synthetic clock origin when realtime=False
 
 def parse_species(species: object, location: str = "default") -> tuple[str, ...]:
     """Species list from ``species`` (None, ``"a,b"`` or a sequence) or the scene name ``location``."""
-    from edgepad.config import suggest
     if species is None or species == "":
         if location in _SCENES:
             return tuple(_SCENES[location])
@@ -83,20 +83,17 @@ class SyntheticSource(BaseSource):
         shuffle: draw species in a seeded random order instead of cycling in order.
     """
 
+    #: options a ``synthetic://`` URI may carry (checked and parsed by :func:`edgepad.drivers.registry.check_options`)
+    URI_OPTIONS: ClassVar[dict[str, Any]] = {
+        "seed": int, "fps": float, "width": int, "height": int, "frames": int, "realtime": bool,
+        "presentation_frames": int, "species": str, "subjects": int, "domain": str, "modalities": str,
+        "jitter_ms": float, "drop_prob": float, "clock_offset_ms": float, "stream_offset_ms": float, "shuffle": bool}
+
     def __init__(self, location: str = "default", seed: int = 0, fps: float = 30.0, width: int = 640,
                  height: int = 480, frames: int = 0, realtime: bool = False, presentation_frames: int = 45,
                  species: object = None, subjects: int = 20, domain: str = "demo",
                  modalities: object = ("rgb", "depth", "ir"), jitter_ms: float = 1.0, drop_prob: float = 0.0,
-                 clock_offset_ms: float = 0.0, stream_offset_ms: float = 0.0, shuffle: bool = False,
-                 **unknown: Any) -> None:
-        if unknown:
-            from edgepad.config import suggest
-            known = ("seed", "fps", "width", "height", "frames", "realtime", "presentation_frames", "species",
-                     "subjects", "domain", "modalities", "jitter_ms", "drop_prob", "clock_offset_ms",
-                     "stream_offset_ms", "shuffle")
-            k = next(iter(unknown))
-            raise ConfigError(f"synthetic source: unknown option `{k}`; known: {', '.join(known)}", key=k,
-                              suggestions=suggest(k, known))
+                 clock_offset_ms: float = 0.0, stream_offset_ms: float = 0.0, shuffle: bool = False) -> None:
         location = location.strip("/") or "default"
         mods = parse_modalities(modalities)
         super().__init__(f"synthetic://{location}", mods)
@@ -168,7 +165,6 @@ class SyntheticSource(BaseSource):
         p = self.presentation(sequence // self.presentation_frames)
         frame = sequence % self.presentation_frames
         if truth_only:
-            from edgepad.synthesis import _face_box, frame_pose
             pose = frame_pose(p, frame)
             box = _face_box(p, self._cache.surface(p), pose.r, pose.t, self.rig.intrinsics[Modality.RGB])
             return dataclasses.replace(p, face_box_rgb=box, distance_m=pose.distance_m, yaw_deg=pose.yaw_deg,

@@ -16,11 +16,11 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from edgepad._optional import require
+from edgepad._optional import lazy
 from edgepad.drivers.base import ThreadedSource
 from edgepad.errors import ConfigError, SourceError
 from edgepad.geometry import Intrinsics, Rig, load_rig
@@ -29,6 +29,8 @@ from edgepad.types import Frame, Modality, make_frame
 log = logging.getLogger(__name__)
 
 FOURCCS = ("GREY", "Y8", "Y16", "MJPG", "YUYV")
+
+cv2 = lazy("cv2", "vision")
 
 
 class UvcSource(ThreadedSource):
@@ -45,6 +47,11 @@ class UvcSource(ThreadedSource):
         stall_s, max_reconnects: a camera that stops delivering is reopened, then fails with a reason.
         capture_factory: ``f(location) -> VideoCapture-like`` (tests inject a scripted stub).
     """
+
+    #: options a ``uvc://`` URI may carry (checked and parsed by :func:`edgepad.drivers.registry.check_options`)
+    URI_OPTIONS: ClassVar[dict[str, Any]] = {
+        "modality": str, "fourcc": str, "width": int, "height": int, "fps": float, "rig": str, "hfov_deg": float,
+        "queue_size": int, "stall_s": float, "max_reconnects": int}
 
     def __init__(self, location: str = "/dev/video0", modality: str = "ir", fourcc: str = "GREY", width: int = 640,
                  height: int = 480, fps: float = 30.0, rig: str | Path | Rig | None = None, hfov_deg: float = 60.0,
@@ -77,14 +84,13 @@ class UvcSource(ThreadedSource):
 
     def _open_capture(self) -> Any:
         dev = self._device()
-        cv2 = None if self._factory is not None else require("cv2", "vision")
-        if cv2 is None:
+        if self._factory is not None:
             cap = self._factory(dev)
         else:
             cap = cv2.VideoCapture(dev, cv2.CAP_V4L2) if isinstance(dev, str) else cv2.VideoCapture(dev)
         if cap is None or not cap.isOpened():
             raise SourceError(f"cannot open the camera (is {self.location} present and not in use?)", self.uri)
-        props = _props(cv2)
+        props = _props(None if self._factory is not None else cv2)
         code = "Y16 " if self.fourcc == "Y16" else ("GREY" if self.fourcc == "Y8" else self.fourcc)
         cap.set(props["fourcc"], _fourcc_code(code))
         cap.set(props["width"], self.width)
@@ -176,11 +182,12 @@ class UvcSource(ThreadedSource):
         self._last_t = time.monotonic()
 
 
-def _props(cv2) -> dict[str, int]:
-    if cv2 is None:  # scripted stubs use OpenCV's numeric property ids
+def _props(cv: Any) -> dict[str, int]:
+    """``cap.set``/``cap.get`` property ids; OpenCV's numeric ids for scripted stubs (``cv`` None)."""
+    if cv is None:
         return {"fourcc": 6, "width": 3, "height": 4, "fps": 5, "convert_rgb": 16}
-    return {"fourcc": cv2.CAP_PROP_FOURCC, "width": cv2.CAP_PROP_FRAME_WIDTH, "height": cv2.CAP_PROP_FRAME_HEIGHT,
-            "fps": cv2.CAP_PROP_FPS, "convert_rgb": cv2.CAP_PROP_CONVERT_RGB}
+    return {"fourcc": cv.CAP_PROP_FOURCC, "width": cv.CAP_PROP_FRAME_WIDTH, "height": cv.CAP_PROP_FRAME_HEIGHT,
+            "fps": cv.CAP_PROP_FPS, "convert_rgb": cv.CAP_PROP_CONVERT_RGB}
 
 
 def _fourcc_code(code: str) -> int:

@@ -15,9 +15,12 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
+from edgepad._optional import lazy
 from edgepad.errors import ConfigError
 
 T = TypeVar("T")
+
+yaml = lazy("yaml")
 
 
 def suggest(key: str, choices: typing.Iterable[str], n: int = 3) -> list[str]:
@@ -157,12 +160,10 @@ def read_mapping(path: Path | str) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}", key=str(path)) from exc
-    yaml = None
-    if path.suffix.lower() in (".yaml", ".yml"):
-        from edgepad._optional import require
-        yaml = require("yaml")
+    is_yaml = path.suffix.lower() in (".yaml", ".yml")
+    parse = yaml.safe_load if is_yaml else json.loads  # a YAML file without PyYAML: MissingDependencyError
     try:
-        data = yaml.safe_load(text) if yaml is not None else json.loads(text)
+        data = parse(text)
     except Exception as exc:  # either parser's error type
         raise ConfigError(f"cannot parse {path}: {exc}", key=str(path)) from exc
     if data is None:
@@ -177,8 +178,7 @@ def write_mapping(data: Mapping[str, Any], path: Path | str) -> None:
     path = Path(path)
     plain = to_mapping(data)
     if path.suffix.lower() in (".yaml", ".yml"):
-        from edgepad._optional import require
-        text = require("yaml").safe_dump(plain, sort_keys=False)
+        text = yaml.safe_dump(plain, sort_keys=False)
     else:
         text = json.dumps(plain, indent=2) + "\n"
     tmp = path.with_name(path.name + ".tmp")

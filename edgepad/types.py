@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-from edgepad.errors import ShapeError
+from edgepad.config import suggest
+from edgepad.errors import ConfigError, ShapeError
 
 if TYPE_CHECKING:
     from edgepad.geometry import Intrinsics
@@ -34,8 +35,6 @@ class Modality(str, enum.Enum):
         try:
             return cls(str(value).lower())
         except ValueError:
-            from edgepad.config import suggest
-            from edgepad.errors import ConfigError
             names = [m.value for m in cls]
             raise ConfigError(f"unknown modality {value!r}; known: {names}", key="modality",
                               suggestions=suggest(str(value), names)) from None

@@ -1,6 +1,9 @@
 """``edgepad record SOURCE_URI --out DIR [--frames N | --seconds S]``: record a session for ``replay://DIR``."""
 from __future__ import annotations
 
+from edgepad.drivers.replay import record
+from edgepad.errors import ConfigError
+
 
 def add_record_arguments(parser) -> None:
     parser.add_argument("source", metavar="SOURCE_URI",
@@ -15,12 +18,9 @@ def add_record_arguments(parser) -> None:
 
 
 def record_main(args) -> int:
-    from edgepad.drivers.replay import record
     if args.frames is not None and args.frames <= 0:
-        from edgepad.errors import ConfigError
         raise ConfigError("--frames must be > 0", key="frames")
     if args.seconds is not None and args.seconds <= 0:
-        from edgepad.errors import ConfigError
         raise ConfigError("--seconds must be > 0", key="seconds")
     summary = record(args.source, args.out, frames=args.frames, seconds=args.seconds, overwrite=args.overwrite,
                      timeout_s=args.timeout)

@@ -13,7 +13,7 @@ from edgepad.drivers.base import BaseSource  # noqa: E402
 from edgepad.errors import EndOfStream  # noqa: E402
 from edgepad.types import Modality, make_frame  # noqa: E402
 
-from tests.calibration.conftest import IR, IR_TO_RGB, RGB, SPEC  # noqa: E402
+from tests.helpers.calib_scene import IR, IR_TO_RGB, RGB, SPEC  # noqa: E402
 
 
 class ScriptedBoardSource(BaseSource):

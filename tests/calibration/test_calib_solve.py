@@ -17,7 +17,7 @@ from edgepad.errors import CalibrationError  # noqa: E402
 from edgepad.geometry import Rig, load_rig, pixel_rays  # noqa: E402
 from edgepad.types import Modality, make_frame  # noqa: E402
 
-from tests.calibration.conftest import IR_TO_RGB, SPEC, render_views  # noqa: E402
+from tests.helpers.calib_scene import IR_TO_RGB, SPEC, render_views  # noqa: E402
 
 
 def test_synthetic_round_trip_recovers_r_and_t(synth_rig, synth_run):

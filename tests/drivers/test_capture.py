@@ -11,7 +11,7 @@ from edgepad.errors import ConfigError, EndOfStream, SourceError
 from edgepad.geometry import save_rig
 from edgepad.types import Modality, make_frame
 
-from .fakes import MS, ScriptedSource, plane_depth, small_rig
+from tests.helpers.sources import MS, ScriptedSource, plane_depth, small_rig
 
 D, C, I = Modality.DEPTH, Modality.RGB, Modality.IR
 

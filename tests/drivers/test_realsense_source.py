@@ -65,8 +65,8 @@ def test_playback_contract_on_real_recording(shared_data, name, depth_numbers, f
 
 
 def test_generated_bag_roundtrip_and_restart(tmp_path):
-    from .fakes import plane_depth, small_rig
-    from .rsbag import write_realsense_bag
+    from tests.helpers.sources import plane_depth, small_rig
+    from tests.helpers.rsbag import write_realsense_bag
     rig = small_rig(32, 24, angle_deg=2)
     di, ci = rig.intrinsics[D], rig.intrinsics[C]
     depths = [plane_depth(di, 500 + 10 * k) for k in range(5)]
@@ -89,8 +89,8 @@ def test_generated_bag_roundtrip_and_restart(tmp_path):
 
 
 def test_missing_stream_and_missing_file_are_clear_errors(tmp_path):
-    from .fakes import plane_depth, small_rig
-    from .rsbag import write_realsense_bag
+    from tests.helpers.sources import plane_depth, small_rig
+    from tests.helpers.rsbag import write_realsense_bag
     rig = small_rig(16, 12)
     path = write_realsense_bag(tmp_path / "s.bag", rig.intrinsics[D], rig.intrinsics[C], rig.extrinsics(D, C),
                                [plane_depth(rig.intrinsics[D], 500)] * 2, [np.zeros((12, 16, 3), np.uint8)] * 2)
@@ -217,8 +217,8 @@ def test_stall_reconnects_then_fails_with_a_reason(monkeypatch):
 
 
 def test_fast_playback_never_drops_for_a_slow_reader(tmp_path):
-    from .fakes import plane_depth, small_rig
-    from .rsbag import write_realsense_bag
+    from tests.helpers.sources import plane_depth, small_rig
+    from tests.helpers.rsbag import write_realsense_bag
     rig = small_rig(16, 12)
     n = 20
     path = write_realsense_bag(tmp_path / "long.bag", rig.intrinsics[D], rig.intrinsics[C], rig.extrinsics(D, C),

@@ -12,7 +12,7 @@ from edgepad.errors import ConfigError, ShapeError
 from edgepad.geometry import Extrinsics, Intrinsics, deproject, project
 from edgepad.types import Modality, make_frame
 
-from .fakes import plane_depth, small_rig
+from tests.helpers.sources import plane_depth, small_rig
 
 COEFFS = (0.08, -0.12, 0.003, -0.002, 0.03)
 
@@ -253,7 +253,7 @@ def test_equals_rs_align_on_real_d435_recording(shared_data, name, count):
 def test_equals_rs_align_on_generated_bag(tmp_path, angle, coeffs_model):
     """Known geometry written as a RealSense bag; playback must return the written calibration, and our
     registration must equal rs.align on the played-back frames."""
-    from .rsbag import write_realsense_bag
+    from tests.helpers.rsbag import write_realsense_bag
     rig = small_rig(64, 48, angle_deg=angle, baseline_m=0.03)
     di0, ci = rig.intrinsics[Modality.DEPTH], rig.intrinsics[Modality.RGB]
     di = Intrinsics(di0.width, di0.height, di0.fx, di0.fy, di0.cx, di0.cy, coeffs_model,

@@ -15,7 +15,7 @@ from edgepad.errors import ConfigError, SourceError
 from edgepad.geometry import save_rig
 from edgepad.types import Modality
 
-from .fakes import MS, frame, small_rig
+from tests.helpers.sources import MS, StubCapture, frame, small_rig
 
 D, C, I = Modality.DEPTH, Modality.RGB, Modality.IR
 SYN = "synthetic://default?seed=4&width=48&height=36&frames=3"
@@ -123,35 +123,6 @@ def test_record_cli(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------- UVC
-class StubCapture:
-    """A scripted cv2.VideoCapture: serves the given images (None = a failed grab)."""
-
-    def __init__(self, images, size=(16, 12)):
-        self.images = list(images)
-        self.props = {3: size[0], 4: size[1]}
-        self.released = False
-
-    def isOpened(self):
-        return not self.released
-
-    def set(self, prop, value):
-        if prop not in (3, 4):
-            self.props[prop] = value
-        return True
-
-    def get(self, prop):
-        return self.props.get(prop, 0)
-
-    def read(self):
-        if not self.images:
-            return False, None
-        img = self.images.pop(0)
-        return (img is not None), img
-
-    def release(self):
-        self.released = True
-
-
 def _read_n(src, n, timeout=2.0):
     out = []
     deadline = time.monotonic() + timeout

@@ -9,7 +9,7 @@ from edgepad.drivers.sync import ClockOffsetEstimator, Synchronizer
 from edgepad.errors import ConfigError
 from edgepad.types import Modality
 
-from .fakes import MS, frame
+from tests.helpers.sources import MS, frame
 
 D, C, I = Modality.DEPTH, Modality.RGB, Modality.IR
 P30 = 1000 / 30

@@ -19,7 +19,7 @@ from edgepad.engines.manifest import read_manifest, write_manifest  # noqa: E402
 from edgepad.errors import (ConfigError, EngineMismatchError, IntegrityError,  # noqa: E402
                             PrecisionUnsupportedError)
 
-from tests.engines.conftest import tiny_specs  # noqa: E402
+from tests.helpers.engines_model import tiny_specs  # noqa: E402
 
 
 @pytest.mark.parametrize("trt,onnx_p,req,strong,flags", [
@@ -135,7 +135,7 @@ def test_torch_backend_matches_onnx_export(tmp_path):
 
 def test_cli_export_convert_and_build(tmp_path):
     from edgepad.cli import main
-    from tests.engines.conftest import signal_data
+    from tests.helpers.engines_model import signal_data
     ckpt, model, inputs = _checkpoint(tmp_path)
     out = tmp_path / "m.onnx"
     assert main(["export", str(ckpt), "--out", str(out), "--threshold", "0.5", "--criterion", "bpcer20",
@@ -212,7 +212,7 @@ def test_tensorrt_cuda_graph_and_fallback(tiny_onnx, tmp_path):
     onnx_path, _ = tiny_onnx
     fixed = tmp_path / "fixed.onnx"
     from edgepad.engines.export import export_onnx
-    from tests.engines.conftest import TinyPAD
+    from tests.helpers.engines_model import TinyPAD
     export_onnx(TinyPAD().eval(), fixed, inputs=tiny_specs(), threshold=0.5, threshold_criterion="eer")
     path, _ = build_engine(fixed, BuildConfig(precision="fp32"), tmp_path / "cache")
     feeds = example_feeds(tiny_specs())

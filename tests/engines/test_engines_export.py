@@ -15,7 +15,7 @@ from edgepad.engines.export import example_feeds, export_onnx, onnx_parity  # no
 from edgepad.engines.manifest import manifest_path, read_manifest, sha256_file  # noqa: E402
 from edgepad.errors import ConfigError, IntegrityError, ShapeError, ValidationError  # noqa: E402
 
-from tests.engines.conftest import SIZE_PX, TinyPAD, tiny_specs  # noqa: E402
+from tests.helpers.engines_model import SIZE_PX, TinyPAD, tiny_specs  # noqa: E402
 
 
 def _torch_scores(model, feeds):

@@ -15,7 +15,7 @@ pytest.importorskip("h5py")
 from edgepad.config import write_mapping  # noqa: E402
 from edgepad.training import _Logger, load_train_config, train  # noqa: E402
 
-from .fixtures_models import make_synthbench  # noqa: E402
+from tests.helpers.datasets import make_synthbench  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from edgepad.config import write_mapping  # noqa: E402
 from edgepad.errors import ConfigError  # noqa: E402
 from edgepad.training import load_train_config, load_checkpoint, throughput, train  # noqa: E402
 
-from .fixtures_models import make_synthbench  # noqa: E402
+from tests.helpers.datasets import make_synthbench  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ from edgepad.runtime.face import FixedBoxLocator, HaarFaceLocator, TruthLocator,
 from edgepad.runtime.quality import QualityConfig, check_quality, sharpness
 from edgepad.types import FrameSet, Modality, Reason, make_frame
 
-from tests.runtime.rt_scene import make_rig, plane_frameset
+from tests.helpers.scene import make_rig, plane_frameset
 
 
 def _iou(a, b):

@@ -13,7 +13,7 @@ from edgepad.runtime.pipeline import DropOldestQueue, LivenessPipeline, Pipeline
 from edgepad.runtime.policy import PolicyConfig
 from edgepad.types import STAGES, FrameSet, Modality, Reason, Verdict
 
-from tests.runtime.rt_scene import make_rig, plane_frameset
+from tests.helpers.scene import make_rig, plane_frameset
 
 BOX = (50, 30, 56, 60)
 PERIOD = 33_333_333

@@ -9,7 +9,7 @@ from edgepad.specs import InputSpec
 from edgepad.errors import ConfigError, ShapeError
 from edgepad.types import Modality
 
-from tests.runtime.rt_scene import make_rig, plane_frameset
+from tests.helpers.scene import make_rig, plane_frameset
 
 BOX = (50, 35, 48, 52)
 

@@ -22,7 +22,7 @@ from edgepad.runtime.face import FixedBoxLocator, TruthLocator
 from edgepad.runtime.pipeline import LivenessPipeline, PipelineConfig
 from edgepad.types import FrameSet, Modality, Reason, Verdict, make_frame
 
-from tests.runtime.rt_scene import make_rig, plane_frameset
+from tests.helpers.scene import make_rig, plane_frameset
 
 ALL = [Modality.RGB, Modality.DEPTH, Modality.IR]
 

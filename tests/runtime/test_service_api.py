@@ -505,7 +505,7 @@ class _FakePipeline:
 
 
 def test_pipeline_producer_rebuilds_after_source_error_and_maps_frames():
-    from tests.runtime.rt_scene import make_rig, plane_frameset
+    from tests.helpers.scene import make_rig, plane_frameset
 
     from edgepad.runtime.service import PipelineProducer, face_boxes
     rig = make_rig(baseline_m=0.0, yaw_deg=0.0, distort=False)

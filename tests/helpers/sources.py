@@ -1,4 +1,4 @@
-"""Tiny scripted sources and scenes for the driver tests (no camera, no heavy deps)."""
+"""Tiny scripted sources, frames, rigs and a scripted ``cv2.VideoCapture`` for driver tests (no camera, no heavy deps)."""
 from __future__ import annotations
 
 import math
@@ -82,3 +82,32 @@ def plane_depth(intr: Intrinsics, z_mm: float, *, slope_x: float = 0.0, occluder
     if holes:
         z[np.random.default_rng(seed).random(z.shape) < holes] = 0
     return z
+
+
+class StubCapture:
+    """A scripted cv2.VideoCapture: serves the given images (None = a failed grab)."""
+
+    def __init__(self, images, size=(16, 12)):
+        self.images = list(images)
+        self.props = {3: size[0], 4: size[1]}
+        self.released = False
+
+    def isOpened(self):
+        return not self.released
+
+    def set(self, prop, value):
+        if prop not in (3, 4):
+            self.props[prop] = value
+        return True
+
+    def get(self, prop):
+        return self.props.get(prop, 0)
+
+    def read(self):
+        if not self.images:
+            return False, None
+        img = self.images.pop(0)
+        return (img is not None), img
+
+    def release(self):
+        self.released = True

@@ -1,6 +1,6 @@
 """Write tiny RealSense-layout ROS1 bags with ``rosbags`` (librealsense ``ros_file_format.h``, file version 3).
 
-Used by tests to make recordings of known geometry at test time (uncompressed; see docs/PLATFORM.md §3.4).
+Used by tests to make recordings of known geometry at test time (uncompressed; see docs/DRIVERS.md).
 """
 from __future__ import annotations
 
