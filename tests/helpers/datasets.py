@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepad.config import write_mapping
+
 SPECIES = ("print_flat", "replay", "rigidmask")
 FAMILY = {"print_flat": "2D", "replay": "2D", "rigidmask": "3D"}
 
@@ -60,3 +62,20 @@ def make_synthbench(root: Path, videos_per_class: int = 4, frames: int = 3, size
     (root / "meta.json").write_text(json.dumps({"generator": "test", "seed": seed, "crop_size": size,
                                                 "depth_scale_m": 0.001, "videos": meta}))
     return root
+
+
+def write_cfg(tmp_path: Path, bench: Path, **over) -> Path:
+    """A tiny flexmodal training config on the bench at ``bench`` (``over``: dotted keys, e.g. ``"loss.kind"``)."""
+    cfg = {"data": {"kind": "synthbench", "root": str(bench)},
+           "model": {"name": "flexmodal", "kwargs": {"backbone_kwargs": {"width": 8}}},
+           "inputs": {"size_px": 16}, "epochs": 1, "batch_size": 8, "eval_batch_size": 32,
+           "out": str(tmp_path / "run"), "threads": 1, "tensorboard": False}
+    for k, v in over.items():
+        node = cfg
+        *head, last = k.split(".")
+        for h in head:
+            node = node.setdefault(h, {})
+        node[last] = v
+    path = tmp_path / "cfg.yaml"
+    write_mapping(cfg, path)
+    return path

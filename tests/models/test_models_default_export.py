@@ -11,10 +11,10 @@ pytest.importorskip("h5py")
 from edgepad import metrics as M  # noqa: E402
 from edgepad.training import _portable  # noqa: E402
 
-from .test_models_training import bench, write_cfg  # noqa: E402,F401  (module fixture + helper)
+from tests.helpers.datasets import write_cfg  # noqa: E402
 
 
-def test_export_writes_extra_criteria_per_subset(tmp_path, bench):  # noqa: F811
+def test_export_writes_extra_criteria_per_subset(tmp_path, bench):
     pytest.importorskip("onnxruntime")
     from edgepad.cli import main
     cfg = write_cfg(tmp_path, bench, **{"export.extra_criteria": ["eer", "apcer10"]})

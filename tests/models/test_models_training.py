@@ -12,34 +12,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("h5py")
 
-from edgepad.config import write_mapping  # noqa: E402
 from edgepad.errors import ConfigError  # noqa: E402
 from edgepad.training import load_train_config, load_checkpoint, throughput, train  # noqa: E402
 
-from tests.helpers.datasets import make_synthbench  # noqa: E402
+from tests.helpers.datasets import write_cfg  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    return make_synthbench(tmp_path_factory.mktemp("tbench"), videos_per_class=3, frames=2, size=16)
-
-
-def write_cfg(tmp_path, bench, **over) -> Path:
-    cfg = {"data": {"kind": "synthbench", "root": str(bench)},
-           "model": {"name": "flexmodal", "kwargs": {"backbone_kwargs": {"width": 8}}},
-           "inputs": {"size_px": 16}, "epochs": 1, "batch_size": 8, "eval_batch_size": 32,
-           "out": str(tmp_path / "run"), "threads": 1, "tensorboard": False}
-    for k, v in over.items():
-        node = cfg
-        *head, last = k.split(".")
-        for h in head:
-            node = node.setdefault(h, {})
-        node[last] = v
-    path = tmp_path / "cfg.yaml"
-    write_mapping(cfg, path)
-    return path
 
 
 def records(run: Path) -> list[dict]:
