@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +45,21 @@ def test_doctor_json_reports_versions_and_usable_commands():
     if rep["packages"]["tensorrt"].startswith("missing"):
         ok, why = rep["commands"]["build"]
         assert not ok and "edgepad[trt]" in why
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "replay:///nonexistent?sede=1", "--model", "edgepad/assets/default.onnx"],
+     "unknown option 'sede' for replay://"),
+    (["record", "synthetic://default?fps=abc", "--out", "never-written", "--frames", "1"],
+     "option 'fps' of synthetic:// must be a number, got 'abc'"),
+    (["record", "realsense://000000000000?loop=true", "--out", "never-written", "--frames", "1"],
+     "unknown option 'loop' for realsense://"),
+])
+def test_bad_source_options_are_one_line_errors(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    args = [str(root / a) if a.startswith("edgepad/") else a for a in args]
+    r = _cli(*args)
+    assert r.returncode == 1, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "never-written").exists()

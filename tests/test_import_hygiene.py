@@ -5,6 +5,7 @@ pyrealsense2, tensorrt, cuda, pycuda, h5py, scipy, yaml and rosbags are not inst
 """
 from __future__ import annotations
 
+import importlib
 import json
 import pkgutil
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import edgepad
+from edgepad.cli import COMMANDS
 
 BLOCKED = ("torch", "onnx", "onnxruntime", "onnxscript", "cv2", "pyrealsense2", "tensorrt", "cuda", "pycuda",
            "h5py", "scipy", "yaml", "rosbags", "matplotlib", "cryptography")
@@ -38,7 +40,6 @@ ROOTS = ("edgepad", "edgepad.drivers", "edgepad.engines", "edgepad.calibration")
 
 def _all_modules() -> list[str]:
     """Every module of the distribution (the mapped subpackages live in their own folders on disk)."""
-    import importlib
     names = set(ROOTS)
     for root in ROOTS:
         pkg = importlib.import_module(root)
@@ -84,7 +85,6 @@ print(json.dumps({{"results": out, "heavy": heavy}}))
 
 
 def test_cli_help_works_without_heavy_dependencies():
-    from edgepad.cli import COMMANDS
     code = f"""
 import contextlib, io
 from edgepad.cli import main
@@ -113,6 +113,27 @@ sys.exit(main(["export", "missing.pt", "--out", "x.onnx", "--threshold", "0.5", 
     r = _run(code)
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     assert "pip install 'edgepad[" in r.stderr
+
+
+def test_lazy_handles_name_the_extra_on_first_use(tmp_path):
+    """Module-top ``lazy(...)`` handles import nothing at import time and fail on use with the pip extra."""
+    (tmp_path / "c.yaml").write_text("a: 1\n")
+    code = f"""
+from edgepad.errors import MissingDependencyError
+import edgepad.config, edgepad.drivers.realsense, edgepad.drivers.uvc
+for use, extra in ((lambda: edgepad.drivers.realsense.rs.context, "realsense"),
+                   (lambda: edgepad.drivers.uvc.cv2.VideoCapture, "vision"),
+                   (lambda: edgepad.config.read_mapping({str(tmp_path / "c.yaml")!r}), "yaml")):
+    try:
+        use()
+    except MissingDependencyError as exc:
+        assert f"edgepad[{{extra}}]" in str(exc), str(exc)
+    else:
+        raise AssertionError(extra)
+print("ok")
+"""
+    r = _run(code)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
 
 
 def test_no_module_imports_top_level_driver_names():

@@ -4,7 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgepad._optional import lazy
+from edgepad.drivers.registration import to_rs_intrinsics
 from edgepad.geometry import Intrinsics, deproject, distort, pixel_rays, project, undistort
+
+rs = lazy("pyrealsense2", "realsense")  # the `realsense` marker skips where it is absent
 
 COEFFS = (0.12, -0.25, 0.004, -0.003, 0.08)
 MODELS = ["none", "brown_conrady", "modified_brown_conrady", "inverse_brown_conrady"]
@@ -19,9 +23,6 @@ def _points(rng, n=150):
 @pytest.mark.realsense
 @pytest.mark.parametrize("model", MODELS)
 def test_project_and_deproject_match_rsutil(model):
-    import pyrealsense2 as rs
-
-    from edgepad.drivers.registration import to_rs_intrinsics
     rng = np.random.default_rng(MODELS.index(model))
     intr = Intrinsics(640, 480, 600.5, 601.2, 321.3, 239.7, model, COEFFS)
     ri = to_rs_intrinsics(rs, intr)

@@ -8,9 +8,16 @@ import time
 import numpy as np
 import pytest
 
+from edgepad._optional import lazy
+from edgepad.drivers import realsense
+from edgepad.drivers.realsense import RealSenseSource
 from edgepad.drivers.registry import open_source
 from edgepad.errors import EndOfStream, SourceError
 from edgepad.types import Modality
+from tests.helpers.rsbag import write_realsense_bag
+from tests.helpers.sources import plane_depth, small_rig
+
+rs = lazy("pyrealsense2", "realsense")  # every test here is marked `realsense` (skipped where it is absent)
 
 D, C, I = Modality.DEPTH, Modality.RGB, Modality.IR
 pytestmark = pytest.mark.realsense
@@ -65,8 +72,6 @@ def test_playback_contract_on_real_recording(shared_data, name, depth_numbers, f
 
 
 def test_generated_bag_roundtrip_and_restart(tmp_path):
-    from tests.helpers.sources import plane_depth, small_rig
-    from tests.helpers.rsbag import write_realsense_bag
     rig = small_rig(32, 24, angle_deg=2)
     di, ci = rig.intrinsics[D], rig.intrinsics[C]
     depths = [plane_depth(di, 500 + 10 * k) for k in range(5)]
@@ -89,8 +94,6 @@ def test_generated_bag_roundtrip_and_restart(tmp_path):
 
 
 def test_missing_stream_and_missing_file_are_clear_errors(tmp_path):
-    from tests.helpers.sources import plane_depth, small_rig
-    from tests.helpers.rsbag import write_realsense_bag
     rig = small_rig(16, 12)
     path = write_realsense_bag(tmp_path / "s.bag", rig.intrinsics[D], rig.intrinsics[C], rig.extrinsics(D, C),
                                [plane_depth(rig.intrinsics[D], 500)] * 2, [np.zeros((12, 16, 3), np.uint8)] * 2)
@@ -109,7 +112,6 @@ def test_no_camera_gives_a_source_error_quickly():
 
 
 def _software_device(w=8, h=6):
-    import pyrealsense2 as rs
     dev = rs.software_device()
     out = {}
     for m, name, st, fmt, bpp in ((D, "Stereo Module", rs.stream.depth, rs.format.z16, 2),
@@ -140,9 +142,6 @@ def _inject(rs, sensor, prof, bpp, pixels, t_ms, number):
 
 
 def test_software_device_at_sensor_level():
-    import pyrealsense2 as rs
-
-    from edgepad.drivers.realsense import RealSenseSource
     dev, parts = _software_device()
     src = RealSenseSource("sw", modalities="rgb,depth", device=dev, queue_size=2)
     with src:
@@ -196,7 +195,6 @@ class _DeadPipe:
 
 
 def test_stall_reconnects_then_fails_with_a_reason(monkeypatch):
-    from edgepad.drivers import realsense
     src = realsense.RealSenseSource("123456", modalities="depth", stall_s=0.05, max_reconnects=2)
     starts = []
 
@@ -217,8 +215,6 @@ def test_stall_reconnects_then_fails_with_a_reason(monkeypatch):
 
 
 def test_fast_playback_never_drops_for_a_slow_reader(tmp_path):
-    from tests.helpers.sources import plane_depth, small_rig
-    from tests.helpers.rsbag import write_realsense_bag
     rig = small_rig(16, 12)
     n = 20
     path = write_realsense_bag(tmp_path / "long.bag", rig.intrinsics[D], rig.intrinsics[C], rig.extrinsics(D, C),
