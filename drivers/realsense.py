@@ -32,11 +32,10 @@ from edgepad.types import Frame, Modality, make_frame, parse_modalities
 
 log = logging.getLogger(__name__)
 
+rs = lazy("pyrealsense2", "realsense")
+
 _MODELS = {"none": "none", "brown_conrady": "brown_conrady", "modified_brown_conrady": "modified_brown_conrady",
            "inverse_brown_conrady": "inverse_brown_conrady"}
-
-
-rs = lazy("pyrealsense2", "realsense")
 
 
 def rs_intrinsics_to_ours(ri: Any) -> Intrinsics:
