@@ -268,7 +268,7 @@ def _acer_for(info: Mapping[str, Any], acers: Sequence[Mapping[str, Any]]) -> An
 
 def seed_model_onnx(out_dir: Path, size_px: int = 112) -> dict[str, Any]:
     """Export each seed method's edge configuration (untrained weights; timing only) to ONNX. Needs torch."""
-    if not (available("torch") and available("onnx")):
+    if not (torch and onnx):
         return {"skipped": "torch/onnx not installed: export the seed models on a development machine "
                            "(edgepad export) and pass them with --table-model"}
     torch.manual_seed(0)

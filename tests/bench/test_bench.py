@@ -404,3 +404,13 @@ def test_python_dash_m_runs_the_bench_command(tmp_path):
     r = subprocess.run([sys.executable, "-m", "edgepad.bench", "--compare", str(tmp_path / "a.json"),
                         str(tmp_path / "b.json")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "edgepad bench: error: cannot read bench result" in r.stderr, r.stderr[-2000:]
+
+
+def test_wheel_package_list_names_the_tool_and_renderer_packages():
+    import ast
+    root = Path(__file__).resolve().parents[2]
+    tree = ast.parse((root / "setup.py").read_text())
+    packages = next(ast.literal_eval(n.value) for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                    and any(getattr(t, "id", None) == "PACKAGES" for t in n.targets))
+    for pkg in ("edgepad.bench", "edgepad.benchmark", "edgepad.synthesis"):
+        assert pkg in packages and (root / pkg.replace(".", "/") / "__init__.py").is_file(), pkg
