@@ -1,4 +1,5 @@
-"""FLOP counting of ONNX graphs (Conv / ConvTranspose / Gemm / MatMul multiply-accumulates) for the device benchmark."""
+"""FLOP counting of ONNX graphs for the device benchmark: multiply-accumulates of Conv / ConvTranspose / Gemm /
+MatMul nodes (``flops = 2 * macs``)."""
 from __future__ import annotations
 
 import logging

@@ -2,8 +2,9 @@
 
 One command, ``edgepad benchmark configs/benchmark/matrix.yaml --out runs/bench``, does everything:
 
-1. **Data.** :func:`edgepad.benchmark.dataset.generate` with the matrix's ``data`` config into ``<out>/data-<hash12>``; a
-   folder whose ``meta.json`` has the same generator version and config (same *data hash*) is reused.
+1. **Data.** :func:`edgepad.benchmark.dataset.generate` with the matrix's ``data`` config into
+   ``<out>/data-<hash12>``; a folder whose ``meta.json`` has the same generator version and config (same *data
+   hash*) is reused.
 2. **Training.** Every (model preset, training rows, seed) of the experiments is one ``edgepad.training.train``
    run in ``<out>/runs/<preset>-s<seed>-<key10>``. The key hashes the resolved training config, the data hash and
    the protocol's train/dev rows, so protocols with identical training data (grandtest, X_sensor, X_illuminant)

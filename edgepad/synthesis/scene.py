@@ -44,7 +44,7 @@ H_REF_FACE_M = 0.075  # cheek-plane height of a face surface above its object or
 # ----------------------------------------------------------------------------------------------- configuration
 @dataclass(frozen=True)
 class SensorModel:
-    """Sensor physics (docs/SYNTHETIC.md).
+    """Sensor physics (docs/SYNTHETIC.md §2).
 
     Attributes:
         depth_noise_c: σ_z = c·z² (1/m); stereo c = σ_disparity / (f·b) (0.08 px / (385 px · 0.05 m) ≈ 0.0042).
@@ -107,7 +107,7 @@ class SceneConfig:
     sensor: SensorModel = field(default_factory=SensorModel)
 
 
-#: named domains: the nominal scene and the cross-domain shifts of docs/SYNTHETIC.md
+#: named domains: the nominal scene and the cross-domain shifts (docs/SYNTHETIC.md §4)
 DOMAINS: dict[str, SceneConfig] = {
     "nominal": SceneConfig(distance_m=(0.3, 1.2)),
     "demo": SceneConfig(),
