@@ -19,8 +19,8 @@ from edgepad.config import suggest
 from edgepad.drivers.base import BaseSource
 from edgepad.errors import ConfigError, EndOfStream
 from edgepad.geometry import Rig
-from edgepad.synthesis import (SPECIES, Presentation, RenderCache, RenderedFrames, SceneConfig, _face_box,
-                               default_rig, domain_config, frame_pose, render_frames, sample_presentation)
+from edgepad.synthesis import (SPECIES, Presentation, RenderCache, RenderedFrames, SceneConfig, default_rig,
+                               domain_config, face_box, frame_pose, render_frames, sample_presentation)
 from edgepad.types import Frame, Modality, parse_modalities
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class SyntheticSource(BaseSource):
         frame = sequence % self.presentation_frames
         if truth_only:
             pose = frame_pose(p, frame)
-            box = _face_box(p, self._cache.surface(p), pose.r, pose.t, self.rig.intrinsics[Modality.RGB])
+            box = face_box(p, self._cache.surface(p), pose.r, pose.t, self.rig.intrinsics[Modality.RGB])
             return dataclasses.replace(p, face_box_rgb=box, distance_m=pose.distance_m, yaw_deg=pose.yaw_deg,
                                        pitch_deg=pose.pitch_deg, roll_deg=pose.roll_deg, frame=frame)
         return render_frames(p, self.rig, frame=frame, seed=self.seed + sequence // self.presentation_frames,

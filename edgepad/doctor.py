@@ -9,7 +9,11 @@ import sys
 from pathlib import Path
 
 from edgepad import __version__
-from edgepad._optional import EXTRAS
+from edgepad._optional import EXTRAS, lazy
+from edgepad.assets import default_model_path
+
+cv2 = lazy("cv2")
+rs = lazy("pyrealsense2")
 
 #: display name -> import name
 PACKAGES = {"numpy": "numpy", "torch": "torch", "onnx": "onnx", "onnxruntime": "onnxruntime", "opencv": "cv2",
@@ -72,11 +76,9 @@ def collect(probe_gpu: bool = False) -> dict:
     ok = {mod: not (packages[name].startswith("missing") or packages[name].startswith("broken"))
           for name, mod in PACKAGES.items()}
     if ok.get("cv2"):
-        import cv2  # noqa: PLC0415  (light by now: already imported above)
         haar = hasattr(cv2, "CascadeClassifier") and Path(getattr(getattr(cv2, "data", None), "haarcascades", "")
                                                           + "haarcascade_frontalface_default.xml").exists()
         packages["opencv"] += "" if haar else " (no Haar cascades: opencv 5.x? pin <5)"
-    from edgepad.assets import default_model_path
     devices = {"cuda": _cuda_devices(),
                "realsense": _realsense_devices() if ok.get("pyrealsense2") else "pyrealsense2 missing",
                "default model": str(default_model_path()) if default_model_path().exists() else "missing"}
@@ -94,7 +96,6 @@ def collect(probe_gpu: bool = False) -> dict:
 
 def _realsense_devices() -> str:
     try:
-        import pyrealsense2 as rs  # noqa: PLC0415
         devs = rs.context().query_devices()
         names = [f"{d.get_info(rs.camera_info.name)} #{d.get_info(rs.camera_info.serial_number)}" for d in devs]
         return ", ".join(names) if names else "no camera connected"

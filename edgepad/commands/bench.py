@@ -1,14 +1,22 @@
-"""``edgepad bench``: on-device benchmark (per-stage latency, fps, drops, resources, components, compare).
+"""``edgepad bench`` (also ``python -m edgepad.bench``): on-device benchmark (per-stage latency, fps, drops,
+resources, components, compare). The only place where bench arguments become a
+:class:`~edgepad.bench.DeviceBenchConfig`.
 
-Light module: the implementation (:mod:`edgepad.bench`) is imported when the command runs.
+Light module: the implementation (:mod:`edgepad.bench`) is imported when the command runs, so ``edgepad --help``
+stays numpy-only and fast.
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgepad.bench import DeviceBenchConfig
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``edgepad bench`` (also used by ``python -m edgepad.bench``)."""
+    """Arguments of ``edgepad bench``."""
     parser.add_argument("--source", default="synthetic://default",
                         help="source URI (synthetic://default, a .bag/.db3/replay:// recording, realsense://SERIAL)")
     parser.add_argument("--model", default=None,
@@ -44,6 +52,26 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
 
 
+def config_from_args(args: argparse.Namespace) -> "DeviceBenchConfig":
+    """The :class:`~edgepad.bench.DeviceBenchConfig` of parsed ``edgepad bench`` arguments."""
+    from edgepad.bench import DeviceBenchConfig
+    return DeviceBenchConfig(
+        source=args.source, model=args.model, backend=args.backend, warmup_s=args.warmup_s, budget_s=args.budget_s,
+        frames=args.frames, clip_k=args.clip_outliers, locator=args.locator, threads=args.threads,
+        threaded=args.threaded, components=args.components, component_s=args.component_s, soak_min=args.soak_min,
+        soak_bucket_s=args.soak_bucket_s, peak_gflops=args.peak_gflops, results=tuple(args.results),
+        table_models=tuple(args.table_model), seed_models=not args.no_seed_models, int8_samples=args.int8_samples,
+        plots=not args.no_plots)
+
+
 def bench_main(args: argparse.Namespace) -> int:
-    from edgepad.bench import main_from_args
-    return main_from_args(args)
+    """Run ``edgepad bench`` (or ``--compare``); prints the Markdown report."""
+    from edgepad.bench import compare_files, run_bench, to_markdown
+    if args.compare:
+        _, md = compare_files(args.compare[0], args.compare[1], args.out if args.out != "bench-out" else None)
+        print(md)
+        return 0
+    doc = run_bench(config_from_args(args), args.out)
+    print(to_markdown(doc))
+    print(f"written: {Path(args.out) / 'bench.json'}, {Path(args.out) / 'bench.md'}")
+    return 0

@@ -5,6 +5,8 @@ Light module: the implementation (:mod:`edgepad.benchmark`) is imported when the
 from __future__ import annotations
 
 import argparse
+import logging
+import shlex
 
 
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +28,7 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def benchmark_main(args: argparse.Namespace) -> int:
-    import logging
+    """Run the benchmark matrix; prints progress and where the tables went."""
     from edgepad.benchmark import run_benchmark
 
     def progress(msg: str) -> None:
@@ -49,7 +51,6 @@ def benchmark_main(args: argparse.Namespace) -> int:
 
 def _command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run (recorded with the tables)."""
-    import shlex
     parts = ["edgepad", "benchmark", args.matrix, "--out", args.out]
     for flag, value in (("--seeds", args.seeds), ("--data", args.data), ("--only", args.only),
                         ("--threads", args.threads), ("--doc", args.doc)):

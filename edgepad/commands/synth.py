@@ -1,7 +1,11 @@
-"""``edgepad synth``: generate the synthetic PAD benchmark (HDF5 videos + protocol CSVs + meta.json)."""
+"""``edgepad synth``: generate the synthetic PAD dataset (HDF5 videos + protocol CSVs + meta.json).
+
+Light module: the generator (:mod:`edgepad.benchmark.dataset`) is imported when the command runs.
+"""
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,16 +26,15 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def synth_main(args: argparse.Namespace) -> int:
-    import sys
-
+    """Generate the dataset into ``--out``; prints a one-line summary."""
+    from edgepad.benchmark.dataset import SynthDatasetConfig, generate
     from edgepad.drivers.synthetic import parse_species
-    from edgepad.synthbench import BenchConfig, generate
 
-    cfg = BenchConfig(videos_per_species=args.videos_per_species, frames_per_video=args.frames_per_video,
-                      seed=args.seed, size_px=args.size, subjects_per_fold=args.subjects_per_fold,
-                      width=args.width, height=args.width * 3 // 4, cross_domain=not args.no_cross_domain,
-                      cross_videos_per_species=args.cross_videos_per_species,
-                      species=parse_species(args.species))
+    cfg = SynthDatasetConfig(videos_per_species=args.videos_per_species, frames_per_video=args.frames_per_video,
+                             seed=args.seed, size_px=args.size, subjects_per_fold=args.subjects_per_fold,
+                             width=args.width, height=args.width * 3 // 4, cross_domain=not args.no_cross_domain,
+                             cross_videos_per_species=args.cross_videos_per_species,
+                             species=parse_species(args.species))
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():

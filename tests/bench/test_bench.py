@@ -1,4 +1,4 @@
-"""Tests of edgepad.bench: statistics, FLOP counter, schema/compare, a real short run, the no-torch path.
+"""Tests of the edgepad.bench package: statistics, FLOP counter, schema/compare, a real short run, the no-torch path.
 
 No test asserts a wall-clock time; timings are only checked for consistency (e.g. total >= inference).
 """
@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from edgepad import bench as B
+from edgepad._optional import available
+from edgepad.bench.components import _acer_for, _bench_cv2_rgbd, _results_acer
 from edgepad.errors import ConfigError, ValidationError
 from edgepad.types import STAGES
 
@@ -188,7 +190,7 @@ def bench_run(tmp_path_factory):
     pytest.importorskip("cv2")
     d = tmp_path_factory.mktemp("bench")
     model = tiny_model(d / "tiny.onnx", size=32)
-    cfg = B.BenchConfig(source=SOURCE, model=str(model), warmup_s=0.0, budget_s=120.0, frames=10, clip_k=3.0,
+    cfg = B.DeviceBenchConfig(source=SOURCE, model=str(model), warmup_s=0.0, budget_s=120.0, frames=10, clip_k=3.0,
                         locator="truth", components=True, component_s=0.05, seed_models=False, int8_samples=2)
     doc = B.run_bench(cfg, d / "out")
     return doc, d
@@ -218,7 +220,7 @@ def test_bench_run_produces_json_markdown_and_plots(bench_run):
     md = (out / "bench.md").read_text()
     for s in STAGES:
         assert f"| {s} |" in md
-    if B._have("matplotlib"):
+    if available("matplotlib"):
         for name in ("latency_hist.png", "latency_cdf.png", "latency_time.png"):
             assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -251,7 +253,7 @@ def test_bench_components(bench_run):
         assert reg[case]["ours_ms"] > 0
         assert "opencv_rgbd" in reg[case]
         assert reg[case]["semantics"] == "align"  # the algorithm rs.align runs: same work, same output
-        if B._have("pyrealsense2"):
+        if available("pyrealsense2"):
             assert reg[case]["ratio"] == pytest.approx(reg[case]["ours_ms"] / reg[case]["rs_align_ms"])
             assert reg[case]["identical_fraction"] >= 0.999
     # the synthetic rig's colour lens has Brown-Conrady coefficients: the runtime's rsutil path is timed too
@@ -302,7 +304,7 @@ def test_missing_model_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="--model"):
         B.resolve_model(tmp_path / "none.onnx")
     with pytest.raises(ConfigError):
-        B.BenchConfig(backend="tensorrt")
+        B.DeviceBenchConfig(backend="tensorrt")
 
 
 # ------------------------------------------------------------------------------------------- no torch
@@ -317,10 +319,11 @@ sys.meta_path.insert(0, _Block())
 import json
 import edgepad.bench as B
 import edgepad.commands.bench
+from edgepad.cli import main
 assert "torch" not in sys.modules
 from pathlib import Path
 print(json.dumps({"seed": B.seed_model_onnx(Path(sys.argv[1]))}))
-rc = B.main(["--model", sys.argv[2], "--source", "synthetic://default?width=160&height=120", "--warmup-s", "0",
+rc = main(["bench", "--model", sys.argv[2], "--source", "synthetic://default?width=160&height=120", "--warmup-s", "0",
              "--frames", "3", "--budget-s", "60", "--locator", "truth", "--out", sys.argv[1], "--no-plots"])
 assert rc == 0, rc
 assert "torch" not in sys.modules
@@ -353,11 +356,11 @@ def test_model_table_acer_matches_the_exact_model_only(tmp_path):
     doc = {"model": {"model": "flexmodal", "onnx_sha256": "a" * 64}, "protocol": "grandtest",
            "result": {"eval": {"acer": 0.0125}}}
     (tmp_path / "metrics.json").write_text(json.dumps(doc))
-    acers = B._results_acer([str(tmp_path / "metrics.json"), str(tmp_path / "missing.json")])
+    acers = _results_acer([str(tmp_path / "metrics.json"), str(tmp_path / "missing.json")])
     assert len(acers) == 1
-    assert B._acer_for({"model": "flexmodal", "onnx_sha256": "a" * 64}, acers)["acer"] == 0.0125
+    assert _acer_for({"model": "flexmodal", "onnx_sha256": "a" * 64}, acers)["acer"] == 0.0125
     # same architecture name, other weights (e.g. an untrained seed configuration): not this model's ACER
-    assert B._acer_for({"model": "flexmodal", "onnx_sha256": "b" * 64}, acers) == "not measured"
+    assert _acer_for({"model": "flexmodal", "onnx_sha256": "b" * 64}, acers) == "not measured"
 
 
 def test_opencv_rgbd_registration_is_compared_with_ours():
@@ -379,7 +382,35 @@ def test_opencv_rgbd_registration_is_compared_with_ours():
     blocks = rng.integers(500, 1000, size=(12, 16)).astype(np.uint16)
     z = np.kron(blocks, np.ones((40, 40), np.uint16))
     depth = make_frame("depth", z, 0, intrinsics=plane.intrinsics, depth_scale_m=0.001)
-    r = B._bench_cv2_rgbd(depth, target, ext, repeats=3)
+    r = _bench_cv2_rgbd(depth, target, ext, repeats=3)
     assert r["ms"] > 0 and r["latency"]["n"] >= 3
     assert r["coverage"] > 0.8 and r["ours_coverage"] > 0.8
     assert r["abs_diff_mm_p50"] <= 1.0 and r["abs_diff_mm_p90"] <= 2.0, r
+
+
+def test_cli_arguments_become_a_device_bench_config():
+    import argparse
+    from edgepad.commands.bench import add_bench_arguments, config_from_args
+    p = argparse.ArgumentParser()
+    add_bench_arguments(p)
+    cfg = config_from_args(p.parse_args(["--clip-outliers", "--frames", "7", "--table-model", "a.onnx",
+                                         "--table-model", "b.onnx", "--no-seed-models", "--no-plots"]))
+    assert isinstance(cfg, B.DeviceBenchConfig)
+    assert cfg.clip_k == 3.0 and cfg.frames == 7 and cfg.table_models == ("a.onnx", "b.onnx")
+    assert not cfg.seed_models and not cfg.plots and cfg.source == "synthetic://default"
+
+
+def test_python_dash_m_runs_the_bench_command(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "edgepad.bench", "--compare", str(tmp_path / "a.json"),
+                        str(tmp_path / "b.json")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "edgepad bench: error: cannot read bench result" in r.stderr, r.stderr[-2000:]
+
+
+def test_wheel_package_list_names_the_tool_and_renderer_packages():
+    import ast
+    root = Path(__file__).resolve().parents[2]
+    tree = ast.parse((root / "setup.py").read_text())
+    packages = next(ast.literal_eval(n.value) for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                    and any(getattr(t, "id", None) == "PACKAGES" for t in n.targets))
+    for pkg in ("edgepad.bench", "edgepad.benchmark", "edgepad.synthesis"):
+        assert pkg in packages and (root / pkg.replace(".", "/") / "__init__.py").is_file(), pkg

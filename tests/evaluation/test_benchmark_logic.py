@@ -146,8 +146,8 @@ DATA = {"videos_per_species": 2, "frames_per_video": 1, "size_px": 24, "width": 
 
 
 def _fake_generated(root: Path, data: dict) -> None:
-    from edgepad.synthbench import GENERATOR_VERSION
-    cfg = B.bench_config(data)
+    from edgepad.benchmark.dataset import GENERATOR_VERSION
+    cfg = B.dataset_config(data)
     root.mkdir(parents=True, exist_ok=True)
     meta = {"generator_version": GENERATOR_VERSION, "config": json.loads(json.dumps(dataclasses.asdict(cfg))),
             "protocols": ["grandtest"], "videos": {}}
@@ -252,3 +252,11 @@ def test_balanced_protocol_repeats_only_bona_fide_train_rows(tmp_path):
         assert sum(1 for r in rows if r[0] == vid) == 1
     cfg = B.MatrixConfig(models={"m": {}})
     assert B.run_key(cfg, "m", 0, "h", "r") != B.run_key(dataclasses.replace(cfg, balance=True), "m", 0, "h", "r")
+
+
+def test_data_hash_is_pinned():
+    """Generated folders stay reusable across refactors: the hash covers the generator version and the resolved
+    config fields only (pinned from before SynthDatasetConfig was renamed and moved)."""
+    assert B.data_hash(DATA) == "69dfb1b6b213b822279828ebd2d41d3938f6f489c1b49dbfb2ed426f942a0338"
+    assert B.data_hash({}) == "ddfc3adbbb71b053b765638347cc24ecccc2d2b0066dfe91a749b15b963837f6"
+    assert isinstance(B.dataset_config(DATA), B.SynthDatasetConfig)

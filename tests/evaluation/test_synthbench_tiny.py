@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgepad.synthbench import BenchConfig, attack_type, generate, plan_videos, render_video
+from edgepad.benchmark.dataset import SynthDatasetConfig, attack_type, generate, plan_videos, render_video
 
 h5py = pytest.importorskip("h5py")
 
-CFG = BenchConfig(videos_per_species=2, frames_per_video=2, frame_stride=3, seed=5, size_px=32, subjects_per_fold=3,
-                  width=160, height=120, cross_videos_per_species=1)
+CFG = SynthDatasetConfig(videos_per_species=2, frames_per_video=2, frame_stride=3, seed=5, size_px=32,
+                         subjects_per_fold=3, width=160, height=120, cross_videos_per_species=1)
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,7 @@ def _rows(root: Path, name: str) -> list[list[str]]:
 def test_layout_and_arrays(bench):
     meta = json.loads((bench / "meta.json").read_text())
     assert meta["generator_version"] and meta["seed"] == 5 and meta["size_px"] == 32
+    assert meta["generator"] == "edgepad.benchmark.dataset"
     assert meta["config"]["videos_per_species"] == 2 and meta["depth_scale_m"] == 0.001
     assert len(meta["videos"]) == len(plan_videos(CFG)) == 8 * 2 * 3 + 3 * 8
     for vid, vm in list(meta["videos"].items())[::7]:
@@ -104,7 +105,7 @@ def test_generation_is_deterministic(bench):
             for i, arr in enumerate(frames):
                 assert np.array_equal(arr, h[f"Frame_{i}"]["array"][()])
     first, _ = render_video(specs[0], CFG)
-    other, _ = render_video(specs[0], BenchConfig(**{**CFG.__dict__, "seed": 6}))
+    other, _ = render_video(specs[0], SynthDatasetConfig(**{**CFG.__dict__, "seed": 6}))
     assert not np.array_equal(other[0], first[0])
 
 

@@ -1,6 +1,6 @@
-"""The synthetic PAD benchmark generator (EVALUATION.md §7): WMCA-layout HDF5 videos + protocol CSVs + meta.json.
+"""The synthetic PAD dataset generator (docs/SYNTHETIC.md): WMCA-layout HDF5 videos + protocol CSVs + meta.json.
 
-Layout (interface D)::
+Layout (the one :class:`edgepad.data.datasets.SynthBenchDataset` reads; docs/SYNTHETIC.md §5)::
 
     <root>/videos/<video_id>.hdf5       Frame_<i>/array  uint16 (5, S, S) = [R, G, B, depth_mm, NIR]
     <root>/protocols/PROTOCOL-<name>.csv  no header: path,label,attack_type,fold  (label 0 = bona fide)
@@ -30,12 +30,16 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from edgepad._optional import lazy
+from edgepad.drivers.registration import register_depth
 from edgepad.errors import ConfigError, DatasetError
+from edgepad.preprocess import face_crops
 from edgepad.synthesis import (ATTACK_SPECIES, DOMAINS, FAMILY, GENERATOR_VERSION, SPECIES, RenderCache,
                                default_rig, make_subject, render_frames, sample_presentation)
 from edgepad.types import Frame, FrameSet, Modality
 
 log = logging.getLogger(__name__)
+h5py = lazy("h5py")
 
 FOLDS = ("train", "dev", "eval")
 CHANNELS = ("R", "G", "B", "depth_mm", "NIR")
@@ -45,8 +49,8 @@ X_RANGE_TRAIN_MAX_M = 0.8
 
 
 @dataclass(frozen=True)
-class BenchConfig:
-    """What to generate.
+class SynthDatasetConfig:
+    """What the synthetic dataset generator renders (``edgepad synth``; the ``data`` section of a benchmark matrix).
 
     Attributes:
         videos_per_species: videos per species and fold (grandtest), bona fide included.
@@ -109,7 +113,7 @@ def attack_type(species: str) -> str:
     return "bonafide" if species == "bonafide" else f"attack/{FAMILY[species]}/{species}"
 
 
-def plan_videos(cfg: BenchConfig) -> list[VideoSpec]:
+def plan_videos(cfg: SynthDatasetConfig) -> list[VideoSpec]:
     """The deterministic list of videos (grandtest + cross-domain eval sets)."""
     rng = np.random.default_rng([cfg.seed & 0xFFFFFFFF, 9001])
     pools = {f: list(range(i * cfg.subjects_per_fold, (i + 1) * cfg.subjects_per_fold)) for i, f in enumerate(FOLDS)}
@@ -154,15 +158,13 @@ def _jitter_box(box: tuple[int, int, int, int], rng: np.random.Generator, amount
     return (x0, y0, max(1, x1 - x0), max(1, y1 - y0))
 
 
-def render_video(spec: VideoSpec, cfg: BenchConfig, cache: RenderCache | None = None
+def render_video(spec: VideoSpec, cfg: SynthDatasetConfig, cache: RenderCache | None = None
                  ) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Render, register and crop the frames of one video.
 
     Returns:
         (frames as uint16 (5, S, S) arrays, per-video metadata).
     """
-    from edgepad.drivers.registration import register_depth
-    from edgepad.preprocess import face_crops
     rig = cache.rig if cache is not None else default_rig(cfg.width, cfg.height)
     cache = cache or RenderCache(rig, cfg.seed)
     rgb_i, ir_i = rig.intrinsics[Modality.RGB], rig.intrinsics[Modality.IR]
@@ -209,8 +211,6 @@ def render_video(spec: VideoSpec, cfg: BenchConfig, cache: RenderCache | None = 
 
 def write_video(path: Path, frames: Sequence[np.ndarray]) -> None:
     """Write ``Frame_<i>/array`` datasets (deterministic bytes: no timestamps)."""
-    from edgepad._optional import require
-    h5py = require("h5py")
     tmp = path.with_suffix(".hdf5.tmp")
     with h5py.File(tmp, "w", track_order=True) as h:
         for i, arr in enumerate(frames):
@@ -222,7 +222,7 @@ def write_video(path: Path, frames: Sequence[np.ndarray]) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(cfg: BenchConfig, root: str) -> None:
+def _worker_init(cfg: SynthDatasetConfig, root: str) -> None:
     _WORKER["cfg"] = cfg
     _WORKER["root"] = Path(root)
     _WORKER["cache"] = RenderCache(default_rig(cfg.width, cfg.height), cfg.seed)
@@ -264,7 +264,7 @@ def protocols(specs: Sequence[VideoSpec], metas: dict[str, dict[str, Any]],
     return out
 
 
-def generate(root: Path | str, cfg: BenchConfig, workers: int = 1,
+def generate(root: Path | str, cfg: SynthDatasetConfig, workers: int = 1,
              progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Generate the benchmark into ``root`` (created; existing generated files are overwritten).
 
@@ -307,7 +307,7 @@ def generate(root: Path | str, cfg: BenchConfig, workers: int = 1,
                 w.writerow(r)
     rig = default_rig(cfg.width, cfg.height)
     meta = {
-        "generator": "edgepad.synthbench", "generator_version": GENERATOR_VERSION,
+        "generator": "edgepad.benchmark.dataset", "generator_version": GENERATOR_VERSION,
         "seed": cfg.seed, "config": _jsonable(dataclasses.asdict(cfg)), "size_px": cfg.size_px,
         "channels": list(CHANNELS), "depth_scale_m": rig.depth_scale_m, "depth_registered_to": "rgb",
         "label_polarity": {"bonafide": 0, "attack": 1}, "folds": list(FOLDS),
@@ -344,5 +344,5 @@ def species_counts(rows: Iterable[tuple[str, int, str, str]]) -> dict[str, dict[
     return out
 
 
-__all__ = ["BenchConfig", "VideoSpec", "plan_videos", "render_video", "write_video", "protocols", "generate",
+__all__ = ["SynthDatasetConfig", "VideoSpec", "plan_videos", "render_video", "write_video", "protocols", "generate",
            "attack_type", "species_counts", "ATTACK_SPECIES", "CROSS_DOMAINS", "FOLDS", "CHANNELS"]
