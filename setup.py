@@ -3,7 +3,7 @@ from setuptools import setup
 
 PACKAGES = [
     "edgepad", "edgepad.assets", "edgepad.commands", "edgepad.data", "edgepad.models", "edgepad.runtime",
-    "edgepad.drivers", "edgepad.engines", "edgepad.calibration",
+    "edgepad.drivers", "edgepad.drivers.registration", "edgepad.engines", "edgepad.calibration",
 ]
 
 setup(
