@@ -13,6 +13,7 @@ from typing import Literal, Mapping
 
 import numpy as np
 
+from edgepad.config import from_mapping, read_mapping, suggest, write_mapping
 from edgepad.errors import ConfigError, ShapeError
 from edgepad.types import Modality
 
@@ -78,7 +79,6 @@ class Intrinsics:
 
     @classmethod
     def from_mapping(cls, d: Mapping) -> "Intrinsics":
-        from edgepad.config import from_mapping
         return from_mapping(cls, d, where="intrinsics")
 
 
@@ -218,7 +218,6 @@ class Rig:
     @classmethod
     def from_dict(cls, d: Mapping) -> "Rig":
         """Parse the rig-file mapping (see :meth:`to_dict`); raises ConfigError on any defect."""
-        from edgepad.config import from_mapping, suggest
         if not isinstance(d, Mapping):
             raise ConfigError("rig: expected a mapping", key="rig")
         known = {"schema_version", "reference", "depth_scale_m", "cameras", "provenance"}
@@ -251,13 +250,11 @@ class Rig:
 
 def load_rig(path: Path | str) -> Rig:
     """Read a rig file (``.json``, ``.yaml``/``.yml``); raises ConfigError naming the defect."""
-    from edgepad.config import read_mapping
     return Rig.from_dict(read_mapping(path))
 
 
 def save_rig(rig: Rig, path: Path | str) -> None:
     """Write a rig file (JSON or YAML by suffix, atomically)."""
-    from edgepad.config import write_mapping
     write_mapping(rig.to_dict(), path)
 
 
