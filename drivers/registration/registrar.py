@@ -8,7 +8,8 @@ import threading
 from typing import Any
 
 from edgepad.drivers.registration.corners import (_CULL_DEPTHS_M, Arithmetic, Footprint, Method, Semantics, _check,
-                                                  _cull_key, _folded, fills_rectangle, register_corners)
+                                                  _cull_key, _folded, corner_rays, fills_rectangle,
+                                                  folded_coefficients, register_corners)
 from edgepad.drivers.registration.cuda import _device_constants, _gpu_available, _register_torch
 from edgepad.drivers.registration.fast import _pixel_data, _PixelData, _register_fast
 from edgepad.drivers.registration.reference import _fill_numpy, _fill_reference
@@ -146,8 +147,15 @@ class Registrar:
                     "frame_buckets": len(self._pixels)}
 
     def prepare(self) -> int:
-        """Build the face-window culling bounds for every nearest-depth bucket now (≈ 0.1 s each on a 640×480
-        pair), so the first frame of a nearer face does not stall (70-150 ms otherwise). Returns the bucket count."""
+        """Build the face-window culling bounds for every nearest-depth bucket and the per-camera corner tables
+        now (≈ 0.1 s per bucket on an idle 640×480 pair), so the first frame of a nearer face does not stall
+        (70-150 ms otherwise). Returns the bucket count."""
+        for off in ((-0.5, 0.5) if self._rect else (-0.5,)):
+            if self._folded:
+                folded_coefficients(self.depth_intrinsics, off, self.semantics, self.depth_to_target,
+                                    self.target_intrinsics)
+            else:
+                corner_rays(self.depth_intrinsics, off, self.semantics)
         for d in _CULL_DEPTHS_M:
             self._window_bounds(_cull_key(d, self.depth_scale_m))
         return len(_CULL_DEPTHS_M)
