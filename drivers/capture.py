@@ -241,7 +241,8 @@ def _source_fps(source) -> float | None:
 
 
 def open_capture(uri: str | Sequence[str], rig: Rig | str | Path | None = None, fps: float | None = None,
-                 register: RegistrationMode | str | bool = RegistrationMode.FRAME, *, required: Sequence[Modality | str] | None = None,
+                 register: RegistrationMode | str | bool = RegistrationMode.FRAME, *,
+                 required: Sequence[Modality | str] | None = None,
                  optional: Sequence[Modality | str] = (), max_pending: int = 4, **registration) -> Capture:
     """Build a :class:`Capture` from source URIs (not opened; use it as a context manager).
 

@@ -94,9 +94,10 @@ class _PixelData:
 
 def _pixel_data(intr: Intrinsics, target: Intrinsics, ext: Extrinsics, semantics: Semantics, rect: bool,
                 folded: bool, cull: tuple[float, float] | None) -> _PixelData:
-    """Per-pixel constants (a :class:`~edgepad.drivers.registration.Registrar` caches them per bucket); with ``cull = (dmin_m, dmax_m)`` only pixels whose corners can land within 2 px of the
-    target for some depth in that range are kept (projection is monotonic in depth between the two ends, so the
-    end points bound it). Culled pixels cannot write any target pixel: the output is unchanged."""
+    """Per-pixel constants of one pair (a ``Registrar`` caches them per nearest-depth bucket); with
+    ``cull = (dmin_m, dmax_m)`` only pixels whose corners can land within 2 px of the target for some depth in that
+    range are kept (projection is monotonic in depth between the two ends, so the end points bound it). Culled
+    pixels cannot write any target pixel: the output is unchanged."""
     offsets = (-0.5, 0.5) if rect else (-0.5,)
     subset = None
     if cull is not None:

@@ -123,9 +123,10 @@ class _RsAligner:
 
 
 # ----------------------------------------------------------------------------------------------- timing
-def time_against_rs_align(depth: Frame | None = None, target: Intrinsics | None = None, depth_to_target: Extrinsics | None = None,
-              *, repeats: int = 30, warmup: int = 3, with_librealsense: bool = True, threads: int = 1,
-              arithmetic: Arithmetic = "fast", semantics: Semantics = "align") -> dict:
+def time_against_rs_align(depth: Frame | None = None, target: Intrinsics | None = None,
+                          depth_to_target: Extrinsics | None = None, *, repeats: int = 30, warmup: int = 3,
+                          with_librealsense: bool = True, threads: int = 1, arithmetic: Arithmetic = "fast",
+                          semantics: Semantics = "align") -> dict:
     """Time our registration and ``rs.align`` on the same frames, side by side, interleaved.
 
     Without arguments a 640x480 → 640x480 D435-like scene is used (the real recording's factory calibration,

@@ -31,11 +31,11 @@ class _WindowBounds:
 
 def _window_bounds(intr: Intrinsics, target: Intrinsics, ext: Extrinsics, semantics: Semantics, rect: bool,
                    cull: tuple[float, float]) -> _WindowBounds:
-    """The out-of-view culling bounds of :func:`edgepad.drivers.registration.fast._pixel_data` (same argument: projection is monotonic in depth
-    between the ends of ``cull``; a distorting target is sampled at 8 depths with an 8 px margin and points beyond
-    the monotonic part of its radial map are "unsure", i.e. always processed), reduced per depth column (u) and
-    per depth row (v). A depth pixel can only write target pixels within ``margin`` of its column's u range and
-    its row's v range."""
+    """The out-of-view culling bounds of :func:`edgepad.drivers.registration.fast._pixel_data` (same argument:
+    projection is monotonic in depth between the ends of ``cull``; a distorting target is sampled at 8 depths with
+    an 8 px margin and points beyond the monotonic part of its radial map are "unsure", i.e. always processed),
+    reduced per depth column (u) and per depth row (v). A depth pixel can only write target pixels within
+    ``margin`` of its column's u range and its row's v range."""
     offsets = (-0.5, 0.5) if rect else (-0.5,)
     distorted = _distorts_target(target, semantics)
     lo_u, hi_u, lo_v, hi_v, unsure = _corner_bounds(intr, target, ext, semantics, offsets, cull)

@@ -269,7 +269,7 @@ class LivenessPipeline:
         """Decide on one frame set (no I/O).
 
         Args:
-            frameset: synced frames (depth registered to rgb, or registered here through the rig).
+            frameset: synced frames (depth registered to rgb, or registered here with :attr:`registrar`).
             now_ns: decision time on the clock of :attr:`PipelineConfig.clock`; default: now.
             capture_ms: time spent reading this frame set (reported as the ``capture`` stage).
         """
