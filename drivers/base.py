@@ -1,4 +1,5 @@
-"""Frame sources: the protocol, a base lifecycle, and a threaded base for hardware sources.
+"""Frame sources: the protocol, a base lifecycle, a threaded base for hardware sources, and the drop-oldest queue
+(also the runtime's inter-stage queue).
 
 Capture is tri-state: ``read(timeout_s)`` returns a :class:`Frame`, ``None`` on timeout (recoverable), or raises
 :class:`EndOfStream` (finite source exhausted) / :class:`SourceError` (failure).
@@ -9,13 +10,62 @@ import collections
 import logging
 import threading
 import time
-from typing import Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from edgepad.errors import EndOfStream, SourceError
 from edgepad.geometry import Intrinsics, Rig
 from edgepad.types import Frame, Modality
 
 log = logging.getLogger(__name__)
+
+
+class DropOldestQueue:
+    """A bounded FIFO that drops its oldest item when full (thread-safe).
+
+    Args:
+        maxsize: capacity (>= 1).
+
+    Attributes:
+        dropped: items dropped so far because the queue was full.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self.maxsize = int(maxsize)
+        self.dropped = 0
+
+    def put(self, item: Any, force: bool = False) -> int:
+        """Append ``item``, dropping the oldest items while full (``force``: append without dropping, e.g. a
+        terminal marker). Returns the number dropped by this call."""
+        n = 0
+        with self._cond:
+            while len(self._items) >= self.maxsize and not force:
+                self._items.popleft()
+                n += 1
+            self.dropped += n
+            self._items.append(item)
+            self._cond.notify_all()
+        return n
+
+    def get(self, timeout_s: float | None) -> Any:
+        """Oldest item, or None after ``timeout_s`` (0 = do not wait)."""
+        with self._cond:
+            if not self._items and (timeout_s is None or timeout_s > 0):
+                self._cond.wait_for(lambda: bool(self._items), timeout=timeout_s)
+            return self._items.popleft() if self._items else None
+
+    def peek(self) -> Any:
+        """Oldest item without removing it (None when empty)."""
+        with self._cond:
+            return self._items[0] if self._items else None
+
+    def clear(self) -> None:
+        with self._cond:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 @runtime_checkable
@@ -86,7 +136,7 @@ class BaseSource:
 
 
 class ThreadedSource(BaseSource):
-    """A capture thread copies frames into bounded drop-oldest queues, one per modality.
+    """A capture thread copies frames into bounded drop-oldest queues (:class:`DropOldestQueue`), one per modality.
 
     Subclasses implement ``_start_device()``, ``_stop_device()`` and ``_grab(timeout_s) -> list[Frame]``
     (frames already copied out of the SDK pool; ``[]`` on a timeout; raise EndOfStream or SourceError).
@@ -99,7 +149,7 @@ class ThreadedSource(BaseSource):
     def __init__(self, uri: str, modalities: Sequence[Modality | str], queue_size: int = 4) -> None:
         super().__init__(uri, modalities)
         self.queue_size = queue_size
-        self._queues: dict[Modality, collections.deque[Frame]] = {}
+        self._queues: dict[Modality, DropOldestQueue] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -107,7 +157,7 @@ class ThreadedSource(BaseSource):
         self.dropped: dict[Modality, int] = {}
 
     def _open_impl(self) -> None:
-        self._queues = {m: collections.deque() for m in self.modalities}
+        self._queues = {m: DropOldestQueue(self.queue_size) for m in self.modalities}
         self.dropped = {m: 0 for m in self.modalities}
         self._error = None
         self._stop.clear()
@@ -142,17 +192,16 @@ class ThreadedSource(BaseSource):
                     q = self._queues.get(f.modality)
                     if q is None:
                         continue
-                    if len(q) >= self.queue_size:
-                        q.popleft()
-                        self.dropped[f.modality] += 1
-                    q.append(f)
+                    n = q.put(f)
+                    if n:
+                        self.dropped[f.modality] = self.dropped.get(f.modality, 0) + n
                 self._cond.notify_all()
 
     def _pop_oldest(self) -> Frame | None:
-        heads = [(q[0].timestamp_ns, m) for m, q in self._queues.items() if q]
+        heads = [(h.timestamp_ns, m) for m, h in ((m, q.peek()) for m, q in self._queues.items()) if h is not None]
         if not heads:
             return None
-        return self._queues[min(heads)[1]].popleft()
+        return self._queues[min(heads)[1]].get(0)
 
     def _read_impl(self, timeout_s: float) -> Frame | None:
         deadline = time.monotonic() + max(0.0, timeout_s)

@@ -1,4 +1,4 @@
-"""Capture: sources → Synchronizer → depth registration → :class:`FrameSet`.
+"""Capture: sources → Synchronizer → depth registration (the capture's :class:`Registrar`) → :class:`FrameSet`.
 
 The same code path serves every source (synthetic, replay, RealSense, UVC): after ``read`` of the sources,
 nothing depends on where frames came from.
@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from edgepad.drivers.registration import register_depth
+from edgepad.drivers.registration import Registrar, RegistrationMode
+from edgepad.drivers.registry import open_source
 from edgepad.drivers.sync import Synchronizer
 from edgepad.errors import ConfigError, EndOfStream, SourceError
 from edgepad.geometry import Rig, load_rig
@@ -30,25 +31,35 @@ class Capture:
         sources: frame sources (opened by :meth:`open` if not open yet).
         rig: camera model; ``None`` = the single source's own ``rig`` (resolved at :meth:`open`).
         sync: the synchronizer (its required/optional modalities decide what a set holds).
-        register: register depth to the ``register_to`` camera of the rig (when the rig has it).
+        register: a :class:`RegistrationMode`: ``FRAME`` registers depth to the ``register_to`` camera of the rig
+            (when the rig has it); ``WINDOW`` passes depth on unregistered (with the rig's depth-camera model) for
+            the consumer to register a face window with :attr:`registrar`; ``OFF`` passes raw depth. A bool is
+            accepted too (True = FRAME, False = OFF).
         register_to: target camera of the registration (default rgb).
-        registration: keyword options for :func:`register_depth` (``method``, ``semantics``, ``footprint``).
+        registration: keyword options of the :class:`Registrar` (``method``, ``semantics``, ``footprint``,
+            ``arithmetic``, ``threads``).
 
     Attributes:
+        mode: the :class:`RegistrationMode`.
+        registrar: the depth → ``register_to`` :class:`Registrar` of the rig, built at :meth:`open` (None when the
+            mode is OFF or the rig lacks the camera pair); in WINDOW mode its culling bounds are prepared then.
         timing_ms: wall time of the last set's stages: ``capture`` (waiting for sources), ``sync``, ``register``.
 
     ``read`` returns a FrameSet, ``None`` on timeout, and raises :class:`EndOfStream` once every source has ended
     and no more sets can be formed (or :class:`SourceError` when a source fails).
     """
 
-    def __init__(self, sources: Sequence, rig: Rig | None, sync: Synchronizer, register: bool = True, *,
+    def __init__(self, sources: Sequence, rig: Rig | None, sync: Synchronizer,
+                 register: RegistrationMode | str | bool = RegistrationMode.FRAME, *,
                  register_to: Modality | str = Modality.RGB, registration: dict | None = None) -> None:
         if not sources:
             raise ConfigError("Capture needs at least one source", key="sources")
         self.sources = list(sources)
         self.rig = rig
         self.sync = sync
-        self.register = register
+        self.mode = RegistrationMode.parse(register)
+        self.registrar: Registrar | None = None
+        self._registrar_rig: Rig | None = None
         self.register_to = Modality.parse(register_to)
         self.registration = dict(registration or {})
         self.uri = "+".join(s.uri for s in self.sources)
@@ -83,11 +94,17 @@ class Capture:
             rigs = [s.rig for s in self.sources if getattr(s, "rig", None) is not None]
             if len(self.sources) == 1 and rigs:
                 self.rig = rigs[0]
-            elif self.register and self._wants_registration():
+            elif self.mode is not RegistrationMode.OFF and self._wants_registration():
                 for s in opened:
                     s.close()
                 raise ConfigError("several sources need a rig file (edgepad calibrate) to register depth; pass "
-                                  "rig=PATH or register=False", key="rig")
+                                  "rig=PATH or register=RegistrationMode.OFF", key="rig")
+        try:
+            self.registrar, self._registrar_rig = self._make_registrar(), self.rig
+        except BaseException:
+            for s in opened:
+                s.close()
+            raise
         self._heads = [None] * len(self.sources)
         self._ended = [False] * len(self.sources)
         self._ready.clear()
@@ -102,6 +119,18 @@ class Capture:
                 s.close()
             except Exception as exc:  # keep closing the others
                 log.warning("%s: error on close: %s", s.uri, exc)
+
+    def _make_registrar(self) -> Registrar | None:
+        """The rig's depth → ``register_to`` registrar (None when OFF or without that camera pair)."""
+        rig = self.rig
+        if self.mode is RegistrationMode.OFF or rig is None or not rig.depth_scale_m:
+            return None
+        if self.register_to not in rig.intrinsics or Modality.DEPTH not in rig.intrinsics:
+            return None
+        reg = Registrar.from_rig(rig, self.register_to, **self.registration)
+        if self.mode is RegistrationMode.WINDOW:
+            reg.prepare()
+        return reg
 
     def _wants_registration(self) -> bool:
         mods = set(self.sync.modalities)
@@ -162,15 +191,18 @@ class Capture:
 
     def _register(self, fs: FrameSet) -> FrameSet:
         depth = fs.frames.get(Modality.DEPTH)
-        rig = self.rig
-        if not self.register or depth is None or rig is None or depth.registered_to is not None:
+        if self._registrar_rig is not self.rig:  # the rig was replaced after open (open_capture(rig=PATH))
+            self.registrar, self._registrar_rig = self._make_registrar(), self.rig
+        if self.registrar is None or depth is None or depth.registered_to is not None:
             return fs
-        if self.register_to not in rig.intrinsics or Modality.DEPTH not in rig.intrinsics:
+        if self.mode is RegistrationMode.WINDOW:
+            out = depth_in_rig(depth, self.rig)  # the consumer registers a window with self.registrar
+        else:
+            out = self.registrar.frame(depth_in_rig(depth, self.rig))
+        if out is depth:
             return fs
-        reg = register_depth(depth_in_rig(depth, rig), rig.intrinsics[self.register_to],
-                             rig.extrinsics(Modality.DEPTH, self.register_to), self.register_to, **self.registration)
         frames = dict(fs.frames)
-        frames[Modality.DEPTH] = reg
+        frames[Modality.DEPTH] = out
         return FrameSet(frames, fs.timestamp_ns, fs.skew_ns, fs.missing)
 
     def __iter__(self):
@@ -209,7 +241,8 @@ def _source_fps(source) -> float | None:
 
 
 def open_capture(uri: str | Sequence[str], rig: Rig | str | Path | None = None, fps: float | None = None,
-                 register: bool = True, *, required: Sequence[Modality | str] | None = None,
+                 register: RegistrationMode | str | bool = RegistrationMode.FRAME, *,
+                 required: Sequence[Modality | str] | None = None,
                  optional: Sequence[Modality | str] = (), max_pending: int = 4, **registration) -> Capture:
     """Build a :class:`Capture` from source URIs (not opened; use it as a context manager).
 
@@ -218,13 +251,12 @@ def open_capture(uri: str | Sequence[str], rig: Rig | str | Path | None = None, 
         rig: a Rig, a rig file path, or None for the single source's own rig.
         fps: stream rate for the sync tolerance (half a period of the slowest); default: the sources' ``fps``
             attribute, else 30.
-        register: register depth to the rgb camera.
+        register: the :class:`RegistrationMode` of the capture (True = FRAME, False = OFF).
         required: modalities every set must hold (default: all of the sources' modalities, rgb first).
         optional: modalities added when available.
         max_pending: sync queue bound per modality.
-        **registration: options passed to :func:`register_depth` (method, semantics, footprint).
+        **registration: options of the capture's :class:`Registrar` (method, semantics, footprint, arithmetic).
     """
-    from edgepad.drivers.registry import open_source
     uris = [uri] if isinstance(uri, str) else list(uri)
     sources = [open_source(u) for u in uris]
     if isinstance(rig, (str, Path)):

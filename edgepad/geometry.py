@@ -13,6 +13,7 @@ from typing import Literal, Mapping
 
 import numpy as np
 
+from edgepad.config import from_mapping, read_mapping, suggest, write_mapping
 from edgepad.errors import ConfigError, ShapeError
 from edgepad.types import Modality
 
@@ -78,7 +79,6 @@ class Intrinsics:
 
     @classmethod
     def from_mapping(cls, d: Mapping) -> "Intrinsics":
-        from edgepad.config import from_mapping
         return from_mapping(cls, d, where="intrinsics")
 
 
@@ -218,7 +218,6 @@ class Rig:
     @classmethod
     def from_dict(cls, d: Mapping) -> "Rig":
         """Parse the rig-file mapping (see :meth:`to_dict`); raises ConfigError on any defect."""
-        from edgepad.config import from_mapping, suggest
         if not isinstance(d, Mapping):
             raise ConfigError("rig: expected a mapping", key="rig")
         known = {"schema_version", "reference", "depth_scale_m", "cameras", "provenance"}
@@ -251,13 +250,11 @@ class Rig:
 
 def load_rig(path: Path | str) -> Rig:
     """Read a rig file (``.json``, ``.yaml``/``.yml``); raises ConfigError naming the defect."""
-    from edgepad.config import read_mapping
     return Rig.from_dict(read_mapping(path))
 
 
 def save_rig(rig: Rig, path: Path | str) -> None:
     """Write a rig file (JSON or YAML by suffix, atomically)."""
-    from edgepad.config import write_mapping
     write_mapping(rig.to_dict(), path)
 
 
@@ -335,6 +332,27 @@ def deproject(pixels: np.ndarray, depth_m: np.ndarray | float, intr: Intrinsics)
     x, y = undistort(x, y, intr)
     z = np.asarray(depth_m, dtype=np.float64)
     return np.stack([x * z, y * z, np.broadcast_to(z, x.shape)], axis=-1)
+
+
+def reproject(pixels: np.ndarray, depth_m: float, src_intr: Intrinsics, dst_intr: Intrinsics,
+              src_to_dst: Extrinsics) -> np.ndarray:
+    """Pixels ``(..., 2)`` of camera src lifted onto the fronto-parallel plane ``z_src = depth_m`` (m) and projected
+    into camera dst: pixels ``(..., 2)`` (NaN where behind dst)."""
+    return project(src_to_dst.apply(deproject(pixels, depth_m, src_intr)), dst_intr)
+
+
+def project_box(box: tuple[int, int, int, int], depth_m: float, src_intr: Intrinsics, dst_intr: Intrinsics,
+                src_to_dst: Extrinsics) -> tuple[int, int, int, int] | None:
+    """A box ``(x, y, w, h)`` of camera src (pixels) in camera dst: its four corners lifted to ``depth_m`` (m),
+    projected (:func:`reproject`), and their bounding box (floor/ceil) as ``(x, y, w, h)``; None if not finite."""
+    x, y, w, h = (float(v) for v in box)
+    corners = np.array([[x, y], [x + w, y], [x, y + h], [x + w, y + h]], np.float64)
+    px = reproject(corners, depth_m, src_intr, dst_intr, src_to_dst)
+    if not np.all(np.isfinite(px)):
+        return None
+    x0, y0 = np.floor(px.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(px.max(axis=0)).astype(int)
+    return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
 
 
 def pixel_rays(intr: Intrinsics, offset: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:

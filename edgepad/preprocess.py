@@ -3,7 +3,8 @@
 Two steps, both numpy-only and deterministic:
 
 1. :func:`face_crops` cuts a square around a face box found in the rgb image, per modality, in raw units:
-   rgb ``uint8 S×S×3`` and depth ``uint16 S×S`` (depth registered to rgb) are cut with the same pixel window;
+   rgb ``uint8 S×S×3`` and depth ``uint16 S×S`` (depth must be registered to rgb, e.g. by the capture's or the
+   runtime's ``edgepad.drivers.registration.Registrar``) are cut with the same pixel window;
    ir ``uint8 S×S`` is resampled so that each crop pixel sees the same 3-D point as the rgb crop pixel: the rgb
    window is lifted onto the fronto-parallel plane at the median face depth and projected into the IR camera
    through the rig (baseline, rotation and lens distortion included).
@@ -29,7 +30,8 @@ from typing import Callable, Mapping
 import numpy as np
 
 from edgepad.errors import ConfigError, ShapeError
-from edgepad.geometry import Rig, deproject, project
+from edgepad.geometry import Rig, reproject
+from edgepad.specs import InputSpec
 from edgepad.types import FrameSet, Modality
 
 #: normalised value written at depth holes (raw 0) by the face-relative and absolute depth normalisations
@@ -54,7 +56,6 @@ def default_input_specs(size_px: int = 112) -> dict:
     Returns:
         ``{"rgb": InputSpec, "depth": InputSpec, "ir": InputSpec}``.
     """
-    from edgepad.specs import InputSpec
     if not isinstance(size_px, int) or size_px < 8:
         raise ConfigError(f"crop size must be an integer >= 8 px, got {size_px!r}", key="size_px")
     s = size_px
@@ -113,8 +114,7 @@ def face_crops(frameset: FrameSet, box_rgb: Box, rig: Rig, size_px: int = 112,
     """Raw-unit square crops of a face, per modality present in ``frameset``.
 
     Args:
-        frameset: synced frames; depth must be registered to rgb (``registered_to == rgb``) or is registered
-            here through the rig (drivers' ``register_depth``).
+        frameset: synced frames; depth must be registered to rgb (``registered_to == rgb``, rgb-sized).
         box_rgb: face box ``(x, y, w, h)`` in rgb pixels.
         rig: camera rig (rgb intrinsics and the rgb → ir extrinsics are used).
         size_px: crop side S (px).
@@ -125,7 +125,8 @@ def face_crops(frameset: FrameSet, box_rgb: Box, rig: Rig, size_px: int = 112,
         an image are 0. A uint16 IR image is scaled to uint8 (``x / 257``).
 
     Raises:
-        ShapeError: bad box or frame layout. ConfigError: rgb absent, or rig without the needed cameras.
+        ShapeError: bad box or frame layout, or depth not registered to rgb. ConfigError: rgb absent, or rig
+            without the needed cameras.
     """
     return crop_face(frameset, box_rgb, rig, size_px=size_px, margin=margin).crops
 
@@ -154,9 +155,9 @@ def crop_face(frameset: FrameSet, box_rgb: Box, rig: Rig, size_px: int = 112, ma
     measured = None
     depth = frameset.get(Modality.DEPTH)
     if depth is not None:
-        reg = _registered_depth(depth, rgb_intr, rig)
-        out[Modality.DEPTH] = _crop_nearest(reg.data, x0, y0, side, size_px)
-        measured, valid_fraction = _median_face_depth(reg.data, box_rgb, reg.depth_scale_m)
+        _require_registered(depth, rgb_intr)
+        out[Modality.DEPTH] = _crop_nearest(depth.data, x0, y0, side, size_px)
+        measured, valid_fraction = median_face_depth(depth.data, box_rgb, depth.depth_scale_m)
     nominal = False
     if face_depth_m is None:
         if measured is None:
@@ -190,21 +191,26 @@ def _check_box(box: object) -> Box:
     return x, y, w, h
 
 
-def _registered_depth(depth, rgb_intr, rig: Rig):
-    if depth.registered_to is Modality.RGB:
-        if depth.data.shape != (rgb_intr.height, rgb_intr.width):
-            raise ShapeError("depth (registered to rgb)", (rgb_intr.height, rgb_intr.width), depth.data.shape)
-        return depth
-    try:
-        from edgepad.drivers.registration import register_depth
-    except ImportError as exc:  # pragma: no cover - drivers always ship with edgepad
-        raise ConfigError("depth is not registered to rgb and edgepad.drivers.registration is unavailable",
-                          key="depth") from exc
-    return register_depth(depth, rgb_intr, rig.extrinsics(Modality.DEPTH, Modality.RGB), Modality.RGB)
+def _require_registered(depth, rgb_intr) -> None:
+    """Raise ShapeError unless ``depth`` is registered to rgb with the rgb image's size."""
+    if depth.registered_to is not Modality.RGB:
+        raise ShapeError("depth.registered_to (register depth to rgb first: drivers' Registrar)", "rgb",
+                         depth.registered_to)
+    if depth.data.shape != (rgb_intr.height, rgb_intr.width):
+        raise ShapeError("depth (registered to rgb)", (rgb_intr.height, rgb_intr.width), depth.data.shape)
 
 
-def _median_face_depth(depth: np.ndarray, box: Box, scale_m: float | None) -> tuple[float | None, float]:
-    """Median valid depth (m) of the central half of the box, and the valid fraction there."""
+def median_face_depth(depth: np.ndarray, box: Box, scale_m: float | None) -> tuple[float | None, float]:
+    """Median valid depth (m) of the central half of a face box, and the valid fraction there.
+
+    Args:
+        depth: raw depth ``uint16 H×W`` registered to the box's camera (0 = hole).
+        box: ``(x, y, w, h)`` pixels; the central half is ``[x + w//4, x + w - w//4)`` × likewise in y.
+        scale_m: metres per raw unit.
+
+    Returns:
+        ``(depth_m, valid_fraction)``; depth_m is None without valid pixels or scale.
+    """
     x, y, w, h = _check_box(box)
     hgt, wid = depth.shape
     xa, xb = max(0, x + w // 4), min(wid, x + w - w // 4)
@@ -287,8 +293,7 @@ def _crop_projected(img: np.ndarray, src_intr, dst_intr, src_to_dst, x0: float, 
     first, last = 0.5 * side / n, side - 0.5 * side / n
     t = np.linspace(first, last, grid)
     uu, vv = np.meshgrid(x0 + t, y0 + t)
-    pts = deproject(np.stack([uu, vv], axis=-1), depth_m, src_intr)
-    pix = project(src_to_dst.apply(pts), dst_intr)
+    pix = reproject(np.stack([uu, vv], axis=-1), depth_m, src_intr, dst_intr, src_to_dst)
     # linear interpolation matrix from the lattice to the n sub-samples (same on both axes)
     s = (np.arange(n, dtype=np.float64) + 0.5) * side / n
     g = (s - first) / (last - first) * (grid - 1)

@@ -184,7 +184,7 @@ def bench_registration(source: str, repeats: int = 20) -> dict[str, Any]:
     cases.append(("d435_like", "align", *R.d435_like_scene()))
     for name, sem, depth, target, ext in cases:
         try:
-            res = R.benchmark(depth, target, ext, repeats=repeats, with_librealsense=have_rs, semantics=sem)
+            res = R.time_against_rs_align(depth, target, ext, repeats=repeats, with_librealsense=have_rs, semantics=sem)
         except Exception as exc:  # noqa: BLE001
             res = {"skipped": f"{type(exc).__name__}: {exc}"}
         res["opencv_rgbd"] = _bench_cv2_rgbd(depth, target, ext, repeats, sem)

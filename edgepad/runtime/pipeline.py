@@ -1,10 +1,11 @@
 """LivenessPipeline: synced frame sets → face → crops → quality gates → backend → fail-closed Decision.
 
-Data flow (ARCHITECTURE.md §1)::
+Data flow (docs/RUNTIME.md)::
 
-    Capture.read()            sources → Synchronizer → register_depth        (stages capture, sync, register)
+    Capture.read()            sources → Synchronizer → [Registrar.frame]    (stages capture, sync, register)
       → SensorMonitor         counters/timestamps monotonic, frozen frames  (part of sync)
       → FaceLocator.locate    rgb → box                                     (locate)
+      → Registrar.window      depth → rgb inside the crop window only       (register)
       → crop_face + gates     per-modality crops through the rig; quality   (preprocess)
       → normalise             manifest InputSpecs; dropped modality → fill  (preprocess)
       → backend.infer         {"score", "score_<m>"}                       (infer)
@@ -27,16 +28,24 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping
 
 import numpy as np
 
+from edgepad import preprocess
+from edgepad.blas import set_blas_threads
+from edgepad.config import suggest
+from edgepad.drivers.base import DropOldestQueue
+from edgepad.drivers.capture import open_capture
+from edgepad.drivers.registration import Registrar, RegistrationMode
+from edgepad.engines.backend import load_backend
 from edgepad.errors import ConfigError, EndOfStream, SourceError
+from edgepad.geometry import load_rig
 from edgepad.runtime.face import FaceDetection, FaceLocator, make_locator
 from edgepad.runtime.policy import DecisionPolicy, PolicyConfig
-from edgepad.runtime.quality import HINT_NO_FACE, QualityConfig, check_quality
+from edgepad.runtime.quality import HINT_NO_FACE, QualityConfig, check_quality, depth_valid_sample
 from edgepad.runtime.sensors import SensorMonitor
 from edgepad.types import STAGES, Decision, FrameSet, Modality, Reason, Verdict
 
@@ -57,10 +66,12 @@ class PipelineConfig:
         threaded: run capture, inference and decision in their own threads.
         queue_size: capacity of each inter-stage queue in threaded mode (oldest item dropped when full).
         integrity: run the sensor-integrity checks.
-        registration: ``window`` (default): depth is registered to rgb only inside the face's crop window, after
-            face location (the values there are identical to a full-frame registration; a drivers ``Capture``
-            is switched to unregistered output while the pipeline is open); ``frame``: the capture registers
-            the whole frame (as before; needed when an integrator reads ``last_frameset`` depth as registered).
+        registration: how unregistered depth that reaches the pipeline is registered to rgb (with the capture's
+            :class:`~edgepad.drivers.registration.Registrar`, else one built from the rig): ``window`` (default):
+            only inside the face's crop window, after face location (values there are identical to a full-frame
+            registration); ``frame``: the whole frame. :func:`open_pipeline` builds its capture in the matching
+            :class:`~edgepad.drivers.registration.RegistrationMode` (WINDOW / FRAME); depth that arrives
+            registered (a capture in FRAME mode) is used as is.
         blas_threads: BLAS threads of the process while the pipeline is open (restored at close; None = leave
             as is). The crops' small matrix products are slower with threads that compete with the inference
             threads for the same cores (measured 10x on the shared 2-core development VM).
@@ -114,39 +125,6 @@ class _Stop:
 
     def __init__(self, exc: BaseException | None) -> None:
         self.exc = exc
-
-
-class DropOldestQueue:
-    """A bounded FIFO that drops its oldest item when full (thread-safe).
-
-    Args:
-        maxsize: capacity.
-    """
-
-    def __init__(self, maxsize: int) -> None:
-        self._items: collections.deque = collections.deque()
-        self._cond = threading.Condition()
-        self.maxsize = int(maxsize)
-        self.dropped = 0
-
-    def put(self, item: Any, force: bool = False) -> None:
-        """Append ``item``; when full the oldest non-terminal item is dropped (``force`` never drops ``item``)."""
-        with self._cond:
-            while len(self._items) >= self.maxsize and not force:
-                self._items.popleft()
-                self.dropped += 1
-            self._items.append(item)
-            self._cond.notify_all()
-
-    def get(self, timeout_s: float | None) -> Any:
-        """Oldest item, or None after ``timeout_s``."""
-        with self._cond:
-            if not self._items:
-                self._cond.wait_for(lambda: bool(self._items), timeout=timeout_s)
-            return self._items.popleft() if self._items else None
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 @dataclass
@@ -210,7 +188,7 @@ class LivenessPipeline:
         self.last: Decision | None = None
         self.last_frameset: FrameSet | None = None
         self._seq_by_ts: collections.OrderedDict[int, int] = collections.OrderedDict()
-        self._capture_registered: bool | None = None
+        self.registrar: Registrar | None = None
         self._blas_prev: dict[str, int] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -234,43 +212,36 @@ class LivenessPipeline:
             self.rig = getattr(self.capture, "rig", None)
         self._owns_backend = not getattr(self.backend, "is_active", False)
         self.backend.activate()
-        if self.config.registration == "window":
-            if isinstance(getattr(self.capture, "register", None), bool):
-                self._capture_registered = self.capture.register  # registered here, per face window
-                self.capture.register = False
-            self._prepare_registration()
+        self.registrar = self._find_registrar()
         if self.config.blas_threads is not None:
             self._blas_prev = set_blas_threads(self.config.blas_threads)
         self._opened = True
         if self.config.threaded and self.capture is not None:
             self._start_threads()
 
-    def _prepare_registration(self) -> None:
-        """Build the face-window registration's caches for the rig's depth → rgb pair now, not on the first
-        frame of a nearer face (a one-off stall of 70-150 ms on a 640×480 pair otherwise)."""
+    def _find_registrar(self) -> Registrar | None:
+        """The capture's depth → rgb registrar when it serves this pipeline's rig, else one built from the rig
+        (its face-window culling bounds prepared now in window mode, not on the first frame of a nearer face: a
+        one-off stall of 70-150 ms on a 640×480 pair otherwise); None without a depth/rgb pair in the rig."""
+        reg = getattr(self.capture, "registrar", None)
+        if (isinstance(reg, Registrar) and reg.target_modality is Modality.RGB
+                and getattr(self.capture, "rig", None) is self.rig):
+            return reg
         rig = self.rig
         intr = getattr(rig, "intrinsics", None) or {}
         if Modality.DEPTH not in intr or Modality.RGB not in intr or not getattr(rig, "depth_scale_m", None):
-            return
-        from edgepad.drivers.registration import prepare_window
-        opts = self._registration_options()
-        opts.pop("arithmetic", None)
-        prepare_window(intr[Modality.DEPTH], intr[Modality.RGB], rig.extrinsics(Modality.DEPTH, Modality.RGB),
-                       rig.depth_scale_m, **opts)
-
-    def _registration_options(self) -> dict[str, Any]:
-        """The capture's registration options that the face-window path uses (its defaults otherwise)."""
-        return {k: v for k, v in (getattr(self.capture, "registration", None) or {}).items()
-                if k in ("semantics", "footprint", "arithmetic")}
+            return None
+        opts = getattr(self.capture, "registration", None)
+        reg = Registrar.from_rig(rig, Modality.RGB, **(opts if isinstance(opts, Mapping) else {}))
+        if self.config.registration == "window":
+            reg.prepare()
+        return reg
 
     def close(self) -> None:
         """Stop threads, deactivate the backend and close the capture (idempotent)."""
         self._stop_threads()
         if self._opened:
             self._opened = False
-            if self._capture_registered is not None:
-                self.capture.register = self._capture_registered
-                self._capture_registered = None
             if self._blas_prev:
                 set_blas_threads(self._blas_prev)
                 self._blas_prev = None
@@ -298,7 +269,7 @@ class LivenessPipeline:
         """Decide on one frame set (no I/O).
 
         Args:
-            frameset: synced frames (depth registered to rgb, or registered here through the rig).
+            frameset: synced frames (depth registered to rgb, or registered here with :attr:`registrar`).
             now_ns: decision time on the clock of :attr:`PipelineConfig.clock`; default: now.
             capture_ms: time spent reading this frame set (reported as the ``capture`` stage).
         """
@@ -346,15 +317,14 @@ class LivenessPipeline:
         self._last_box = det.box
         t = time.perf_counter_ns()
         try:
-            from edgepad.preprocess import crop_face, normalise
             if self.rig is None:
                 raise ConfigError("the pipeline has no rig: pass rig= or use a capture that has one", key="rig")
             t_reg = time.perf_counter_ns()
-            fs_reg, frame_valid = self._register_window(fs, det.box)
+            fs_reg, frame_valid = self._register(fs, det.box)
             reg_ns = time.perf_counter_ns() - t_reg
             lat["register"] = lat.get("register", 0.0) + reg_ns / 1e6
             t += reg_ns  # the registration is reported as its own stage, not as preprocess
-            res = crop_face(fs_reg, det.box, self.rig, size_px=self.size_px, margin=self.config.margin)
+            res = preprocess.crop_face(fs_reg, det.box, self.rig, size_px=self.size_px, margin=self.config.margin)
             q = check_quality(fs_reg, det.box, res.crops, self.config.quality,
                               depth_valid_fraction=res.valid_depth_fraction if Modality.DEPTH in fs.frames else None,
                               landmarks=det.landmarks, depth_frame_valid_fraction=frame_valid)
@@ -370,7 +340,7 @@ class LivenessPipeline:
             # the face distance for IR fall-off compensation: from the depth crop when it is used (as in
             # training), else the measured/box-size estimate of crop_face
             z = None if Modality.DEPTH in crops else res.face_depth_m
-            feed = normalise(crops, self.manifest.inputs, scale, face_depth_m=z)
+            feed = preprocess.normalise(crops, self.manifest.inputs, scale, face_depth_m=z)
         except Exception as exc:  # noqa: BLE001
             self._error("preprocess", exc)
             item.reasons.append(Reason.ERROR_PREPROCESS)
@@ -394,30 +364,29 @@ class LivenessPipeline:
         lat["infer"] = _ms(t)
         return item
 
-    def _register_window(self, fs: FrameSet, box: tuple[int, int, int, int]) -> tuple[FrameSet, float | None]:
-        """Register unregistered depth to rgb inside the face's crop window only (identical values there).
+    def _register(self, fs: FrameSet, box: tuple[int, int, int, int]) -> tuple[FrameSet, float | None]:
+        """Register unregistered depth to rgb with :attr:`registrar`: inside the face's crop window only (window
+        mode; identical values there) or the whole frame.
 
-        Returns the frame set with that depth (0 outside the window) and the valid fraction of the raw depth frame
-        (the frame-level sensor check), or ``(fs, None)`` when nothing is to be registered here.
+        Returns the frame set with registered depth and, in window mode, the valid fraction of the raw depth frame
+        (the frame-level sensor check); ``(fs, None)`` when nothing is to be registered here.
         """
-        depth, rgb, rig = fs.frames.get(Modality.DEPTH), fs.frames.get(Modality.RGB), self.rig
-        if (depth is None or rgb is None or depth.registered_to is not None
-                or Modality.DEPTH not in getattr(rig, "intrinsics", {}) or Modality.RGB not in rig.intrinsics):
+        depth, reg = fs.frames.get(Modality.DEPTH), self.registrar
+        if depth is None or reg is None or depth.registered_to is not None or Modality.RGB not in fs.frames:
             return fs, None
-        from edgepad.drivers.capture import depth_in_rig
-        from edgepad.drivers.registration import register_depth
-        from edgepad.preprocess import crop_window
-        from edgepad.runtime.quality import depth_valid_sample
-        depth = depth_in_rig(depth, rig)
-        x0, y0, side = crop_window(box, self.config.margin)
-        # the crop window (nearest-neighbour depth samples) and the box's central half (face depth), 2 px spare
-        win = (int(math.floor(x0)) - 2, int(math.floor(y0)) - 2, int(math.ceil(x0 + side)) + 3,
-               int(math.ceil(y0 + side)) + 3)
-        reg = register_depth(depth, rig.intrinsics[Modality.RGB], rig.extrinsics(Modality.DEPTH, Modality.RGB),
-                             Modality.RGB, window=win, **self._registration_options())
+        frame_valid = None
+        if self.config.registration == "window":
+            x0, y0, side = preprocess.crop_window(box, self.config.margin)
+            # the crop window (nearest-neighbour depth samples) and the box's central half (face depth), 2 px spare
+            win = (int(math.floor(x0)) - 2, int(math.floor(y0)) - 2, int(math.ceil(x0 + side)) + 3,
+                   int(math.ceil(y0 + side)) + 3)
+            out = reg.window(depth, win)
+            frame_valid = depth_valid_sample(depth.data)
+        else:
+            out = reg.frame(depth)
         frames = dict(fs.frames)
-        frames[Modality.DEPTH] = reg
-        return FrameSet(frames, fs.timestamp_ns, fs.skew_ns, fs.missing), depth_valid_sample(depth.data)
+        frames[Modality.DEPTH] = out
+        return FrameSet(frames, fs.timestamp_ns, fs.skew_ns, fs.missing), frame_valid
 
     def _decide(self, item: _Scored, now_ns: int | None) -> Decision:
         t = time.perf_counter_ns()
@@ -650,65 +619,6 @@ class LivenessPipeline:
             log.warning("stage %s failed: %s: %s", stage, type(exc).__name__, exc)
 
 
-def _openblas_apis() -> dict[str, tuple[Any, Any]]:
-    """``{library path: (set_num_threads, get_num_threads)}`` of every OpenBLAS loaded in this process (numpy's
-    and, e.g., the copy bundled with the OpenCV wheel); empty where that cannot be found (non-Linux, MKL …)."""
-    import ctypes
-    import sys
-    if not sys.platform.startswith("linux"):
-        return {}
-    try:
-        with open("/proc/self/maps") as f:
-            paths = list(dict.fromkeys(p for p in (ln.split(maxsplit=5)[-1].strip() for ln in f if "/" in ln)
-                                       if "openblas" in p.rsplit("/", 1)[-1].lower()))
-    except OSError:
-        return {}
-    out = {}
-    for path in paths:
-        cached = _BLAS_LIBS.get(path)
-        if cached is not None:
-            out[path] = cached
-            continue
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas_", "openblas_"):
-            for suffix in ("64_", ""):
-                setter = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
-                getter = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
-                if setter is not None and getter is not None and path not in out:
-                    setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
-                    out[path] = _BLAS_LIBS[path] = (setter, getter)
-    return out
-
-
-_BLAS_LIBS: dict[str, tuple[Any, Any]] = {}
-
-
-def blas_threads() -> dict[str, int]:
-    """Thread count of every OpenBLAS loaded in this process, by library path (empty when none can be queried)."""
-    return {path: int(api[1]()) for path, api in _openblas_apis().items()}
-
-
-def set_blas_threads(n: int | Mapping[str, int]) -> dict[str, int]:
-    """Set the thread count of every loaded OpenBLAS (process-wide), or per library from a mapping as returned.
-
-    Returns:
-        the previous counts ``{library path: threads}`` (pass them back to restore); empty when not possible.
-    """
-    prev = {}
-    for path, (setter, getter) in _openblas_apis().items():
-        want = n.get(path) if isinstance(n, Mapping) else n
-        if want is None:
-            continue
-        prev[path] = int(getter())
-        setter(int(want))
-    if not prev:
-        log.debug("no OpenBLAS thread control in this process; BLAS threads left as they are")
-    return prev
-
-
 def _crop_size(manifest: Any) -> int:
     sizes = {int(spec.shape[-1]) for spec in manifest.inputs.values()} | {
         int(spec.shape[-2]) for spec in manifest.inputs.values()}
@@ -730,7 +640,6 @@ def _ms(t0_ns: int) -> float:
 
 
 def _with(d: Decision, **changes: Any) -> Decision:
-    from dataclasses import replace
     return replace(d, **changes)
 
 
@@ -741,7 +650,8 @@ def open_pipeline(source: Any, model: Path | str | Any, *, rig: Any = None, loca
     """Build a pipeline from a source URI (or a capture) and a model artifact (or a backend).
 
     Args:
-        source: URI(s) for ``edgepad.drivers.capture.open_capture`` or an object with ``read(timeout_s)``.
+        source: URI(s) for ``edgepad.drivers.capture.open_capture`` (built in the registration mode of
+            ``config.registration``) or an object with ``read(timeout_s)``.
         model: ``.onnx``/``.engine``/``.pt`` with its sidecar manifest, or a ready backend.
         rig: rig file or Rig (default: the source's own).
         locator: ``"haar"`` (default), ``"truth"`` (synthetic sources), ``"fixed:x,y,w,h"`` or a FaceLocator.
@@ -752,28 +662,24 @@ def open_pipeline(source: Any, model: Path | str | Any, *, rig: Any = None, loca
     Returns:
         an unopened :class:`LivenessPipeline` (use it as a context manager).
     """
-    from dataclasses import replace
     cfg = config or PipelineConfig()
     if policy:
         known = set(PolicyConfig.__dataclass_fields__)
         bad = [k for k in policy if k not in known]
         if bad:
-            from edgepad.config import suggest
             raise ConfigError(f"unknown pipeline option `{bad[0]}`", key=bad[0], suggestions=suggest(bad[0], known))
         cfg = replace(cfg, policy=replace(cfg.policy, **policy))
     if hasattr(model, "infer") and hasattr(model, "manifest"):
         be = model
     else:
-        from edgepad.engines.backend import load_backend
         opts = {"threads": threads} if threads else {}
         be = load_backend(model, backend, **opts)
     if hasattr(source, "read"):
         cap = source
     else:
-        from edgepad.drivers.capture import open_capture
-        cap = open_capture(source, rig=rig, fps=fps)
+        mode = RegistrationMode.WINDOW if cfg.registration == "window" else RegistrationMode.FRAME
+        cap = open_capture(source, rig=rig, fps=fps, register=mode)
     if isinstance(rig, (str, Path)):
-        from edgepad.geometry import load_rig
         rig = load_rig(rig)
     loc: Any = locator
     if locator == "truth":

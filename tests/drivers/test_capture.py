@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edgepad.drivers.capture import Capture, open_capture
-from edgepad.drivers.registration import register_depth
+from edgepad.drivers.registration import Registrar, RegistrationMode, register_depth
 from edgepad.drivers.sync import Synchronizer
 from edgepad.errors import ConfigError, EndOfStream, SourceError
 from edgepad.geometry import save_rig
@@ -121,3 +121,40 @@ def test_open_capture_on_synthetic_source():
         assert fs.skew_ns < cap.sync.tolerance_ns
     assert rig is not None and cap.sync.stats.matched == 4
     assert (sets[0][D].data > 0).mean() > 0.2
+
+
+@pytest.mark.parametrize("mode", [RegistrationMode.OFF, RegistrationMode.WINDOW, RegistrationMode.FRAME])
+def test_registration_modes(mode):
+    """OFF: raw depth, no registrar; WINDOW: unregistered depth (rig model) and a prepared registrar whose window
+    equals the full registration there; FRAME: depth registered by the capture's registrar."""
+    rig = small_rig(32, 24)
+    src = ScriptedSource("fake://cam", [C, D], _rig_frames(rig, 1), rig=rig)
+    with Capture([src], None, Synchronizer.for_fps([C, D], 30), register=mode) as cap:
+        assert cap.mode is mode
+        fs = cap.read(1.0)
+        reg = cap.registrar
+    raw = src._items[0]
+    full = register_depth(raw, rig.intrinsics[C], rig.extrinsics(D, C)).data
+    if mode is RegistrationMode.OFF:
+        assert reg is None and fs[D].registered_to is None
+        np.testing.assert_array_equal(fs[D].data, raw.data)
+        return
+    assert isinstance(reg, Registrar) and reg.target_modality is C
+    if mode is RegistrationMode.WINDOW:
+        assert fs[D].registered_to is None and fs[D].intrinsics == rig.intrinsics[D]
+        assert reg.cache_info()["window_buckets"] == reg.prepare()  # prepared at open
+        win = reg.window(fs[D], (4, 3, 20, 15))
+        assert win.registered_to is C
+        np.testing.assert_array_equal(win.data[3:15, 4:20], full[3:15, 4:20])
+        assert not win.data[:3].any() and not win.data[:, 20:].any()
+    else:
+        assert fs[D].registered_to is C
+        np.testing.assert_array_equal(fs[D].data, full)
+
+
+def test_registration_mode_parse():
+    assert RegistrationMode.parse(True) is RegistrationMode.FRAME
+    assert RegistrationMode.parse(False) is RegistrationMode.OFF
+    assert RegistrationMode.parse("Window") is RegistrationMode.WINDOW
+    with pytest.raises(ConfigError):
+        RegistrationMode.parse("sometimes")

@@ -6,8 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from edgepad.drivers.registration import (benchmark, d435_like_scene, fills_rectangle, register_depth,
-                                          to_rs_intrinsics)
+from edgepad.drivers.registration import (Registrar, d435_like_scene, fills_rectangle, register_depth,
+                                          time_against_rs_align, to_rs_intrinsics)
+from edgepad.drivers.registration import corners as reg_corners
+from edgepad.drivers.registration import fast as reg_fast
 from edgepad.errors import ConfigError, ShapeError
 from edgepad.geometry import Extrinsics, Intrinsics, deproject, project
 from edgepad.types import Modality, make_frame
@@ -299,12 +301,13 @@ def test_equals_rs_align_on_software_device(dm, cm):
 
 
 @pytest.mark.realsense
-def test_benchmark_reports_side_by_side_ratio():
-    res = benchmark(*d435_like_scene(64, 48), repeats=2, warmup=1)
+def test_time_against_rs_align_reports_side_by_side_ratio():
+    res = time_against_rs_align(*d435_like_scene(64, 48), repeats=2, warmup=1)
     assert res["ours_ms"] > 0 and res["rs_align_ms"] > 0
     assert res["ratio"] == pytest.approx(res["ours_ms"] / res["rs_align_ms"])
     assert res["identical_fraction"] >= 0.9999
-    assert benchmark(*d435_like_scene(64, 48), repeats=1, warmup=0, arithmetic="exact")["identical_fraction"] == 1.0
+    exact = time_against_rs_align(*d435_like_scene(64, 48), repeats=1, warmup=0, arithmetic="exact")
+    assert exact["identical_fraction"] == 1.0
 
 
 def test_rs_intrinsics_conversion_roundtrip():
@@ -321,18 +324,17 @@ def test_rs_intrinsics_conversion_roundtrip():
 def test_out_of_view_culling_changes_nothing(arithmetic):
     """The fast path skips depth pixels that cannot reach the colour image for any depth in the frame's range;
     with a near pixel in the frame the precomputed range does not apply and nothing is skipped."""
-    from edgepad.drivers import registration as reg
     d, c, e = d435_like_scene(160, 120, seed=5)
-    rng = reg._cull_range(d.data.reshape(-1), d.depth_scale_m)
+    rng = reg_corners._cull_range(d.data.reshape(-1), d.depth_scale_m)
     assert rng is not None
-    pix = reg._pixel_data(d.intrinsics, c, e, "rsutil", True, arithmetic == "fast", rng)
+    pix = reg_fast._pixel_data(d.intrinsics, c, e, "rsutil", True, arithmetic == "fast", rng)
     assert pix.subset is not None and len(pix.subset) < 0.8 * d.data.size
     ref = register_depth(d, c, e, method="reference", arithmetic=arithmetic).data
     np.testing.assert_array_equal(register_depth(d, c, e, arithmetic=arithmetic).data, ref)
     near = d.data.copy()
     near[60:64, 2:150:7] = 40  # 4 cm: inside no precomputed range
     dn = make_frame("depth", near, 0, intrinsics=d.intrinsics, depth_scale_m=0.001)
-    assert reg._cull_range(dn.data.reshape(-1), 0.001) is None
+    assert reg_corners._cull_range(dn.data.reshape(-1), 0.001) is None
     np.testing.assert_array_equal(register_depth(dn, c, e, arithmetic=arithmetic).data,
                                   register_depth(dn, c, e, method="reference", arithmetic=arithmetic).data)
 
@@ -341,12 +343,62 @@ def test_out_of_view_culling_changes_nothing(arithmetic):
 def test_distorted_target_with_culling_equals_reference(arithmetic):
     """A lens-distorted colour camera (OpenCV Brown-Conrady, rsutil semantics) on a wide depth camera: the culled
     fast path still equals the reference."""
-    from edgepad.drivers import registration as reg
     d, c, e = d435_like_scene(160, 120, seed=2)
     cd = Intrinsics(c.width, c.height, c.fx, c.fy, c.cx, c.cy, "brown_conrady", (0.045, -0.11, 0.0009, -0.0006, 0.05))
-    pix = reg._pixel_data(d.intrinsics, cd, e, "rsutil", True, arithmetic == "fast",
-                          reg._cull_range(d.data.reshape(-1), 0.001))
+    pix = reg_fast._pixel_data(d.intrinsics, cd, e, "rsutil", True, arithmetic == "fast",
+                          reg_corners._cull_range(d.data.reshape(-1), 0.001))
     assert pix.subset is not None
     ref = register_depth(d, cd, e, method="reference", arithmetic=arithmetic).data
     np.testing.assert_array_equal(register_depth(d, cd, e, arithmetic=arithmetic).data, ref)
     assert not np.array_equal(ref, register_depth(d, c, e, method="reference", arithmetic=arithmetic).data)
+
+
+def _nearest_at(d, nearest_m):
+    """``d`` with its valid depth scaled so that the nearest valid pixel lies at ``nearest_m``."""
+    z = d.data.astype(np.float64)
+    valid = z > 0
+    z[valid] *= nearest_m / (z[valid].min() * d.depth_scale_m)
+    return make_frame("depth", np.clip(np.round(z), 0, 65535).astype(np.uint16), 0, intrinsics=d.intrinsics,
+                      depth_scale_m=d.depth_scale_m)
+
+
+@pytest.mark.parametrize("arithmetic", ["exact", "fast"])
+def test_registrar_window_equals_frame_and_prepare_leaves_no_cache_miss(arithmetic):
+    d, c, e = d435_like_scene(160, 120, seed=3)
+    reg = Registrar(d.intrinsics, c, e, d.depth_scale_m, arithmetic=arithmetic)
+    n = reg.prepare()
+    assert n == len(reg_corners._CULL_DEPTHS_M)
+    info = reg.cache_info()
+    assert info["misses"] == n and info["window_buckets"] == n
+    wins = [(30, 20, 90, 80), (-5, -7, 40, 30), (150, 100, 200, 200), (60, 40, 61, 41)]
+    for nearest_m in (0.15, 0.25, 0.4, 0.8):  # one frame per nearest-depth bucket
+        dn = _nearest_at(d, nearest_m)
+        full = reg.frame(dn)
+        assert full.registered_to is Modality.RGB and full.intrinsics == c
+        np.testing.assert_array_equal(full.data, register_depth(dn, c, e, arithmetic=arithmetic).data)
+        assert full.data.any()
+        for win in wins:
+            got = reg.window(dn, win).data
+            x0, y0, x1, y1 = max(0, win[0]), max(0, win[1]), min(c.width, win[2]), min(c.height, win[3])
+            np.testing.assert_array_equal(got[y0:y1, x0:x1], full.data[y0:y1, x0:x1])
+            outside = got.copy()
+            outside[y0:y1, x0:x1] = 0
+            assert not outside.any()
+    after = reg.cache_info()
+    # the windows never missed: only the full-frame path built its per-bucket constants (one per bucket)
+    assert after["window_buckets"] == n and after["misses"] == n + after["frame_buckets"]
+    assert after["hits"] >= 4 * len(wins)
+
+
+def test_registrar_checks_its_inputs():
+    d, c, e = d435_like_scene(64, 48)
+    with pytest.raises(ConfigError):
+        Registrar(d.intrinsics, c, e, 0.001, method="magic")
+    with pytest.raises(ConfigError):
+        Registrar(d.intrinsics, c, e, 0.0)
+    other = Intrinsics(32, 24, 20.0, 20.0, 16.0, 12.0)
+    with pytest.raises(ConfigError, match="depth camera"):
+        Registrar(other, c, e, 0.001).frame(d)
+    with pytest.raises(ShapeError):
+        Registrar(d.intrinsics, c, e, 0.001).window(make_frame("ir", np.zeros((48, 64), np.uint8), 0,
+                                                                intrinsics=d.intrinsics), (0, 0, 8, 8))

@@ -170,16 +170,16 @@ def test_pipeline_window_registration_gives_the_same_feeds_and_scores(synth_sets
 def test_pipeline_prepares_window_registration_at_open(synth_sets, tiny_model):
     """Every nearest-depth bucket's culling bounds are built when the pipeline opens: frames with a nearer face
     later hit the cache (before, the first such frame paid 70-150 ms on a 640×480 pair)."""
-    from edgepad.drivers import registration as R
+    from edgepad.drivers.registration.corners import _CULL_DEPTHS_M
     from edgepad.runtime.face import FixedBoxLocator
     from edgepad.types import replace_frame
     sets, rig = synth_sets
-    R._window_bounds.cache_clear()
     pipe = _tiny_pipeline(tiny_model, rig, registration="window")
+    assert pipe.registrar is None
     pipe.open()
     try:
-        built = R._window_bounds.cache_info()
-        assert built.misses == len(R._CULL_DEPTHS_M) and built.currsize == len(R._CULL_DEPTHS_M)
+        built = pipe.registrar.cache_info()
+        assert built["misses"] == len(_CULL_DEPTHS_M) and built["window_buckets"] == len(_CULL_DEPTHS_M)
         pipe.locator = FixedBoxLocator((120, 80, 70, 80))
         scale = rig.depth_scale_m
         for nearest_m in (0.15, 0.25, 0.4, 0.8):  # one frame per bucket: nearest valid depth moved there
@@ -192,15 +192,17 @@ def test_pipeline_prepares_window_registration_at_open(synth_sets, tiny_model):
             frames[Modality.DEPTH] = replace_frame(d, data=np.clip(z, 0, 65535).astype(np.uint16))
             out = pipe.process(FrameSet(frames, fs.timestamp_ns, fs.skew_ns, fs.missing), now_ns=fs.timestamp_ns)
             assert out.latency_ms["register"] > 0.0
-        after = R._window_bounds.cache_info()
-        assert after.misses == built.misses and after.hits >= built.hits + 4
+        after = pipe.registrar.cache_info()
+        assert after["misses"] == built["misses"] and after["hits"] >= built["hits"] + 4
     finally:
         pipe.close()
 
 
-def test_pipeline_restores_blas_threads_and_capture_registration(synth_sets, tiny_model):
+def test_pipeline_restores_blas_threads_and_leaves_the_capture_alone(synth_sets, tiny_model):
+    from edgepad.blas import blas_threads, set_blas_threads
+    from edgepad.drivers.registration import RegistrationMode
     from edgepad.engines.backend import load_backend
-    from edgepad.runtime.pipeline import LivenessPipeline, PipelineConfig, blas_threads, set_blas_threads
+    from edgepad.runtime.pipeline import LivenessPipeline, PipelineConfig
     pytest.importorskip("cv2")  # load every OpenBLAS copy (numpy's and OpenCV's) before reading thread counts
     load_backend(tiny_model)
     before = blas_threads()
@@ -208,13 +210,15 @@ def test_pipeline_restores_blas_threads_and_capture_registration(synth_sets, tin
         pytest.skip("no OpenBLAS thread control in this numpy build")
 
     class Cap:
-        register = True
-        rig = synth_sets[1]
+        def __init__(self):
+            self.mode = RegistrationMode.FRAME
+            self.rig = synth_sets[1]
 
         def read(self, timeout_s):
             return None
 
     cap = Cap()
+    state = dict(vars(cap))
     set_blas_threads(2)
     two = blas_threads()  # a single-threaded OpenBLAS build (OpenCV's copy, on some wheels) stays at 1
     assert 2 in two.values()
@@ -223,11 +227,12 @@ def test_pipeline_restores_blas_threads_and_capture_registration(synth_sets, tin
                                 config=PipelineConfig(blas_threads=1))
         with pipe:
             assert set(blas_threads().values()) == {1}
-            assert cap.register is False  # registered per face window by the pipeline
-        assert blas_threads() == two and cap.register is True
+            assert vars(cap) == state  # the pipeline registers face windows itself: the capture is not written
+            assert pipe.registrar is not None and pipe.registrar.target_modality is Modality.RGB
+        assert blas_threads() == two and vars(cap) == state
         with LivenessPipeline(cap, load_backend(tiny_model), locator="fixed:0,0,10,10",
                               config=PipelineConfig(blas_threads=None, registration="frame")):
-            assert blas_threads() == two and cap.register is True
+            assert blas_threads() == two and vars(cap) == state
     finally:
         set_blas_threads(before)
     assert blas_threads() == before
@@ -267,3 +272,23 @@ def test_haar_region_redetection_is_fail_closed():
     assert (got is None) == (ref is None)
     if ref is not None:
         assert abs(got.box[0] - ref.box[0]) <= 0.15 * ref.box[2]
+
+
+@pytest.mark.parametrize("mode", ["window", "frame"])
+def test_open_pipeline_registers_with_the_capture_registrar(tiny_model, mode):
+    """open_pipeline builds its capture in the matching RegistrationMode; in window mode the pipeline uses the
+    capture's (prepared) registrar for the face window, in frame mode the capture registers whole frames."""
+    from edgepad.drivers.registration import RegistrationMode
+    from edgepad.runtime.pipeline import PipelineConfig, open_pipeline
+    src = "synthetic://default?seed=4&width=320&height=240&presentation_frames=3"
+    with open_pipeline(src, tiny_model, locator="truth", config=PipelineConfig(registration=mode)) as pipe:
+        cap = pipe.capture
+        assert pipe.registrar is cap.registrar and cap.registrar is not None
+        decisions = list(pipe.decisions(max_frames=3))
+        depth = pipe.last_frameset.frames[Modality.DEPTH]
+    assert cap.mode is (RegistrationMode.WINDOW if mode == "window" else RegistrationMode.FRAME)
+    assert depth.registered_to is (None if mode == "window" else Modality.RGB)
+    assert any(d.score is not None for d in decisions)
+    if mode == "window":
+        assert cap.registrar.cache_info()["window_buckets"] == cap.registrar.prepare()
+        assert all(d.latency_ms["register"] > 0.0 for d in decisions if d.score is not None)

@@ -9,7 +9,8 @@ import pytest
 
 from edgepad.errors import EndOfStream, SourceError
 from edgepad.runtime.face import FaceDetection, FixedBoxLocator
-from edgepad.runtime.pipeline import DropOldestQueue, LivenessPipeline, PipelineConfig
+from edgepad.drivers.base import DropOldestQueue
+from edgepad.runtime.pipeline import LivenessPipeline, PipelineConfig
 from edgepad.runtime.policy import PolicyConfig
 from edgepad.types import STAGES, FrameSet, Modality, Reason, Verdict
 

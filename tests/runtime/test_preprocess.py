@@ -199,3 +199,52 @@ def test_crops_feed_normalise_end_to_end():
                                                       "ir": (1, 1, 32, 32)}
     assert np.all(np.abs(feed["depth"]) < 1e-6)  # a fronto-parallel plane is flat relative to the face
     assert all(np.isfinite(v).all() for v in feed.values())
+
+
+def test_crop_refuses_unregistered_depth():
+    """Depth registration has one owner (drivers' Registrar): preprocess never registers, it refuses."""
+    from edgepad.types import FrameSet, replace_frame
+    rig = make_rig(baseline_m=0.05)
+    fs = plane_frameset(rig, z_m=0.4)
+    raw = replace_frame(fs[Modality.DEPTH], registered_to=None, intrinsics=rig.intrinsics[Modality.DEPTH])
+    frames = dict(fs.frames)
+    frames[Modality.DEPTH] = raw
+    with pytest.raises(ShapeError, match="registered_to"):
+        preprocess.crop_face(FrameSet(frames, fs.timestamp_ns), BOX, rig, size_px=32)
+    import dataclasses
+    ri = rig.intrinsics[Modality.RGB]
+    half = dataclasses.replace(ri, width=ri.width // 2, height=ri.height // 2)
+    small = replace_frame(fs[Modality.DEPTH], data=fs[Modality.DEPTH].data[::2, ::2], intrinsics=half)
+    frames[Modality.DEPTH] = small
+    with pytest.raises(ShapeError, match="registered to rgb"):
+        preprocess.crop_face(FrameSet(frames, fs.timestamp_ns), BOX, rig, size_px=32)
+
+
+def test_median_face_depth_central_half():
+    depth = np.zeros((40, 60), np.uint16)
+    depth[10:30, 10:50] = 1000  # the box (10, 10, 40, 20): central half = x 20..39, y 15..24
+    depth[15:25, 20:30] = 500
+    depth[15:20, 30:40] = 0  # a hole: a quarter of the central half
+    z, frac = preprocess.median_face_depth(depth, (10, 10, 40, 20), 0.001)
+    assert frac == pytest.approx(0.75)
+    assert z == pytest.approx(0.5)  # 100 of 150 valid pixels at 500
+    assert preprocess.median_face_depth(depth, (0, 0, 4, 4), 0.001) == (None, 0.0)
+    assert preprocess.median_face_depth(depth, (10, 10, 40, 20), None)[0] is None
+
+
+def test_project_box_lifts_corners_at_depth():
+    from edgepad.geometry import Extrinsics, deproject, project, project_box
+    rig = make_rig(baseline_m=0.05, yaw_deg=2.0)
+    src, dst = rig.intrinsics[Modality.RGB], rig.intrinsics[Modality.IR]
+    ext = rig.extrinsics(Modality.RGB, Modality.IR)
+    box = (50, 35, 48, 52)
+    got = project_box(box, 0.4, src, dst, ext)
+    corners = np.array([[50, 35], [98, 35], [50, 87], [98, 87]], np.float64)
+    px = project(ext.apply(deproject(corners, 0.4, src)), dst)
+    x0, y0 = np.floor(px.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(px.max(axis=0)).astype(int)
+    assert got == (x0, y0, x1 - x0, y1 - y0)
+    assert got != box and got[0] != box[0]  # the baseline shifts it
+    assert project_box(box, 0.4, src, src, Extrinsics.identity()) == box
+    behind = Extrinsics.from_rt(np.diag([1.0, 1.0, 1.0]), (0.0, 0.0, -1.0))  # the plane lies behind dst
+    assert project_box(box, 0.4, src, dst, behind) is None

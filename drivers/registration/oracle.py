@@ -1,0 +1,199 @@
+"""The ``rs.align`` oracle: librealsense's own align on the same depth frame through a pyrealsense2 software
+device (tests and ``edgepad bench`` compare against it), the side-by-side timing, and a D435-like test scene."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from edgepad._optional import lazy
+from edgepad.errors import SourceError
+from edgepad.drivers.registration.corners import Arithmetic, Semantics
+from edgepad.drivers.registration.registrar import register_depth
+from edgepad.geometry import Extrinsics, Intrinsics
+from edgepad.types import Frame, make_frame
+
+pyrealsense2 = lazy("pyrealsense2", "realsense")
+
+
+def align_with_librealsense(depth: Frame, color_intrinsics: Intrinsics, depth_to_color: Extrinsics) -> np.ndarray:
+    """``rs.align(rs.stream.color)`` on the same depth frame, through a pyrealsense2 software device.
+
+    Returns:
+        The aligned depth ``uint16 color.height × color.width``. Needs pyrealsense2 (oracle for tests and benchmarks).
+    """
+    return _RsAligner(depth.intrinsics, color_intrinsics, depth_to_color, float(depth.depth_scale_m)).align(
+        depth.data)
+
+
+def to_rs_intrinsics(rs, intr: Intrinsics):
+    """Our Intrinsics → ``rs.intrinsics``."""
+    ri = rs.intrinsics()
+    ri.width, ri.height = intr.width, intr.height
+    ri.fx, ri.fy, ri.ppx, ri.ppy = intr.fx, intr.fy, intr.cx, intr.cy
+    ri.model = {"none": rs.distortion.none, "brown_conrady": rs.distortion.brown_conrady,
+                "modified_brown_conrady": rs.distortion.modified_brown_conrady,
+                "inverse_brown_conrady": rs.distortion.inverse_brown_conrady}[intr.distortion]
+    ri.coeffs = [float(c) for c in intr.dist5]
+    return ri
+
+
+def to_rs_extrinsics(rs, ext: Extrinsics):
+    """Our Extrinsics (row-major R) → ``rs.extrinsics`` (column-major R)."""
+    re = rs.extrinsics()
+    re.rotation = [float(v) for v in ext.r.flatten(order="F")]
+    re.translation = [float(v) for v in ext.t]
+    return re
+
+
+class _RsAligner:
+    """A pyrealsense2 software device with a depth and a colour stream, driving ``rs.align`` at sensor level."""
+
+    def __init__(self, depth_intr: Intrinsics, color_intr: Intrinsics, depth_to_color: Extrinsics,
+                 depth_scale_m: float) -> None:
+        rs = self.rs = pyrealsense2.load()
+        self.dev = rs.software_device()
+        self.sensor = self.dev.add_sensor("Stereo Module")
+        self.csensor = self.dev.add_sensor("RGB Camera")
+        ds = rs.video_stream()
+        ds.type, ds.index, ds.uid = rs.stream.depth, 0, 0
+        ds.width, ds.height, ds.fps, ds.bpp = depth_intr.width, depth_intr.height, 30, 2
+        ds.fmt, ds.intrinsics = rs.format.z16, to_rs_intrinsics(rs, depth_intr)
+        cs = rs.video_stream()
+        cs.type, cs.index, cs.uid = rs.stream.color, 0, 1
+        cs.width, cs.height, cs.fps, cs.bpp = color_intr.width, color_intr.height, 30, 3
+        cs.fmt, cs.intrinsics = rs.format.rgb8, to_rs_intrinsics(rs, color_intr)
+        self.dprof = self.sensor.add_video_stream(ds, True).as_video_stream_profile()
+        self.cprof = self.csensor.add_video_stream(cs, True).as_video_stream_profile()
+        self.sensor.add_read_only_option(rs.option.depth_units, float(depth_scale_m))
+        self.dprof.register_extrinsics_to(self.cprof, to_rs_extrinsics(rs, depth_to_color))
+        for s in (self.sensor, self.csensor):
+            s.set_metadata(rs.frame_metadata_value.actual_fps, 30000)
+        self.sync = rs.syncer(100)
+        self.sensor.open(self.dprof)
+        self.csensor.open(self.cprof)
+        self.sensor.start(self.sync)
+        self.csensor.start(self.sync)
+        self.rs_align = rs.align(rs.stream.color)
+        self.color = np.zeros((color_intr.height, color_intr.width, 3), np.uint8)
+        self.n = 0
+        self.depth_intr, self.color_intr = depth_intr, color_intr
+
+    def _push(self, data: np.ndarray) -> None:
+        rs = self.rs
+        self.n += 1
+        ts = self.n * 1000.0 / 30
+        for sensor, prof, arr, bpp in ((self.sensor, self.dprof, data, 2), (self.csensor, self.cprof, self.color, 3)):
+            f = rs.software_video_frame()
+            arr = np.ascontiguousarray(arr)
+            f.pixels = arr
+            f.bpp = bpp
+            f.stride = arr.shape[1] * bpp
+            f.timestamp = ts
+            f.domain = rs.timestamp_domain.hardware_clock
+            f.frame_number = self.n
+            f.profile = prof
+            sensor.on_video_frame(f)
+
+    def frameset(self, data: np.ndarray):
+        """Push one depth+colour pair and return the matched ``rs.composite_frame``."""
+        self._push(data)
+        for _ in range(4):
+            fs = self.sync.try_wait_for_frames(2000)
+            if fs[0] if isinstance(fs, tuple) else fs:
+                fs = fs[1] if isinstance(fs, tuple) else fs
+                if fs.size() == 2:
+                    return fs
+            self._push(data)
+        raise SourceError("rs.syncer did not pair the software-device frames", "rs-software-device")
+
+    def align(self, data: np.ndarray) -> np.ndarray:
+        fs = self.frameset(data)
+        out = self.rs_align.process(fs).get_depth_frame()
+        return np.asanyarray(out.get_data()).copy()
+
+    def close(self) -> None:
+        for s in (self.sensor, self.csensor):
+            try:
+                s.stop()
+                s.close()
+            except Exception:  # best effort on teardown
+                pass
+
+
+# ----------------------------------------------------------------------------------------------- timing
+def time_against_rs_align(depth: Frame | None = None, target: Intrinsics | None = None,
+                          depth_to_target: Extrinsics | None = None, *, repeats: int = 30, warmup: int = 3,
+                          with_librealsense: bool = True, threads: int = 1, arithmetic: Arithmetic = "fast",
+                          semantics: Semantics = "align") -> dict:
+    """Time our registration and ``rs.align`` on the same frames, side by side, interleaved.
+
+    Without arguments a 640x480 → 640x480 D435-like scene is used (the real recording's factory calibration,
+    a slanted plane with an occluder and holes). ``semantics`` defaults to ``"align"``, the algorithm rs.align
+    runs; ``"rsutil"`` (the runtime's default) differs only for lenses with Brown-Conrady coefficients, which
+    rs.align ignores. Returns medians in ms and ``ratio = ours / rs.align``.
+    """
+    if depth is None:
+        depth, target, depth_to_target = d435_like_scene()
+    assert target is not None and depth_to_target is not None
+    res: dict = {"width": depth.intrinsics.width, "height": depth.intrinsics.height, "threads": threads,
+                 "arithmetic": arithmetic, "semantics": semantics,
+                 "target": f"{target.width}x{target.height}", "repeats": repeats}
+    aligner = None
+    if with_librealsense:
+        aligner = _RsAligner(depth.intrinsics, target, depth_to_target, float(depth.depth_scale_m))
+        res["librealsense"] = aligner.rs.__version__
+    ours, theirs, agree = [], [], None
+    try:
+        for i in range(warmup + repeats):
+            t0 = time.perf_counter_ns()
+            mine = register_depth(depth, target, depth_to_target, method="numpy", threads=threads,
+                                  arithmetic=arithmetic, semantics=semantics)
+            t1 = time.perf_counter_ns()
+            if i >= warmup:
+                ours.append((t1 - t0) / 1e6)
+            if aligner is not None:
+                fs = aligner.frameset(depth.data)
+                t2 = time.perf_counter_ns()
+                out = aligner.rs_align.process(fs).get_depth_frame()
+                t3 = time.perf_counter_ns()
+                if i >= warmup:
+                    theirs.append((t3 - t2) / 1e6)
+                if agree is None:
+                    ref = np.asanyarray(out.get_data())
+                    agree = float(np.mean(ref == mine.data))
+    finally:
+        if aligner is not None:
+            aligner.close()
+    res["ours_ms"] = float(np.median(ours))
+    res["ours_min_ms"] = float(np.min(ours))
+    if theirs:
+        res["rs_align_ms"] = float(np.median(theirs))
+        res["rs_align_min_ms"] = float(np.min(theirs))
+        res["ratio"] = res["ours_ms"] / res["rs_align_ms"]
+        res["ratio_min"] = res["ours_min_ms"] / res["rs_align_min_ms"]
+        res["identical_fraction"] = agree
+    return res
+
+
+def d435_like_scene(width: int = 640, height: int = 480, seed: int = 0) -> tuple[Frame, Intrinsics, Extrinsics]:
+    """A depth frame of a slanted plane with a box occluder and holes, in a D435-like rig (real factory values)."""
+    sx, sy = width / 640, height / 480
+    dintr = Intrinsics(width, height, 390.431 * sx, 390.431 * sy, 331.388 * sx, 242.187 * sy, "brown_conrady",
+                       (0, 0, 0, 0, 0))
+    cintr = Intrinsics(width, height, 613.204 * sx, 613.419 * sy, 319.939 * sx, 239.183 * sy, "brown_conrady",
+                       (0, 0, 0, 0, 0))
+    ang = math.radians(0.9)
+    r = np.array([[math.cos(ang), 0, math.sin(ang)], [0, 1, 0], [-math.sin(ang), 0, math.cos(ang)]])
+    ext = Extrinsics.from_rt(r, (0.0143113, 0.000602306, 0.000610804))
+    rng = np.random.default_rng(seed)
+    v, u = np.mgrid[0:height, 0:width]
+    z_mm = 800.0 + 0.6 * (u - width / 2) / sx + 0.3 * (v - height / 2) / sy
+    box = (abs(u - width * 0.45) < width * 0.12) & (abs(v - height * 0.5) < height * 0.15)
+    z_mm = np.where(box, 520.0, z_mm)
+    z = np.round(z_mm).astype(np.uint16)
+    z[rng.random(z.shape) < 0.05] = 0
+    z[:, : width // 20] = 0
+    return make_frame("depth", z, 0, intrinsics=dintr, depth_scale_m=0.001), cintr, ext
+
