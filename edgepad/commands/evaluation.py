@@ -10,8 +10,12 @@ _CRITERION_HELP = ("threshold criterion fitted on dev and applied to eval: bpcer
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model artifact (.onnx, .pt or .engine with its manifest)")
-    parser.add_argument("--data", required=True, help="dataset root (protocols/PROTOCOL-<name>.csv, videos/)")
-    parser.add_argument("--protocol", default="grandtest", help="protocol name (default: %(default)s)")
+    parser.add_argument("--data", required=True,
+                        help="a benchmark folder (protocols/PROTOCOL-<name>.csv, videos/) or a YAML/JSON data "
+                             "config: a training config or its data section (kind: synthbench | wmca | casia_surf "
+                             "| cefa; depth_encoding: mm16 | uint8_normalised); see docs/EVALUATION.md")
+    parser.add_argument("--protocol", default=None,
+                        help="protocol name (default: the config's, grandtest for a benchmark folder)")
     parser.add_argument("--subset", default=None,
                         help="modalities presented, e.g. rgb+depth (missing-modality sub-protocol; the others "
                              "get the manifest's fill value). Default: all the model's modalities")
