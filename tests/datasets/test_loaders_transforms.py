@@ -10,7 +10,7 @@ from edgepad.data.transforms import (Cutout, PADDataset, PhotometricJitter, Rand
                                      RandomResizedCrop, build_transform, mad_normalise_depth, resize)
 from edgepad.errors import DatasetError
 
-from .fixtures_models import make_synthbench
+from tests.models.fixtures_models import make_synthbench
 
 h5py = pytest.importorskip("h5py")
 
