@@ -204,7 +204,7 @@ class ProtocolRow:
 
 
 def parse_label(value: str, bonafide_label: int | str, where: str) -> bool:
-    """``True`` iff ``value`` equals the source's bona fide label (EVALUATION.md §6.1 polarities)."""
+    """``True`` iff ``value`` equals the source's bona fide label (label polarities: docs/EVALUATION.md, Dataset formats)."""
     v = str(value).strip()
     try:
         return int(float(v)) == int(bonafide_label)
@@ -359,7 +359,7 @@ def _split_list(split: str | Sequence[str]) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------------ synthetic (WMCA-style)
 
 class SynthBenchDataset(FrameDataset):
-    """The synthetic benchmark (interface D): 5-channel WMCA-style HDF5 per video + protocol CSVs + meta.json.
+    """The synthetic benchmark (``edgepad synth``, docs/SYNTHETIC.md): 5-channel WMCA-style HDF5 per video + protocol CSVs + meta.json.
 
     Args:
         root: benchmark folder (``videos/``, ``protocols/``, ``meta.json``).

@@ -209,7 +209,7 @@ def build_transform(size_px: int, *, train: bool, flip: float = 0.5, crop_scale:
 
 def mad_normalise_depth(depth: np.ndarray, box: tuple[int, int, int, int] | None = None,
                         min_mad: float = 1.0) -> np.ndarray:
-    """CMFL MAD depth normalisation to uint8 (METHODS §2.3), with the MAD = 0 guard.
+    """CMFL MAD depth normalisation to uint8 (docs/MODELS.md), with the MAD = 0 guard.
 
     Inside the face box (``(x, y, w, h)``, default the whole image) keep values > 1, ``med = median``,
     ``MAD = max(median(|x − med|), min_mad)``; then for the whole image
