@@ -532,12 +532,33 @@ class WMCADataset(FrameDataset):
         if cdit.ndim != 3 or cdit.shape[0] != 4 or rgb.ndim != 3 or rgb.shape[0] != 3:
             raise DatasetError(f"{ref.video_id}:{ref.frame_key}: expected CDIT (4,H,W) and RGB (3,H,W), got "
                                f"{cdit.shape} and {rgb.shape}")
-        out = {"rgb": np.clip(rgb, 0, 255).astype(np.uint8).transpose(1, 2, 0).copy(),
-               "depth": conform_depth(cdit[1], self.depth_encoding, f"{ref.paths['cdit']}:{ref.frame_key}"),
-               "ir": np.clip(cdit[2], 0, 255).astype(np.uint8)}
+        where = f"{ref.paths['cdit']}:{ref.frame_key}"
+        out = {"rgb": _to_8bit(rgb, f"{ref.paths['rgb']}:{ref.frame_key}").transpose(1, 2, 0).copy(),
+               "depth": conform_depth(cdit[1], self.depth_encoding, where),
+               "ir": _to_8bit(cdit[2], where)}
         if self.thermal:
-            out["thermal"] = np.clip(cdit[3], 0, 255).astype(np.uint8)
+            out["thermal"] = _to_8bit(cdit[3], where)
         return out
+
+
+_WARNED_16: set[str] = set()
+
+
+def _to_8bit(x: np.ndarray, where: str) -> np.ndarray:
+    """An intensity channel as uint8: 8-bit-range values as they are; 16-bit values above 255 scaled by ``>> 8``
+    (said once per source folder), never clipped silently."""
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        return x
+    if x.size and (x.max() > 255 or x.min() < 0):
+        if x.min() < 0 or x.max() > 65535:
+            raise DatasetError(f"{where}: intensity values in {x.min()}..{x.max()} fit neither 8 nor 16 bits")
+        key = str(Path(where.split(":")[0]).parent)
+        if key not in _WARNED_16:
+            _WARNED_16.add(key)
+            log.warning("%s: 16-bit intensities (max %s) scaled to 8 bits by >> 8", where, x.max())
+        return (x.astype(np.uint32) >> 8).astype(np.uint8)
+    return x.astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------------------ image lists

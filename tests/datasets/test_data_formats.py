@@ -148,6 +148,19 @@ def test_wmca_cdit_8_and_16_bit_with_missing_frames(tmp_path, bits, caplog):
     assert len(set(ev.video_ids)) == 6 and "missing on disk" in caplog.text
 
 
+def test_wmca_16_bit_intensities_are_scaled_not_clipped(tmp_path, caplog):
+    w = make_wmca(tmp_path, bits=16, missing=False)
+    f = sorted(w["cdit_root"].rglob("*.hdf5"))[0]
+    with h5py.File(f, "r+") as h:
+        a = h["Frame_0/array"][()]
+        a[2] = 40000                                          # a full-range 16-bit IR frame
+        del h["Frame_0/array"]
+        h["Frame_0"].create_dataset("array", data=a)
+    ds = WMCADataset(w["cdit_root"], w["rgb_root"], "grandtest", w["protocol_dir"], "train")
+    i = next(k for k, r in enumerate(ds.records) if r.paths["cdit"] == str(f) and r.frame_idx == 0)
+    assert int(ds[i].modalities["ir"].max()) == 40000 >> 8 and ">> 8" in caplog.text
+
+
 def test_wmca_16_bit_holding_8_bit_range_is_ambiguous(tmp_path):
     w = make_wmca(tmp_path, bits=8, missing=False)
     for f in w["cdit_root"].rglob("*.hdf5"):                # re-store the 8-bit values as uint16

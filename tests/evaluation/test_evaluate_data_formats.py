@@ -93,3 +93,17 @@ def test_resolve_data_rejects_a_plain_file(tmp_path):
     with pytest.raises(ConfigError, match="data config"):
         resolve_data(f)
     assert resolve_data({"data": {"kind": "synthetic", "root": str(tmp_path)}}, "LOO_x").protocol == "LOO_x"
+
+
+def test_evaluate_cefa_lists(onnx_model, tmp_path):  # noqa: F811
+    from edgepad.evaluation import evaluate_model
+
+    from tests.datasets.fixtures_data import make_cefa
+    root = make_cefa(tmp_path / "cefa", size=CROP)
+    data = {"data": {"kind": "cefa", "root": str(root), "train_list": "4@1_train.txt",
+                     "dev_list": "4@1_dev_res.txt", "eval_list": "4@1_test_res.txt"}}
+    doc = evaluate_model(onnx_model, data, None, tmp_path / "o", criterion="eer", plots=False)
+    ev = read_scores(tmp_path / "o" / "scores-eval.csv")
+    assert len(ev) == 6 and ev.species == ["cloth", "screen"]
+    assert set(doc["result"]["bpcer_per_group"]) == {"AF", "CA"}
+    assert doc["model"]["depth_encoding"] == "uint8_normalised" and doc["protocol"] == "cefa:4@1_test_res"
