@@ -7,10 +7,12 @@ Three layers, each usable alone:
   (model hash, precision, score scale, aggregation level, fill value, sub-protocol, criterion).
 * **Results from scores** (:func:`evaluate_scores`): τ fitted on dev with a named criterion and applied unchanged
   to eval, the operating-point table (BPCER10/20/100), EER on dev, FTA; this is what ``edgepad metrics`` runs.
-* **Scoring a model** (:func:`score_protocol`, :func:`evaluate_model`): reads a protocol of the WMCA-style layout
-  (``<root>/protocols/PROTOCOL-<name>.csv``, ``<root>/videos/<id>.hdf5``), normalises each stored crop with
-  :func:`edgepad.preprocess.normalise` (the runtime's preprocessing, so scores match the runtime), runs any backend
-  of the :mod:`edgepad.engines.backend` contract, and aggregates frames to videos (mean of valid frame scores).
+* **Scoring a model** (:func:`score_protocol`, :func:`evaluate_model`): reads the dev and eval folds of any loader
+  kind (:func:`resolve_data`: a benchmark folder, or a YAML/JSON whose ``data`` section is the training one:
+  ``kind: synthbench | wmca | casia_surf | cefa``), resizes each stored crop to the model's input size, normalises
+  it with :func:`edgepad.data.transforms.normalise_sample` (the runtime's :func:`edgepad.preprocess.normalise` for
+  metric depth, so scores match the runtime), runs any backend of the :mod:`edgepad.engines.backend` contract, and
+  aggregates frames to videos (mean of valid frame scores). Formats and rules: docs/EVALUATION.md.
 """
 from __future__ import annotations
 
@@ -19,15 +21,22 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from edgepad.errors import DatasetError, MetricError
-from edgepad.metrics import (eer_threshold, fit_threshold, pad_metrics, parse_criterion,
-                             split_scores, tpr_at_fpr)
+from edgepad.data.datasets import FrameDataset
+from edgepad.data.sources import DataSourceConfig, build_dataset, data_config, read_data_config
+from edgepad.data.transforms import normalise_sample, resize_to_inputs
+from edgepad.engines.backend import load_backend
+from edgepad.errors import ConfigError, DatasetError, MetricError
+from edgepad.metrics import (aggregate_by_key, bpcer_rate, clopper_pearson, eer_threshold, fit_threshold,
+                             pad_metrics, parse_criterion, split_scores, tpr_at_fpr)
+from edgepad.preprocess import crop_face_depth_m
+from edgepad.report import write_report
+from edgepad.types import parse_modalities
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +210,6 @@ def aggregate_videos(frames: ScoreSet) -> ScoreSet:
         if (frames.is_bonafide[i] != frames.is_bonafide[j] or frames.attack_type[i] != frames.attack_type[j]
                 or frames.claimed_id[i] != frames.claimed_id[j]):
             raise DatasetError(f"frames of video {k!r} disagree on label, species or subject")
-    from edgepad.metrics import aggregate_by_key
     vids, vscores = aggregate_by_key(keys, frames.score)
     idx = [first[v] for v in vids]
     meta = dict(frames.meta)
@@ -287,15 +295,57 @@ def _counts(s: ScoreSet) -> dict:
 
 
 # ================================================================================================ scoring
-def iter_protocol_fold(root: Path | str, protocol: str, fold: str, max_frames: int | None = None,
-                       limit: int | None = None) -> Iterator[Any]:
-    """Samples (:class:`edgepad.data.datasets.Sample`) of one fold of a synthetic-benchmark / WMCA-style protocol.
+def resolve_data(data: Path | str | DataSourceConfig | Mapping, protocol: str | None = None) -> DataSourceConfig:
+    """The data source of ``edgepad evaluate --data``.
 
-    Uses the dataset loader of :mod:`edgepad.data.datasets` (interface D layout). ``limit`` keeps the first
-    N videos (smoke runs).
+    Args:
+        data: a benchmark folder (``protocols/``, ``videos/``: kind ``synthbench``), a ``.yaml``/``.yml``/``.json``
+            file (a training config or its ``data`` section alone), a mapping of the same, or a config.
+        protocol: overrides the config's ``protocol`` (None = keep it; ``grandtest`` for a folder).
+
+    Raises:
+        ConfigError: neither a folder nor a config file, or a bad config.
     """
-    from edgepad.data.datasets import SynthBenchDataset
-    ds = SynthBenchDataset(root, protocol, split=fold, frames_per_video=max_frames)
+    if isinstance(data, DataSourceConfig):
+        cfg = data
+    elif isinstance(data, Mapping):
+        cfg = data_config(data)
+    else:
+        path = Path(data)
+        if path.is_dir():
+            cfg = DataSourceConfig(kind="synthbench", root=path)
+        elif path.is_file() and path.suffix.lower() in (".yaml", ".yml", ".json"):
+            cfg = read_data_config(path)
+        else:
+            raise ConfigError(f"--data {path}: expected a benchmark folder or a YAML/JSON data config (kind: "
+                              f"synthbench | wmca | casia_surf | cefa; see docs/EVALUATION.md)", key="data")
+    if protocol is not None and protocol != cfg.protocol:
+        cfg = replace(cfg, protocol=protocol)
+    return cfg
+
+
+def protocol_name(cfg: DataSourceConfig) -> str:
+    """Name of what is scored: the protocol (benchmark, WMCA) or ``<kind>:<eval list stem>`` (list kinds)."""
+    if cfg.kind in ("casia_surf", "cefa"):
+        return f"{cfg.kind}:{Path(cfg.eval_list).stem if cfg.eval_list else cfg.eval_split}"
+    return cfg.protocol
+
+
+def fold_dataset(data: Path | str | DataSourceConfig | Mapping, fold: str, max_frames: int | None = None,
+                 protocol: str | None = None) -> FrameDataset:
+    """The loader of ``fold`` (``dev`` / ``eval`` name the config's ``dev_split`` / ``eval_split``)."""
+    cfg = resolve_data(data, protocol)
+    split = {"dev": cfg.dev_split, "eval": cfg.eval_split, "train": cfg.train_split}.get(fold, fold)
+    return build_dataset(cfg, split, max_frames)
+
+
+def iter_protocol_fold(root: Path | str | DataSourceConfig | Mapping, protocol: str | None, fold: str,
+                       max_frames: int | None = None, limit: int | None = None) -> Iterator[Any]:
+    """Samples (:class:`edgepad.data.datasets.Sample`) of one fold of any loader kind (:func:`resolve_data`).
+
+    ``limit`` keeps the first N videos (smoke runs).
+    """
+    ds = fold_dataset(root, fold, max_frames, protocol)
     seen: dict[str, None] = {}
     for i in range(len(ds)):
         ref = ds.records[i]
@@ -310,14 +360,15 @@ def score_protocol(backend, root: Path | str, protocol: str, *, folds: Sequence[
                    limit: int | None = None) -> dict[str, ScoreSet]:
     """Frame-level scores of ``backend`` on the videos of ``protocol``'s folds.
 
-    Each stored crop goes through :func:`edgepad.preprocess.normalise` with the manifest's input specs, exactly
-    as in the runtime; modalities outside ``subset`` are left out, so ``normalise`` writes the manifest's
-    ``missing_fill`` for them (the missing-modality sub-protocols P1–P3).
+    Each stored crop is resized to its input's S×S (bilinear; depth nearest-neighbour) and goes through
+    :func:`edgepad.data.transforms.normalise_sample` with the manifest's input specs (for metric depth exactly
+    the runtime's ``normalise``); modalities outside ``subset`` are left out, so the manifest's ``missing_fill`` is
+    written for them (the missing-modality sub-protocols P1–P3).
 
     Args:
         backend: a backend of the :mod:`edgepad.engines.backend` contract (activated here if it is not active).
-        root: dataset root (``protocols/``, ``videos/``, ``meta.json``).
-        protocol: protocol name (``grandtest``, ``LOO_replay`` …).
+        root: a benchmark folder, a data config file / mapping, or a :class:`DataSourceConfig` (:func:`resolve_data`).
+        protocol: protocol name (``grandtest``, ``LOO_replay`` …); None = the config's.
         folds: folds to score.
         subset: modalities presented to the model (e.g. ``("rgb", "depth")``); None = the model's own.
         max_frames: frames per video (evenly sampled); None = all.
@@ -328,8 +379,8 @@ def score_protocol(backend, root: Path | str, protocol: str, *, folds: Sequence[
         ``{fold: ScoreSet}`` at frame level (``test_label = video#frame``); ``meta["groups"]`` maps each label to
         the sample's group (skin tone / ethnicity) when the dataset knows it.
     """
-    from edgepad.preprocess import crop_face_depth_m, normalise
-    from edgepad.types import parse_modalities
+    cfg = resolve_data(root, protocol)
+    protocol = protocol_name(cfg)
     model_mods = [m.value for m in backend.manifest.modalities]
     mods = model_mods if subset is None else [m.value for m in parse_modalities(list(subset))]
     unknown = [m for m in mods if m not in model_mods]
@@ -345,7 +396,7 @@ def score_protocol(backend, root: Path | str, protocol: str, *, folds: Sequence[
     result: dict[str, ScoreSet] = {}
     try:
         for fold in folds:
-            labels, cids, bfs, atts, scores, groups = [], [], [], [], [], {}
+            labels, cids, bfs, atts, scores, groups, encodings = [], [], [], [], [], {}, set()
             pending: list[dict] = []
 
             def flush() -> None:
@@ -359,13 +410,17 @@ def score_protocol(backend, root: Path | str, protocol: str, *, folds: Sequence[
                 pending.clear()
 
             t0 = time.perf_counter()
-            for smp in iter_protocol_fold(root, protocol, fold, max_frames, limit):
-                present = {m: smp.modalities[m] for m in mods if m in smp.modalities}
+            for smp in iter_protocol_fold(cfg, None, fold, max_frames, limit):
+                if "depth" in smp.modalities:
+                    encodings.add(smp.depth_encoding)
+                present = resize_to_inputs({m: smp.modalities[m] for m in mods if m in smp.modalities}, inputs)
                 z = smp.face_depth_m
-                if z is None and "depth" not in present and "depth" in smp.modalities:
+                if (z is None and "depth" not in present and "depth" in smp.modalities
+                        and smp.depth_encoding == "mm16"):
                     # depth not presented: the runtime still knows the face distance (measured or box size)
                     z = crop_face_depth_m(smp.modalities["depth"], smp.depth_scale_m)
-                pending.append(normalise(present, inputs, smp.depth_scale_m, face_depth_m=z))
+                pending.append(normalise_sample(present, inputs, smp.depth_scale_m, face_depth_m=z,
+                                                depth_encoding=smp.depth_encoding))
                 label = f"{smp.video_id}{FRAME_SEPARATOR}{smp.frame_idx}"
                 labels.append(label)
                 cids.append(smp.subject if smp.subject is not None else smp.video_id.split("_", 1)[0])
@@ -380,7 +435,8 @@ def score_protocol(backend, root: Path | str, protocol: str, *, folds: Sequence[
                 raise DatasetError(f"protocol {protocol!r} has no {fold!r} samples under {root}")
             log.info("scored %s/%s: %d frames in %.1f s", protocol, fold, len(scores), time.perf_counter() - t0)
             meta = {"level": "frame", "protocol": protocol, "fold": fold, "modalities": mods,
-                    "max_frames_per_video": max_frames}
+                    "max_frames_per_video": max_frames, "data_kind": cfg.kind,
+                    "depth_encoding": "+".join(sorted(encodings)) or None}
             if groups:
                 meta["groups"] = groups
             result[fold] = ScoreSet(cids, labels, np.array(bfs, dtype=bool), atts, np.array(scores), meta)
@@ -393,7 +449,6 @@ def score_protocol(backend, root: Path | str, protocol: str, *, folds: Sequence[
 def bpcer_per_group(scores: ScoreSet, groups: Mapping[str, str], threshold: float, alpha: float = 0.05) -> dict:
     """Fairness: BPCER per group (skin tone / ethnicity) at ``threshold``; keys of ``groups`` are test labels
     (frame labels ``video#i`` also match their video)."""
-    from edgepad.metrics import bpcer_rate, clopper_pearson
     by_group: dict[str, list[float]] = {}
     vid_groups = {k.split(FRAME_SEPARATOR, 1)[0]: g for k, g in groups.items()}
     for lab, b, s in zip(scores.test_label, scores.is_bonafide, scores.score):
@@ -422,7 +477,8 @@ def score_metadata(backend, subset: Sequence[str], criterion: str) -> dict:
             "manifest_threshold": man.threshold, "manifest_threshold_criterion": man.threshold_criterion}
 
 
-def evaluate_model(model: Path | str, data: Path | str, protocol: str, out: Path | str, *,
+def evaluate_model(model: Path | str, data: Path | str | DataSourceConfig | Mapping, protocol: str | None,
+                   out: Path | str, *,
                    criterion: str = "bpcer20", subset: Iterable[str] | None = None, max_frames: int | None = None,
                    backend_kind: str = "auto", batch_size: int = 32, level: str = "video", plots: bool = True,
                    limit: int | None = None, backend=None) -> dict:
@@ -433,7 +489,8 @@ def evaluate_model(model: Path | str, data: Path | str, protocol: str, out: Path
 
     Args:
         model: ``.onnx``/``.pt``/``.engine`` with its manifest (loaded through ``load_backend``).
-        data: dataset root; protocol: protocol name; out: output folder.
+        data: benchmark folder or data config (:func:`resolve_data`); protocol: protocol name (None = the
+            config's, ``grandtest`` for a folder); out: output folder.
         criterion: threshold criterion on dev. subset: modalities presented (missing-modality sub-protocol).
         max_frames: frames per video. backend_kind: ``auto|onnxruntime|torch|trt``. level: ``video|frame``
             (which level the headline files and report use). backend: an already-open backend (tests, bench).
@@ -446,18 +503,19 @@ def evaluate_model(model: Path | str, data: Path | str, protocol: str, out: Path
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if backend is None:
-        from edgepad.engines.backend import load_backend
         backend = load_backend(model, backend_kind)
     mods = [m.value for m in backend.manifest.modalities] if subset is None else None
     if subset is not None:
-        from edgepad.types import parse_modalities
         mods = [m.value for m in parse_modalities(list(subset))]
-    frames = score_protocol(backend, data, protocol, subset=mods, max_frames=max_frames, batch_size=batch_size,
+    cfg = resolve_data(data, protocol)
+    protocol = protocol_name(cfg)
+    frames = score_protocol(backend, cfg, None, subset=mods, max_frames=max_frames, batch_size=batch_size,
                             limit=limit)
     groups = frames["eval"].meta.pop("groups", None)
     frames["dev"].meta.pop("groups", None)
     meta = score_metadata(backend, mods, parse_criterion(criterion).name)
-    meta.update({"protocol": protocol, "data": str(data)})
+    meta.update({"protocol": protocol, "data": str(data), "data_kind": cfg.kind,
+                 "depth_encoding": frames["eval"].meta.get("depth_encoding")})
     levels: dict[str, dict[str, ScoreSet]] = {"frame": {}, "video": {}}
     for fold, fs in frames.items():
         fs.meta.update(meta)
@@ -473,7 +531,6 @@ def evaluate_model(model: Path | str, data: Path | str, protocol: str, out: Path
     doc = {"protocol": protocol, "sub_protocol": "+".join(mods), "level": level, "model": meta,
            "result": results[level], "other_level": {k: v for k, v in results.items() if k != level}}
     (out / "metrics.json").write_text(json.dumps(doc, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    from edgepad.report import write_report
     write_report(out, results[level], levels[level]["dev"], levels[level]["eval"],
                  title=f"{protocol} ({'+'.join(mods)}) — {Path(str(model)).name}", plots=plots,
                  context={"model": str(model), "data": str(data), "level": level,
@@ -507,7 +564,6 @@ def evaluate_files(dev_csv: Path | str, eval_csv: Path | str, out: Path | str | 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(res, indent=2, default=_json_default) + "\n", encoding="utf-8")
-        from edgepad.report import write_report
         write_report(out, res, dev, ev, title=title or f"{Path(eval_csv).name} (τ from {Path(dev_csv).name})",
                      plots=plots, context={"dev scores": str(dev_csv), "eval scores": str(eval_csv)})
     return res

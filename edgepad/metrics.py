@@ -33,6 +33,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from edgepad.config import suggest
 from edgepad.errors import ConfigError, MetricError, ShapeError
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,6 @@ def parse_criterion(name: str | Criterion) -> Criterion:
     m = _CRITERION_RE.match(key)
     if m and int(m.group(2)) >= 1:
         return Criterion(f"{m.group(1)}{int(m.group(2))}", m.group(1), int(m.group(2)))
-    from edgepad.config import suggest
     known = ["eer", "min-hter"] + [f"{k}{n}" for k in ("bpcer", "apcer") for n in STANDARD_N]
     raise ConfigError(f"unknown threshold criterion {name!r}; use bpcerN (APCER <= 1/N on dev), apcerN "
                       f"(BPCER <= 1/N on dev), eer or min-hter", key="criterion",
@@ -156,7 +156,7 @@ def split_scores(scores: Sequence[float] | np.ndarray, is_bonafide: Sequence[boo
         missing = [p for p in wanted if p not in names]
         if missing:
             raise MetricError(f"PAI species {missing} have no sample in this fold; an empty species is an error "
-                              f"(EVALUATION.md §2.2): remove it from the protocol's species list")
+                              f"(docs/EVALUATION.md, Conventions): remove it from the protocol's species list")
         extra = [p for p in names if p not in wanted]
         if extra:
             raise MetricError(f"species {extra} are present but not in the expected species list {wanted}")
@@ -172,7 +172,7 @@ def split_scores(scores: Sequence[float] | np.ndarray, is_bonafide: Sequence[boo
 def _require(split: SplitScores, minimum: int, what: str) -> None:
     if split.bonafide.size < minimum:
         raise MetricError(f"{what}: {split.bonafide.size} valid bona fide score(s); at least {minimum} needed "
-                          f"(a class with no samples is an error, EVALUATION.md §2.2)")
+                          f"(a class with no samples is an error, docs/EVALUATION.md)")
     if not split.attacks:
         raise MetricError(f"{what}: no attack samples; at least one PAI species is needed")
     for p, a in split.attacks.items():
@@ -363,7 +363,7 @@ def min_hter_threshold(bonafide: np.ndarray, attacks: np.ndarray) -> tuple[float
 def fit_threshold(scores: Sequence[float] | np.ndarray, is_bonafide: Sequence[bool] | np.ndarray,
                   species: Sequence[str] | np.ndarray | None, criterion: str | Criterion, *,
                   min_count: int = MIN_FIT_COUNT, warn_below: int = WARN_FIT_COUNT) -> float:
-    """Fit a decision threshold on dev scores with a named criterion (EVALUATION.md §2.1).
+    """Fit a decision threshold on dev scores with a named criterion (docs/EVALUATION.md, Threshold criteria).
 
     Args:
         scores: (N,) dev scores (higher = bona fide; NaN = non-response, ignored).
@@ -420,7 +420,7 @@ def pad_metrics(scores: Sequence[float] | np.ndarray, is_bonafide: Sequence[bool
         (max over species) and ``apcer_worst_species``; ``apcer_pooled``; ``bpcer``; ``acer``; ``hter``;
         ``rates`` {"apcer_pooled": rate, "bpcer": rate}; ``fta`` {"bonafide": rate, "species": {p: rate},
         "overall": rate} (k = non-responses of n presentations); ``system`` {"bpcer", "apcer_per_species",
-        "apcer"} with FTA folded in as in §2.4. A rate is ``{"k", "n", "value", "ci": [lo, hi]}``.
+        "apcer"} with FTA folded in (docs/EVALUATION.md, Conventions). A rate is ``{"k", "n", "value", "ci": [lo, hi]}``.
 
     Raises:
         MetricError: a class or species without valid scores.

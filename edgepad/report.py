@@ -15,7 +15,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from edgepad._optional import lazy
+from edgepad.errors import MissingDependencyError
 from edgepad.metrics import error_curve, probit, split_scores
+
+mpl = lazy("matplotlib", "plot")
+plt = lazy("matplotlib.pyplot", "plot")   # first used after mpl.use("Agg") in write_plots
 
 log = logging.getLogger(__name__)
 
@@ -178,10 +183,7 @@ def write_plots(out: Path, res: Mapping[str, Any], dev, eval_) -> list[tuple[str
     Raises:
         MissingDependencyError: matplotlib is not installed.
     """
-    from edgepad._optional import require
-    mpl = require("matplotlib", extra="plot")
     mpl.use("Agg")
-    plt = require("matplotlib.pyplot", extra="plot")
     tau = res["threshold"]
     es = split_scores(*eval_.args)
     files: list[tuple[str, str]] = []
@@ -266,7 +268,6 @@ def write_report(out: Path | str, res: Mapping[str, Any], dev, eval_, *, title: 
     Returns:
         name -> path of every file written.
     """
-    from edgepad.errors import MissingDependencyError
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     images: list[tuple[str, str]] = []

@@ -1,7 +1,11 @@
-"""``edgepad evaluate`` and ``edgepad metrics`` (light module: implementations are imported when run)."""
+"""``edgepad evaluate`` and ``edgepad metrics`` (light module: ``edgepad.evaluation`` is imported when run)."""
 from __future__ import annotations
 
 import argparse
+import json
+
+from edgepad.report import pct, rate_text
+from edgepad.types import parse_modalities
 
 _CRITERION_HELP = ("threshold criterion fitted on dev and applied to eval: bpcerN (APCER <= 1/N for every species "
                    "on dev, e.g. bpcer20), apcerN (BPCER <= 1/N on dev, e.g. apcer100), eer or min-hter "
@@ -10,8 +14,12 @@ _CRITERION_HELP = ("threshold criterion fitted on dev and applied to eval: bpcer
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model artifact (.onnx, .pt or .engine with its manifest)")
-    parser.add_argument("--data", required=True, help="dataset root (protocols/PROTOCOL-<name>.csv, videos/)")
-    parser.add_argument("--protocol", default="grandtest", help="protocol name (default: %(default)s)")
+    parser.add_argument("--data", required=True,
+                        help="a benchmark folder (protocols/PROTOCOL-<name>.csv, videos/) or a YAML/JSON data "
+                             "config: a training config or its data section (kind: synthbench | wmca | casia_surf "
+                             "| cefa; depth_encoding: mm16 | uint8_normalised); see docs/EVALUATION.md")
+    parser.add_argument("--protocol", default=None,
+                        help="protocol name (default: the config's, grandtest for a benchmark folder)")
     parser.add_argument("--subset", default=None,
                         help="modalities presented, e.g. rgb+depth (missing-modality sub-protocol; the others "
                              "get the manifest's fill value). Default: all the model's modalities")
@@ -28,7 +36,6 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def evaluate_main(args: argparse.Namespace) -> int:
     from edgepad.evaluation import evaluate_model
-    from edgepad.types import parse_modalities
     subset = None if args.subset is None else [m.value for m in parse_modalities(args.subset)]
     doc = evaluate_model(args.model, args.data, args.protocol, args.out, criterion=args.criterion, subset=subset,
                          max_frames=args.frames, backend_kind=args.backend, batch_size=args.batch_size,
@@ -48,8 +55,6 @@ def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def metrics_main(args: argparse.Namespace) -> int:
-    import json
-
     from edgepad.evaluation import _json_default, evaluate_files
     res = evaluate_files(args.dev, args.eval, args.out, criterion=args.criterion, plots=not args.no_plots)
     if args.json:
@@ -62,7 +67,6 @@ def metrics_main(args: argparse.Namespace) -> int:
 
 
 def _summary(res: dict) -> str:
-    from edgepad.report import pct, rate_text
     ev = res["eval"]
     lines = [f"τ from dev ({res['criterion']}), applied to eval: τ = {res['threshold']:.6g}"]
     for p, r in ev["apcer_per_species"].items():

@@ -4,17 +4,25 @@ Transforms act on a dict of raw-unit crops ``{"rgb": uint8 S×S×3, "depth": uin
 explicit ``np.random.Generator`` (one per sample, seeded from (seed, epoch, index), so results do not depend on the
 number of loader workers and a resumed run sees the same augmentations). Geometric decisions (flip, crop window,
 cutout square) are drawn once and applied to every modality; depth is resampled nearest-neighbour (never
-interpolated across holes). Normalisation is NOT done here: :func:`edgepad.preprocess.normalise` does it, exactly
-as at run time, and the model's modality dropout writes the fill value after it.
+interpolated across holes). Normalisation is NOT done here: :func:`normalise_sample` does it after them, through
+:func:`edgepad.preprocess.normalise` exactly as at run time (metric ``mm16`` depth), and the model's modality
+dropout writes the fill value after it. 8-bit normalised depth (``uint8_normalised``) has no metric scale and takes
+its own, declared path (:func:`normalise_sample`).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from edgepad.data.datasets import MM16, UINT8_NORMALISED
 from edgepad.errors import ConfigError, ShapeError
+from edgepad.preprocess import DEPTH_HOLE_VALUE, normalise
+
+log = logging.getLogger(__name__)
+_SAID: set[str] = set()
 
 Crops = dict[str, np.ndarray]
 
@@ -201,7 +209,7 @@ def build_transform(size_px: int, *, train: bool, flip: float = 0.5, crop_scale:
 
 def mad_normalise_depth(depth: np.ndarray, box: tuple[int, int, int, int] | None = None,
                         min_mad: float = 1.0) -> np.ndarray:
-    """CMFL MAD depth normalisation to uint8 (METHODS §2.3), with the MAD = 0 guard.
+    """CMFL MAD depth normalisation to uint8 (docs/MODELS.md), with the MAD = 0 guard.
 
     Inside the face box (``(x, y, w, h)``, default the whole image) keep values > 1, ``med = median``,
     ``MAD = max(median(|x − med|), min_mad)``; then for the whole image
@@ -232,6 +240,74 @@ def mad_normalise_depth(depth: np.ndarray, box: tuple[int, int, int, int] | None
     return np.rint(out).astype(np.uint8)
 
 
+def resize_to_inputs(crops: Mapping[str, np.ndarray], inputs: Mapping) -> Crops:
+    """Crops resized to their input's S×S (``spec.shape`` (1, C, S, S)): bilinear, depth nearest-neighbour."""
+    out: Crops = {}
+    for m, x in crops.items():
+        spec = inputs.get(m)
+        if spec is None or len(spec.shape) != 4:
+            out[m] = x
+            continue
+        out[m] = resize(np.asarray(x), (int(spec.shape[2]), int(spec.shape[3])), nearest=_is_depth(m))
+    return out
+
+
+def normalise_sample(crops: Mapping[str, np.ndarray], inputs: Mapping, depth_scale_m: float, *,
+                     face_depth_m: float | None = None, depth_encoding: str = MM16) -> dict[str, np.ndarray]:
+    """Model inputs ``{name: float32 1×C×S×S}`` from raw crops, by depth encoding.
+
+    - ``mm16``: :func:`edgepad.preprocess.normalise` unchanged (the runtime's code).
+    - ``uint8_normalised`` (uint8 depth, no metric scale): every other modality goes through ``normalise`` with no
+      face distance (IR fall-off compensation is skipped: there is no metric depth to take it from); depth is
+      ``x/255`` (``depth_norm`` face_relative / absolute / none need metres and are NOT applied) or, for
+      ``depth_norm: mad`` (scale-free), ``clip01((x − med + 3·MAD) / (6·MAD))`` in grey levels (MAD ≥ 1 level);
+      then the spec's mean/std; 0 = invalid -> ``DEPTH_HOLE_VALUE`` (0 for mad), as for metric depth. The path
+      is logged once per depth_norm.
+
+    Raises:
+        ShapeError: a depth crop that is not uint8 S×S. ConfigError: unknown depth encoding.
+    """
+    if depth_encoding == MM16 or "depth" not in crops or "depth" not in inputs:
+        if depth_encoding not in (MM16, UINT8_NORMALISED):
+            raise ConfigError(f"unknown depth encoding {depth_encoding!r}", key="depth_encoding")
+        return normalise(crops, inputs, depth_scale_m, face_depth_m=face_depth_m)
+    if depth_encoding != UINT8_NORMALISED:
+        raise ConfigError(f"unknown depth encoding {depth_encoding!r}", key="depth_encoding")
+    d = np.asarray(crops["depth"])
+    spec = inputs["depth"]
+    s = tuple(int(v) for v in spec.shape[2:])
+    if d.dtype != np.uint8 or d.shape != s:
+        raise ShapeError("crop depth (uint8_normalised)", f"uint8 {s[0]}×{s[1]}", f"{d.dtype} {d.shape}")
+    out = normalise({m: x for m, x in crops.items() if m != "depth"}, inputs, depth_scale_m, face_depth_m=None)
+    norm = spec.depth_norm or "none"
+    if norm not in _SAID:
+        _SAID.add(norm)
+        log.warning("depth is 8-bit normalised (no metric scale): depth_norm %r %s", norm,
+                    "applied in grey levels (scale-free)" if norm == "mad" else
+                    "needs metres and is not applied; depth input = value/255")
+    valid = d > 0
+    if not valid.any():
+        return out                                    # no valid depth: absent, like normalise does
+    x = d.astype(np.float32)
+    if norm == "mad":
+        h, w = x.shape
+        cv, cx = valid[h // 4: h - h // 4, w // 4: w - w // 4], x[h // 4: h - h // 4, w // 4: w - w // 4]
+        ref = float(np.median(cx[cv])) if cv.any() else float(np.median(x[valid]))
+        centre = cx[cv] if cv.any() else x[valid]
+        mad = max(float(np.median(np.abs(centre - ref))), 1.0)
+        x = np.clip((x - ref + 3.0 * mad) / (6.0 * mad), 0.0, 1.0)
+        x[~valid] = 0.0
+    else:
+        x = x / 255.0
+    mean = np.asarray(spec.mean, dtype=np.float32).reshape(-1, 1, 1)
+    std = np.asarray(spec.std, dtype=np.float32).reshape(-1, 1, 1)
+    y = ((x[None] - mean) / std).astype(np.float32)
+    if norm != "mad":
+        y[0][~valid] = DEPTH_HOLE_VALUE
+    out["depth"] = np.ascontiguousarray(y[None], dtype=np.float32)
+    return out
+
+
 class PADDataset:
     """Map-style dataset for a torch ``DataLoader``: raw sample → transforms → ``preprocess.normalise``.
 
@@ -255,12 +331,12 @@ class PADDataset:
         return len(self.base)
 
     def __getitem__(self, key) -> dict:
-        from edgepad.preprocess import normalise
         i, epoch = (key if isinstance(key, tuple) else (key, 0))
         sample = self.base[int(i)]
         crops = {m: x for m, x in sample.modalities.items() if m in self.inputs}
         if self.transform is not None:
             crops = self.transform(crops, np.random.default_rng([self.seed, int(epoch), int(i)]))
-        feed = normalise(crops, self.inputs, sample.depth_scale_m, face_depth_m=sample.face_depth_m)
+        feed = normalise_sample(crops, self.inputs, sample.depth_scale_m, face_depth_m=sample.face_depth_m,
+                                depth_encoding=sample.depth_encoding)
         return {"inputs": {m: v[0] for m, v in feed.items()},
                 "target": np.float32(1.0 if sample.is_bonafide else 0.0), "index": int(i)}

@@ -151,6 +151,10 @@ def test_report_without_matplotlib(tmp_path, monkeypatch):
     _write_fold(tmp_path / "e.csv", 6)
     monkeypatch.setitem(sys.modules, "matplotlib", None)   # import matplotlib -> ImportError
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    from edgepad import report
+    from edgepad._optional import lazy
+    monkeypatch.setattr(report, "mpl", lazy("matplotlib", "plot"))    # fresh handles: not loaded yet
+    monkeypatch.setattr(report, "plt", lazy("matplotlib.pyplot", "plot"))
     res = evaluate_files(tmp_path / "d.csv", tmp_path / "e.csv", tmp_path / "r", plots=True)
     md = (tmp_path / "r" / "report.md").read_text()
     assert "Plots skipped" in md and "matplotlib" in md

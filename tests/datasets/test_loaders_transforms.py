@@ -106,7 +106,7 @@ def test_casia_surf_modality_from_path_not_column(tmp_path):
         f"{fake}/color/31.png {fake}/ir/31.png {fake}/depth/31.png 0\n")
     ds = CasiaSurfDataset(root, "train_list.txt")
     assert [r.is_bonafide for r in ds.records] == [True, False]
-    assert ds.records[1].pai == "print_04" and ds.records[1].subject == "CLKJ_AS0137"
+    assert ds.records[1].pai == "print_cut_eyes_nose" and ds.records[1].subject == "CLKJ_AS0137"
     s = ds[1]
     assert s.modalities["depth"][0, 0] == 201 and s.modalities["ir"][0, 0] == 202
     assert tuple(s.modalities["rgb"][0, 0]) == (255, 0, 200)     # BGR file -> RGB order
