@@ -12,6 +12,7 @@ called; importable without it.
 from __future__ import annotations
 
 import pickle
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +53,15 @@ def read_checkpoint(path: Path | str, map_location: Any = "cpu") -> dict[str, An
         with torch.serialization.safe_globals(_numpy_globals()):
             ck = torch.serialization.load(str(path), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        refused = next((ln for ln in lines if "GLOBAL" in ln or "but got" in ln), None)
+        if refused is None:     # not a pickle torch can read (truncated, corrupt, another format)
+            detail = next((ln for ln in lines if ln.startswith("Unsupported")), lines[-1] if lines else exc)
+            raise CheckpointError(f"{path}: cannot read checkpoint: {detail}", path=str(path)) from exc
         raise CheckpointError(f"{path}: refused to unpickle: the checkpoint holds objects other than tensors, "
-                              f"plain containers and numpy arrays ({str(exc).splitlines()[-1] if str(exc) else exc})",
+                              f"plain containers and numpy arrays; its code was not run ({refused})",
                               path=str(path)) from exc
-    except (OSError, RuntimeError, EOFError) as exc:
+    except (OSError, RuntimeError, EOFError, ValueError, struct.error) as exc:
         raise CheckpointError(f"{path}: cannot read checkpoint: {exc}", path=str(path)) from exc
     if not isinstance(ck, dict):
         raise CheckpointError(f"{path}: a checkpoint is a dict, got {type(ck).__name__}", path=str(path))
