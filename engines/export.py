@@ -86,8 +86,8 @@ def _per_modality_heads(model: Any, feeds: Mapping[str, Any]) -> list[str]:
     with torch.no_grad():
         out = model(dict(feeds))
     if not isinstance(out, Mapping) or "logit" not in out:
-        raise ConfigError("model.forward(feed) must return a mapping with 'logit' (the edgepad.models.registry contract); got "
-                          f"{type(out).__name__}", key="model")
+        raise ConfigError("model.forward(feed) must return a mapping with 'logit' (see create_model in "
+                          f"edgepad/models/registry.py); got {type(out).__name__}", key="model")
     return [m.value for m in Modality if f"logit_{m.value}" in out]
 
 

@@ -31,13 +31,21 @@ MODEL_KEYS = ("model", "model_kwargs", "state_dict", "inputs")
 
 
 def _numpy_globals() -> list[Any]:
-    """numpy's pickle entry points for arrays, dtypes and scalars (no object dtype), numpy 1.x and 2.x."""
+    """numpy's pickle entry points for arrays, dtypes and scalars (no object dtype). Under numpy 2 the numpy 1.x
+    names (``numpy.core.multiarray.*``, what a checkpoint written with numpy 1.x refers to) map to the same
+    functions."""
     try:
         from numpy._core import multiarray
+        legacy = True
     except ImportError:    # numpy < 2
         from numpy.core import multiarray
+        legacy = False
     dtypes = {type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDG"}
-    return [np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar, *sorted(dtypes, key=str)]
+    out: list[Any] = [np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar, *sorted(dtypes, key=str)]
+    if legacy:
+        out += [(multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+                (multiarray.scalar, "numpy.core.multiarray.scalar")]
+    return out
 
 
 def read_checkpoint(path: Path | str, map_location: Any = "cpu") -> dict[str, Any]:

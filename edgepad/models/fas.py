@@ -25,7 +25,6 @@ from edgepad._optional import require
 require("torch")  # torch-only module: fail with MissingDependencyError naming the extra
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgepad.config import suggest

@@ -95,3 +95,23 @@ def test_malformed_checkpoints_are_typed_errors(tmp_path):
             read_checkpoint(tmp_path / f"junk{i}.pt")
     with pytest.raises(CheckpointError):
         read_checkpoint(tmp_path / "absent.pt")
+
+
+def test_numpy_values_load_also_when_pickled_under_numpy_1_names(tmp_path):
+    import zipfile
+    ck = {"model": "flexmodal", "model_kwargs": {}, "state_dict": {}, "inputs": {}, "best": {"value": np.float64(0.5)},
+          "rng": {"numpy": ("MT19937", np.arange(3, dtype=np.uint32), 1, 0, 0.0)}}
+    torch.save(ck, tmp_path / "np2.pt")
+    with zipfile.ZipFile(tmp_path / "np2.pt") as z:
+        data = {n: z.read(n) for n in z.namelist()}
+    pkl = next(n for n in data if n.endswith("data.pkl"))
+    if b"numpy._core.multiarray" not in data[pkl]:
+        pytest.skip("numpy < 2 writes the numpy 1.x names already")
+    data[pkl] = data[pkl].replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    with zipfile.ZipFile(tmp_path / "np1.pt", "w") as z:
+        for n, b in data.items():
+            z.writestr(n, b)
+    for name in ("np2.pt", "np1.pt"):
+        got = read_checkpoint(tmp_path / name)
+        assert got["best"]["value"] == 0.5 and isinstance(got["best"]["value"], np.float64)
+        np.testing.assert_array_equal(got["rng"]["numpy"][1], np.arange(3, dtype=np.uint32))
