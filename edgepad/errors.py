@@ -103,6 +103,10 @@ class IntegrityError(ManifestError):
     """An artifact's sha256 or signature does not match its manifest."""
 
 
+class CheckpointError(ManifestError):
+    """A training checkpoint is unreadable, lacks a field, or holds pickled objects outside the allow-list."""
+
+
 class EngineBuildError(EdgePadError):
     """Building a TensorRT engine (or converting an ONNX model) failed."""
 

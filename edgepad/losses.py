@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgepad.config import suggest
 from edgepad.errors import ConfigError, ShapeError
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -81,7 +82,7 @@ def binary_focal_loss(logit: torch.Tensor, target: torch.Tensor, gamma: float = 
 def cross_modal_focal_loss(logit: torch.Tensor, partner_logits: torch.Tensor | Sequence[torch.Tensor],
                            target: torch.Tensor, alpha: float = 1.0, gamma: float = 3.0, binary: bool = False,
                            detach_partner: bool = False, eps: float = 1e-9, reduction: str = "mean") -> torch.Tensor:
-    """Cross-modal focal loss of one modality head (George & Marcel, CVPR 2021; code form, METHODS §2.2).
+    """Cross-modal focal loss of one modality head (George & Marcel, CVPR 2021; code form, docs/MODELS.md).
 
     With ``ℓ_p = BCE(σ(logit), y)``, ``p_t = exp(−ℓ_p)`` and the partner's target confidence ``q_t`` (for several
     partners: the mean of their ``exp(−ℓ)``, the edgepad 3-modality extension)::
@@ -125,7 +126,7 @@ def cross_modal_focal_loss(logit: torch.Tensor, partner_logits: torch.Tensor | S
 
 def center_loss(embedding: torch.Tensor, target: torch.Tensor, centers: torch.Tensor, lambda_c: float = 1e-5,
                 lambda_s: float = 1e-5, sep_scale: float = 1e-5) -> torch.Tensor:
-    """Average-binary-centre loss, variant (b) of mmfCNN with constant weights (METHODS §4.2, edgepad choice).
+    """Average-binary-centre loss, variant (b) of mmfCNN with constant weights (edgepad choice, docs/MODELS.md).
 
     ``L_c = (1/B)·Σ_i ‖f_i − c_{y_i}‖²`` (ground-truth labels index the centres: row 0 attack, row 1 bona fide),
     ``L_sep = exp(−s·MSE(c_0, c_1))`` (MSE = mean over the D dims), result ``λ_c·L_c + λ_s·L_sep``.
@@ -259,7 +260,6 @@ class PADObjective(nn.Module):
                  sep_scale: float = 1e-5) -> None:
         super().__init__()
         if kind not in self.KINDS:
-            from edgepad.config import suggest
             raise ConfigError(f"unknown loss kind {kind!r}; known: {list(self.KINDS)}", key="loss.kind",
                               suggestions=suggest(kind, self.KINDS))
         self.kind = kind

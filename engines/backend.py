@@ -14,6 +14,7 @@ from typing import Literal, Mapping, Protocol, runtime_checkable
 import numpy as np
 
 from edgepad.errors import EdgePadError, ShapeError
+from edgepad.engines.formats import format_by_kind, format_for
 from edgepad.engines.manifest import ModelManifest, TensorSpec, read_manifest, verify_artifact
 
 
@@ -127,7 +128,6 @@ def load_backend(artifact: Path | str, kind: Literal["auto", "trt", "onnxruntime
         ManifestError / IntegrityError: manifest missing or artifact altered.
         MissingDependencyError: the backend's package is not installed.
     """
-    from edgepad.engines.formats import format_by_kind, format_for
     artifact = Path(artifact)
     fmt = format_for(artifact) if kind == "auto" else format_by_kind(kind)
     manifest = verify_artifact(artifact) if verify else read_manifest(artifact)

@@ -2,8 +2,8 @@
 
 ``CudaMemory`` uses cuda-python (``cuda.bindings.runtime``) by default and pycuda where that is what the image
 ships (``prefer="pycuda"``, or ``"auto"`` when cuda-python is absent). Calls of cuda-python return tuples led by
-an error code; every call goes through :func:`_check`. Nothing here is imported at module level, and nothing
-creates a CUDA context until :class:`CudaMemory` is constructed (PLATFORM.md §2.8).
+an error code; every call goes through :func:`_check`. Both bindings are lazy handles (imported on use), and nothing
+creates a CUDA context until :class:`CudaMemory` is constructed.
 """
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from edgepad._optional import available, require
+from edgepad._optional import available, lazy
 from edgepad.errors import ConfigError, EngineBuildError
 
+_cudart = lazy("cuda.bindings.runtime", extra="trt")
+_pycuda = lazy("pycuda.driver", extra="pycuda")
 log = logging.getLogger(__name__)
 
 
@@ -59,12 +61,12 @@ class CudaMemory:
         self._host: list[tuple[int, np.ndarray]] = []
         self._graphs: list[Any] = []
         if self.backend == "cuda-python":
-            self._rt = require("cuda.bindings.runtime", extra="trt")
+            self._rt = _cudart.load()
             _check(self._rt.cudaSetDevice(self.device), "cudaSetDevice")
             self._stream = _check(self._rt.cudaStreamCreateWithFlags(self._rt.cudaStreamNonBlocking),
                                   "cudaStreamCreate")
         else:
-            self._cuda = require("pycuda.driver", extra="pycuda")
+            self._cuda = _pycuda.load()
             self._cuda.init()
             self._ctx = self._cuda.Device(self.device).retain_primary_context()
             self._ctx.push()

@@ -3,7 +3,7 @@
 The exported graph takes one input per modality (``rgb`` 1×3×S×S, ``depth`` 1×1×S×S, ``ir`` 1×1×S×S, float32,
 normalised by :func:`edgepad.preprocess.normalise`) and returns ``score`` = σ(logit) (P(live), shape (B,)) plus
 ``score_<m>`` for every per-modality head the model has. The legacy TorchScript exporter (``dynamo=False``) is used:
-it writes one self-contained file and folds BatchNorm into the convolutions (PLATFORM.md §2.5). Opset 17 is the
+it writes one self-contained file and folds BatchNorm into the convolutions. Opset 17 is the
 default because TensorRT 8.6, 10.x and 11.x and the ONNX Runtime quantizer all accept it.
 
 Needs ``torch``, ``onnx`` and ``onnxruntime`` (extras ``torch`` and ``onnx``).
@@ -12,22 +12,26 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from edgepad._optional import require
+from edgepad._optional import lazy
 from edgepad.engines.manifest import InputSpec, ModelManifest, TensorSpec, sha256_file, write_manifest
 from edgepad.errors import ConfigError, EngineBuildError, ValidationError
 from edgepad.types import Modality
 
+torch = lazy("torch")
+onnx = lazy("onnx")
+ort = lazy("onnxruntime")
 log = logging.getLogger(__name__)
 
 #: the highest opset the legacy exporter writes without warnings, and the one JetPack 6 (TensorRT 10.3) accepts
 MAX_OPSET = 20
 MIN_OPSET = 13
-#: torch vs ONNX Runtime FP32 parity gate (measured errors are ~1e-7, PLATFORM.md §2.5)
+#: torch vs ONNX Runtime FP32 parity gate (measured errors are ~1e-7)
 PARITY_ATOL = 1e-5
 
 
@@ -61,7 +65,6 @@ def example_feeds(inputs: Mapping[str, InputSpec], batch: int = 1, seed: int = 0
 
 
 def _score_module(model: Any, names: list[str], heads: list[str]):
-    torch = require("torch")
 
     class _ScoreWrapper(torch.nn.Module):
         """Positional modality inputs → (σ(logit), σ(logit_<m>) …) in a fixed order."""
@@ -80,12 +83,11 @@ def _score_module(model: Any, names: list[str], heads: list[str]):
 
 
 def _per_modality_heads(model: Any, feeds: Mapping[str, Any]) -> list[str]:
-    torch = require("torch")
     with torch.no_grad():
         out = model(dict(feeds))
     if not isinstance(out, Mapping) or "logit" not in out:
-        raise ConfigError("model.forward(feed) must return a mapping with 'logit' (interface E); got "
-                          f"{type(out).__name__}", key="model")
+        raise ConfigError("model.forward(feed) must return a mapping with 'logit' (see create_model in "
+                          f"edgepad/models/registry.py); got {type(out).__name__}", key="model")
     return [m.value for m in Modality if f"logit_{m.value}" in out]
 
 
@@ -99,7 +101,6 @@ def onnx_parity(path: Path | str, reference: Mapping[str, np.ndarray], feeds: Ma
     Raises:
         ValidationError: an output is missing or differs by more than ``atol``.
     """
-    ort = require("onnxruntime")
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     got = dict(zip(names, sess.run(names, dict(feeds))))
@@ -146,8 +147,6 @@ def export_onnx(model: Any, path: Path | str, *, inputs: Mapping[str, InputSpec]
         ConfigError: bad opset or input specs; EngineBuildError: the exporter or checker failed;
         ValidationError: ORT-vs-torch parity above ``parity_atol``.
     """
-    torch = require("torch")
-    onnx = require("onnx")
     path = Path(path)
     if not (MIN_OPSET <= int(opset) <= MAX_OPSET):
         raise ConfigError(f"opset {opset} outside {MIN_OPSET}..{MAX_OPSET}: TensorRT 10.3 (JetPack 6) accepts <= 20 "
@@ -211,5 +210,4 @@ def export_onnx(model: Any, path: Path | str, *, inputs: Mapping[str, InputSpec]
 
 
 def _with_batch(spec: InputSpec, batch: int) -> InputSpec:
-    from dataclasses import replace
     return replace(spec, shape=(batch, *tuple(spec.shape)[1:]))

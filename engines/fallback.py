@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edgepad.engines.backend import BaseBackend, load_backend
+from edgepad.engines.build import BuildConfig, build_engine
+from edgepad.engines.manifest import read_manifest
 from edgepad.errors import EdgePadError
 
 log = logging.getLogger(__name__)
@@ -49,8 +51,6 @@ def open_backend(engine: Path | str | None, onnx: Path | str | None, *, config: 
             log.warning("engine %s unusable: %s", engine, exc)
     if onnx is not None and allow_rebuild:
         try:
-            from edgepad.engines.build import BuildConfig, build_engine
-            from edgepad.engines.manifest import read_manifest
             cfg = config or BuildConfig(precision=read_manifest(onnx).precision)
             path, _ = build_engine(onnx, cfg, cache)
             be = load_backend(path, "trt", **dict(trt_options or {}))

@@ -13,7 +13,9 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
+from edgepad.data.datasets import SynthBenchDataset
 from edgepad.errors import ConfigError, DatasetError
+from edgepad.preprocess import normalise
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,6 @@ def load_feeds(source: Path | str, inputs: Mapping, *, protocol: str = "grandtes
         return _subsample(fs, limit, seed)
     if not source.is_dir():
         raise ConfigError(f"feed source {source} is neither a benchmark folder nor an .npz", key="data")
-    from edgepad.data.datasets import SynthBenchDataset
-    from edgepad.preprocess import normalise
     ds = SynthBenchDataset(source, protocol=protocol, split=split, frames_per_video=frames_per_video)
     idx = np.arange(len(ds))
     if limit is not None and limit < len(ds):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgepad.config import suggest
 from edgepad.errors import ConfigError
 
 
@@ -47,6 +48,5 @@ def format_by_kind(kind: str) -> FormatInfo:
     for f in FORMATS:
         if kind in (f.kind, f.name):
             return f
-    from edgepad.config import suggest
     kinds = [f.kind for f in FORMATS]
     raise ConfigError(f"unknown backend kind {kind!r}", key="backend", suggestions=suggest(kind, kinds))

@@ -2,7 +2,7 @@
 
 Finds the *score head* (the nodes from the last Linear/MatMul/Conv to each graph output, e.g.
 ``Gemm → Reshape → Cast → Sigmoid``) and *attention islands* (``MatMul → scale → Softmax → MatMul``), which
-METHODS.md §6.3 requires to stay in FP32 and out of INT8. Needs ``onnx``.
+stay in FP32 and out of INT8 (docs/ENGINES.md). Needs ``onnx``.
 """
 from __future__ import annotations
 

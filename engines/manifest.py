@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
+from edgepad.config import from_mapping, to_mapping
 from edgepad.errors import ConfigError, EngineMismatchError, IntegrityError, ManifestError
 from edgepad.specs import InputSpec, TensorSpec
 from edgepad.types import Modality, parse_modalities
@@ -107,12 +108,10 @@ class ModelManifest:
 
     # ------------------------------------------------------------------ I/O
     def to_dict(self) -> dict:
-        from edgepad.config import to_mapping
         return to_mapping(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], path: str | None = None) -> "ModelManifest":
-        from edgepad.config import from_mapping
         if not isinstance(d, Mapping):
             raise ManifestError("manifest must be a JSON object", path=path)
         if d.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:

@@ -12,11 +12,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from edgepad._optional import require
+from edgepad._optional import lazy
 from edgepad.engines.backend import BaseBackend
 from edgepad.engines.manifest import ModelManifest
 from edgepad.errors import ConfigError, EngineBuildError, ManifestError
 
+ort = lazy("onnxruntime")
 log = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
@@ -25,7 +26,6 @@ CUDA = "CUDAExecutionProvider"
 
 def default_providers() -> list[str]:
     """CUDA (when this onnxruntime build has it) then CPU."""
-    ort = require("onnxruntime")
     available = ort.get_available_providers()
     return [p for p in (CUDA, CPU) if p in available]
 
@@ -63,7 +63,6 @@ class OnnxRuntimeBackend(BaseBackend):
         self._out_names: list[str] = []
 
     def _activate_impl(self) -> None:
-        ort = require("onnxruntime")
         providers = self.requested_providers or default_providers()
         missing = [p for p in providers if p not in ort.get_available_providers()]
         if missing:

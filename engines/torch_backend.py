@@ -1,52 +1,39 @@
-"""PyTorch backend for ``.pt`` checkpoints (interface E): CPU or CUDA, FP32 or FP16, optional CUDA graph.
+"""PyTorch backend for ``.pt`` training checkpoints: CPU or CUDA, FP32 or FP16, optional CUDA graph.
 
-A checkpoint ``{"model", "model_kwargs", "state_dict", "inputs", …}`` is rebuilt with
-``edgepad.models.registry.create_model``; scores are σ(logit) exactly as the exported ONNX computes them.
-:func:`write_checkpoint_manifest` gives a checkpoint the sidecar manifest that :func:`load_backend` requires.
-Needs ``torch``. The checkpoint is unpickled only after :func:`load_backend` verified its sha256.
+A checkpoint ``{"model", "model_kwargs", "state_dict", "inputs", …}`` is rebuilt by
+``edgepad.models.checkpoint.load_checkpoint`` (allow-listed unpickling, docs/MODELS.md); scores are σ(logit)
+exactly as the exported ONNX computes them. :func:`write_checkpoint_manifest` gives a checkpoint the sidecar
+manifest that :func:`load_backend` requires. Needs ``torch``. The checkpoint is unpickled only after
+:func:`load_backend` verified its sha256.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from edgepad._optional import require
+from edgepad._optional import lazy
 from edgepad.engines.backend import BaseBackend
-from edgepad.engines.manifest import InputSpec, ModelManifest, TensorSpec, write_manifest
-from edgepad.errors import ConfigError, ManifestError, PrecisionUnsupportedError
+from edgepad.engines.manifest import ModelManifest, TensorSpec, write_manifest
+from edgepad.errors import ConfigError, PrecisionUnsupportedError
+from edgepad.models.checkpoint import load_checkpoint
 from edgepad.types import Modality
 
+torch = lazy("torch")
+
 log = logging.getLogger(__name__)
-
-
-def load_checkpoint_model(path: Path | str, device: str = "cpu") -> tuple[Any, dict[str, InputSpec], dict]:
-    """Rebuild ``(model in eval mode, input specs, checkpoint dict)`` from an interface-E checkpoint."""
-    torch = require("torch")
-    from edgepad.config import from_mapping
-    from edgepad.models.registry import create_model
-    ck = torch.load(str(path), map_location=device, weights_only=False)
-    missing = [k for k in ("model", "model_kwargs", "state_dict", "inputs") if k not in ck]
-    if missing:
-        raise ManifestError(f"{path}: checkpoint lacks {missing} (interface E)", path=str(path), field=missing[0])
-    model = create_model(ck["model"], **dict(ck["model_kwargs"]))
-    model.load_state_dict(ck["state_dict"])
-    model.eval()
-    inputs = {k: v if isinstance(v, InputSpec) else from_mapping(InputSpec, v) for k, v in ck["inputs"].items()}
-    return model, inputs, ck
 
 
 def write_checkpoint_manifest(path: Path | str, *, threshold: float, threshold_criterion: str,
                               operating_points: Mapping[str, Mapping[str, float]] | None = None,
                               training: Mapping[str, Any] | None = None) -> ModelManifest:
     """Write ``<checkpoint>.json`` so the checkpoint can be opened with :func:`load_backend` (kind ``torch``)."""
-    from dataclasses import replace
-    model, inputs, ck = load_checkpoint_model(path)
+    model, inputs, ck = load_checkpoint(path)
     names = [m.value for m in Modality if m.value in inputs]
     inputs = {n: replace(inputs[n], shape=(-1, *tuple(inputs[n].shape)[1:])) for n in names}   # any batch
-    torch = require("torch")
     feed = {n: torch.zeros((1, *tuple(inputs[n].shape)[1:])) for n in names}
     with torch.no_grad():
         out = model(feed)
@@ -85,7 +72,6 @@ class TorchBackend(BaseBackend):
         self._graph = None
 
     def _activate_impl(self) -> None:
-        torch = require("torch")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device {self.device!r} requested but torch sees no CUDA GPU", key="device")
         if self.fp16 and not self.device.startswith("cuda"):
@@ -94,7 +80,7 @@ class TorchBackend(BaseBackend):
             raise ConfigError("CUDA graphs need device='cuda'", key="cuda_graph")
         if self.threads:
             torch.set_num_threads(int(self.threads))
-        model, _, _ = load_checkpoint_model(self.artifact, "cpu")
+        model, _, _ = load_checkpoint(self.artifact, "cpu")
         model = model.to(self.device)
         if self.fp16:
             model = model.half()
@@ -117,7 +103,6 @@ class TorchBackend(BaseBackend):
                 self._static_out = self._forward(self._static_in)
 
     def _forward(self, feed: Mapping[str, Any]) -> dict[str, Any]:
-        torch = require("torch")
         out = self._model(dict(feed))
         res = {"score": torch.sigmoid(out["logit"].reshape(-1).float())}
         for m in self._heads:
@@ -125,7 +110,6 @@ class TorchBackend(BaseBackend):
         return res
 
     def _infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch = require("torch")
         if self._graph is not None:
             for n, t in self._static_in.items():
                 t.copy_(torch.from_numpy(feed[n]))

@@ -1,8 +1,19 @@
-"""``edgepad export`` and ``edgepad build`` (argument parsing is light; implementations import on use)."""
+"""``edgepad export`` and ``edgepad build``: argparse → ``edgepad.training.export`` (checkpoint → FP32 ONNX) and
+``edgepad.engines.convert`` (FP16 / INT8 / TensorRT with the accuracy gate), result printed as JSON.
+
+All of it imports without torch / onnx / TensorRT; those load when a command runs.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+from typing import Any
+
+from edgepad.engines.build import BuildConfig
+from edgepad.engines.convert import build_and_gate, convert, reference_path
+from edgepad.engines.manifest import read_manifest
+from edgepad.training.export import export_checkpoint_onnx
 
 
 def _gate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +38,7 @@ def _gate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="trained checkpoint (.pt, interface E) or an FP32 .onnx to convert")
+    parser.add_argument("checkpoint", help="trained checkpoint (.pt from `edgepad train`) or an FP32 .onnx to convert")
     parser.add_argument("--out", required=True, help="output .onnx (its manifest goes to OUT.json)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
     parser.add_argument("--calib", metavar="DATA", default=None,
@@ -59,16 +70,44 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     _gate_arguments(parser)
 
 
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _gate_kw(args: argparse.Namespace) -> dict[str, Any]:
+    """The accuracy-gate options of :func:`edgepad.engines.convert.gate` from the command line."""
+    return {"protocol": args.protocol, "dev_split": args.dev_split, "frames_per_video": args.frames_per_video,
+            "eval_split": args.eval_split, "max_samples": args.max_samples, "refit": args.refit,
+            "min_agreement": args.min_agreement, "max_acer_increase": args.max_acer_increase,
+            "threads": args.threads, "keep_failed": args.keep_failed}
+
+
 def export_main(args: argparse.Namespace) -> int:
-    from edgepad.engines.pipeline import export_command
-    report = export_command(args)
+    src, out = Path(args.checkpoint), Path(args.out)
+    if src.suffix == ".onnx":
+        fp32 = src
+    else:
+        fp32 = out if args.precision == "fp32" else reference_path(out)
+        export_checkpoint_onnx(src, fp32, threshold=args.threshold, criterion=args.criterion,
+                               config=_path(args.config), opset=args.opset, dynamic_batch=args.dynamic_batch)
+    m = read_manifest(fp32)
+    report: dict[str, Any] = {"fp32": str(fp32), "parity": m.validation, "onnx_sha256": m.onnx_sha256}
+    if args.precision == "fp32":
+        report["artifact"] = str(fp32)
+    else:
+        report.update(convert(fp32, out, args.precision, calib=_path(args.calib), calib_samples=args.calib_samples,
+                              validate=_path(args.validate), no_validate=args.no_validate, **_gate_kw(args)))
     print(json.dumps(report, indent=2, default=str))
     return 0 if report.get("passed", True) else 1
 
 
 def build_main(args: argparse.Namespace) -> int:
-    from edgepad.engines.pipeline import build_command
-    report = build_command(args)
+    cfg = BuildConfig(precision=args.precision, workspace_mib=args.workspace_mib, dla_core=args.dla_core,
+                      allow_gpu_fallback=args.gpu_fallback, version_compatible=args.version_compatible,
+                      timing_cache=_path(args.timing_cache), max_batch=args.max_batch,
+                      min_decision_agreement=args.min_agreement, max_acer_increase=args.max_acer_increase,
+                      refit_threshold=args.refit)
+    report = build_and_gate(args.onnx, cfg, args.cache, rebuild=args.rebuild, reference=_path(args.reference),
+                            validate=_path(args.validate), no_validate=args.no_validate, **_gate_kw(args))
     print(json.dumps(report, indent=2, default=str))
     return 0 if report.get("passed", True) else 1
-

@@ -1,12 +1,20 @@
 """``edgepad train CONFIG.yaml [--resume] [--out DIR] [--set key=value] [--export PATH] [--throughput N]``.
 
-Light module: the implementation (``edgepad.training``, needs torch) is imported inside :func:`train_main`.
+Imports without torch (``edgepad.training`` loads torch when a run starts).
 Multi-GPU / multi-node: ``torchrun --nproc_per_node N -m edgepad train CONFIG.yaml``.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
+
+from edgepad import training
+from edgepad._optional import lazy
+from edgepad.errors import ConfigError
+
+yaml = lazy("yaml")
 
 
 def add_train_arguments(parser) -> None:
@@ -29,12 +37,10 @@ def _overrides(items) -> dict:
     out = {}
     for item in items:
         if "=" not in item:
-            from edgepad.errors import ConfigError
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}", key="--set")
         k, v = item.split("=", 1)
         try:
-            from edgepad._optional import require
-            out[k.strip()] = require("yaml").safe_load(v)
+            out[k.strip()] = yaml.safe_load(v)
         except Exception:  # noqa: BLE001 - plain string
             out[k.strip()] = v
     return out
@@ -59,9 +65,6 @@ def _progress_printer(quiet: bool):
 
 
 def train_main(args) -> int:
-    from pathlib import Path
-
-    from edgepad import training
     overrides = _overrides(args.set)
     if args.out:
         overrides["out"] = str(Path(args.out).resolve())
@@ -72,15 +75,12 @@ def train_main(args) -> int:
         return 0
     if not args.export_only:
         summary = training.train(cfg, resume=args.resume, progress=_progress_printer(args.quiet))
-        import os
         if int(os.environ.get("RANK", "0")) == 0:
             print(json.dumps(summary, default=str))
     if args.export or args.export_only:
-        import os
         if int(os.environ.get("RANK", "0")) != 0:
             return 0
         if not args.export:
-            from edgepad.errors import ConfigError
             raise ConfigError("--export-only needs --export PATH.onnx", key="--export")
         best = Path(cfg.out) / "best.pt"
         manifest = training.export_checkpoint(best, args.export, cfg)

@@ -18,6 +18,9 @@ require("torch")  # torch-only module: fail with MissingDependencyError naming t
 import torch
 from torch import nn
 
+from edgepad.config import suggest
+from edgepad.errors import ConfigError, ShapeError
+
 BACKBONES: dict[str, Callable[..., "Backbone"]] = {}
 
 
@@ -41,8 +44,6 @@ def create_backbone(name: str, in_chans: int = 3, **kw) -> "Backbone":
         ConfigError: unknown backbone name (with suggestions).
     """
     if name not in BACKBONES:
-        from edgepad.config import suggest
-        from edgepad.errors import ConfigError
         raise ConfigError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}", key="backbone",
                           suggestions=suggest(name, BACKBONES))
     return BACKBONES[name](in_chans=in_chans, **kw)
@@ -56,7 +57,6 @@ def adapt_stem_weight(weight: torch.Tensor, in_chans: int, mode: str = "mean") -
     response as the sum.
     """
     if weight.dim() != 4:
-        from edgepad.errors import ShapeError
         raise ShapeError("stem weight", "(C_out, C_in, k, k)", tuple(weight.shape))
     one = weight.mean(dim=1, keepdim=True) if mode == "mean" else weight.sum(dim=1, keepdim=True)
     if in_chans == 1:

@@ -6,12 +6,12 @@ One network family covers all methods; the method is a configuration:
 fusion     layout
 ========== =========================================================================================
 ``late``   one trunk per modality → GAP (→ σ, CMFL) → a head per modality + a joint head on the
-           concatenated features (CMFL / RGBD-MH, METHODS §2, §6.2 edge-MH)
+           concatenated features (CMFL / RGBD-MH; preset edge-MH)
 ``concat`` trunks (per-modality stems, shared or separate stages) up to ``fuse_stage`` → fusion
-``se``     module → GAP → Dropout → Linear (Flexible-Modal, METHODS §3, §6.2 edge-Flex)
+``se``     module → GAP → Dropout → Linear (Flexible-Modal; preset edge-Flex)
 ``xattn``
 ``mwb``    one trunk per modality; modal weighting blocks on stages 1/2/3 (fused maps at strides
-           8/16/32) → GAP → 512-style embedding → Linear(no bias) → σ → Linear (mmfCNN, §4, edge-MWB)
+           8/16/32) → GAP → 512-style embedding → Linear(no bias) → σ → Linear (mmfCNN; edge-MWB)
 ========== =========================================================================================
 
 Every model optionally applies :class:`~edgepad.models.fusion.ModalityDropout` to its inputs in training.
@@ -25,9 +25,9 @@ from edgepad._optional import require
 require("torch")  # torch-only module: fail with MissingDependencyError naming the extra
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from edgepad.config import suggest
 from edgepad.errors import ConfigError, ShapeError
 from edgepad.models.backbones import Backbone, create_backbone
 from edgepad.models.fusion import FUSIONS, ModalityDropout, ModalWeightingBlock, get_fusion
@@ -76,7 +76,6 @@ class MultiModalFASNet(nn.Module):
         if unknown:
             raise ConfigError(f"unknown modalities {unknown}; known: {list(IN_CHANS)}", key="modalities")
         if fusion not in ("late", "mwb", *FUSIONS):
-            from edgepad.config import suggest
             raise ConfigError(f"unknown fusion {fusion!r}; known: late, mwb, {', '.join(FUSIONS)}", key="fusion",
                               suggestions=suggest(str(fusion), ["late", "mwb", *FUSIONS]))
         if fusion == "xattn" and self.modalities[0] != "rgb":

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgepad.config import suggest
 from edgepad.errors import ConfigError
 
 
@@ -122,7 +123,6 @@ def get_fusion(kind: str, channels: int, num_modalities: int, **kw) -> nn.Module
         ConfigError: unknown kind (with suggestions).
     """
     if kind not in FUSIONS:
-        from edgepad.config import suggest
         raise ConfigError(f"unknown fusion {kind!r}; known: {sorted(FUSIONS)}", key="fusion",
                           suggestions=suggest(str(kind), FUSIONS))
     return FUSIONS[kind](channels, num_modalities, **kw)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from edgepad.config import suggest
 from edgepad.errors import ConfigError
+from edgepad.types import parse_modalities
 
 _MODELS: dict[str, Callable[..., Any]] = {}
 
@@ -22,7 +24,7 @@ def register_model(name: str) -> Callable:
 
 
 def _ensure_builtin() -> None:
-    import edgepad.models.fas  # noqa: F401  (registers the built-in factories)
+    import edgepad.models.fas  # noqa: F401  (registers the built-in factories; needs torch, so imported on use)
 
 
 def list_models() -> list[str]:
@@ -54,10 +56,8 @@ def create_model(name: str, *, modalities=("rgb", "depth", "ir"), backbone: str 
     """
     _ensure_builtin()
     if name not in _MODELS:
-        from edgepad.config import suggest
         raise ConfigError(f"unknown model {name!r}; known: {sorted(_MODELS)}", key="model",
                           suggestions=suggest(name, _MODELS))
-    from edgepad.types import parse_modalities
     mods = tuple(m.value for m in parse_modalities(modalities))
     kwargs = dict(kw)
     try:

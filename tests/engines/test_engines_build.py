@@ -116,7 +116,7 @@ def _checkpoint(tmp_path):
 
 def test_torch_backend_matches_onnx_export(tmp_path):
     from edgepad.engines.torch_backend import write_checkpoint_manifest
-    from edgepad.engines.pipeline import export_checkpoint_onnx
+    from edgepad.training.export import export_checkpoint_onnx
     ckpt, model, inputs = _checkpoint(tmp_path)
     man = write_checkpoint_manifest(ckpt, threshold=0.3, threshold_criterion="bpcer20")
     assert man.format == "torch" and set(man.outputs) >= {"score", "score_rgb"}

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("h5py")
 
 from edgepad import metrics as M  # noqa: E402
-from edgepad.training import _portable  # noqa: E402
+from edgepad.training.export import _portable  # noqa: E402
 
 from tests.helpers.datasets import write_cfg  # noqa: E402
 

@@ -13,7 +13,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("h5py")
 
 from edgepad.config import write_mapping  # noqa: E402
-from edgepad.training import _Logger, load_train_config, train  # noqa: E402
+from edgepad.training import load_train_config, train  # noqa: E402
+from edgepad.training.loop import _Logger  # noqa: E402
 
 from tests.helpers.datasets import make_synthbench  # noqa: E402
 

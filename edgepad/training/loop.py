@@ -1,278 +1,46 @@
-"""Config-driven, seeded training of the fusion models (needs torch when run; importable without it).
-
-``train(cfg)`` runs the loop: seeding, data (``edgepad.data`` loaders → transforms → ``preprocess.normalise``),
-model (``create_model``), objective (``edgepad.losses.PADObjective``), optimizer + scheduler, AMP on CUDA,
-DistributedDataParallel under ``torchrun``, dev evaluation with a named selection criterion (``edgepad.metrics``),
-checkpoints ``last.pt`` / ``best.pt`` and a metrics log: JSONL + CSV (+ TensorBoard when importable).
+"""The training loop: seeding, data order, :func:`train`, dev evaluation, :func:`predict`, the metrics log,
+``last.pt`` / ``best.pt`` checkpoints and :func:`throughput`.
 
 Reproducibility: the data order of epoch e comes from a generator seeded with (seed, e); each sample's
 augmentation from (seed, e, index); everything else random (init, modality dropout, dropout) from the global RNGs,
 whose states are saved in ``last.pt``. ``--resume`` therefore continues exactly as the uninterrupted run (CPU;
 on GPU up to non-deterministic kernels).
-
-Run folder: ``config.yaml`` (resolved), ``last.pt``, ``best.pt``, ``metrics.jsonl``, ``metrics.csv``, ``tb/``
-(optional).
-Checkpoint: ``{"model", "model_kwargs", "state_dict", "inputs", "objective", "optimizer", "scheduler", "scaler",
-"epoch", "best", "rng", "config"}`` (interface E).
 """
 from __future__ import annotations
 
+import csv
+import gc
+import io
 import json
 import logging
 import math
 import os
 import random
 import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from edgepad._optional import require
+from edgepad import metrics as M
+from edgepad._optional import lazy
+from edgepad.config import to_mapping, write_mapping
+from edgepad.data.transforms import PADDataset, build_transform
 from edgepad.errors import ConfigError, DatasetError, MetricError
+from edgepad.models.checkpoint import read_checkpoint
+from edgepad.training.build import (build_dataset, build_model, build_objective, build_optimizer, input_specs,
+                                    train_transform)
+from edgepad.training.config import TrainConfig
 
+torch = lazy("torch")
 log = logging.getLogger(__name__)
 
-DEFAULT_SUBSETS = (("rgb", "depth", "ir"), ("rgb", "depth"), ("rgb", "ir"), ("rgb",))
-
-
-# ------------------------------------------------------------------------------------------------ config
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the samples come from.
-
-    ``kind``: ``synthbench`` (root, protocol), ``wmca`` (cdit_root, rgb_root, protocol, protocol_dir),
-    ``casia_surf`` / ``cefa`` (root, train_list, dev_list). ``bonafide_label`` / ``columns`` override the
-    source's polarity and column order (None = the source's default: WMCA-style 0, lists 1).
-    """
-
-    kind: Literal["synthbench", "wmca", "casia_surf", "cefa"] = "synthbench"
-    root: Path | None = None
-    protocol: str = "grandtest"
-    protocol_dir: Path | None = None
-    train_split: str = "train"
-    dev_split: str = "dev"
-    frames_per_video: int | None = None
-    dev_frames_per_video: int | None = None
-    bonafide_label: int | None = None
-    columns: tuple[str, ...] | None = None
-    cache: bool = True
-    cdit_root: Path | None = None
-    rgb_root: Path | None = None
-    train_list: str | None = None
-    dev_list: str | None = None
-    depth_scale_m: float | None = None
-
-
-@dataclass(frozen=True)
-class InputConfig:
-    """Model inputs: ``preprocess.default_input_specs(size_px)`` with optional overrides.
-
-    Attributes:
-        clip: raw-value range per modality name, e.g. ``{ir: [0, 160]}`` (InputSpec.clip).
-        ir_distance_ref_m: IR emitter fall-off compensation reference distance (m; InputSpec.distance_ref_m).
-    """
-
-    size_px: int = 112
-    missing_fill: float = 0.0
-    depth_norm: str | None = None
-    clip: Mapping[str, tuple[float, float]] | None = None
-    ir_distance_ref_m: float | None = None
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Train-time augmentation (see ``edgepad.data.transforms.build_transform``)."""
-
-    flip: float = 0.5
-    crop_scale: tuple[float, float] | None = None
-    cutout_px: int = 0
-    jitter_offset: float = 0.0
-    jitter_gamma: tuple[float, float] | None = None
-    jitter_modalities: tuple[str, ...] = ("rgb", "ir")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """``create_model(name, modalities=..., backbone=..., fusion=..., **kwargs)``."""
-
-    name: str = "flexmodal"
-    modalities: tuple[str, ...] = ("rgb", "depth", "ir")
-    backbone: str = "resnet18h"
-    fusion: str | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """``edgepad.losses.PADObjective`` options; ``center_lr`` is the learning rate of the ABC centres."""
-
-    kind: Literal["bce", "focal", "cmfl", "abc"] = "bce"
-    aux_weight: float = 0.0
-    gamma: float = 2.0
-    alpha: float | None = None
-    beta: float = 0.5
-    cmfl_inner_mean: bool = True
-    binary: bool = False
-    partner: Literal["mean", "pairwise"] = "mean"
-    detach_partner: bool = False
-    lambda_c: float = 1e-5
-    lambda_s: float = 1e-5
-    sep_scale: float = 1e-5
-    center_lr: float = 0.01
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """Optimizer and LR schedule (stepped per epoch)."""
-
-    name: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    scheduler: Literal["none", "step", "exp", "cosine"] = "none"
-    step_size: int = 10
-    gamma: float = 0.5
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    """Export of ``best.pt`` (``edgepad train CONFIG --export PATH``): thresholds fitted on dev.
-
-    ``criterion`` gives the manifest's default threshold; ``extra_criteria`` (e.g. ``["bpcer100", "eer"]``) add
-    further operating points (same subsets) that the runtime can select by name.
-    """
-
-    criterion: str = "bpcer20"
-    subsets: tuple[tuple[str, ...], ...] = DEFAULT_SUBSETS
-    opset: int = 17
-    extra_criteria: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """A training run. ``out`` is the run folder (relative paths resolve against the config file)."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    inputs: InputConfig = field(default_factory=InputConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    epochs: int = 10
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    workers: int = 0
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    select: str = "bpcer20"
-    out: Path = Path("runs/train")
-    log_every: int = 10
-    threads: int | None = None
-    max_steps_per_epoch: int | None = None
-    tensorboard: bool = True
-
-
-def load_train_config(path: Path | str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """Load a :class:`TrainConfig` from YAML/JSON (strict keys, suggestions on typos).
-
-    ``overrides`` are dotted keys (``{"epochs": 1, "data.root": "..."}``) applied before validation.
-    """
-    from edgepad.config import from_mapping, read_mapping
-    path = Path(path)
-    data = read_mapping(path)
-    for key, value in (overrides or {}).items():
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return from_mapping(TrainConfig, data, base=path.resolve().parent)
-
-
-# ------------------------------------------------------------------------------------------------ helpers
 
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (CPU and CUDA). DataLoader workers get seeds derived from torch's RNG."""
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
-    torch = require("torch")
     torch.manual_seed(seed)
-
-
-def input_specs(cfg: TrainConfig) -> dict:
-    """The model's ``{name: InputSpec}``: the runtime's default specs with the config's overrides."""
-    from edgepad.preprocess import default_input_specs
-    specs = default_input_specs(cfg.inputs.size_px)
-    out = {}
-    for m in cfg.model.modalities:
-        if m not in specs:
-            raise ConfigError(f"no input spec for modality {m!r}", key="model.modalities")
-        s = replace(specs[m], missing_fill=float(cfg.inputs.missing_fill))
-        if m == "depth" and cfg.inputs.depth_norm:
-            s = replace(s, depth_norm=cfg.inputs.depth_norm)
-        if m == "ir" and cfg.inputs.ir_distance_ref_m is not None:
-            if not cfg.inputs.ir_distance_ref_m > 0:
-                raise ConfigError("inputs.ir_distance_ref_m must be > 0 m", key="inputs.ir_distance_ref_m")
-            s = replace(s, distance_ref_m=float(cfg.inputs.ir_distance_ref_m))
-        clip = (cfg.inputs.clip or {}).get(m)
-        if clip is not None:
-            if not clip[1] > clip[0]:
-                raise ConfigError(f"inputs.clip.{m} must be [lo, hi] with hi > lo, got {list(clip)}",
-                                  key=f"inputs.clip.{m}")
-            s = replace(s, clip=(float(clip[0]), float(clip[1])))
-        out[m] = s
-    unknown = set(cfg.inputs.clip or {}) - set(out)
-    if unknown:
-        raise ConfigError(f"inputs.clip names modalities the model does not have: {sorted(unknown)}",
-                          key="inputs.clip", suggestions=sorted(out))
-    return out
-
-
-def train_transform(cfg: TrainConfig):
-    """The training augmentation of ``cfg.augment`` (``edgepad.data.transforms.build_transform``)."""
-    from edgepad.data.transforms import build_transform
-    ac = cfg.augment
-    bad = [m for m in ac.jitter_modalities if m not in ("rgb", "ir")]
-    if bad:
-        raise ConfigError(f"augment.jitter_modalities: photometric jitter applies to 8-bit rgb / ir only, got {bad}",
-                          key="augment.jitter_modalities", suggestions=["rgb", "ir"])
-    return build_transform(cfg.inputs.size_px, train=True, flip=ac.flip, crop_scale=ac.crop_scale,
-                           cutout_px=ac.cutout_px, jitter_offset=ac.jitter_offset, jitter_gamma=ac.jitter_gamma,
-                           jitter_modalities=ac.jitter_modalities)
-
-
-def build_dataset(cfg: DataConfig, split: str, frames_per_video: int | None):
-    """A :class:`~edgepad.data.datasets.FrameDataset` for ``split`` of the configured source."""
-    from edgepad.data import datasets as D
-    kw: dict[str, Any] = {}
-    if cfg.bonafide_label is not None:
-        kw["bonafide_label"] = cfg.bonafide_label
-    if cfg.kind in ("synthbench", "wmca") and cfg.columns is not None:
-        kw["columns"] = cfg.columns
-    if cfg.kind == "synthbench":
-        if cfg.root is None:
-            raise ConfigError("data.root is required (the synthetic benchmark folder)", key="data.root")
-        return D.SynthBenchDataset(cfg.root, cfg.protocol, split, frames_per_video, cache=cfg.cache,
-                                   protocol_dir=cfg.protocol_dir, **kw)
-    if cfg.kind == "wmca":
-        if cfg.cdit_root is None or cfg.rgb_root is None or cfg.protocol_dir is None:
-            raise ConfigError("wmca needs data.cdit_root, data.rgb_root and data.protocol_dir", key="data")
-        if cfg.depth_scale_m is not None:
-            kw["depth_scale_m"] = cfg.depth_scale_m
-        return D.WMCADataset(cfg.cdit_root, cfg.rgb_root, cfg.protocol, cfg.protocol_dir, split, frames_per_video,
-                             **kw)
-    lst = cfg.train_list if split == cfg.train_split else cfg.dev_list
-    if cfg.root is None or lst is None:
-        raise ConfigError(f"{cfg.kind} needs data.root, data.train_list and data.dev_list", key="data")
-    if cfg.depth_scale_m is not None:
-        kw["depth_scale_m"] = cfg.depth_scale_m
-    cls = D.CasiaSurfDataset if cfg.kind == "casia_surf" else D.CefaDataset
-    return cls(cfg.root, lst, split, **kw)
 
 
 class EpochSampler:
@@ -311,7 +79,6 @@ def _dist_info() -> tuple[int, int, int]:
 
 
 def _device(cfg: TrainConfig, local_rank: int):
-    torch = require("torch")
     if cfg.device == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     dev = torch.device(cfg.device)
@@ -323,7 +90,6 @@ def _device(cfg: TrainConfig, local_rank: int):
 
 
 def _loader(dataset, sampler, batch_size: int, workers: int, drop_last: bool, pin: bool):
-    torch = require("torch")
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                                        drop_last=drop_last, pin_memory=pin, persistent_workers=False)
 
@@ -333,49 +99,7 @@ def _to_device(batch: Mapping[str, Any], device) -> tuple[dict, Any]:
     return feed, batch["target"].to(device, non_blocking=True)
 
 
-def build_model(cfg: TrainConfig, inputs: Mapping[str, Any]):
-    """``create_model`` from the config, with the fill values of ``inputs`` (recorded in ``model_kwargs``)."""
-    from edgepad.models.registry import create_model
-    kw = dict(cfg.model.kwargs)
-    kw.setdefault("missing_fill", {m: float(s.missing_fill) for m, s in inputs.items()})
-    return create_model(cfg.model.name, modalities=cfg.model.modalities, backbone=cfg.model.backbone,
-                        fusion=cfg.model.fusion, **kw)
-
-
-def build_objective(cfg: TrainConfig, model):
-    from edgepad.losses import PADObjective
-    lc = cfg.loss
-    return PADObjective(lc.kind, cfg.model.modalities, getattr(model, "embedding_dim", None), lc.aux_weight,
-                        lc.gamma, lc.alpha, lc.beta, lc.cmfl_inner_mean, lc.binary, lc.partner, lc.detach_partner,
-                        lc.lambda_c, lc.lambda_s, lc.sep_scale)
-
-
-def build_optimizer(cfg: TrainConfig, model, objective):
-    torch = require("torch")
-    oc = cfg.optim
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    extra = [p for p in objective.parameters() if p.requires_grad]
-    if extra:
-        groups.append({"params": extra, "lr": cfg.loss.center_lr, "weight_decay": 0.0})
-    if oc.name == "adam":
-        opt = torch.optim.Adam(groups, lr=oc.lr, weight_decay=oc.weight_decay)
-    elif oc.name == "adamw":
-        opt = torch.optim.AdamW(groups, lr=oc.lr, weight_decay=oc.weight_decay)
-    else:
-        opt = torch.optim.SGD(groups, lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay)
-    if oc.scheduler == "step":
-        sch = torch.optim.lr_scheduler.StepLR(opt, oc.step_size, oc.gamma)
-    elif oc.scheduler == "exp":
-        sch = torch.optim.lr_scheduler.ExponentialLR(opt, oc.gamma)
-    elif oc.scheduler == "cosine":
-        sch = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.epochs))
-    else:
-        sch = None
-    return opt, sch
-
-
 def _rng_state() -> dict:
-    torch = require("torch")
     st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
@@ -383,7 +107,6 @@ def _rng_state() -> dict:
 
 
 def _set_rng_state(st: Mapping[str, Any]) -> None:
-    torch = require("torch")
     random.setstate(st["python"])
     np.random.set_state(st["numpy"])
     torch.set_rng_state(st["torch"])
@@ -398,7 +121,6 @@ def selection_value(scores: np.ndarray, is_bonafide: np.ndarray, species: Sequen
     at the min-HTER threshold; ``acer`` → ACER at the EER threshold. Thresholds come from
     ``edgepad.metrics.fit_threshold`` on the same dev scores.
     """
-    from edgepad import metrics as M
     if criterion == "acer":
         tau = M.fit_threshold(scores, is_bonafide, species, "eer")
         return float(M.pad_metrics(scores, is_bonafide, species, tau)["acer"])
@@ -416,7 +138,6 @@ def selection_value(scores: np.ndarray, is_bonafide: np.ndarray, species: Sequen
 
 def predict(model, dataset, *, batch_size: int = 64, device=None, workers: int = 0) -> dict[str, np.ndarray]:
     """Scores ``σ(logit)`` (and ``score_<m>`` per head) for every sample of a :class:`PADDataset`, in order."""
-    torch = require("torch")
     device = device or torch.device("cpu")
     loader = _loader(dataset, EpochSampler(len(dataset), 0, 0, shuffle=False), batch_size, workers, False, False)
     was = model.training
@@ -434,7 +155,6 @@ def predict(model, dataset, *, batch_size: int = 64, device=None, workers: int =
 
 
 def _evaluate(model, objective, dataset, cfg: TrainConfig, device, amp: bool) -> dict[str, Any]:
-    torch = require("torch")
     loader = _loader(dataset, EpochSampler(len(dataset), 0, 0, shuffle=False), cfg.eval_batch_size, cfg.workers,
                      False, device.type == "cuda")
     model.eval()
@@ -537,7 +257,6 @@ class _Logger:
 
     def _trim_csv(self, start_epoch: int, jsonl_rows: list[dict]) -> None:
         """Keep the CSV rows of epochs < ``start_epoch``; rebuild it from the JSONL when it is missing."""
-        import csv
         if not self.csv_path.is_file():
             if jsonl_rows:
                 for rec in jsonl_rows:
@@ -571,8 +290,6 @@ class _Logger:
         return {k: self._cell(v) for k, v in rec.items()}
 
     def _write_csv(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        import csv
-        import io
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=self.columns, restval="", lineterminator="\n")
         if self.columns:
@@ -590,7 +307,6 @@ class _Logger:
         """Append one epoch record to the JSONL, the CSV and TensorBoard (numeric values, step = ``epoch``)."""
         if not self.enabled:
             return
-        import csv
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(rec, default=float) + "\n")
         if self._add_columns(rec) or not self.csv_path.is_file():
@@ -618,7 +334,6 @@ class _Logger:
 
 def _checkpoint(model, objective, opt, sch, scaler, epoch: int, best: Mapping[str, Any], cfg: TrainConfig,
                 inputs: Mapping[str, Any]) -> dict:
-    from edgepad.config import to_mapping
     spec = getattr(model, "edgepad_spec", {})
     return {"model": spec.get("model", cfg.model.name), "model_kwargs": spec.get("model_kwargs", {}),
             "state_dict": model.state_dict(), "inputs": {k: to_mapping(v) for k, v in inputs.items()},
@@ -629,7 +344,6 @@ def _checkpoint(model, objective, opt, sch, scaler, epoch: int, best: Mapping[st
 
 
 def _save(obj: Mapping[str, Any], path: Path) -> None:
-    torch = require("torch")
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
@@ -648,9 +362,6 @@ def train(cfg: TrainConfig, *, resume: bool = False,
     Raises:
         ConfigError: bad configuration; DatasetError: unreadable data.
     """
-    torch = require("torch")
-    from edgepad.config import write_mapping
-    from edgepad.data.transforms import PADDataset, build_transform
 
     rank, world, local_rank = _dist_info()
     distributed = world > 1
@@ -691,7 +402,7 @@ def train(cfg: TrainConfig, *, resume: bool = False,
     scaler = torch.amp.GradScaler("cuda") if amp else None
     start_epoch, best = 0, {"epoch": -1, "value": math.inf, "select": cfg.select}
     if resume:
-        ck = torch.load(last_path, map_location=device, weights_only=False)
+        ck = read_checkpoint(last_path, map_location=device)
         model.load_state_dict(ck["state_dict"])
         objective.load_state_dict(ck["objective"])
         opt.load_state_dict(ck["optimizer"])
@@ -788,136 +499,17 @@ def train(cfg: TrainConfig, *, resume: bool = False,
             # is destroyed: left to interpreter exit, gloo threads were torn down unjoined (rare SIGABRT,
             # "terminate called without an active exception")
             net = None
-            import gc
             gc.collect()
             torch.distributed.destroy_process_group()
     summary["best"] = best
     return summary
 
 
-# ------------------------------------------------------------------------------------------------ checkpoints
-
-def load_checkpoint(path: Path | str, map_location: str = "cpu"):
-    """Rebuild the model of a checkpoint: returns ``(model in eval mode, inputs {name: InputSpec}, checkpoint)``."""
-    torch = require("torch")
-    from edgepad.config import from_mapping
-    from edgepad.specs import InputSpec
-    from edgepad.models.registry import create_model
-    ck = torch.load(path, map_location=map_location, weights_only=False)
-    kw = dict(ck["model_kwargs"])
-    model = create_model(ck["model"], **kw)
-    model.load_state_dict(ck["state_dict"])
-    model.eval()
-    inputs = {k: from_mapping(InputSpec, v) for k, v in ck["inputs"].items()}
-    return model, inputs, ck
-
-
-def fit_operating_points(model, inputs: Mapping[str, Any], dev_base, criterion: str = "bpcer20",
-                         subsets: Sequence[Sequence[str]] = DEFAULT_SUBSETS, batch_size: int = 64,
-                         workers: int = 0) -> dict[str, float]:
-    """Dev thresholds per modality subset: absent modalities are filled with their ``missing_fill`` exactly as
-    ``preprocess.normalise`` does at run time. Returns ``{subset_key: threshold}`` (subsets the model lacks skipped).
-    """
-    from edgepad import metrics as M
-    scores = _subset_scores(model, inputs, dev_base, subsets, batch_size, workers)
-    return {k: float(M.fit_threshold(s, dev_base.is_bonafide, dev_base.species, criterion))
-            for k, s in scores.items()}
-
-
-def _subset_scores(model, inputs: Mapping[str, Any], dev_base, subsets: Sequence[Sequence[str]], batch_size: int,
-                   workers: int) -> dict[str, np.ndarray]:
-    """Dev scores per modality subset (absent modalities filled as at run time), keyed by ``subset_key``."""
-    from edgepad.data.transforms import PADDataset, build_transform
-    from edgepad.engines.manifest import subset_key
-    size = int(next(iter(inputs.values())).shape[-1])
-    out: dict[str, np.ndarray] = {}
-    for subset in subsets:
-        if not set(subset) <= set(inputs) or subset_key(subset) in out:
-            continue
-        ds = PADDataset(WithoutModalities(dev_base, set(inputs) - set(subset)), dict(inputs),
-                        build_transform(size, train=False))
-        out[subset_key(subset)] = predict(model, ds, batch_size=batch_size, workers=workers)["score"]
-    return out
-
-
-class WithoutModalities:
-    """A FrameDataset view whose samples lack some modalities (the runtime's missing-stream case)."""
-
-    def __init__(self, base, drop: set[str]) -> None:
-        self.base, self.drop = base, drop
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int):
-        s = self.base[i]
-        from edgepad.preprocess import crop_face_depth_m
-        z = s.face_depth_m
-        if z is None and "depth" in self.drop and "depth" in s.modalities:
-            z = crop_face_depth_m(s.modalities["depth"], s.depth_scale_m)  # the runtime's box-size estimate
-        return replace(s, modalities={m: x for m, x in s.modalities.items() if m not in self.drop}, face_depth_m=z)
-
-
-def _portable(obj: Any, base: Path | None = None) -> Any:
-    """Provenance for a manifest: absolute paths under ``base`` (default: the working directory) become relative,
-    so a committed manifest does not record the machine it was trained on."""
-    base = (base or Path.cwd()).resolve()
-    if isinstance(obj, Mapping):
-        return {k: _portable(v, base) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_portable(v, base) for v in obj]
-    if isinstance(obj, str) and os.path.isabs(obj):
-        try:
-            return Path(os.path.normpath(obj)).relative_to(base).as_posix()
-        except ValueError:
-            return obj
-    return obj
-
-
-def export_checkpoint(checkpoint: Path | str, path: Path | str, cfg: TrainConfig) -> Any:
-    """Export ``checkpoint`` to ONNX with dev thresholds: the default at ``cfg.export.criterion`` on all
-    modalities, and per-subset operating points (``cfg.export.subsets``) fitted on dev with the fill value, for
-    ``cfg.export.criterion`` and each of ``cfg.export.extra_criteria`` (dev scores are computed once per subset).
-
-    Returns the written :class:`~edgepad.engines.manifest.ModelManifest`.
-    """
-    from edgepad.config import to_mapping
-    from edgepad.engines.export import export_onnx
-    from edgepad.engines.manifest import subset_key
-    from edgepad import metrics as M
-    model, inputs, ck = load_checkpoint(checkpoint)
-    dev_base = build_dataset(cfg.data, cfg.data.dev_split, cfg.data.dev_frames_per_video or cfg.data.frames_per_video)
-    crit = cfg.export.criterion
-    full = subset_key(inputs)
-    scores = _subset_scores(model, inputs, dev_base, [*cfg.export.subsets, tuple(inputs)], cfg.eval_batch_size, 0)
-    points: dict[str, dict[str, float]] = {}
-    for c in dict.fromkeys([crit, *cfg.export.extra_criteria]):
-        points[c] = {k: float(M.fit_threshold(s, dev_base.is_bonafide, dev_base.species, c))
-                     for k, s in scores.items()}
-    ops = points[crit]
-    training = {"config": _portable(to_mapping(cfg)), "epoch": ck.get("epoch"), "best": ck.get("best"),
-                "dev_split": cfg.data.dev_split, "protocol": cfg.data.protocol, "dataset": cfg.data.kind}
-    meta_path = Path(cfg.data.root) / "meta.json" if cfg.data.root is not None else None
-    if cfg.data.kind == "synthbench" and meta_path is not None and meta_path.is_file():
-        try:   # the generator and its settings: enough to regenerate the benchmark
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            training["dataset_meta"] = {k: meta.get(k) for k in ("generator", "generator_version", "config")}
-        except (OSError, ValueError):
-            log.warning("cannot read %s; provenance without the generator settings", meta_path)
-    return export_onnx(model, path, inputs=inputs, threshold=ops[full], threshold_criterion=crit,
-                       operating_points=points, opset=cfg.export.opset, model_name=ck["model"],
-                       model_kwargs=ck["model_kwargs"], training=training)
-
-
-# ------------------------------------------------------------------------------------------------ throughput
-
 def throughput(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict[str, float]:
     """Samples/s of (a) the data pipeline alone, (b) forward+backward+step alone on one fixed batch, (c) both.
 
     The data pipeline is not the bottleneck when (a) ≥ (b); (c) is what training achieves.
     """
-    torch = require("torch")
-    from edgepad.data.transforms import PADDataset
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)

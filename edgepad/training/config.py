@@ -1,0 +1,168 @@
+"""Training configuration: the ``*Config`` dataclasses of a run and :func:`load_train_config` (no torch needed).
+
+Relative paths in a config file resolve against the file's folder; keys are strict (typos get suggestions).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from edgepad.config import from_mapping, read_mapping
+
+DEFAULT_SUBSETS = (("rgb", "depth", "ir"), ("rgb", "depth"), ("rgb", "ir"), ("rgb",))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the samples come from.
+
+    ``kind``: ``synthbench`` (root, protocol), ``wmca`` (cdit_root, rgb_root, protocol, protocol_dir),
+    ``casia_surf`` / ``cefa`` (root, train_list, dev_list). ``bonafide_label`` / ``columns`` override the
+    source's polarity and column order (None = the source's default: WMCA-style 0, lists 1).
+    """
+
+    kind: Literal["synthbench", "wmca", "casia_surf", "cefa"] = "synthbench"
+    root: Path | None = None
+    protocol: str = "grandtest"
+    protocol_dir: Path | None = None
+    train_split: str = "train"
+    dev_split: str = "dev"
+    frames_per_video: int | None = None
+    dev_frames_per_video: int | None = None
+    bonafide_label: int | None = None
+    columns: tuple[str, ...] | None = None
+    cache: bool = True
+    cdit_root: Path | None = None
+    rgb_root: Path | None = None
+    train_list: str | None = None
+    dev_list: str | None = None
+    depth_scale_m: float | None = None
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """Model inputs: ``preprocess.default_input_specs(size_px)`` with optional overrides.
+
+    Attributes:
+        clip: raw-value range per modality name, e.g. ``{ir: [0, 160]}`` (InputSpec.clip).
+        ir_distance_ref_m: IR emitter fall-off compensation reference distance (m; InputSpec.distance_ref_m).
+    """
+
+    size_px: int = 112
+    missing_fill: float = 0.0
+    depth_norm: str | None = None
+    clip: Mapping[str, tuple[float, float]] | None = None
+    ir_distance_ref_m: float | None = None
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Train-time augmentation (see ``edgepad.data.transforms.build_transform``)."""
+
+    flip: float = 0.5
+    crop_scale: tuple[float, float] | None = None
+    cutout_px: int = 0
+    jitter_offset: float = 0.0
+    jitter_gamma: tuple[float, float] | None = None
+    jitter_modalities: tuple[str, ...] = ("rgb", "ir")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``create_model(name, modalities=..., backbone=..., fusion=..., **kwargs)``."""
+
+    name: str = "flexmodal"
+    modalities: tuple[str, ...] = ("rgb", "depth", "ir")
+    backbone: str = "resnet18h"
+    fusion: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """``edgepad.losses.PADObjective`` options; ``center_lr`` is the learning rate of the ABC centres."""
+
+    kind: Literal["bce", "focal", "cmfl", "abc"] = "bce"
+    aux_weight: float = 0.0
+    gamma: float = 2.0
+    alpha: float | None = None
+    beta: float = 0.5
+    cmfl_inner_mean: bool = True
+    binary: bool = False
+    partner: Literal["mean", "pairwise"] = "mean"
+    detach_partner: bool = False
+    lambda_c: float = 1e-5
+    lambda_s: float = 1e-5
+    sep_scale: float = 1e-5
+    center_lr: float = 0.01
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and LR schedule (stepped per epoch)."""
+
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    scheduler: Literal["none", "step", "exp", "cosine"] = "none"
+    step_size: int = 10
+    gamma: float = 0.5
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Export of ``best.pt`` (``edgepad train CONFIG --export PATH``): thresholds fitted on dev.
+
+    ``criterion`` gives the manifest's default threshold; ``extra_criteria`` (e.g. ``["bpcer100", "eer"]``) add
+    further operating points (same subsets) that the runtime can select by name.
+    """
+
+    criterion: str = "bpcer20"
+    subsets: tuple[tuple[str, ...], ...] = DEFAULT_SUBSETS
+    opset: int = 17
+    extra_criteria: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run. ``out`` is the run folder (relative paths resolve against the config file)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    inputs: InputConfig = field(default_factory=InputConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    epochs: int = 10
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    select: str = "bpcer20"
+    out: Path = Path("runs/train")
+    log_every: int = 10
+    threads: int | None = None
+    max_steps_per_epoch: int | None = None
+    tensorboard: bool = True
+
+
+def load_train_config(path: Path | str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Load a :class:`TrainConfig` from YAML/JSON (strict keys, suggestions on typos).
+
+    ``overrides`` are dotted keys (``{"epochs": 1, "data.root": "..."}``) applied before validation.
+    """
+    path = Path(path)
+    data = read_mapping(path)
+    for key, value in (overrides or {}).items():
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return from_mapping(TrainConfig, data, base=path.resolve().parent)
+
