@@ -360,3 +360,21 @@ def rig_summary(rig: Rig) -> str:
 
 def rig_json(rig: Rig) -> str:
     return json.dumps(rig.to_dict(), indent=2)
+
+
+def project_box(box: tuple[float, float, float, float], depth_m: float, src_intr: Intrinsics, dst_intr: Intrinsics,
+                src_to_dst: Extrinsics) -> tuple[int, int, int, int] | None:
+    """A box ``(x, y, w, h)`` in the source camera's pixels, as seen by the destination camera.
+
+    The four corners are lifted to ``depth_m`` (m) in the source camera, moved by ``src_to_dst`` and projected;
+    the result is their bounding box in destination pixels (floor / ceil), or None when a corner does not project
+    (behind the camera, non-finite).
+    """
+    x, y, w, h = (float(v) for v in box)
+    corners = np.array([[x, y], [x + w, y], [x, y + h], [x + w, y + h]], np.float64)
+    px = project(src_to_dst.apply(deproject(corners, depth_m, src_intr)), dst_intr)
+    if not np.all(np.isfinite(px)):
+        return None
+    x0, y0 = np.floor(px.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(px.max(axis=0)).astype(int)
+    return int(x0), int(y0), int(x1 - x0), int(y1 - y0)

@@ -219,6 +219,12 @@ def _median_face_depth(depth: np.ndarray, box: Box, scale_m: float | None) -> tu
     return float(np.median(valid)) * float(scale_m), frac
 
 
+def median_face_depth(depth_array: np.ndarray, box: Box, scale_m: float | None) -> tuple[float | None, float]:
+    """Median valid depth (m) of the central half of ``box`` in ``depth_array`` (``uint16 H×W``, raw units times
+    ``scale_m`` = metres), and the fraction of valid (non-zero) pixels there; depth None when none is valid."""
+    return _median_face_depth(np.asarray(depth_array), box, scale_m)
+
+
 def _supersample(side: float, size_px: int) -> int:
     return int(min(MAX_SUPERSAMPLE, max(1, math.ceil(side / size_px - 1e-9))))
 
