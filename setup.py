@@ -3,6 +3,7 @@ from setuptools import setup
 
 PACKAGES = [
     "edgepad", "edgepad.assets", "edgepad.commands", "edgepad.data", "edgepad.models", "edgepad.runtime",
+    "edgepad.runtime.service",
     "edgepad.drivers", "edgepad.engines", "edgepad.calibration",
 ]
 
