@@ -117,30 +117,29 @@ def _print_latency_summary(lats: dict[str, list[float]], out: TextIO) -> None:
               f"{v.max():7.2f}", file=out)
 
 
-def run_demo(args: DemoOptions, out: TextIO | None = None) -> int:
+def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     """``edgepad demo``: synthetic camera → capture → Haar → crops → ONNX Runtime → policy, with ground truth.
 
     Args:
-        args: demo settings.
+        options: demo settings.
         out: where the report goes (default stdout).
 
     Returns:
         0 when most bona fide and most attack presentations got the right verdict, else 1.
     """
     out = out or sys.stdout
-    model = _model_path(args.model)
-    if args.frames < 1:
-        raise ConfigError("--frames must be >= 1", key="frames")
-    src = SyntheticSource("demo", seed=args.seed, frames=args.frames, fps=args.fps, realtime=bool(args.realtime),
-                          presentation_frames=args.presentation_frames)
-    sync = Synchronizer.for_fps([Modality.RGB, Modality.DEPTH, Modality.IR], args.fps)
+    model = _model_path(options.model)
+    if options.frames < 1:
+        raise ConfigError(f"frames must be >= 1 (--frames), got {options.frames}", key="frames")
+    src = SyntheticSource("demo", seed=options.seed, frames=options.frames, fps=options.fps,
+                          realtime=bool(options.realtime), presentation_frames=options.presentation_frames)
+    sync = Synchronizer.for_fps([Modality.RGB, Modality.DEPTH, Modality.IR], options.fps)
     cap = Capture([src], None, sync)
-    locator: Any = args.locator
-    pipe = open_pipeline(cap, model, locator=locator, config=args.pipeline, threads=args.threads)
+    pipe = open_pipeline(cap, model, locator=options.locator, config=options.pipeline, threads=options.threads)
     m = pipe.manifest
-    print(f"edgepad demo: synthetic://demo seed={args.seed} {args.frames} frame sets, model {model.name} "
+    print(f"edgepad demo: synthetic://demo seed={options.seed} {options.frames} frame sets, model {model.name} "
           f"({m.model}, {'+'.join(x.value for x in m.modalities)}, threshold {pipe.policy.threshold:.3f} "
-          f"@ {pipe.policy.criterion}), locator {args.locator}, backend {pipe.backend.kind}", file=out)
+          f"@ {pipe.policy.criterion}), locator {options.locator}, backend {pipe.backend.kind}", file=out)
     print("NOTE: the default model is trained on synthetic data only; it shows the pipeline working and is not "
           "for real faces.", file=out)
     per_pres: dict[int, dict[str, Any]] = collections.OrderedDict()
@@ -149,7 +148,7 @@ def run_demo(args: DemoOptions, out: TextIO | None = None) -> int:
     times: collections.deque[float] = collections.deque(maxlen=30)
     n = 0
     with pipe:
-        for d in pipe.decisions(max_frames=args.frames):
+        for d in pipe.decisions(max_frames=options.frames):
             now = time.perf_counter()
             times.append(now)
             fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
@@ -164,13 +163,13 @@ def run_demo(args: DemoOptions, out: TextIO | None = None) -> int:
             for k, v in d.latency_ms.items():
                 lats[k].append(v)
             n += 1
-            if args.json:
+            if options.json:
                 row = d.to_dict()
                 row["fps"] = round(fps, 2)
                 if truth is not None:
                     row["truth"] = {"presentation": truth.index, "species": truth.species}
                 print(json.dumps(row), file=out)
-            elif n % max(1, args.every) == 0:
+            elif n % max(1, options.every) == 0:
                 tag = f" | truth {truth.species}" if truth is not None else ""
                 print(format_decision(d, fps, prefix=f"#{n:4d} ", suffix=tag), file=out)
     elapsed = time.perf_counter() - t0
@@ -201,26 +200,26 @@ def run_demo(args: DemoOptions, out: TextIO | None = None) -> int:
     return 0 if good else 1
 
 
-def run_console(args: RunOptions, out: TextIO | None = None) -> int:
+def run_console(options: RunOptions, out: TextIO | None = None) -> int:
     """``edgepad run``: decisions from any source on the console (text or JSON lines; the pipeline's counters go
     to stderr at the end). Returns 0."""
     out = out or sys.stdout
-    model = _model_path(args.model)
-    pipe = open_pipeline(args.source, model, rig=args.rig, locator=args.locator, config=args.pipeline,
-                         fps=args.fps, threads=args.threads)
+    model = _model_path(options.model)
+    pipe = open_pipeline(options.source, model, rig=options.rig, locator=options.locator, config=options.pipeline,
+                         fps=options.fps, threads=options.threads)
     times: collections.deque[float] = collections.deque(maxlen=30)
     n = 0
     try:
         with pipe:
-            for d in pipe.decisions(max_frames=args.frames or None):
+            for d in pipe.decisions(max_frames=options.frames or None):
                 times.append(time.perf_counter())
                 fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
                 n += 1
-                if args.json:
+                if options.json:
                     row = d.to_dict()
                     row["fps"] = round(fps, 2)
                     print(json.dumps(row), file=out, flush=True)
-                elif n % max(1, args.every) == 0:
+                elif n % max(1, options.every) == 0:
                     print(format_decision(d, fps, prefix=f"#{n:5d} "), file=out, flush=True)
     except EndOfStream:
         pass
