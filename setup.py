@@ -3,7 +3,7 @@ from setuptools import setup
 
 PACKAGES = [
     "edgepad", "edgepad.assets", "edgepad.commands", "edgepad.data", "edgepad.models", "edgepad.runtime",
-    "edgepad.training", "edgepad.synthesis", "edgepad.bench", "edgepad.benchmark",
+    "edgepad.runtime.service", "edgepad.training", "edgepad.synthesis", "edgepad.bench", "edgepad.benchmark",
     "edgepad.drivers", "edgepad.drivers.registration", "edgepad.engines", "edgepad.calibration",
 ]
 

@@ -69,8 +69,9 @@ class LazyModule:
     """A module handle declared at module top and imported on first attribute access (Polygraphy's ``lazy_import``).
 
     ``cv2 = lazy("cv2")`` at the top of a module shows what it depends on; ``cv2.resize(...)`` imports OpenCV the
-    first time (raising :class:`MissingDependencyError` with the pip extra when it is absent). ``bool(handle)``
-    says whether the module is installed without importing it.
+    first time (raising :class:`MissingDependencyError` with the pip extra when it is absent). ``cv2()`` imports it
+    now and returns the real module; ``bool(handle)`` says whether it is installed without importing it. The handle
+    defines no public attribute of its own, so every name (``torch.load``, ``onnx.load``) is the module's.
     """
 
     __slots__ = ("_name", "_extra", "_module")
@@ -80,7 +81,7 @@ class LazyModule:
         object.__setattr__(self, "_extra", extra)
         object.__setattr__(self, "_module", None)
 
-    def load(self) -> ModuleType:
+    def __call__(self) -> ModuleType:
         """Import (once) and return the real module."""
         mod = object.__getattribute__(self, "_module")
         if mod is None:
@@ -89,7 +90,7 @@ class LazyModule:
         return mod
 
     def __getattr__(self, attr: str):
-        return getattr(self.load(), attr)
+        return getattr(self(), attr)
 
     def __bool__(self) -> bool:
         return available(object.__getattribute__(self, "_name"))

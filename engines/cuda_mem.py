@@ -61,12 +61,12 @@ class CudaMemory:
         self._host: list[tuple[int, np.ndarray]] = []
         self._graphs: list[Any] = []
         if self.backend == "cuda-python":
-            self._rt = _cudart.load()
+            self._rt = _cudart()
             _check(self._rt.cudaSetDevice(self.device), "cudaSetDevice")
             self._stream = _check(self._rt.cudaStreamCreateWithFlags(self._rt.cudaStreamNonBlocking),
                                   "cudaStreamCreate")
         else:
-            self._cuda = _pycuda.load()
+            self._cuda = _pycuda()
             self._cuda.init()
             self._ctx = self._cuda.Device(self.device).retain_primary_context()
             self._ctx.push()

@@ -52,7 +52,7 @@ class _RsAligner:
 
     def __init__(self, depth_intr: Intrinsics, color_intr: Intrinsics, depth_to_color: Extrinsics,
                  depth_scale_m: float) -> None:
-        rs = self.rs = pyrealsense2.load()
+        rs = self.rs = pyrealsense2()
         self.dev = rs.software_device()
         self.sensor = self.dev.add_sensor("Stereo Module")
         self.csensor = self.dev.add_sensor("RGB Camera")

@@ -227,7 +227,7 @@ def write_plots(doc: Mapping[str, Any], out: Path) -> dict[str, Path]:
         return {}
     try:
         matplotlib.use("Agg")
-        plt.load()
+        plt()
     except MissingDependencyError as exc:  # installed but broken (e.g. a missing shared library)
         log.info("matplotlib not usable (%s): no plots", exc)
         return {}

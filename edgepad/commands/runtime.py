@@ -1,7 +1,15 @@
-"""``edgepad demo`` and ``edgepad run``: the liveness runtime on the console (light module; numpy only)."""
+"""``edgepad demo`` and ``edgepad run``: the liveness runtime on the console.
+
+Argument declarations, and the one place where parsed arguments become the runtime's typed settings
+(:func:`policy_config`, :func:`pipeline_config`), shared with ``edgepad serve``.
+"""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from edgepad.runtime import PipelineConfig, PolicyConfig
+from edgepad.runtime.console import DemoOptions, RunOptions, run_console, run_demo
 
 DEFAULT_MODEL = "edgepad/assets/default.onnx"
 
@@ -40,9 +48,31 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common(parser)
 
 
+def policy_config(args: argparse.Namespace) -> PolicyConfig:
+    """The decision policy from the options of :func:`add_policy_arguments`."""
+    return PolicyConfig(operating_point=args.operating_point, k=args.k, n=args.n, max_age_ms=args.max_age_ms,
+                        lockout_after=args.lockout_after)
+
+
+def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
+    """The pipeline settings (policy, threaded) from the options of :func:`add_policy_arguments`."""
+    return PipelineConfig(policy=policy_config(args), threaded=bool(args.threaded))
+
+
+def source_uri(args: argparse.Namespace) -> str | list[str]:
+    """The ``SOURCE_URI`` argument(s): one URI, or a list of them (one per camera)."""
+    return args.source[0] if len(args.source) == 1 else list(args.source)
+
+
+def demo_options(args: argparse.Namespace) -> DemoOptions:
+    return DemoOptions(model=Path(args.model) if args.model else None, frames=args.frames, seed=args.seed,
+                       realtime=bool(args.realtime), fps=args.fps, presentation_frames=args.presentation_frames,
+                       locator=args.locator, threads=args.threads, pipeline=pipeline_config(args),
+                       every=args.every, json=bool(args.json))
+
+
 def demo_main(args: argparse.Namespace) -> int:
-    from edgepad.runtime.console import run_demo
-    return run_demo(args)
+    return run_demo(demo_options(args))
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +90,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common(parser)
 
 
+def run_options(args: argparse.Namespace) -> RunOptions:
+    return RunOptions(source=source_uri(args), model=Path(args.model), rig=args.rig, fps=args.fps,
+                      frames=args.frames, locator=args.locator, threads=args.threads, pipeline=pipeline_config(args),
+                      every=args.every, json=bool(args.json))
+
+
 def run_main(args: argparse.Namespace) -> int:
-    from edgepad.runtime.console import run_console
-    return run_console(args)
+    return run_console(run_options(args))

@@ -1,13 +1,19 @@
 """``edgepad serve``: the liveness runtime behind a local HTTP/JSON API with an installer live view.
 
-Light module (numpy only at import); the implementation lives in :mod:`edgepad.runtime.service` and is imported
-when the command runs. API: docs/SERVICE.md.
+Turns the arguments into :class:`~edgepad.runtime.service.ServeOptions`, prints the command's lines and stops
+the service on SIGINT/SIGTERM; the implementation is :mod:`edgepad.runtime.service`. API: docs/SERVICE.md.
 """
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
 
-from edgepad.commands.runtime import add_policy_arguments, add_source_arguments
+from edgepad.commands.runtime import add_policy_arguments, add_source_arguments, pipeline_config, source_uri
+from edgepad.runtime.service import (AuditOptions, LivenessService, ServeOptions, ServiceConfig, read_token_file,
+                                     run_service)
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +50,37 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                      help="rebuild the pipeline N s after a source failure (default 2; -1 = exit instead)")
 
 
-def serve_main(args: argparse.Namespace) -> int:
-    from edgepad.runtime.service import run_service
-    return run_service(args)
+def serve_options(args: argparse.Namespace) -> ServeOptions:
+    """The typed settings of ``edgepad serve`` (reads the token file)."""
+    token = read_token_file(args.token_file) if args.token_file else None
+    service = ServiceConfig(host=args.host, port=args.port, unix_socket=args.unix_socket, token=token,
+                            health_max_age_ms=args.health_max_age_ms, max_sse_clients=args.max_sse_clients)
+    audit = None
+    if args.audit:
+        audit = AuditOptions(Path(args.audit), retention_days=args.retention_days, max_rows=args.max_rows,
+                             store_images=bool(args.store_images), synchronous=args.audit_sync)
+    return ServeOptions(source=source_uri(args), model=Path(args.model), rig=args.rig, fps=args.fps,
+                        locator=args.locator, threads=args.threads, pipeline=pipeline_config(args), service=service,
+                        preview_fps=args.preview_fps, restart_s=None if args.restart_s < 0 else args.restart_s,
+                        audit=audit, public_key=args.public_key)
+
+
+def _print_ready(service: LivenessService) -> None:
+    print(f"edgepad serve: listening on {service.url} (model {service.info['model']['name']}, "
+          f"source {service.info['source']})", flush=True)
+
+
+def serve_main(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+    """Run ``edgepad serve`` until SIGINT/SIGTERM (or ``stop``); prints the URL when ready."""
+    stop = stop or threading.Event()
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        count = run_service(serve_options(args), stop=stop, on_ready=_print_ready)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    print(f"edgepad serve: stopped after {count} decisions", file=sys.stderr, flush=True)
+    return 0

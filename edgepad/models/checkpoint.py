@@ -57,9 +57,8 @@ def read_checkpoint(path: Path | str, map_location: Any = "cpu") -> dict[str, An
     """
     path = Path(path)
     try:
-        # torch.serialization.load is torch.load (the lazy handle's own ``load`` shadows ``torch.load``)
         with torch.serialization.safe_globals(_numpy_globals()):
-            ck = torch.serialization.load(str(path), map_location=map_location, weights_only=True)
+            ck = torch.load(str(path), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         refused = next((ln for ln in lines if "GLOBAL" in ln or "but got" in ln), None)

@@ -36,10 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import numpy as np
+
+from edgepad._optional import lazy
 from edgepad.errors import ConfigError, EdgePadError
 from edgepad.types import Decision, Modality
 
 log = logging.getLogger(__name__)
+cv2 = lazy("cv2")
 
 SCHEMA_VERSION = 1
 _NS_PER_DAY = 86_400 * 10**9
@@ -321,10 +325,6 @@ class AuditLog:
 
 def encode_jpeg(img: Any, quality: int = 85, modality: str = "rgb") -> bytes:
     """JPEG bytes of an image: rgb ``uint8 H×W×3`` (RGB order), ir/depth ``uint8|uint16 H×W`` (scaled to 8 bit)."""
-    import numpy as np
-
-    from edgepad._optional import require
-    cv2 = require("cv2")
     a = np.asarray(img)
     if a.ndim == 3 and a.shape[2] == 3:
         a = cv2.cvtColor(np.ascontiguousarray(a, dtype=np.uint8), cv2.COLOR_RGB2BGR)

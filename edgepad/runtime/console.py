@@ -1,6 +1,7 @@
-"""Console front-ends of the runtime (the implementation of ``edgepad demo`` and ``edgepad run``; CLI code, so it
-prints). ``run_demo`` runs the synthetic camera through the whole pipeline on the embedded default model and
-compares the verdict of each presentation with the synthetic ground truth.
+"""Console front-ends of the runtime: :func:`run_demo` (``edgepad demo``) and :func:`run_console` (``edgepad run``).
+
+They print decisions to a text stream. ``run_demo`` runs the synthetic camera through the whole pipeline on the
+embedded default model and compares the verdict of each presentation with the synthetic ground truth.
 """
 from __future__ import annotations
 
@@ -8,26 +9,83 @@ import collections
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
+from edgepad.assets import default_model_path
+from edgepad.drivers.capture import Capture
+from edgepad.drivers.sync import Synchronizer
+from edgepad.drivers.synthetic import SyntheticSource
 from edgepad.errors import ConfigError, EndOfStream
+from edgepad.runtime.pipeline import PipelineConfig, open_pipeline
 from edgepad.types import STAGES, Decision, Modality, Verdict
 
 _SHORT = {"capture": "cap", "sync": "sync", "register": "reg", "locate": "loc", "preprocess": "pre",
           "infer": "inf", "policy": "pol", "total": "tot"}
 
 
-def default_model_path() -> Path:
-    """The embedded default model ``edgepad/assets/default.onnx`` (it may be absent in a source checkout)."""
-    return Path(__file__).resolve().parents[1] / "assets" / "default.onnx"
+@dataclass(frozen=True)
+class DemoOptions:
+    """Settings of :func:`run_demo`.
+
+    Attributes:
+        model: model artifact with its sidecar manifest (None = the embedded default model).
+        frames: frame sets to process (>= 1).
+        seed: synthetic scene seed.
+        realtime: pace the synthetic camera to ``fps``.
+        fps: synthetic frame rate (frames/s).
+        presentation_frames: frame sets per synthetic presentation.
+        locator: face locator spec (``haar``, ``truth``, ``fixed:x,y,w,h``).
+        threads: ONNX Runtime intra-op threads (None = its default).
+        pipeline: pipeline and decision-policy settings.
+        every: print every N-th decision.
+        json: one JSON object per decision instead of text.
+    """
+
+    model: Path | None = None
+    frames: int = 300
+    seed: int = 0
+    realtime: bool = False
+    fps: float = 30.0
+    presentation_frames: int = 45
+    locator: str = "haar"
+    threads: int | None = None
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    every: int = 1
+    json: bool = False
 
 
-def _model_path(arg: str | None) -> Path:
-    if arg:
-        p = Path(arg)
+@dataclass(frozen=True)
+class RunOptions:
+    """Settings of :func:`run_console`.
+
+    Attributes:
+        source: source URI, or one URI per camera (``realsense://SERIAL``, ``file.bag``, ``replay://DIR``, …).
+        model: model artifact with its sidecar manifest.
+        rig: rig file from ``edgepad calibrate`` (None = the source's own).
+        fps: stream rate for the sync tolerance (frames/s; None = the source's).
+        frames: stop after N frame sets (0 = until the stream ends).
+        locator, threads, pipeline, every, json: as in :class:`DemoOptions`.
+    """
+
+    source: str | list[str]
+    model: Path
+    rig: str | Path | None = None
+    fps: float | None = None
+    frames: int = 0
+    locator: str = "haar"
+    threads: int | None = None
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    every: int = 1
+    json: bool = False
+
+
+def _model_path(model: Path | str | None) -> Path:
+    if model:
+        p = Path(model)
         if not p.is_file():
             raise ConfigError(f"model file not found: {p}", key="model")
         return p
@@ -37,14 +95,6 @@ def _model_path(arg: str | None) -> Path:
                           "docs/MODELS.md (edgepad train configs/default.yaml, then edgepad export), or pass "
                           "--model PATH", key="model")
     return p
-
-
-def _pipeline_config(args: Any):
-    from edgepad.runtime.pipeline import PipelineConfig
-    from edgepad.runtime.policy import PolicyConfig
-    pol = PolicyConfig(operating_point=args.operating_point, k=args.k, n=args.n, max_age_ms=args.max_age_ms,
-                       lockout_after=args.lockout_after)
-    return PipelineConfig(policy=pol, threaded=bool(args.threaded))
 
 
 def format_decision(d: Decision, fps: float, prefix: str = "", suffix: str = "") -> str:
@@ -67,31 +117,29 @@ def _print_latency_summary(lats: dict[str, list[float]], out: TextIO) -> None:
               f"{v.max():7.2f}", file=out)
 
 
-def run_demo(args: Any, out: TextIO | None = None) -> int:
+def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     """``edgepad demo``: synthetic camera → capture → Haar → crops → ONNX Runtime → policy, with ground truth.
+
+    Args:
+        options: demo settings.
+        out: where the report goes (default stdout).
 
     Returns:
         0 when most bona fide and most attack presentations got the right verdict, else 1.
     """
     out = out or sys.stdout
-    from edgepad.drivers.capture import Capture
-    from edgepad.drivers.sync import Synchronizer
-    from edgepad.drivers.synthetic import SyntheticSource
-    from edgepad.runtime.pipeline import open_pipeline
-
-    model = _model_path(args.model)
-    if args.frames < 1:
-        raise ConfigError("--frames must be >= 1", key="frames")
-    src = SyntheticSource("demo", seed=args.seed, frames=args.frames, fps=args.fps, realtime=bool(args.realtime),
-                          presentation_frames=args.presentation_frames)
-    sync = Synchronizer.for_fps([Modality.RGB, Modality.DEPTH, Modality.IR], args.fps)
-    cap = Capture([src], None, sync)
-    locator: Any = args.locator
-    pipe = open_pipeline(cap, model, locator=locator, config=_pipeline_config(args), threads=args.threads)
+    model = _model_path(options.model)
+    if options.frames < 1:
+        raise ConfigError(f"frames must be >= 1 (--frames), got {options.frames}", key="frames")
+    src = SyntheticSource("demo", seed=options.seed, frames=options.frames, fps=options.fps,
+                          realtime=bool(options.realtime), presentation_frames=options.presentation_frames)
+    sync = Synchronizer.for_fps([Modality.RGB, Modality.DEPTH, Modality.IR], options.fps)
+    cap = Capture([src], None, sync, register=options.pipeline.capture_mode)
+    pipe = open_pipeline(cap, model, locator=options.locator, config=options.pipeline, threads=options.threads)
     m = pipe.manifest
-    print(f"edgepad demo: synthetic://demo seed={args.seed} {args.frames} frame sets, model {model.name} "
+    print(f"edgepad demo: synthetic://demo seed={options.seed} {options.frames} frame sets, model {model.name} "
           f"({m.model}, {'+'.join(x.value for x in m.modalities)}, threshold {pipe.policy.threshold:.3f} "
-          f"@ {pipe.policy.criterion}), locator {args.locator}, backend {pipe.backend.kind}", file=out)
+          f"@ {pipe.policy.criterion}), locator {options.locator}, backend {pipe.backend.kind}", file=out)
     print("NOTE: the default model is trained on synthetic data only; it shows the pipeline working and is not "
           "for real faces.", file=out)
     per_pres: dict[int, dict[str, Any]] = collections.OrderedDict()
@@ -100,7 +148,7 @@ def run_demo(args: Any, out: TextIO | None = None) -> int:
     times: collections.deque[float] = collections.deque(maxlen=30)
     n = 0
     with pipe:
-        for d in pipe.decisions(max_frames=args.frames):
+        for d in pipe.decisions(max_frames=options.frames):
             now = time.perf_counter()
             times.append(now)
             fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
@@ -115,13 +163,13 @@ def run_demo(args: Any, out: TextIO | None = None) -> int:
             for k, v in d.latency_ms.items():
                 lats[k].append(v)
             n += 1
-            if args.json:
+            if options.json:
                 row = d.to_dict()
                 row["fps"] = round(fps, 2)
                 if truth is not None:
                     row["truth"] = {"presentation": truth.index, "species": truth.species}
                 print(json.dumps(row), file=out)
-            elif n % max(1, args.every) == 0:
+            elif n % max(1, options.every) == 0:
                 tag = f" | truth {truth.species}" if truth is not None else ""
                 print(format_decision(d, fps, prefix=f"#{n:4d} ", suffix=tag), file=out)
     elapsed = time.perf_counter() - t0
@@ -152,27 +200,26 @@ def run_demo(args: Any, out: TextIO | None = None) -> int:
     return 0 if good else 1
 
 
-def run_console(args: Any, out: TextIO | None = None) -> int:
-    """``edgepad run``: decisions from any source on the console (text or JSON lines)."""
+def run_console(options: RunOptions, out: TextIO | None = None) -> int:
+    """``edgepad run``: decisions from any source on the console (text or JSON lines; the pipeline's counters go
+    to stderr at the end). Returns 0."""
     out = out or sys.stdout
-    from edgepad.runtime.pipeline import open_pipeline
-    model = _model_path(args.model)
-    uri = args.source[0] if len(args.source) == 1 else list(args.source)
-    pipe = open_pipeline(uri, model, rig=args.rig, locator=args.locator, config=_pipeline_config(args),
-                         fps=args.fps, threads=args.threads)
+    model = _model_path(options.model)
+    pipe = open_pipeline(options.source, model, rig=options.rig, locator=options.locator, config=options.pipeline,
+                         fps=options.fps, threads=options.threads)
     times: collections.deque[float] = collections.deque(maxlen=30)
     n = 0
     try:
         with pipe:
-            for d in pipe.decisions(max_frames=args.frames or None):
+            for d in pipe.decisions(max_frames=options.frames or None):
                 times.append(time.perf_counter())
                 fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
                 n += 1
-                if args.json:
+                if options.json:
                     row = d.to_dict()
                     row["fps"] = round(fps, 2)
                     print(json.dumps(row), file=out, flush=True)
-                elif n % max(1, args.every) == 0:
+                elif n % max(1, options.every) == 0:
                     print(format_decision(d, fps, prefix=f"#{n:5d} "), file=out, flush=True)
     except EndOfStream:
         pass

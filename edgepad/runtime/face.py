@@ -20,11 +20,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from edgepad._optional import require
+from edgepad._optional import lazy
+from edgepad.config import suggest
 from edgepad.errors import ConfigError, MissingDependencyError
 from edgepad.types import FrameSet, Modality
 
 log = logging.getLogger(__name__)
+cv2 = lazy("cv2")
 
 Box = tuple[int, int, int, int]
 
@@ -101,7 +103,6 @@ def haar_cascade_path(name: str = "haarcascade_frontalface_default.xml") -> Path
         MissingDependencyError: no cv2, or a cv2 without Haar support (OpenCV 5.x).
         ConfigError: the cascade file is absent from this OpenCV build.
     """
-    cv2 = require("cv2")
     if not hasattr(cv2, "CascadeClassifier"):
         raise MissingDependencyError("cv2", "vision", "this OpenCV build has no CascadeClassifier (OpenCV 5.x "
                                      "dropped Haar cascades): install opencv-python-headless<5 or pass a locator")
@@ -153,7 +154,6 @@ class HaarFaceLocator:
                  min_face_px: int = 40, work_width_px: int = 320,
                  box_adjust: tuple[float, float, float, float] = HAAR_TO_FACE_BOX, roi_every: int = 5,
                  roi_scale: float = 2.0, roi_size_range: float = 1.4) -> None:
-        cv2 = require("cv2")
         path = Path(cascade_path) if cascade_path else haar_cascade_path()
         if not hasattr(cv2, "CascadeClassifier"):
             raise MissingDependencyError("cv2", "vision", "this OpenCV build has no CascadeClassifier")
@@ -189,7 +189,6 @@ class HaarFaceLocator:
     def _detect(self, rgb: np.ndarray, region: tuple[int, int, int, int] | None, sizes: tuple[float, float] | None,
                 ) -> tuple[tuple[float, float, float, float], float] | None:
         """Largest Haar box (full-resolution px) in ``region`` (x0, y0, x1, y1) of the rgb image, or None."""
-        cv2 = require("cv2")
         h, w = rgb.shape[:2]
         s = self.work_width_px / w if self.work_width_px and w > self.work_width_px else 1.0
         ox = oy = 0
@@ -275,6 +274,5 @@ def make_locator(spec: str | FaceLocator | None = "haar", source: Any = None) ->
         except ValueError:
             raise ConfigError(f"fixed locator needs fixed:x,y,w,h, got {spec!r}", key="locator") from None
         return FixedBoxLocator(vals)  # type: ignore[arg-type]
-    from edgepad.config import suggest
     raise ConfigError(f"unknown face locator {spec!r}; use haar, truth or fixed:x,y,w,h", key="locator",
                       suggestions=suggest(spec, ["haar", "truth", "fixed"]))

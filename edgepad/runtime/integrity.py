@@ -19,30 +19,28 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from edgepad._optional import require
+from edgepad._optional import lazy
+from edgepad.engines.manifest import ModelManifest, manifest_path, read_manifest, verify_artifact
 from edgepad.errors import ConfigError, IntegrityError, ManifestError
 
 log = logging.getLogger(__name__)
+ed25519 = lazy("cryptography.hazmat.primitives.asymmetric.ed25519", extra="integrity")
+serialization = lazy("cryptography.hazmat.primitives.serialization", extra="integrity")
+crypto_exceptions = lazy("cryptography.exceptions", extra="integrity")
 
 #: suffix of the detached signature next to the manifest: ``model.onnx.json.sig``
 SIGNATURE_SUFFIX = ".sig"
 _SIG_HEADER = "ed25519:"
 
 
-def _crypto() -> Any:
-    require("cryptography", extra="integrity")
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-    return ed25519
-
-
 def signature_path(artifact: Path | str) -> Path:
     """Detached signature path of an artifact's manifest: ``model.onnx`` -> ``model.onnx.json.sig``."""
-    from edgepad.engines.manifest import manifest_path
     mp = manifest_path(artifact)
     return mp.with_name(mp.name + SIGNATURE_SUFFIX)
 
@@ -76,8 +74,6 @@ def load_public_key(spec: Any) -> Any:
         ConfigError: the key cannot be read or is not an Ed25519 public key.
         MissingDependencyError: ``cryptography`` is not installed.
     """
-    ed25519 = _crypto()
-    from cryptography.hazmat.primitives import serialization
     if isinstance(spec, ed25519.Ed25519PublicKey):
         return spec
     data: bytes
@@ -115,8 +111,6 @@ def load_public_key(spec: Any) -> Any:
 
 def load_private_key(spec: Any, password: bytes | None = None) -> Any:
     """Load an Ed25519 private key (``Ed25519PrivateKey``, PEM bytes, or a path to a PEM PKCS#8 file)."""
-    ed25519 = _crypto()
-    from cryptography.hazmat.primitives import serialization
     if isinstance(spec, ed25519.Ed25519PrivateKey):
         return spec
     data = bytes(spec) if isinstance(spec, (bytes, bytearray)) else Path(os.fspath(spec)).read_bytes()
@@ -137,8 +131,6 @@ def generate_keypair(private_path: Path | str, public_path: Path | str, password
     Returns:
         The raw public key as hex (what a device configuration may hold instead of the PEM file).
     """
-    ed25519 = _crypto()
-    from cryptography.hazmat.primitives import serialization
     key = ed25519.Ed25519PrivateKey.generate()
     enc = (serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
@@ -172,7 +164,6 @@ def sign_manifest(artifact: Path | str, private_key: Any, *, password: bytes | N
         IntegrityError: the artifact does not match its manifest (with ``verify_hash``).
         ManifestError: the manifest is missing or invalid.
     """
-    from edgepad.engines.manifest import manifest_path, verify_artifact
     key = load_private_key(private_key, password)
     mp = manifest_path(artifact)
     try:
@@ -191,9 +182,6 @@ def sign_manifest(artifact: Path | str, private_key: Any, *, password: bytes | N
 
 
 def _parse_manifest(data: bytes, mp: Path) -> Any:
-    import json
-
-    from edgepad.engines.manifest import ModelManifest
     try:
         obj = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -231,9 +219,7 @@ def verify_signature(artifact: Path | str, public_key: Any) -> Any:
         IntegrityError: signature missing, malformed or not made by ``public_key``.
         ManifestError: manifest missing or invalid.
     """
-    from edgepad.engines.manifest import manifest_path
     key = load_public_key(public_key)      # raises MissingDependencyError first when cryptography is absent
-    from cryptography.exceptions import InvalidSignature
     mp = manifest_path(artifact)
     try:
         data = mp.read_bytes()     # read once: what is verified is what is parsed (no check-then-reread race)
@@ -242,7 +228,7 @@ def verify_signature(artifact: Path | str, public_key: Any) -> Any:
     sig = _read_signature(signature_path(artifact))
     try:
         key.verify(sig, data)
-    except InvalidSignature:
+    except crypto_exceptions.InvalidSignature:
         raise IntegrityError(f"manifest {mp.name} is not signed by the configured vendor key (edited manifest, "
                              "wrong key or corrupt signature); refusing to load", path=str(mp),
                              field="signature") from None
@@ -267,9 +253,8 @@ def verify_model(artifact: Path | str, manifest: Any = None, public_key: Any = N
         ManifestError: manifest missing or invalid.
         MissingDependencyError: ``public_key`` given but ``cryptography`` is not installed.
     """
-    from edgepad.engines.manifest import read_manifest, verify_artifact
     if public_key is not None:
-        _crypto()
+        ed25519()                     # MissingDependencyError (extra integrity) before any file is read
         signed = verify_signature(artifact, public_key)
         if manifest is not None and manifest.to_dict() != signed.to_dict():
             raise IntegrityError(f"the manifest given for {artifact} differs from the signed sidecar; "

@@ -90,6 +90,11 @@ class PipelineConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
 
+    @property
+    def capture_mode(self) -> RegistrationMode:
+        """The capture's registration mode that matches ``registration`` (WINDOW or FRAME)."""
+        return RegistrationMode.WINDOW if self.registration == "window" else RegistrationMode.FRAME
+
     def __post_init__(self) -> None:
         if self.clock not in ("auto", "host", "source"):
             raise ConfigError(f"clock must be auto, host or source, got {self.clock!r}", key="clock")
@@ -677,8 +682,7 @@ def open_pipeline(source: Any, model: Path | str | Any, *, rig: Any = None, loca
     if hasattr(source, "read"):
         cap = source
     else:
-        mode = RegistrationMode.WINDOW if cfg.registration == "window" else RegistrationMode.FRAME
-        cap = open_capture(source, rig=rig, fps=fps, register=mode)
+        cap = open_capture(source, rig=rig, fps=fps, register=cfg.capture_mode)
     if isinstance(rig, (str, Path)):
         rig = load_rig(rig)
     loc: Any = locator

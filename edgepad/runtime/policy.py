@@ -20,9 +20,10 @@ import collections
 import logging
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Collection, Mapping, Sequence
 
+from edgepad.config import suggest
 from edgepad.errors import ConfigError
 from edgepad.types import Decision, Modality, Reason, Verdict, parse_modalities
 
@@ -95,10 +96,8 @@ class DecisionPolicy:
     """
 
     def __init__(self, manifest, config: PolicyConfig | None = None, **overrides: object) -> None:
-        from dataclasses import replace
         cfg = config or PolicyConfig()
         if overrides:
-            from edgepad.config import suggest
             known = set(PolicyConfig.__dataclass_fields__)
             for key in overrides:
                 if key not in known:
@@ -111,7 +110,6 @@ class DecisionPolicy:
         full = manifest.threshold_for(self.modalities, self.criterion)
         if full is None:
             crits = sorted(set(manifest.operating_points) | {manifest.threshold_criterion})
-            from edgepad.config import suggest
             raise ConfigError(f"the manifest has no threshold for operating point {self.criterion!r} on "
                               f"{'+'.join(sorted(m.value for m in self.modalities))}; available: {crits}",
                               key="operating_point", suggestions=suggest(self.criterion, crits))

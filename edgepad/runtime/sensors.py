@@ -1,11 +1,11 @@
-"""Sensor-integrity checks on the stream of frame sets (the runtime's part of issue 8 item 6).
+"""Sensor-integrity checks on the stream of frame sets (the runtime side of the sensor checks in docs/RUNTIME.md).
 
 Per modality the monitor checks that
 
 - timestamps strictly increase (a repeated or backwards timestamp is a violation),
 - frame counters (``Frame.sequence``) strictly increase; gaps are counted as drops (not a violation),
-- frames are not frozen: the same non-constant pixels (a hash of a sparse sample) for ``frozen_after`` frame sets in a row
-  means a stuck sensor or an injected still image — real sensors always carry noise,
+- frames are not frozen: the same non-constant pixels (a hash of a sparse sample) for ``frozen_after`` frame sets
+  in a row means a stuck sensor or an injected still image — real sensors always carry noise,
 - modalities that the source reports are present: a reported stream absent for ``absent_after`` frame sets in
   a row is reported (the decision then degrades or fails closed through the policy).
 

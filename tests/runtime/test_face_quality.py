@@ -50,7 +50,7 @@ def test_haar_guard_for_opencv_without_cascades(monkeypatch):
     class NoHaarCv2:
         pass
 
-    monkeypatch.setattr(face_mod, "require", lambda name, extra=None: NoHaarCv2())
+    monkeypatch.setattr(face_mod, "cv2", NoHaarCv2())
     with pytest.raises(MissingDependencyError, match="CascadeClassifier"):
         HaarFaceLocator()
 
@@ -60,7 +60,7 @@ def test_haar_guard_for_opencv_without_cascades(monkeypatch):
         class data:
             haarcascades = "/nonexistent/folder"
 
-    monkeypatch.setattr(face_mod, "require", lambda name, extra=None: Cv2MissingFile())
+    monkeypatch.setattr(face_mod, "cv2", Cv2MissingFile())
     with pytest.raises(ConfigError, match="haarcascade_frontalface_default.xml"):
         HaarFaceLocator()
 

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from edgepad.cli import main
-from edgepad.runtime import console
+from edgepad.cli import build_parser, main
+from edgepad.commands.runtime import demo_options, pipeline_config, run_options
+from edgepad.runtime import PipelineConfig, PolicyConfig, console
 
 
 def test_demo_without_default_model_names_the_file(monkeypatch, tmp_path, capsys):
@@ -45,10 +46,23 @@ def test_default_model_demo_verdicts():
     if not console.default_model_path().is_file():
         pytest.skip("edgepad/assets/default.onnx not built yet")
     pytest.importorskip("cv2")
-    import argparse
     import io
-    args = argparse.Namespace(frames=90, model=None, seed=7, realtime=False, fps=30.0, presentation_frames=15,
-                              locator="haar", operating_point=None, k=3, n=5, max_age_ms=150.0, lockout_after=0,
-                              threads=None, threaded=False, every=1, json=False)
+    opts = console.DemoOptions(frames=90, seed=7, presentation_frames=15,
+                               pipeline=PipelineConfig(policy=PolicyConfig(k=3, n=5, max_age_ms=150.0)))
     out = io.StringIO()
-    assert console.run_demo(args, out=out) == 0, out.getvalue()[-2000:]
+    assert console.run_demo(opts, out=out) == 0, out.getvalue()[-2000:]
+
+
+def test_arguments_become_typed_options(tmp_path):
+    """The commands turn argparse into the runtime's typed settings in one place (commands/runtime.py)."""
+    args = build_parser().parse_args(["demo", "--frames", "7", "--k", "2", "--n", "4", "--max-age-ms", "90",
+                                      "--lockout-after", "3", "--operating-point", "bpcer20", "--threaded"])
+    opts = demo_options(args)
+    assert isinstance(opts, console.DemoOptions) and opts.frames == 7 and opts.model is None
+    assert opts.pipeline.threaded and opts.pipeline.policy == PolicyConfig(operating_point="bpcer20", k=2, n=4,
+                                                                             max_age_ms=90.0, lockout_after=3)
+    args = build_parser().parse_args(["run", "a://1", "b://2", "--model", str(tmp_path / "m.onnx"), "--json"])
+    run = run_options(args)
+    assert run.source == ["a://1", "b://2"] and run.json and run.pipeline == pipeline_config(args)
+    assert build_parser().parse_args(["run", "a://1", "--model", "m"]).source == ["a://1"]
+    assert run_options(build_parser().parse_args(["run", "a://1", "--model", "m"])).source == "a://1"

@@ -537,3 +537,39 @@ def test_pipeline_producer_rebuilds_after_source_error_and_maps_frames():
     th = ProducerThread(hub, PipelineProducer(factory, restart_s=None)).start()
     th.join(5)
     assert hub.closed and "SourceError" in hub.error and hub.count == 3
+
+
+def test_start_up_and_connection_checks_fail_closed(tmp_path, tiny_model):
+    """security.py on its own: exposure, model file, manifest swap, slot counting."""
+    import dataclasses
+
+    from edgepad.errors import IntegrityError
+    from edgepad.runtime.service.security import (ConnectionLimit, Slots, check_exposure, check_loaded_manifest,
+                                                  verify_model_at_start)
+    with pytest.raises(ConfigError, match="token is required"):
+        check_exposure(ServiceConfig(host="0.0.0.0"))
+    check_exposure(ServiceConfig(host="0.0.0.0", token=TOKEN))
+    check_exposure(ServiceConfig(host="0.0.0.0", unix_socket=str(tmp_path / "s.sock")))
+    with pytest.raises(ConfigError, match="not found"):
+        verify_model_at_start(tmp_path / "missing.onnx")
+    manifest = verify_model_at_start(tiny_model)
+    check_loaded_manifest(manifest, manifest, tiny_model)
+    with pytest.raises(IntegrityError, match="changed after it was verified"):
+        check_loaded_manifest(dataclasses.replace(manifest, threshold=0.99), manifest, tiny_model)
+    slots = Slots(2)
+    assert slots.acquire() and slots.acquire() and not slots.acquire()
+    assert (slots.in_use, slots.rejected) == (2, 1)
+    slots.release()
+    assert slots.acquire() and slots.in_use == 2
+
+    class Sock:
+        sent = b""
+
+        def settimeout(self, t):
+            pass
+
+        def sendall(self, data):
+            Sock.sent += data
+    limit = ConnectionLimit(1)
+    assert limit.admit(Sock()) and Sock.sent == b""
+    assert not limit.admit(Sock()) and Sock.sent.startswith(b"HTTP/1.1 503 ") and limit.rejected == 1

@@ -11,7 +11,9 @@ import time
 import pytest
 
 from edgepad.cli import build_parser, main
-from edgepad.runtime.service import run_service
+from edgepad.commands import serve as serve_cmd
+from edgepad.commands.serve import serve_main, serve_options
+from edgepad.runtime.service import AuditOptions, ServeOptions
 
 SOURCE = "synthetic://default?seed=2&width=320&height=240&realtime=true&fps=15"
 
@@ -30,13 +32,19 @@ def get(svc, path: str, method: str = "GET", body: bytes | None = None, headers:
         c.close()
 
 
-def test_serve_real_pipeline_with_audit(tiny_model, tmp_path, capsys):
+def test_serve_real_pipeline_with_audit(tiny_model, tmp_path, capsys, monkeypatch):
     pytest.importorskip("cv2")
     audit = tmp_path / "audit.db"
     args = parse(SOURCE, "--model", str(tiny_model), "--port", "0", "--locator", "truth", "--audit", str(audit),
                  "--health-max-age-ms", "5000", "--max-age-ms", "5000", "--lockout-after", "1")
     stop, ready = threading.Event(), []
-    th = threading.Thread(target=lambda: ready.append(run_service(args, stop=stop, on_ready=ready.append)))
+    opts = serve_options(args)
+    assert isinstance(opts, ServeOptions) and opts.audit == AuditOptions(audit) and opts.source == SOURCE
+    assert opts.pipeline.policy.lockout_after == 1 and opts.service.health_max_age_ms == 5000
+    # through the command, which prints the URL when ready: wrap that hook to get hold of the service
+    printed = serve_cmd._print_ready
+    monkeypatch.setattr(serve_cmd, "_print_ready", lambda svc: (printed(svc), ready.append(svc)))
+    th = threading.Thread(target=lambda: ready.append(serve_main(args, stop=stop)))
     th.start()
     try:
         deadline = time.monotonic() + 60
@@ -76,7 +84,9 @@ def test_serve_real_pipeline_with_audit(tiny_model, tmp_path, capsys):
         stop.set()
         th.join(30)
     assert not th.is_alive() and ready[-1] == 0
-    assert "listening on http://127.0.0.1:" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "listening on http://127.0.0.1:" in captured.out and "(model tiny, source synthetic://" in captured.out
+    assert "stopped after" in captured.err
     con = sqlite3.connect(audit)
     try:
         n = con.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]

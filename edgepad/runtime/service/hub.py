@@ -1,0 +1,298 @@
+"""Decision hub: the thread-safe "latest decision" store between a producer and the HTTP handlers.
+
+* :class:`DecisionHub`: a producer publishes decisions (and optionally the frames they were made on); handlers
+  read the latest one or wait for the next one.
+* :class:`ProducerThread`: drives any iterable of decisions into the hub and, optionally, the audit writer.
+* :class:`PipelineProducer`: adapts a :class:`~edgepad.runtime.pipeline.LivenessPipeline` into hub updates
+  (preview frames, face boxes per camera, audit crops) and rebuilds it after a source failure.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from edgepad.errors import EdgePadError, EndOfStream, SourceError
+from edgepad.runtime.service.preview import face_boxes, face_crops_for_audit
+from edgepad.types import Decision, Modality, Verdict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Update:
+    """What a producer may yield instead of a bare :class:`Decision`.
+
+    Attributes:
+        decision: the decision.
+        frames: latest images by modality (rgb ``uint8 H×W×3`` RGB order, depth ``uint16 H×W``, ir
+            ``uint8|uint16 H×W``); empty = keep showing the previous frames.
+        boxes: face box ``(x, y, w, h)`` per modality in that modality's pixels; when absent, the decision's
+            ``face_box`` (rgb pixels) is drawn on rgb, and on depth when the depth frame has the rgb frame's size
+            (registered to rgb).
+        images: face crops for the audit log (stored only when images are enabled).
+    """
+
+    decision: Decision
+    frames: Mapping[Modality, np.ndarray] = field(default_factory=dict)
+    boxes: Mapping[Modality, tuple[int, int, int, int]] = field(default_factory=dict)
+    images: Mapping[Modality, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published decision, as the hub keeps it."""
+
+    seq: int
+    decision: Decision
+    published_ns: int                        # host monotonic
+    frames_seq: int                          # seq of the update that carried ``frames``
+    frames: Mapping[Modality, np.ndarray]
+    boxes: Mapping[Modality, tuple[int, int, int, int]]
+    frames_verdict: Verdict                  # verdict of the update that carried the frames (box colour)
+
+
+class DecisionHub:
+    """Latest-decision store with blocking waits; safe for one producer and many readers.
+
+    Readers that fall behind skip to the newest decision (sequence numbers show the gap); nothing queues up.
+
+    Args:
+        clock_ns: monotonic clock in ns (injectable for tests).
+        fps_window_s: window for :meth:`fps`.
+    """
+
+    def __init__(self, clock_ns: Callable[[], int] = time.monotonic_ns, fps_window_s: float = 2.0) -> None:
+        self._clock_ns = clock_ns
+        self._cond = threading.Condition()
+        self._latest: Published | None = None
+        self._times: deque[int] = deque(maxlen=256)
+        self._window_ns = int(fps_window_s * 1e9)
+        self._closed = False
+        self.error: str | None = None
+        self.count = 0
+
+    def publish(self, item: Decision | Update) -> int:
+        """Publish a decision (or an :class:`Update`); returns its sequence number (1, 2, …)."""
+        upd = item if isinstance(item, Update) else Update(item)
+        if not isinstance(upd.decision, Decision):
+            raise EdgePadError(f"a producer yielded {type(upd.decision).__name__}, expected Decision or Update")
+        now = self._clock_ns()
+        with self._cond:
+            seq = self.count + 1
+            prev = self._latest
+            if upd.frames or prev is None:
+                frames = {Modality.parse(k): v for k, v in upd.frames.items()}
+                boxes = {Modality.parse(k): tuple(int(x) for x in v) for k, v in upd.boxes.items()}
+                fseq, fverdict = seq, upd.decision.verdict
+                if upd.decision.face_box and Modality.RGB not in boxes:
+                    boxes[Modality.RGB] = tuple(int(x) for x in upd.decision.face_box)
+                    rgb, depth = frames.get(Modality.RGB), frames.get(Modality.DEPTH)
+                    if rgb is not None and depth is not None and depth.shape[:2] == rgb.shape[:2] \
+                            and Modality.DEPTH not in boxes:
+                        boxes[Modality.DEPTH] = boxes[Modality.RGB]
+            else:
+                frames, boxes, fseq, fverdict = prev.frames, prev.boxes, prev.frames_seq, prev.frames_verdict
+            self._latest = Published(seq, upd.decision, now, fseq, frames, boxes, fverdict)
+            self.count = seq
+            self._times.append(now)
+            self._cond.notify_all()
+        return seq
+
+    def latest(self) -> Published | None:
+        with self._cond:
+            return self._latest
+
+    def wait(self, after_seq: int, timeout_s: float) -> Published | None:
+        """Block until a decision newer than ``after_seq`` exists (returned) or timeout / close (None)."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not self._closed and (self._latest is None or self._latest.seq <= after_seq):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+            if self._latest is not None and self._latest.seq > after_seq:
+                return self._latest
+            return None
+
+    def close(self, error: str | None = None) -> None:
+        """Mark the producer finished (``error`` when it failed); wakes every waiter."""
+        with self._cond:
+            self._closed = True
+            self.error = error
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def age_ms(self) -> float | None:
+        """Milliseconds since the newest decision was published; None before the first one."""
+        latest = self.latest()
+        return None if latest is None else (self._clock_ns() - latest.published_ns) / 1e6
+
+    def fps(self) -> float:
+        """Decisions per second over the last ``fps_window_s`` (0 when idle)."""
+        now = self._clock_ns()
+        with self._cond:
+            ts = [t for t in self._times if now - t <= self._window_ns]
+        if len(ts) < 2 or ts[-1] == ts[0]:
+            return 0.0
+        return (len(ts) - 1) * 1e9 / (ts[-1] - ts[0])
+
+
+class ProducerThread:
+    """Runs a decision producer (any iterable of :class:`Decision` / :class:`Update`) into a hub.
+
+    Args:
+        hub: where decisions go.
+        producer: e.g. a :class:`~edgepad.runtime.pipeline.LivenessPipeline` adapter, or a test generator.
+        audit: an :class:`~edgepad.runtime.audit.AuditWriter` (optional); every decision is submitted to it.
+        model_sha256: recorded with audit rows.
+        on_exit: called (in the thread) with the error text or None when the producer ends.
+    """
+
+    def __init__(self, hub: DecisionHub, producer: Iterable[Decision | Update], *, audit: Any = None,
+                 model_sha256: str | None = None, on_exit: Callable[[str | None], None] | None = None) -> None:
+        self.hub = hub
+        self._producer = producer
+        self._audit = audit
+        self._sha = model_sha256
+        self._on_exit = on_exit
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edgepad-producer", daemon=True)
+
+    def start(self) -> "ProducerThread":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask the producer to stop (checked between decisions) and wait for it."""
+        self._stop.set()
+        close = getattr(self._producer, "close", None)
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        if callable(close) and not self._thread.is_alive():
+            try:
+                close()
+            except Exception:  # pragma: no cover - best effort at shutdown
+                log.debug("producer close failed", exc_info=True)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout_s: float | None = None) -> None:
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        error: str | None = None
+        try:
+            it: Iterator = iter(self._producer)
+            for item in it:
+                self.hub.publish(item)
+                if self._audit is not None:
+                    upd = item if isinstance(item, Update) else Update(item)
+                    self._audit.submit(upd.decision, upd.images, self._sha)
+                if self._stop.is_set():
+                    break
+        except EdgePadError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.error("decision producer stopped: %s", error)
+        except Exception as exc:  # a bug in the producer must not leave the service healthy
+            error = f"{type(exc).__name__}: {exc}"
+            log.exception("decision producer crashed")
+        finally:
+            self.hub.close(error)
+            if self._on_exit is not None:
+                self._on_exit(error)
+
+
+class PipelineProducer:
+    """Adapts :class:`~edgepad.runtime.pipeline.LivenessPipeline` into :class:`Update` items for the hub.
+
+    Frames for the previews are attached at most ``preview_fps`` times per second (they are references to the
+    read-only frame arrays, not copies). On a ``SourceError`` (camera unplugged) the pipeline is rebuilt with
+    ``factory`` after ``restart_s`` seconds (None = stop); meanwhile no decisions arrive, so ``/v1/health`` turns
+    unhealthy (fail closed). ``EndOfStream`` (a finished recording) ends the producer.
+
+    Args:
+        factory: builds an unopened pipeline (called again after each source failure).
+        preview_fps: preview frame rate limit (0 = no previews).
+        audit_images: attach face crops (rgb, registered depth, ir) for an audit log that stores images.
+        restart_s: delay before rebuilding the pipeline after a source failure; None = give up.
+    """
+
+    def __init__(self, factory: Callable[[], Any], *, preview_fps: float = 10.0, audit_images: bool = False,
+                 restart_s: float | None = 2.0) -> None:
+        self._factory = factory
+        self._preview_period_ns = int(1e9 / preview_fps) if preview_fps > 0 else None
+        self._audit_images = audit_images
+        self._restart_s = restart_s
+        self._stop = threading.Event()
+        self.pipeline: Any = None
+        self.restarts = 0
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def reset_lockout(self, body: Mapping[str, Any]) -> dict:
+        """``POST /v1/lockout/reset`` handler."""
+        pipe = self.pipeline
+        if pipe is None:
+            raise EdgePadError("the runtime is not running; nothing to reset")
+        was = bool(getattr(pipe.policy, "locked", False))
+        pipe.reset_lockout()
+        return {"was_locked": was}
+
+    def status(self) -> dict:
+        """Live fields for ``/v1/status``: lockout state, pipeline counters, restarts."""
+        pipe = self.pipeline
+        if pipe is None:
+            return {"runtime": {"running": False, "restarts": self.restarts}}
+        pol = pipe.policy
+        return {"runtime": {"running": True, "restarts": self.restarts,
+                            "stats": pipe.stats.to_dict() if hasattr(pipe.stats, "to_dict") else None},
+                "lockout": {"locked": bool(getattr(pol, "locked", False)),
+                            "spoof_attempts": int(getattr(pol, "spoof_attempts", 0))}}
+
+    def __iter__(self) -> Iterator[Update]:
+        last_preview = 0
+        while not self._stop.is_set():
+            pipe = self._factory()
+            self.pipeline = pipe
+            try:
+                with pipe:
+                    for d in pipe.decisions():
+                        fs = getattr(pipe, "last_frameset", None)
+                        frames: dict = {}
+                        boxes: dict = {}
+                        now = time.monotonic_ns()
+                        if fs is not None and self._preview_period_ns is not None and \
+                                now - last_preview >= self._preview_period_ns:
+                            last_preview = now
+                            frames = {m: f.data for m, f in fs.frames.items()}
+                            boxes = face_boxes(fs, d.face_box, getattr(pipe, "rig", None))
+                        images = None
+                        if self._audit_images and fs is not None and d.face_box:
+                            images = face_crops_for_audit(fs, face_boxes(fs, d.face_box, getattr(pipe, "rig", None)))
+                        yield Update(d, frames, boxes, images)
+                        if self._stop.is_set():
+                            return
+                return                                    # the pipeline ended (EndOfStream inside decisions())
+            except EndOfStream:
+                return
+            except SourceError as exc:
+                if self._restart_s is None:
+                    raise
+                self.restarts += 1
+                log.error("source failed (%s); rebuilding the pipeline in %.1f s", exc, self._restart_s)
+                if self._stop.wait(self._restart_s):
+                    return
+
