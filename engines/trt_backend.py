@@ -69,7 +69,7 @@ class TensorRTBackend(BaseBackend):
         self._runtime = trt.Runtime(self._logger)
         if dict(self.manifest.build).get("version_compatible"):
             self._runtime.engine_host_code_allowed = True
-        self._engine = self._runtime.deserialize_cuda_engine(self.artifact.read_bytes())
+        self._engine = self._runtime.deserialize_cuda_engine(self.artifact_bytes())
         if self._engine is None:
             raise EngineBuildError(f"TensorRT could not deserialize {self.artifact.name} (null engine); rebuild it "
                                    "on this device")
