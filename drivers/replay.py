@@ -159,6 +159,7 @@ class ReplaySource(BaseSource):
             raise ConfigError("host_clock needs realtime=true: frames played as fast as possible have no "
                               "host time of their own", key="host_clock")
         self.realtime, self.loop, self.speed = bool(realtime), bool(loop), float(speed)
+        self.late_frames = 0         # realtime: frames skipped because reading fell behind the clock
         self.host_clock = bool(host_clock)
         self.fps = self.session.get("fps")
         self.device_info = dict(self.session.get("device") or {})
@@ -219,6 +220,14 @@ class ReplaySource(BaseSource):
             if self._t0_wall is None:
                 self._t0_wall = (time.monotonic_ns(), ts)
             due = self._t0_wall[0] + (ts - self._t0_wall[1]) / self.speed
+            # fallen behind the clock by more than a frame period: drop, never serve stale frames
+            late_ns = 1e9 / (self.fps or 30)
+            while self._pos + 1 < len(self._entries) and time.monotonic_ns() - due > late_ns:
+                self._pos += 1
+                self.late_frames += 1
+                e = self._entries[self._pos]
+                ts = int(e["timestamp_ns"]) + shift
+                due = self._t0_wall[0] + (ts - self._t0_wall[1]) / self.speed
             wait_s = (due - time.monotonic_ns()) / 1e9
             if wait_s > timeout_s:
                 time.sleep(max(0.0, timeout_s))

@@ -112,12 +112,14 @@ class AuditLog:
         path: SQLite file (created with its folder).
         model_sha256: recorded on every row unless a row gives its own.
         retention_days, max_rows, store_images, jpeg_quality, synchronous, prune_every: see :class:`AuditConfig`.
+        busy_timeout_s: how long a write waits for another connection's lock before it fails (and
+            :class:`AuditWriter` retries it).
         clock_ns: wall-clock source (ns since the epoch); injectable for tests.
     """
 
     def __init__(self, path: str | Path, *, model_sha256: str | None = None, retention_days: float = 30.0,
                  max_rows: int = 1_000_000, store_images: bool = False, jpeg_quality: int = 85,
-                 synchronous: str = "FULL", prune_every: int = 1000,
+                 synchronous: str = "FULL", prune_every: int = 1000, busy_timeout_s: float = 10.0,
                  clock_ns: Callable[[], int] = time.time_ns) -> None:
         sync = str(synchronous).upper()
         if sync not in ("FULL", "NORMAL", "EXTRA"):
@@ -138,9 +140,12 @@ class AuditLog:
         self.prune_every = max(1, int(prune_every))
         self._clock_ns = clock_ns
         self._since_prune = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EdgePadError(f"cannot create the audit folder {self.path.parent}: {exc}") from exc
+        try:
+            self._db = sqlite3.connect(str(self.path), timeout=float(busy_timeout_s), isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={sync}")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -392,7 +397,10 @@ class AuditWriter:
         if self._error is not None:
             self._thread.join(5.0)
             self._thread = None
-            raise self._error
+            exc, self._error = self._error, None
+            if isinstance(exc, EdgePadError):
+                raise exc
+            raise EdgePadError(f"the audit log is not writable: {type(exc).__name__}: {exc}") from exc
         return self
 
     def submit(self, decision: Decision, images: Mapping[Modality | str, Any] | None = None,
