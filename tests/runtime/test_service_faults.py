@@ -282,3 +282,22 @@ def test_response_leaves_in_one_write(monkeypatch):
             body = r.read()
             assert r.status == 200 and len(writes) == 1 and writes[0] > len(body) > 0
         c.close()
+
+
+def test_audit_disk_full_is_retried_not_dropped(tmp_path):
+    """A write that fails (here: "database or disk is full" for the first 3 tries) keeps its rows."""
+    fails = [3]
+
+    class FullDisk(AuditLog):
+        def record_many(self, items):
+            if fails[0] > 0:
+                fails[0] -= 1
+                raise sqlite3.OperationalError("database or disk is full")
+            return super().record_many(items)
+    writer = AuditWriter(lambda: FullDisk(tmp_path / "a.db", synchronous="NORMAL")).start()
+    for _ in range(10):
+        writer.submit(decision())
+    writer.close()
+    st = writer.stats()
+    assert fails[0] == 0 and st["dropped"] == 0 and st["committed"] == 10 and st["error"] is None
+    assert "disk is full" in st["last_error"] and st["recoveries"] == 1
