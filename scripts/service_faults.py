@@ -113,27 +113,32 @@ def audit(lock_s: float = 12.0, rate: float = 30.0) -> dict:
         db = Path(tmp) / "audit.db"
         writer = AuditWriter(lambda: AuditLog(db, synchronous="NORMAL")).start()
         submitted = 0
-        locker = sqlite3.connect(str(db), isolation_level=None)
+        locker = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False)
         locker.execute("BEGIN IMMEDIATE")
+        during: list[dict] = []
+
+        def release() -> None:         # from another thread: a blocked submit must not hold the lock's release
+            during.append(writer.stats())
+            locker.execute("COMMIT")
+            locker.close()
+        timer = threading.Timer(lock_s, release)
+        timer.start()
         t0 = time.monotonic()
-        while time.monotonic() - t0 < lock_s:
+        blocked_ms = 0.0
+        while time.monotonic() - t0 < lock_s + 2.0:
+            t = time.monotonic()
             writer.submit(_decision())
+            blocked_ms = max(blocked_ms, (time.monotonic() - t) * 1e3)
             submitted += 1
             time.sleep(1.0 / rate)
-        during = writer.stats()
-        locker.execute("COMMIT")
-        locker.close()
-        t1 = time.monotonic()
-        while time.monotonic() - t1 < 2.0:
-            writer.submit(_decision())
-            submitted += 1
-            time.sleep(1.0 / rate)
+        timer.join()
         writer.close()
         after = writer.stats()
         with AuditLog(db) as a:
             rows = a.count()
     return {"lock_s": lock_s, "submitted": submitted, "rows_in_db": rows, "dropped": after["dropped"],
-            "error_during_lock": during["error"], "error_after_recovery": after["error"]}
+            "longest_submit_ms": round(blocked_ms, 1), "blocked_submits": after.get("blocked_submits"),
+            "error_during_lock": during[0]["error"], "error_after_recovery": after["error"]}
 
 
 def main(argv: list[str] | None = None) -> int:
