@@ -33,6 +33,7 @@ import hashlib
 import importlib.util
 import json
 import sys
+import warnings
 from pathlib import Path
 
 #: sha256 of the upstream weight files (identical in timesler/facenet-pytorch@787da061 data/*.pt and in the
@@ -52,6 +53,26 @@ UPSTREAM = {
     "paper": "K. Zhang, Z. Zhang, Z. Li, Y. Qiao, Joint Face Detection and Alignment using Multi-task Cascaded "
              "Convolutional Networks, IEEE SPL 2016",
 }
+#: the weights' lineage; every link is MIT-licensed
+LINEAGE = [
+    "Kaipeng Zhang, original Caffe MTCNN models: https://github.com/kpzhang93/MTCNN_face_detection_alignment "
+    "(MIT, Copyright (c) 2016 Kaipeng Zhang)",
+    "David Sandberg, TensorFlow port (src/align/det1.npy, det2.npy, det3.npy): "
+    "https://github.com/davidsandberg/facenet (MIT, Copyright (c) 2016 David Sandberg)",
+    "Timothy Esler, PyTorch state dicts data/{pnet,rnet,onet}.pt: https://github.com/timesler/facenet-pytorch "
+    "(MIT, Copyright (c) 2019 Timothy Esler)",
+]
+MIT_TEXT = (
+    "Permission is hereby granted, free of charge, to any person obtaining a copy of this software and associated "
+    "documentation files (the \"Software\"), to deal in the Software without restriction, including without "
+    "limitation the rights to use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies of the "
+    "Software, and to permit persons to whom the Software is furnished to do so, subject to the following "
+    "conditions: The above copyright notice and this permission notice shall be included in all copies or "
+    "substantial portions of the Software. THE SOFTWARE IS PROVIDED \"AS IS\", WITHOUT WARRANTY OF ANY KIND, "
+    "EXPRESS OR IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR "
+    "PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, "
+    "DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN "
+    "CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.")
 OPSET = 17
 
 
@@ -139,8 +160,10 @@ def convert(weights: Path, out: Path) -> dict:
         shape, inputs, outputs, axes = specs[name]
         x = torch.randn(*shape)
         path = out / f"mtcnn_{name}.onnx"
-        torch.onnx.export(module, (x,), str(path), input_names=inputs, output_names=outputs, dynamic_axes=axes,
-                          opset_version=OPSET, do_constant_folding=True, dynamo=False)
+        with warnings.catch_warnings():  # the TorchScript exporter is deprecated but gives a plain, stable graph
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(module, (x,), str(path), input_names=inputs, output_names=outputs,
+                              dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
         model.producer_name, model.producer_version = "edgepad scripts/convert_face_detector.py", "1"
@@ -170,6 +193,9 @@ def convert(weights: Path, out: Path) -> dict:
         "landmark_order": "image-left eye, image-right eye, nose tip, image-left mouth corner, image-right "
                           "mouth corner (for an unmirrored camera: subject's right eye first)",
         "upstream": UPSTREAM,
+        "lineage": LINEAGE,
+        "licence": {"name": "MIT", "copyright": ["Copyright (c) 2016 Kaipeng Zhang", "Copyright (c) 2016 David "
+                    "Sandberg", "Copyright (c) 2019 Timothy Esler"], "text": MIT_TEXT},
         "files": files,
         "converter": "scripts/convert_face_detector.py",
         "opset": OPSET,
