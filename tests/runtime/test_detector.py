@@ -253,3 +253,26 @@ def test_detector_recall_on_lfw_crops(detector):
             false += bool(faces)
     assert found >= 95 and sane >= found - 2, (found, sane)
     assert false <= 2
+
+
+def test_map_box_to_the_crop_convention():
+    assert D.map_box((10, 20, 40, 40), (0, 0, 1, 1)) == (10, 20, 40, 40)
+    # shift down by 0.25 side, shrink the width to half
+    assert D.map_box((10, 20, 40, 40), (0, 0.25, 0.5, 1.0)) == (20, 30, 20, 40)
+    # the longer side sets the scale
+    assert D.map_box((0, 0, 20, 40), (0, 0, 1, 1)) == (-10, 0, 40, 40)
+
+
+def test_mapped_box_matches_the_synthetic_truth_better(detector):
+    from edgepad.synthesis import RenderCache, default_rig, render_frames, sample_presentation
+    rig = default_rig()
+    cache = RenderCache(rig, 0, max_presentations=1)
+    raw, mapped = [], []
+    for i in range(4):
+        p = sample_presentation(i, "bonafide", i, seed=7, domain="nominal")
+        r = render_frames(p, rig, seed=5, cache=cache)
+        f = detector.largest(r.rgb)
+        assert f is not None
+        raw.append(_iou(f.box, r.truth.face_box_rgb))
+        mapped.append(_iou(D.map_box(f.box), r.truth.face_box_rgb))
+    assert np.median(mapped) > np.median(raw) and np.median(mapped) > 0.8, (raw, mapped)
