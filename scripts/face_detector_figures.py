@@ -9,11 +9,12 @@ Sections (each prints one block; --only picks some):
   crops, 25×25 grey, shown 4× upscaled with replicated borders), matplotlib's ``grace_hopper.jpg``.
 - ``synthetic``: recall over edgepad.synthesis presentations of every species (``nominal`` domain poses,
   distances 0.3-1.5 m), with IoU against the ground-truth box, and the box mapping MTCNN box -> crop convention.
+- ``landmarks``: eye-landmark error on bona fide synthetic frames against the renderer's projected eye centres.
 - ``latency``: per-frame time at 640×480, both detectors interleaved on the same frames in one process.
 
 Usage::
 
-    python scripts/face_detector_figures.py [--only real,synthetic,latency] [--frames 400] [--json out.json]
+    python scripts/face_detector_figures.py [--only real,synthetic,landmarks,latency] [--frames 400] [--json out.json]
 """
 from __future__ import annotations
 
@@ -199,6 +200,52 @@ def synthetic(det, haar, n: int) -> dict:
     return out
 
 
+def eye_truth(p, surface, rig, frame: int = 0) -> np.ndarray:
+    """Projected eye centres (image-left first) of a bona fide synthetic face: the renderer puts the eye openings
+    at x = ±0.032 · scale · width, y = (-0.026 + eye_y) · scale on the face grid (edgepad.synthesis)."""
+    from edgepad.geometry import project
+    from edgepad.synthesis import GRID_NX, GRID_STEP_M, GRID_X0, GRID_Y0, frame_pose, make_subject
+    from edgepad.types import Modality
+    s = make_subject(p.subject, p.seed)
+    pose = frame_pose(p, frame)
+    pts = []
+    for sx in (-1, 1):
+        x, y = sx * 0.032 * s.scale * s.width, (-0.026 + s.eye_y) * s.scale
+        h = float(surface.h[int((y - GRID_Y0) / GRID_STEP_M) * GRID_NX + int((x - GRID_X0) / GRID_STEP_M)])
+        pts.append(pose.r @ np.array([x, y, -h]) + pose.t)
+    uv = project(np.array(pts), rig.intrinsics[Modality.RGB])
+    return uv[np.argsort(uv[:, 0])]
+
+
+def landmarks(det, n: int) -> dict:
+    """Eye-landmark error on bona fide synthetic frames against the projected eye centres."""
+    from edgepad.synthesis import RenderCache, default_rig, render_frames, sample_presentation
+    rig = default_rig()
+    cache = RenderCache(rig, 5, max_presentations=2)
+    rng = np.random.default_rng(5)
+    nme, px, missed = [], [], 0
+    for i in range(n):
+        p = sample_presentation(i, "bonafide", i % 50, seed=5, domain="nominal")
+        p = dataclasses.replace(p, distance_m=float(rng.uniform(0.3, 1.5)))
+        frame = int(rng.integers(0, 10))
+        r = render_frames(p, rig, frame=frame, seed=5, cache=cache)
+        if r.truth.face_box_rgb is None:
+            continue
+        f = det.detect(r.rgb)
+        f = max(f, key=lambda d: d.box[2] * d.box[3]) if f else None
+        if f is None:
+            missed += 1
+            continue
+        uv = eye_truth(p, cache.surface(p), rig, frame)
+        e = np.hypot(*(f.landmarks[:2] - uv).T)
+        px.extend(e.tolist())
+        nme.append(float(e.mean() / np.hypot(*(uv[1] - uv[0]))))
+    return {"frames": len(nme) + missed, "missed": missed,
+            "eye_error_over_interocular_median_p90": [round(float(np.median(nme)), 4),
+                                                      round(float(np.percentile(nme, 90)), 4)],
+            "eye_error_px_median_p90": [round(float(np.median(px)), 2), round(float(np.percentile(px, 90)), 2)]}
+
+
 def latency(det, haar, n: int = 40, reps: int = 5) -> dict:
     frames = [r.rgb for _, r in synthetic_frames(n, seed=33)]
     for f in frames[:5]:
@@ -220,7 +267,7 @@ def latency(det, haar, n: int = 40, reps: int = 5) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", default="real,synthetic,latency")
+    ap.add_argument("--only", default="real,synthetic,landmarks,latency")
     ap.add_argument("--frames", type=int, default=400)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -235,6 +282,8 @@ def main(argv=None) -> int:
             res[part] = real_photos(det, haar)
         elif part == "synthetic":
             res[part] = synthetic(det, haar, args.frames)
+        elif part == "landmarks":
+            res[part] = landmarks(det, max(20, args.frames // 4))
         elif part == "latency":
             res[part] = latency(det, haar)
         print(f"== {part} ({time.perf_counter() - t0:.0f} s)")
