@@ -251,18 +251,26 @@ def latency(det, haar, n: int = 40, reps: int = 5) -> dict:
     for f in frames[:5]:
         det.detect(f)
         haar_detect(haar, f)
-    tm, th = [], []
+    from edgepad.runtime.detector import LearnedFaceDetector
+    import cv2
+    variants = {"mtcnn": det.detect, "haar_full": lambda f: haar_detect(haar, f),
+                "mtcnn_pnet_pyramid_only": det._stage_pnet,
+                "mtcnn_min_face_64": LearnedFaceDetector(min_face_px=64, threads=1).detect}
+    wall = {k: [] for k in variants}
+    cpu = {k: [] for k in variants}
     for _ in range(reps):
         for f in frames:
-            t0 = time.perf_counter()
-            det.detect(f)
-            t1 = time.perf_counter()
-            haar_detect(haar, f)
-            t2 = time.perf_counter()
-            tm.append(t1 - t0)
-            th.append(t2 - t1)
+            for k, fn in variants.items():
+                c0, t0 = time.process_time(), time.perf_counter()
+                fn(f)
+                wall[k].append(time.perf_counter() - t0)
+                cpu[k].append(time.process_time() - c0)
     pct = lambda t: [round(float(v) * 1e3, 2) for v in np.percentile(t, [50, 99])]  # noqa: E731
-    return {"frames": len(tm), "mtcnn_p50_p99_ms": pct(tm), "haar_full_p50_p99_ms": pct(th)}
+    out = {"frames": len(wall["mtcnn"]), "cv2_threads": cv2.getNumThreads()}
+    for k in variants:
+        out[f"{k}_wall_p50_p99_ms"] = pct(wall[k])
+        out[f"{k}_cpu_mean_ms"] = round(float(np.mean(cpu[k])) * 1e3, 2)
+    return out
 
 
 def main(argv=None) -> int:

@@ -304,6 +304,8 @@ class LearnedFaceDetector:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # idle intra-op workers must not spin: they would steal the cores of the rest of the pipeline
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         prov = list(providers) if providers else ["CPUExecutionProvider"]
         self._sess = {k: ort.InferenceSession(str(self.model_dir / f), sess_options=so, providers=prov)
                       for k, f in STAGE_FILES.items()}
