@@ -87,6 +87,25 @@ def real_photos(det, haar) -> dict:
                      "landmarks_sane": landmark_sane(faces[0]) if faces else None,
                      "haar_box": list(hb) if hb else None,
                      "iou_mtcnn_haar": round(iou(faces[0].box, hb), 3) if faces and hb else None}
+    # scikit-image's other bundled photographs contain no human face: every detection is a false one
+    folder = package_file("skimage", "data", "astronaut.png")
+    if folder is not None:
+        neg = {"images": 0, "mtcnn_false": [], "haar_false": []}
+        for path in sorted(folder.parent.iterdir()):
+            if path.suffix not in (".png", ".jpg") or path.name in ("astronaut.png", "camera.png"):
+                continue
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is None:
+                continue
+            rgb = np.ascontiguousarray(img[:, :, ::-1])
+            neg["images"] += 1
+            faces = det.detect(rgb)
+            if faces:
+                neg["mtcnn_false"].append(f"{path.name}: {len(faces)} (scores "
+                                          f"{', '.join(f'{f.score:.2f}' for f in faces)})")
+            if haar_detect(haar, rgb) is not None:
+                neg["haar_false"].append(path.name)
+        out["skimage images without faces"] = neg
     lfw = package_file("skimage", "data", "lfw_subset.npy")
     if lfw is None:
         out["lfw_subset"] = "scikit-image not installed"
