@@ -195,7 +195,9 @@ def test_detector_finds_the_synthetic_face(detector, species, distance, yaw):
     p = dataclasses.replace(p, distance_m=distance, yaw_deg=yaw, offset_m=(0.0, 0.0))
     r = render_frames(p, rig, seed=5, cache=RenderCache(rig, 0, max_presentations=1))
     truth = r.truth.face_box_rgb
-    faces = detector.detect(r.rgb)
+    rgb = r.rgb.copy()
+    rgb.flags.writeable = False  # as a Frame's pixels
+    faces = detector.detect(rgb)
     assert faces, (species, distance)
     assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
     best = detector.largest(r.rgb)
