@@ -340,11 +340,13 @@ class LearnedFaceDetector:
         keep = np.flatnonzero(p >= threshold)
         return boxes[keep], p[keep], [o[keep] for o in outs[1:]]
 
-    def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
+    def detect(self, rgb: np.ndarray, region: tuple[int, int, int, int] | None = None) -> list[DetectedFace]:
         """Faces in one RGB image, highest score first.
 
         Args:
             rgb: uint8 ``H×W×3`` RGB (a BGR image must be converted first).
+            region: optional ``(x0, y0, x1, y1)`` window to search (e.g. around the last face when tracking);
+                boxes and landmarks are still in full-image pixels.
 
         Raises:
             ConfigError: not a uint8 H×W×3 array.
@@ -352,6 +354,15 @@ class LearnedFaceDetector:
         if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3):
             raise ConfigError(f"detect() needs a uint8 HxWx3 RGB image, got "
                               f"{getattr(rgb, 'dtype', type(rgb))} {getattr(rgb, 'shape', '')}", key="rgb")
+        if region is not None:
+            h, w = rgb.shape[:2]
+            x0, y0 = max(0, int(region[0])), max(0, int(region[1]))
+            x1, y1 = min(w, int(region[2])), min(h, int(region[3]))
+            if x1 - x0 < PNET_CELL or y1 - y0 < PNET_CELL:
+                return []
+            off = np.array([x0, y0], np.float32)
+            return [DetectedFace((f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3]), f.landmarks + off, f.score)
+                    for f in self.detect(rgb[y0:y1, x0:x1])]
         rgb = np.ascontiguousarray(rgb)
         boxes = self._stage_pnet(rgb)
         if not len(boxes):
@@ -370,7 +381,7 @@ class LearnedFaceDetector:
         return [DetectedFace((float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])), points[i],
                              float(p[i])) for i, b in zip(keep, boxes[keep])]
 
-    def largest(self, rgb: np.ndarray) -> DetectedFace | None:
+    def largest(self, rgb: np.ndarray, region: tuple[int, int, int, int] | None = None) -> DetectedFace | None:
         """The detection with the largest box area (the face to decide on), or None."""
-        faces = self.detect(rgb)
+        faces = self.detect(rgb, region)
         return max(faces, key=lambda f: f.box[2] * f.box[3]) if faces else None

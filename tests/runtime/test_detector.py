@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -278,3 +277,19 @@ def test_mapped_box_matches_the_synthetic_truth_better(detector):
         raw.append(_iou(f.box, r.truth.face_box_rgb))
         mapped.append(_iou(D.map_box(f.box), r.truth.face_box_rgb))
     assert np.median(mapped) > np.median(raw) and np.median(mapped) > 0.8, (raw, mapped)
+
+
+def test_region_search_reports_full_image_coordinates(detector):
+    from edgepad.synthesis import RenderCache, default_rig, render_frames, sample_presentation
+    rig = default_rig()
+    p = sample_presentation(1, "bonafide", 2, seed=11, domain="nominal")
+    r = render_frames(p, rig, seed=5, cache=RenderCache(rig, 0, max_presentations=1))
+    full = detector.largest(r.rgb)
+    x, y, w, h = full.box
+    region = (int(x - w), int(y - h), int(x + 2 * w), int(y + 2 * h))
+    part = detector.largest(r.rgb, region)
+    assert part is not None and _iou(part.box, full.box) > 0.8
+    assert np.abs(part.landmarks - full.landmarks).max() < 0.15 * w
+    # a region away from the face finds nothing; a region too small to hold one window is refused quietly
+    assert detector.detect(r.rgb, (0, 0, 60, 60)) == []
+    assert detector.detect(r.rgb, (10, 10, 15, 15)) == []
