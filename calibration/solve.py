@@ -11,12 +11,13 @@ from typing import Sequence
 
 import numpy as np
 
-from edgepad._optional import require
+from edgepad._optional import lazy
 from edgepad.errors import CalibrationError
 from edgepad.geometry import Extrinsics, Intrinsics
 
 from edgepad.calibration.board import Detection
 
+cv2 = lazy("cv2")
 log = logging.getLogger(__name__)
 
 #: views whose tilt is below this count as fronto-parallel (degenerate for the focal length)
@@ -81,14 +82,12 @@ def _cv_points(det: Detection) -> tuple[np.ndarray, np.ndarray]:
 
 def board_tilt_deg(rvec: np.ndarray) -> float:
     """Angle (deg) between the board normal and the camera's optical axis for a board pose ``rvec``."""
-    cv2 = require("cv2")
     r, _ = cv2.Rodrigues(np.asarray(rvec, dtype=np.float64).reshape(3, 1))
     return float(np.degrees(np.arccos(np.clip(abs(r[2, 2]), 0.0, 1.0))))
 
 
 def estimate_pose(det: Detection, intr: Intrinsics) -> tuple[np.ndarray, np.ndarray] | None:
     """Board pose (rvec, tvec in metres) in a camera; None when PnP fails."""
-    cv2 = require("cv2")
     obj, img = _cv_points(det)
     ok, rvec, tvec = cv2.solvePnP(obj, img, intr.k, intr.dist5, flags=cv2.SOLVEPNP_ITERATIVE)
     return (rvec.reshape(3), tvec.reshape(3)) if ok else None
@@ -138,7 +137,6 @@ def calibrate_intrinsics(detections: Sequence[Detection], names: Sequence[str] |
     Raises:
         CalibrationError: too few views, mismatched sizes, all views fronto-parallel, or a failed solve.
     """
-    cv2 = require("cv2")
     names = tuple(names) if names is not None else tuple(f"view_{i:03d}" for i in range(len(detections)))
     width, height = _check_views(detections, names, min_views, camera)
     guess = guess_intrinsics(width, height)
@@ -214,7 +212,6 @@ def calibrate_stereo(ref: Sequence[Detection], other: Sequence[Detection], ref_i
             translation error from ~1.4 mm to ~0.2 mm); False keeps them fixed (``CALIB_FIX_INTRINSIC``).
         fix_k3, zero_tangent: as in :func:`calibrate_intrinsics` (used when refining).
     """
-    cv2 = require("cv2")
     names = tuple(names) if names is not None else tuple(f"pair_{i:03d}" for i in range(len(ref)))
     if not (len(ref) == len(other) == len(names)):
         raise CalibrationError("stereo: ref, other and names must have the same length")
@@ -282,7 +279,6 @@ def _intr_from_cv(like: Intrinsics, k: np.ndarray, dist: np.ndarray) -> Intrinsi
 
 def reprojection_errors(det: Detection, intr: Intrinsics, rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
     """Per-corner reprojection error (px) of one view."""
-    cv2 = require("cv2")
     proj, _ = cv2.projectPoints(det.object_points.reshape(-1, 1, 3), np.asarray(rvec, float).reshape(3, 1),
                                 np.asarray(tvec, float).reshape(3, 1), intr.k, intr.dist5)
     return np.linalg.norm(proj.reshape(-1, 2) - det.image_points, axis=1)

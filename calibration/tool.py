@@ -126,7 +126,6 @@ def _list_images(folder: Path) -> dict[str, Path]:
 
 def read_image(path: Path, modality: Modality) -> np.ndarray:
     """RGB uint8 ``H×W×3`` for rgb, grey ``H×W`` (8/16 bit) for ir, uint16 ``H×W`` for depth."""
-    cv2 = require("cv2")
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise CalibrationError(f"cannot read image {path}")
@@ -171,7 +170,6 @@ def load_folder_views(rgb_dir: Path | str, ir_dir: Path | str | None = None,
 
 def save_views(views: Sequence[View], folder: Path | str) -> Path:
     """Write views as ``rgb/<name>.png``, ``ir/<name>.png`` and ``depth/<name>.png`` (re-usable offline)."""
-    cv2 = require("cv2")
     folder = Path(folder)
     for v in views:
         for sub, img in (("rgb", v.rgb), ("ir", v.ir), ("depth", v.depth)):
