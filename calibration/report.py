@@ -279,10 +279,16 @@ def write_report(run: CalibrationRun, out_dir: Path | str, rig_path: Path | str 
         "stereo": None if run.stereo is None else {
             "rms_px": run.stereo.rms_px, "pairs": list(run.stereo.names),
             "per_pair_px": {n: list(map(float, e)) for n, e in zip(run.stereo.names, run.stereo.per_view_px)},
-            "outliers": run.stereo.outliers},
+            "outliers": run.stereo.outliers, "epipolar_px": run.stereo.epipolar_px,
+            "per_pair_epipolar_px": dict(zip(run.stereo.names, map(float, run.stereo.per_pair_epipolar_px))),
+            "intrinsics_refined": run.stereo.refined, "holdout_px": run.stereo.holdout_px,
+            "renumbered_180": list(run.stereo.flipped), "left_out": run.stereo.inconsistent},
         "rejected": run.rejected,
         "overlay_view": view_name,
-        "options": {k: getattr(run.options, k) for k in run.options.__dataclass_fields__},
+        "options": {k: getattr(run.options, k) for k in run.options.__dataclass_fields__
+                    if k not in ("limits", "prior")},
+        "prior": None if run.options.prior is None else run.options.prior.to_dict(),
+        "verdict": None if run.verdict is None else run.verdict.to_dict(),
         "board": run.spec.to_dict(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
@@ -299,6 +305,8 @@ def write_report(run: CalibrationRun, out_dir: Path | str, rig_path: Path | str 
 table{{border-collapse:collapse}} td,th{{border:1px solid #bbb;padding:3px 8px;text-align:right}}</style></head>
 <body><h1>edgepad calibration report</h1>
 <p>Board: {html.escape(run.rig.provenance.get('board', ''))}. Rig file: {html.escape(str(rig_path or ''))}.</p>
+<h2>Verdict: {'GO' if run.verdict is None or run.verdict.go else 'NO-GO'}</h2>
+<pre>{html.escape(run.verdict.text() if run.verdict is not None else '')}</pre>
 <h2>Cameras</h2>
 <table><tr><th>camera</th><th>size</th><th>fx</th><th>fy</th><th>cx</th><th>cy</th><th>k1 k2 p1 p2 k3</th>
 <th>|t| to rgb (mm)</th><th>rotation to rgb (deg)</th></tr>{rows}</table>
