@@ -28,8 +28,8 @@ cv2 = lazy("cv2")
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm")
-_MODALITY_TOKEN = re.compile(r"^(rgb|color|colour|ir|nir|infrared|ir1|ir2|depth)[_\-.]?|[_\-.]?(rgb|color|colour|"
-                             r"ir|nir|infrared|ir1|ir2|depth)$", re.IGNORECASE)
+_MODALITY_TOKEN = re.compile(r"^(rgb|color|colour|ir|nir|infrared|ir1|ir2|depth|left|right)[_\-.]?|[_\-.]?(rgb|color|colour|"
+                             r"ir|nir|infrared|ir1|ir2|depth|left|right)$", re.IGNORECASE)
 
 
 @dataclass
