@@ -30,7 +30,7 @@ class Look:
 
 
 RGB_LOOK = Look()
-#: the near-IR look of the issue: grey, low contrast, noisy, blurred
+#: a near-IR look: grey, low contrast, noisy, blurred
 IR_LOOK = Look(black=70.0, white=150.0, background=95.0, noise_sigma=4.0, blur_sigma=1.0)
 
 

@@ -78,12 +78,10 @@ class SolveOptions:
     refine_intrinsics: bool | None = None
     depth_from_ir: bool = True
     depth_scale_m: float = 0.001
-    limits: "VerdictLimits" = None  # type: ignore[assignment]
+    limits: "VerdictLimits" = field(default_factory=lambda: VerdictLimits())
     prior: Rig | None = None
 
     def __post_init__(self) -> None:
-        if self.limits is None:
-            object.__setattr__(self, "limits", VerdictLimits())
         if self.min_views < 3:
             raise ConfigError(f"min_views must be >= 3, got {self.min_views}", key="min_views")
 
