@@ -98,6 +98,35 @@ def test_stereo_chessboard_known_truth_repairs_a_flipped_pair(chess_rig, monkeyp
     assert "0003" in st.inconsistent and "0003" not in st.names and st.rms_px < 1.0
 
 
+def test_stereo_with_mixed_detectors_needs_no_repair(chess_rig, monkeypatch):
+    """RGB found by findChessboardCornersSB, IR only by the classic fallback (opposite raw orders): after the
+    canonical numbering every pair agrees, nothing is renumbered or left out, and the rig is right."""
+    import edgepad.calibration.board as board_mod
+    real_cv2, real_detect = board_mod.cv2, tool.detect_board
+    state = {"ir": False, "classic": 0}
+
+    class NoSBForIR:
+        def __getattr__(self, name):
+            return getattr(real_cv2, name)
+
+        def findChessboardCornersSB(self, *a, **k):
+            if state["ir"]:
+                state["classic"] += 1
+                return False, None
+            return real_cv2.findChessboardCornersSB(*a, **k)
+
+    def detect(img, spec, **kw):
+        state["ir"] = img.ndim == 2
+        return real_detect(img, spec, **kw)
+    monkeypatch.setattr(board_mod, "cv2", NoSBForIR())
+    monkeypatch.setattr(tool, "detect_board", detect)
+    run = calibrate_rig(chess_rig[:10], CHESS, SolveOptions(fix_k3=True, zero_tangent=True, depth_from_ir=False))
+    assert state["classic"] >= 10
+    assert run.stereo.flipped == () and run.stereo.inconsistent == {} and len(run.stereo.names) == 10
+    assert run.stereo.rms_px < 1.0 and run.verdict.go
+    assert run.rig.to_reference[Modality.IR].then(IR_TO_RGB.inverse()).angle_deg < 0.3
+
+
 def test_mismatched_set_is_no_go_with_nonzero_exit(synth_rig, tmp_path):
     """3 of 10 IR images paired with the wrong RGB image: the command writes the rig with a no-go verdict and
     exits 3; with nearly every pair wrong nothing is solved (exit 1)."""
