@@ -505,9 +505,11 @@ def write_board(spec: BoardSpec, path: Path | str, dpi: float = 300.0, margin_m:
     if paper is not None:
         if paper not in PAPER_MM:
             raise ConfigError(f"unknown paper {paper!r}", key="paper", suggestions=sorted(PAPER_MM))
-        if fit_to_paper(spec, paper).square_m + 1e-9 < spec.square_m:
-            raise ConfigError(f"a board with {spec.square_m * 1000:g} mm squares does not fit {paper}; use "
-                              f"fit_to_paper (command: --paper without --square-mm)", key="square_m")
+        largest = fit_to_paper(spec, paper).square_m
+        if largest + 1e-9 < spec.square_m:
+            raise ConfigError(f"a {spec.squares_x}x{spec.squares_y} board with {spec.square_m * 1000:g} mm squares "
+                              f"does not fit {paper} with margins (largest square: {largest * 1000:g} mm)",
+                              key="square_m")
     image = render_board(spec, dpi / 0.0254, margin_m)
     w_m, h_m = spec.size_m
     caption = board_caption(spec, paper)
