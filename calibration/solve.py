@@ -69,7 +69,7 @@ class StereoResult:
         ref_intrinsics, other_intrinsics: the intrinsics after the solve (jointly refined when
             ``refined``, else the inputs).
         refined: whether the intrinsics were refined jointly with the extrinsics.
-        holdout_px: held-back epipolar RMS (px) of the two modes, ``{"fixed": .., "refined": ..}``, when the
+        holdout_px: held-back transfer RMS (px, :func:`transfer_errors`) of the two modes, ``{"fixed": .., "refined": ..}``, when the
             choice was made on held-back pairs (``refine_intrinsics=None``); empty otherwise.
         epipolar_px: RMS distance (px) of every common corner to its epipolar line, both directions, all pairs.
         per_pair_epipolar_px: the same per pair, aligned with ``names``.
@@ -291,6 +291,31 @@ def epipolar_errors(pairs: Sequence[tuple[str, Detection, Detection]], ref_intr:
     return np.asarray(out)
 
 
+def transfer_errors(pairs: Sequence[tuple[str, Detection, Detection]], ref_intr: Intrinsics,
+                    other_intr: Intrinsics, other_to_ref: Extrinsics) -> np.ndarray:
+    """RMS transfer error (px) per pair, ``(N,)``: the board pose found by PnP in one camera, carried through the
+    rig into the other camera and projected there, against the corners detected there (both directions).
+
+    Unlike the epipolar error it sees the baseline's length (a wrong translation moves the projected board).
+    """
+    out = []
+    ref_to_other = other_to_ref.inverse()
+    for _, a, b in pairs:
+        errs = []
+        for src, dst, s_intr, d_intr, move in ((a, b, ref_intr, other_intr, ref_to_other),
+                                                (b, a, other_intr, ref_intr, other_to_ref)):
+            pose = estimate_pose(src, s_intr)
+            if pose is None:
+                errs.append(np.full(src.count, np.inf))
+                continue
+            r, _ = cv2.Rodrigues(pose[0].reshape(3, 1))
+            pts = move.apply(src.object_points @ r.T + pose[1])
+            proj, _ = cv2.projectPoints(pts.reshape(-1, 1, 3), np.zeros(3), np.zeros(3), d_intr.k, d_intr.dist5)
+            errs.append(np.linalg.norm(proj.reshape(-1, 2) - dst.image_points, axis=1))
+        out.append(float(np.sqrt(np.mean(np.concatenate(errs) ** 2))))
+    return np.asarray(out)
+
+
 def calibrate_stereo(ref: Sequence[Detection], other: Sequence[Detection], ref_intr: Intrinsics,
                      other_intr: Intrinsics, names: Sequence[str] | None = None, *, min_pairs: int = 3,
                      min_common: int = 6, outlier_factor: float = 3.0, outlier_min_px: float = 0.5,
@@ -311,8 +336,8 @@ def calibrate_stereo(ref: Sequence[Detection], other: Sequence[Detection], ref_i
         outlier_factor, outlier_min_px, drop_outliers: as in :func:`calibrate_intrinsics`.
         refine_intrinsics: True refines both cameras' intrinsics jointly with the extrinsics (starting from the
             inputs); False keeps them fixed (``CALIB_FIX_INTRINSIC``); None (default) decides on held-back pairs:
-            each mode is solved on one half of the pairs and scored by the epipolar error of the other half (and
-            vice versa); refinement is used only when it lowers that error by more than ``holdout_gain`` (2 %)
+            each mode is solved on one half of the pairs and scored by the transfer error
+            (:func:`transfer_errors`) of the other half (and vice versa); refinement is used only when it lowers that error by more than ``holdout_gain`` (2 %)
             and at least 6 pairs exist.
         fix_k3, zero_tangent: as in :func:`calibrate_intrinsics` (used when refining).
         flip: renumbering used to repair a pair (chessboards: ``board.rotate_detection_180``); None = no repair.
@@ -375,7 +400,7 @@ def calibrate_stereo(ref: Sequence[Detection], other: Sequence[Detection], ref_i
                     except CalibrationError:
                         errs = [np.inf]
                         break
-                    errs.append(epipolar_errors(test, ri, oi, Extrinsics.from_rt(r_, t_)))
+                    errs.append(transfer_errors(test, ri, oi, Extrinsics.from_rt(r_, t_)))
                 holdout["refined" if mode else "fixed"] = float(np.sqrt(np.mean(np.concatenate(
                     [np.atleast_1d(e) for e in errs]) ** 2)))
             refine = holdout["refined"] < (1.0 - holdout_gain) * holdout["fixed"]

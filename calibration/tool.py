@@ -63,7 +63,7 @@ class SolveOptions:
         drop_outliers: re-solve without views flagged as outliers.
         outlier_factor: a view is an outlier above this multiple of the median view RMS (and median + 0.5 px).
         refine_intrinsics: True refines both cameras jointly with the extrinsics, False keeps them fixed, None
-            (default) refines only when that lowers the epipolar error of held-back pairs (``calibrate_stereo``).
+            (default) refines only when that lowers the transfer error of held-back pairs (``calibrate_stereo``).
         depth_from_ir: add a depth camera identical to the IR camera (RealSense: depth lives in the left-IR frame).
         depth_scale_m: metres per raw depth unit for the depth entry.
         limits: go/no-go thresholds (:class:`VerdictLimits`).

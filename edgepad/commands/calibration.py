@@ -28,7 +28,7 @@ def _solve_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--fixed-intrinsics", action="store_true",
                    help="solve the IR→RGB extrinsics with intrinsics fixed (default: refine jointly only when that "
-                        "lowers the epipolar error of held-back pairs)")
+                        "lowers the transfer error of held-back pairs)")
     g.add_argument("--refine-intrinsics", action="store_true",
                    help="always refine both cameras' intrinsics jointly with the extrinsics")
     p.add_argument("--prior", default=None,
@@ -125,7 +125,7 @@ def _finish(run, args: argparse.Namespace) -> int:
     if st is not None:
         how = "refined jointly" if st.refined else "fixed"
         if st.holdout_px:
-            how += (f" (held-back epipolar px: fixed {st.holdout_px['fixed']:.3f}, "
+            how += (f" (held-back transfer px: fixed {st.holdout_px['fixed']:.3f}, "
                     f"refined {st.holdout_px['refined']:.3f})")
         print(f"stereo ir->rgb: rms {st.rms_px:.3f} px, epipolar {st.epipolar_px:.3f} px over {len(st.names)} "
               f"pairs; intrinsics {how}")
