@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def _gate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,13 +50,18 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", default=None, help="engine cache folder (default: ONNX_DIR/engines)")
     parser.add_argument("--workspace-mib", type=int, default=1024)
     parser.add_argument("--dla-core", type=int, default=None, help="DLA core (Jetson AGX Orin / Orin NX)")
-    parser.add_argument("--gpu-fallback", action="store_true", help="DLA: let unsupported layers run on the GPU")
+    parser.add_argument("--gpu-fallback", action=argparse.BooleanOptionalAction, default=True,
+                        help="DLA: let unsupported layers run on the GPU (default on; the layers are listed in the "
+                        "engine manifest)")
     parser.add_argument("--version-compatible", action="store_true", help="version-compatible plan")
     parser.add_argument("--timing-cache", default=None, help="timing-cache file (default: one per device in --cache)")
     parser.add_argument("--max-batch", type=int, default=1, help="profile max batch for dynamic-batch ONNX")
     parser.add_argument("--rebuild", choices=("on_mismatch", "never", "always"), default="on_mismatch")
     parser.add_argument("--reference", default=None,
                         help="reference ONNX for the gate (default: the ONNX itself, run in ONNX Runtime)")
+    parser.add_argument("--compare", type=int, default=0, metavar="N",
+                        help="run N samples (of --validate's eval split, else random) through the engine and the "
+                        "reference in ONNX Runtime; print per-output max/mean abs error and decision agreement")
     _gate_arguments(parser)
 
 
@@ -69,6 +75,11 @@ def export_main(args: argparse.Namespace) -> int:
 def build_main(args: argparse.Namespace) -> int:
     from edgepad.engines.pipeline import build_command
     report = build_command(args)
+    if args.compare:
+        from edgepad.engines.compare import compare_artifacts, format_comparison
+        report["compare"] = compare_artifacts(report["engine"], args.reference or args.onnx, args.compare,
+                                              data=args.validate, protocol=args.protocol, split=args.eval_split)
+        print(format_comparison(report["compare"]), file=sys.stderr)
     print(json.dumps(report, indent=2, default=str))
     return 0 if report.get("passed", True) else 1
 
