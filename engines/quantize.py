@@ -363,19 +363,41 @@ def _quantize_modelopt(pre: Path, out: Path, reader: CalibrationFeeds, allow: Se
     """NVIDIA Model Optimizer ONNX PTQ (INT8, max calibration on the CPU provider, FP16 float layers).
 
     The feeds are stacked into ``{name: N×…}`` (modelopt's ``calibration_data``); the allow-list is passed as
-    ``nodes_to_quantize``. Verified to run on CPU with nvidia-modelopt 0.47 (docs/ENGINES.md).
+    ``nodes_to_quantize``. It runs in a spawned child process: importing modelopt's ONNX quantizer patches
+    ``onnxruntime.quantization`` for the whole process, which breaks later ORT quantizations. Verified to run on
+    CPU with nvidia-modelopt 0.47 (docs/ENGINES.md).
     """
-    mq = require("modelopt.onnx.quantization", extra="modelopt")
+    import multiprocessing
+    from edgepad._optional import available
+    if not available("modelopt"):
+        require("modelopt.onnx.quantization", extra="modelopt")   # raises MissingDependencyError
     feeds: dict[str, list[np.ndarray]] = {}
     for f in reader:
         for k, v in f.items():
             feeds.setdefault(k, []).append(v)
     if not feeds:
         raise CalibrationError("no calibration samples for modelopt")
-    data = {k: np.concatenate(v, 0) for k, v in feeds.items()}
-    mq.quantize(str(pre), quantize_mode="int8", calibration_data=data, calibration_method="max",
-                calibration_eps=["cpu"], nodes_to_quantize=list(allow), op_types_to_exclude_fp16=list(keep_ops),
-                high_precision_dtype="fp16", output_path=str(out), log_level="WARNING")
+    data = tmp / "calib.npz"
+    np.savez(data, **{k: np.concatenate(v, 0) for k, v in feeds.items()})
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        err = pool.apply(_modelopt_child, (str(pre), str(out), str(data), list(allow), list(keep_ops)))
+    if err:
+        raise EngineBuildError(f"modelopt INT8 quantization failed: {err}")
+
+
+def _modelopt_child(pre: str, out: str, data: str, allow: list[str], keep_ops: list[str]) -> str | None:
+    """Child-process body of :func:`_quantize_modelopt`; returns an error message or None."""
+    try:
+        mq = require("modelopt.onnx.quantization", extra="modelopt")
+        with np.load(data) as z:
+            calib = {k: z[k] for k in z.files}
+        mq.quantize(pre, quantize_mode="int8", calibration_data=calib, calibration_method="max",
+                    calibration_eps=["cpu"], nodes_to_quantize=allow, op_types_to_exclude_fp16=keep_ops,
+                    high_precision_dtype="fp16", output_path=out, log_level="WARNING")
+        return None
+    except Exception as exc:   # noqa: BLE001 - reported to the parent as EngineBuildError
+        return f"{type(exc).__name__}: {exc}"
 
 
 # ------------------------------------------------------------------------------------------------ legality
