@@ -301,3 +301,30 @@ def test_audit_disk_full_is_retried_not_dropped(tmp_path):
     st = writer.stats()
     assert fails[0] == 0 and st["dropped"] == 0 and st["committed"] == 10 and st["error"] is None
     assert "disk is full" in st["last_error"] and st["recoveries"] == 1
+
+
+def test_serve_exits_with_the_error_when_the_producer_fails_after_start(tiny_model, monkeypatch):
+    """No listening service with a dead producer: a source that fails for good (no restarts) ends run_service."""
+    from edgepad.engines.manifest import read_manifest
+    from edgepad.runtime.service import ServeOptions, run_service
+    from edgepad.runtime.service import app
+
+    class Failing:
+        manifest, policy, stats, last_frameset, rig = read_manifest(tiny_model), None, None, None, None
+
+        def open(self):
+            pass
+
+        def close(self):
+            pass
+
+        def decisions(self):
+            for _ in range(3):
+                yield decision()
+            raise SourceError("camera unplugged", "fake://")
+    monkeypatch.setattr(app, "open_pipeline", lambda *a, **k: Failing())
+    ready = []
+    with pytest.raises(SourceError, match="camera unplugged"):
+        run_service(ServeOptions(source="fake://", model=tiny_model, restart_s=None,
+                                 service=ServiceConfig(port=0)), on_ready=ready.append)
+    assert len(ready) == 1 and ready[0].hub.count == 3 and ready[0].address is None   # stopped and closed

@@ -263,6 +263,7 @@ class LivenessService:
             "last": None if latest is None else self._envelope(latest),
             "sse_clients": self.streams.in_use, "max_sse_clients": self.config.max_sse_clients,
             "connections": self.connections.in_use, "rejected_connections": self.rejected_connections,
+            "evicted_connections": self.connections.evicted, "header_timeouts": self.connections.timed_out,
             "token_required": self.guard.token_required,
             "lockout_reset_supported": self._on_lockout_reset is not None,
             **_finite(self.info),
