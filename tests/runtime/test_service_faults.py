@@ -328,3 +328,31 @@ def test_serve_exits_with_the_error_when_the_producer_fails_after_start(tiny_mod
         run_service(ServeOptions(source="fake://", model=tiny_model, restart_s=None,
                                  service=ServiceConfig(port=0)), on_ready=ready.append)
     assert len(ready) == 1 and ready[0].hub.count == 3 and ready[0].address is None   # stopped and closed
+
+
+def test_external_data_companion_swapped_after_verification_is_not_run(tmp_path):
+    """An ONNX model with external weights: the verified companion bytes are what ONNX Runtime loads."""
+    onnx = pytest.importorskip("onnx")
+    from tests.helpers.onnx_model import build_tiny_model
+
+    from edgepad.engines.backend import load_backend
+    from edgepad.engines.manifest import read_manifest, write_manifest
+    src = tmp_path / "src" / "m.onnx"
+    src.parent.mkdir()
+    build_tiny_model(src)
+    ext = tmp_path / "ext" / "m.onnx"
+    ext.parent.mkdir()
+    onnx.save_model(onnx.load(str(src)), str(ext), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="m.onnx.data", size_threshold=0)
+    write_manifest(read_manifest(src).replace(artifact_files=("m.onnx.data",)), ext)
+    with load_backend(src, threads=1) as be:
+        feed = {n: np.full(tuple(1 if s == -1 else s for s in spec.shape), 0.5, np.float32)
+                for n, spec in be.inputs.items()}
+        want = be.infer(feed)["score"].copy()
+    be = load_backend(ext, threads=1)                       # model and weights verified ...
+    data = ext.with_name("m.onnx.data")
+    data.write_bytes(np.full(data.stat().st_size // 4, 3.0, np.float32).tobytes())   # ... weights swapped
+    with be:
+        np.testing.assert_allclose(be.infer(feed)["score"], want, rtol=1e-6)
+    with pytest.raises(IntegrityError):
+        load_backend(ext)
