@@ -297,8 +297,8 @@ class PipelineProducer:
                     raise SourceError(f"{what} ended before its first frame set") from None
                 except EndOfStream:
                     raise SourceError(f"{what} ended before its first frame set") from None
-                if Reason.NO_FRAMES not in d.reasons:
-                    break
+                if Reason.NO_FRAMES not in d.reasons and Reason.ERROR_CAPTURE not in d.reasons:
+                    break                                  # a frame set arrived (a failed read raises next)
                 if time.monotonic() >= deadline:
                     raise SourceError(f"{what} yielded no frame set within {timeout_s:g} s of opening; check the "
                                       "camera connection or the recording")
