@@ -51,7 +51,7 @@ class ServiceConfig:
     health_max_age_ms: float = 1000.0
     max_sse_clients: int = 8
     max_connections: int = 32
-    max_connections_per_client: int = 8
+    max_connections_per_client: int = 16
     header_timeout_s: float = 5.0
     health_window_s: float = 2.0
     max_body_bytes: int = 16 * 1024
