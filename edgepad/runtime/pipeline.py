@@ -66,9 +66,11 @@ class PipelineConfig:
             the source clock must advance (a repeated or backwards time is stale) and may not run ahead of the
             host time elapsed between two reads by more than ``max_skew_ms`` (a jump: that frame set is stale
             and the vote restarts).
-            ``auto`` (default): ``host`` for every frame set stamped within 10 s of the host clock, ``source``
-            for the others until one is; once a frame set was on the host clock the stream stays on it (a
-            later frame set far from the host clock is stale, never re-read as a source clock).
+            ``auto`` (default): ``host`` for every frame set stamped less than 10 s before the host clock (or
+            after it: a future stamp is stale, never taken for a source clock), ``source`` for frame sets more
+            than 10 s behind until one is not; once a frame set was on the host clock the stream stays on it (a
+            later frame set far from the host clock is stale, never re-read as a source clock). A recording
+            whose clock runs ahead of the host's needs ``source`` explicitly.
         max_skew_ms: the largest forward step of a source clock beyond the host time elapsed between two reads
             (ms; > the longest frame interval, drops included, of a non-realtime playback).
         face_jump: box-centre jump, in box widths, between consecutive frames that starts a new attempt.
@@ -645,7 +647,8 @@ class LivenessPipeline:
             log.warning("stage %s failed: %s: %s", stage, type(exc).__name__, exc)
 
 
-#: ``clock="auto"``: a frame set stamped within this of ``time.monotonic_ns`` is on the host clock (ns)
+#: ``clock="auto"``: a frame set stamped less than this before ``time.monotonic_ns`` (or after it) is on the host
+#: clock (ns)
 AUTO_HOST_WINDOW_NS = 10_000_000_000
 
 
@@ -675,7 +678,9 @@ class FrameClock:
         two-sided age check (:meth:`now`) does the work."""
         with self._lock:
             if self.mode == "auto" and self.active != "host":
-                active = "host" if abs(timestamp_ns - time.monotonic_ns()) < AUTO_HOST_WINDOW_NS else "source"
+                # within 10 s of the host clock, or ahead of it: the host clock (a future stamp is never taken for
+                # a source clock); more than 10 s behind: a recording's or a non-realtime source's own clock
+                active = "host" if time.monotonic_ns() - timestamp_ns < AUTO_HOST_WINDOW_NS else "source"
                 if active != self.active:
                     log.info("pipeline clock: %s", active)
                 self.active = active

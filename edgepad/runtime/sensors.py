@@ -65,7 +65,7 @@ class SensorMonitor:
         absent_after: frame sets in a row without a reported modality before it is reported absent.
     """
 
-    def __init__(self, expected: Collection[Modality] | None = None, repeat_window: int = 8,
+    def __init__(self, expected: Collection[Modality] | None = None, repeat_window: int = 16,
                  min_changed: float = 0.02, absent_after: int = 5) -> None:
         self.expected = frozenset(expected) if expected is not None else None
         self.repeat_window = max(1, int(repeat_window))
