@@ -261,3 +261,13 @@ def test_real_d435_depth_stream_is_not_frozen(shared_data):
                 results.append(mon.check(FrameSet({Modality.DEPTH: f}, f.timestamp_ns, 0)))
     assert len(results) == 2 and all(r.ok for r in results)
     assert mon.last_changed["depth"] > 0.9  # measured 0.963 (docs/RELIABILITY.md)
+
+
+def test_run_and_serve_take_the_clock_setting():
+    import argparse
+    from edgepad.commands.runtime import add_policy_arguments, pipeline_config
+    parser = argparse.ArgumentParser()
+    add_policy_arguments(parser)
+    cfg = pipeline_config(parser.parse_args(["--clock", "host", "--max-skew-ms", "100"]))
+    assert cfg.clock == "host" and cfg.max_skew_ms == 100.0
+    assert pipeline_config(parser.parse_args([])).clock == "auto"
