@@ -61,8 +61,8 @@ class Intrinsics:
                               key="width")
         f_max = MAX_FOCAL_PER_PX * max(self.width, self.height)
         if not (_finite(self.fx, self.fy) and 0 < self.fx <= f_max and 0 < self.fy <= f_max):
-            raise ConfigError(f"intrinsics: focal lengths must be finite, > 0 and <= {f_max:g} px, got {self.fx}, "
-                              f"{self.fy}", key="fx")
+            raise ConfigError(f"intrinsics: focal lengths fx, fy must be finite, > 0 and <= {f_max:g} px, got "
+                              f"{self.fx}, {self.fy}", key="fx")
         for key, c, size in (("cx", self.cx, self.width), ("cy", self.cy, self.height)):
             lo, hi = -PRINCIPAL_POINT_MARGIN * size, (1 + PRINCIPAL_POINT_MARGIN) * size
             if not (_finite(c) and lo <= c <= hi):
@@ -75,7 +75,7 @@ class Intrinsics:
             raise ConfigError(f"intrinsics: at most 5 coefficients (k1 k2 p1 p2 k3), got {len(self.coeffs)}",
                               key="coeffs")
         if not all(_finite(c) and abs(c) <= MAX_COEFF for c in self.coeffs):
-            raise ConfigError(f"intrinsics: distortion coefficients must be finite with |c| <= {MAX_COEFF:g}, got "
+            raise ConfigError(f"intrinsics: distortion coeffs must be finite with |c| <= {MAX_COEFF:g}, got "
                               f"{list(self.coeffs)}", key="coeffs")
         object.__setattr__(self, "coeffs", tuple(float(c) for c in self.coeffs))
 
@@ -272,8 +272,15 @@ class Rig:
                 if k not in ("intrinsics", "to_reference"):
                     raise ConfigError(f"rig: unknown key `cameras.{name}.{k}`", key=f"cameras.{name}.{k}",
                                       suggestions=suggest(str(k), ("intrinsics", "to_reference")))
-            intr[m] = from_mapping(Intrinsics, cam["intrinsics"], where=f"cameras.{name}.intrinsics")
-            ext[m] = from_mapping(Extrinsics, cam.get("to_reference", {}), where=f"cameras.{name}.to_reference")
+            for part, kind, out in (("intrinsics", Intrinsics, intr), ("to_reference", Extrinsics, ext)):
+                where = f"cameras.{name}.{part}"
+                try:
+                    out[m] = from_mapping(kind, cam.get(part, {}), where=where)
+                except ConfigError as exc:  # a value rejected by the class: name the camera and the field
+                    if exc.key and exc.key.startswith("cameras."):
+                        raise
+                    raise ConfigError(f"rig: {where}: {exc}", key=f"{where}.{exc.key}" if exc.key else where,
+                                      suggestions=exc.suggestions) from exc
         scale = d.get("depth_scale_m")
         if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
             raise ConfigError("rig: depth_scale_m must be a number", key="depth_scale_m")

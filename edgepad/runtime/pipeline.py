@@ -366,6 +366,9 @@ class LivenessPipeline:
             # training), else the measured/box-size estimate of crop_face
             z = None if Modality.DEPTH in crops else res.face_depth_m
             feed = preprocess.normalise(crops, self.manifest.inputs, scale, face_depth_m=z)
+            bad = [k for k, v in feed.items() if not np.isfinite(v).all()]
+            if bad:  # never score garbage (e.g. crops through a corrupt rig): error_preprocess, no vote
+                raise ValueError(f"non-finite model input {bad}")
         except Exception as exc:  # noqa: BLE001
             self._error("preprocess", exc)
             item.reasons.append(Reason.ERROR_PREPROCESS)
