@@ -26,6 +26,7 @@ from typing import Collection
 
 import numpy as np
 
+from edgepad.errors import ConfigError
 from edgepad.types import FrameSet, Modality
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class SensorMonitor:
         self.expected = frozenset(expected) if expected is not None else None
         self.repeat_window = max(1, int(repeat_window))
         if not (0.0 < float(min_changed) < 1.0):
-            raise ValueError(f"min_changed must be in (0, 1), got {min_changed!r}")
+            raise ConfigError(f"min_changed must be in (0, 1), got {min_changed!r}", key="min_changed")
         self.min_changed = float(min_changed)
         self.absent_after = max(1, int(absent_after))
         self.reset()
