@@ -279,7 +279,8 @@ class Rig:
                 except ConfigError as exc:  # a value rejected by the class: name the camera and the field
                     if exc.key and exc.key.startswith("cameras."):
                         raise
-                    raise ConfigError(f"rig: {where}: {exc}", key=f"{where}.{exc.key}" if exc.key else where,
+                    msg = str(exc).removeprefix("intrinsics: ").removeprefix("extrinsics: ")
+                    raise ConfigError(f"rig: {where}: {msg}", key=f"{where}.{exc.key}" if exc.key else where,
                                       suggestions=exc.suggestions) from exc
         scale = d.get("depth_scale_m")
         if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
