@@ -95,6 +95,13 @@ def test_future_stamped_sets_never_vote(live_backend, clock, ahead_ns):
     assert len(ds) == N and n_live(ds) == 0 and all(Reason.STALE in d.reasons for d in ds)
 
 
+def test_threaded_pipeline_checks_every_frame_set_read(live_backend):
+    """Threaded mode: the clock is checked at read time, on every frame set (also those dropped later)."""
+    ds = verdicts(StampedCapture(FRESH, lambda i, now: now - (11 * S if i == 0 else 2 * S)), live_backend,
+                  threaded=True)
+    assert ds and n_live(ds) == 0 and sum(Reason.STALE in d.reasons for d in ds) >= len(ds) - 1  # all but set 0
+
+
 def test_host_stamped_stream_that_leaves_the_host_clock_stays_stale(live_backend):
     """Auto mode: once on the host clock, a stream is never re-read as a source clock."""
     ds = verdicts(StampedCapture(FRESH, lambda i, now: now - (5 * MS if i < 10 else 60 * S)), live_backend)
