@@ -73,6 +73,10 @@ def test_stream_meter_rates_and_drops_from_device_counters():
         meter.update(fs)                                 # the same frames again are not counted
     d = meter.to_dict()
     assert d["rgb"] == {"fps": 25.0, "drops": 0} and d["ir"]["drops"] == 2 and d["ir"]["fps"] == 25.0
+    for i in range(3):                                   # the camera restarts: counters from 0, 10 fps
+        meter.update(window_frameset(rig, seq=i, t_ns=2_000_000_000 + i * 100_000_000))
+    d = meter.to_dict()
+    assert d["rgb"]["fps"] == 10.0 and d["ir"]["drops"] == 2
 
 
 def test_previews_auto_level_ir_and_overlay_rgb_edges_through_the_rig():

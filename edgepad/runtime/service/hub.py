@@ -268,9 +268,9 @@ class PipelineProducer:
 
     def __iter__(self) -> Iterator[Update]:
         last_preview = 0
-        meter = StreamMeter()
         while not self._stop.is_set():
             pipe = self._factory()
+            meter = StreamMeter()
             self.pipeline = pipe
             try:
                 with pipe:

@@ -84,11 +84,15 @@ class StreamMeter:
         self.drops: dict[Modality, int] = {}
 
     def update(self, fs: Any) -> None:
-        """Count the frames of one frame set (a frame seen again, same counter, is not counted twice)."""
+        """Count the frames of one frame set (a frame seen again, same counter, is not counted twice; a counter
+        that goes back starts the stream's rate afresh)."""
         for m, f in fs.frames.items():
             last = self._last.get(m)
-            if last is not None and f.sequence <= last:
+            if last is not None and f.sequence == last:
                 continue
+            if last is not None and f.sequence < last:        # the counter restarted (a new pipeline or camera)
+                self._times.pop(m, None)
+                last = None
             if last is not None and f.sequence > last + 1:
                 self.drops[m] = self.drops.get(m, 0) + int(f.sequence - last - 1)
             self._last[m] = int(f.sequence)
