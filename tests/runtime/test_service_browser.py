@@ -211,6 +211,7 @@ STATE_JS = """JSON.stringify({
   verdict_overflow: (e => e.scrollWidth - e.clientWidth)(document.getElementById('verdict')),
   card_overflow: (e => e.scrollWidth - e.clientWidth)(document.getElementById('verdict-card')),
   card_bottom: document.getElementById('verdict-card').getBoundingClientRect().bottom,
+  vhint: document.getElementById('verdict-hint').textContent,
   viewport: [window.innerWidth, window.innerHeight],
   model: document.getElementById('model').textContent})"""
 
@@ -273,7 +274,7 @@ def test_live_view_in_headless_chromium(tmp_path):
             streams = {r[0]: r for r in s["streams"]}
             assert abs(float(streams["rgb"][1]) - 30.0) < 0.5 and streams["rgb"][2] == "0"
             assert int(streams["ir"][2]) >= 1 and "dropped" in s["fps_ir"]
-            assert s["reasons"] == [["live_votes", REASON_HINTS[Reason.LIVE_VOTES]]]
+            assert s["reasons"] == [["live_votes", REASON_HINTS[Reason.LIVE_VOTES]]] and s["vhint"] == ""
             assert s["overflow"] <= 0
             shoot("liveview-desktop")
 
@@ -281,7 +282,7 @@ def test_live_view_in_headless_chromium(tmp_path):
             s = wait_for(lambda s: s["verdict"] == "unknown", "the unknown verdict")
             s = wait_for(lambda s: s["reasons"][0][1] != "", "the reason hints")
             assert s["reasons"][0] == ["no_ir_illumination", REASON_HINTS[Reason.NO_IR_ILLUMINATION]]
-            assert "emitter" in s["reasons"][0][1]
+            assert "emitter" in s["reasons"][0][1] and s["vhint"] == s["reasons"][0][1]     # also on the card
             assert s["verdict_overflow"] <= 0 and s["card_overflow"] <= 0 and s["overflow"] <= 0, s
             shoot("liveview-desktop-unknown")
 

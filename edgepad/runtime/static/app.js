@@ -28,6 +28,9 @@
     if (el.dataset.key === key) return;
     el.dataset.key = key;
     el.replaceChildren();
+    // the first reason's hint also goes on the verdict card (above the fold on a phone)
+    const first = (items || []).find((r) => r !== "ok" && r !== "live_votes");
+    setText("verdict-hint", first ? (reasonHints[first] || first.replace(/_/g, " ")) : "");
     for (const r of (items && items.length ? items : ["—"])) {
       const li = document.createElement("li");
       li.dataset.reason = r;
