@@ -45,7 +45,8 @@ from edgepad.benchmark.tables import (BEGIN_MARK, END_MARK, fmt_ms, md_table, me
 
 __all__ = ["BEGIN_MARK", "BenchmarkResult", "CHART_PNG", "CHANNELS", "CROSS_DOMAINS", "END_MARK", "Experiment", "FOLDS",
            "MatrixConfig", "QuickConfig", "RESULT_VERSION", "SUBPROTOCOLS", "SynthDatasetConfig", "VideoSpec",
-           "acer_chart", "acer_table", "apply_quick", "attack_type", "balanced_protocol", "compact", "data_hash", "dataset_config", "deep_merge",
+           "acer_chart", "acer_table",
+           "apply_quick", "attack_type", "balanced_protocol", "compact", "data_hash", "dataset_config", "deep_merge",
            "ensure_data", "ensure_trained", "evaluate_run", "expand_protocols", "fmt_ms", "generate", "git_revision",
            "load_matrix", "md_table", "mean_std", "meta_hash", "p4_threshold_results", "pct", "plan", "plan_videos",
            "protocol_rows", "protocols", "render_budget", "render_experiment", "render_tables", "render_video",

@@ -61,7 +61,8 @@ def test_training_curves_from_the_metrics_log(tmp_path):
     out = plot_training_curves(log)
     assert out == tmp_path / CURVES_PNG
     a = _img(out)
-    assert a.shape[1] > 800 and _has(a, np.array([0x1F, 0x77, 0xB4]) / 255) and _has(a, np.array([0x2C, 0xA0, 0x2C]) / 255)
+    blue, green = np.array([0x1F, 0x77, 0xB4]) / 255, np.array([0x2C, 0xA0, 0x2C]) / 255     # train loss, dev ACER
+    assert a.shape[1] > 800 and _has(a, blue) and _has(a, green)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     assert plot_training_curves(empty) is None

@@ -53,9 +53,11 @@
     const fill = v.depth_fill;
     setText("fill", fill === null || fill === undefined ? "—" : pct(fill));
     $("fill-bar").style.width = fill ? pct(fill) : "0";
-    $("fill-bar").dataset.level = fill === null || fill === undefined ? "none" : fill < 0.5 ? "bad" : fill < 0.8 ? "warn" : "ok";
+    $("fill-bar").dataset.level = fill === null || fill === undefined ? "none"
+      : fill < 0.5 ? "bad" : fill < 0.8 ? "warn" : "ok";
     const ir = v.ir;
-    setText("ir-level", ir ? pct(ir.level) + " · " + ir.exposure + (ir.saturated > 0.01 ? " · " + pct(ir.saturated) + " saturated" : "") : "—");
+    const sat = ir && ir.saturated > 0.01 ? " · " + pct(ir.saturated) + " saturated" : "";
+    setText("ir-level", ir ? pct(ir.level) + " · " + ir.exposure + sat : "—");
     $("ir-bar").style.width = ir ? pct(ir.level) : "0";
     $("ir-bar").dataset.level = ir ? (ir.exposure === "ok" ? "ok" : "bad") : "none";
     if (v.depth_range_m) {
@@ -65,7 +67,8 @@
     const streams = v.streams || {};
     for (const m of MODALITIES) {
       const s = streams[m];
-      setText("fps-" + m, s ? (s.fps === null ? "—" : Number(s.fps).toFixed(1)) + " fps" + (s.drops ? " · " + s.drops + " dropped" : "") : "—");
+      const rate = s ? (s.fps === null ? "—" : Number(s.fps).toFixed(1)) + " fps" : "—";
+      setText("fps-" + m, s && s.drops ? rate + " · " + s.drops + " dropped" : rate);
     }
     const body = $("streams").tBodies[0];
     body.replaceChildren();
