@@ -52,14 +52,16 @@ def acer_chart(records: Sequence[Mapping], out_png: Path | str) -> Path | None:
     for i, m in enumerate(models):
         xs = x - 0.4 + width * (i + 0.5)
         h = 100 * np.nan_to_num(mean[i])
-        bars = ax.bar(xs, h, width * 0.95, yerr=100 * np.nan_to_num(std[i]), capsize=3, label=m)
-        for b, v in zip(bars, mean[i]):
-            ax.annotate("n/a" if np.isnan(v) else f"{100 * v:.1f}", (b.get_x() + b.get_width() / 2, b.get_height()),
+        err = 100 * np.nan_to_num(std[i])
+        bars = ax.bar(xs, h, width * 0.95, yerr=err, capsize=3, label=m)
+        for b, v, e in zip(bars, mean[i], err):          # the value above the error bar
+            ax.annotate("n/a" if np.isnan(v) else f"{100 * v:.1f}",
+                        (b.get_x() + b.get_width() / 2, b.get_height() + e),
                         xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(x, protos)
     ax.set_ylim(0, max(1.0, top) * 1.18)
     ax.set_ylabel("ACER (%), lower is better")
-    ax.set_title("accuracy benchmark: ACER per model and protocol (mean ± std over seeds)")
+    ax.set_title("ACER per model and protocol\n(eval; mean ± std over seeds)", fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
