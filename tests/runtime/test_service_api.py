@@ -539,6 +539,8 @@ def test_pipeline_producer_rebuilds_after_source_error_and_maps_frames():
     x, y, w, h = u.boxes[Modality.IR]
     assert abs(w - 50 * 140 / 150) <= 2 and abs(h - 60 * 140 / 151) <= 2
     assert abs(x - (81 + (40 - 79) * 140 / 150)) <= 1.5
+    assert u.view["face_distance_m"] == 0.5 and u.view["boxes"]["ir"] == list(u.boxes[Modality.IR])   # live view
+    assert u.view["streams"]["rgb"]["drops"] == 0
     assert set(u.images) == {Modality.RGB, Modality.DEPTH, Modality.IR} and u.images[Modality.RGB].shape[:2] == (90, 74)
     assert prod.reset_lockout({}) == {"was_locked": True} and not built[-1].policy.locked
     assert prod.status()["lockout"] == {"locked": False, "spoof_attempts": 2}

@@ -26,7 +26,7 @@ from edgepad.runtime.service.config import ServiceConfig
 from edgepad.runtime.service.hub import DecisionHub, PipelineProducer, ProducerThread, Published
 from edgepad.runtime.service.http import (CONTENT_TYPES, PREVIEW_RE, STATIC_RE, HttpError, Handler, TcpServer,
                                           UnixServer)
-from edgepad.runtime.service.preview import encode_image, render_preview
+from edgepad.runtime.service.preview import REASON_HINTS, encode_image, render_published
 from edgepad.runtime.service.security import (PAGE_HEADERS, ConnectionLimit, RequestGuard, Slots, SocketLock,
                                               check_exposure, check_loaded_manifest, verify_model_at_start)
 from edgepad.types import Modality, Verdict
@@ -210,7 +210,7 @@ class LivenessService:
 
     def _envelope(self, p: Published) -> dict:
         return {"seq": p.seq, "age_ms": round((self._clock_ns() - p.published_ns) / 1e6, 3),
-                "decision": _finite(p.decision.to_dict())}
+                "decision": _finite(p.decision.to_dict()), "view": _finite(dict(p.view))}
 
     def health(self) -> dict:
         """Fail-closed health (docs/SERVICE.md, "Health"): are the decisions usable right now?
@@ -266,6 +266,7 @@ class LivenessService:
             "evicted_connections": self.connections.evicted, "header_timeouts": self.connections.timed_out,
             "token_required": self.guard.token_required,
             "lockout_reset_supported": self._on_lockout_reset is not None,
+            "reason_hints": {r.value: h for r, h in REASON_HINTS.items()},
             **_finite(self.info),
         }
         if self._status_extra is not None:
@@ -338,16 +339,19 @@ class LivenessService:
 
     def _preview(self, h: Handler, m: Modality, fmt: str, query: Mapping[str, list[str]]) -> None:
         box = _int_param(query, "box", default=1, lo=0, hi=1)
+        overlay = _int_param(query, "overlay", default=0, lo=0, hi=1)
         latest = self.hub.latest()
-        img = None if latest is None else latest.frames.get(m)
-        if img is None:
+        if latest is None or latest.frames.get(m) is None:
             raise HttpError(404, "no_frame", f"no {m} frame yet (the source may not provide {m})",
                             headers={"Retry-After": "1"})
-        key = (latest.frames_seq, m, fmt, box)
+        key = (latest.frames_seq, m, fmt, box, overlay)
         with self._lock:
             body = self._preview_cache.get(key)
         if body is None:
-            bgr = render_preview(m, img, latest.boxes.get(m) if box else None, latest.frames_verdict)
+            bgr = render_published(latest, m, box=bool(box), overlay=bool(overlay))
+            if bgr is None:
+                raise HttpError(404, "no_frame", "no rgb->ir overlay (it needs ir and rgb frames, a rig and a face)",
+                                headers={"Retry-After": "1"})
             body = encode_image(bgr, fmt)
             with self._lock:
                 if len(self._preview_cache) >= 12:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 
 from edgepad.errors import EdgePadError, EndOfStream, SourceError
-from edgepad.runtime.service.preview import face_boxes, face_crops_for_audit
+from edgepad.runtime.service.preview import StreamMeter, face_boxes, face_crops_for_audit, installer_view
 from edgepad.types import Decision, Modality, Reason, Verdict
 
 log = logging.getLogger(__name__)
@@ -53,12 +53,14 @@ class Update:
             ``face_box`` (rgb pixels) is drawn on rgb, and on depth when the depth frame has the rgb frame's size
             (registered to rgb).
         images: face crops for the audit log (stored only when images are enabled).
+        view: the live view's measurements for these frames (``preview.installer_view``).
     """
 
     decision: Decision
     frames: Mapping[Modality, np.ndarray] = field(default_factory=dict)
     boxes: Mapping[Modality, tuple[int, int, int, int]] = field(default_factory=dict)
     images: Mapping[Modality, Any] | None = None
+    view: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Published:
     frames: Mapping[Modality, np.ndarray]
     boxes: Mapping[Modality, tuple[int, int, int, int]]
     frames_verdict: Verdict                  # verdict of the update that carried the frames (box colour)
+    view: Mapping[str, Any] = field(default_factory=dict)   # live-view measurements of those frames
 
 
 class DecisionHub:
@@ -107,7 +110,7 @@ class DecisionHub:
             if upd.frames or prev is None:
                 frames = {Modality.parse(k): v for k, v in upd.frames.items()}
                 boxes = {Modality.parse(k): tuple(int(x) for x in v) for k, v in upd.boxes.items()}
-                fseq, fverdict = seq, upd.decision.verdict
+                fseq, fverdict, view = seq, upd.decision.verdict, upd.view
                 if upd.decision.face_box and Modality.RGB not in boxes:
                     boxes[Modality.RGB] = tuple(int(x) for x in upd.decision.face_box)
                     rgb, depth = frames.get(Modality.RGB), frames.get(Modality.DEPTH)
@@ -116,7 +119,8 @@ class DecisionHub:
                         boxes[Modality.DEPTH] = boxes[Modality.RGB]
             else:
                 frames, boxes, fseq, fverdict = prev.frames, prev.boxes, prev.frames_seq, prev.frames_verdict
-            self._latest = Published(seq, upd.decision, now, fseq, frames, boxes, fverdict)
+                view = prev.view
+            self._latest = Published(seq, upd.decision, now, fseq, frames, boxes, fverdict, view)
             self.count = seq
             self._times.append(now)
             self._recent.append((now, unusable_reason(upd.decision)))
@@ -338,6 +342,7 @@ class PipelineProducer:
                 self._primed = None
             else:
                 pipe, it, first = self._factory(), None, []
+            meter = StreamMeter()
             self.pipeline = pipe
             try:
                 if it is None:
@@ -347,16 +352,19 @@ class PipelineProducer:
                     fs = getattr(pipe, "last_frameset", None)
                     frames: dict = {}
                     boxes: dict = {}
+                    view: dict = {}
                     now = time.monotonic_ns()
+                    if fs is not None:
+                        meter.update(fs)
                     if fs is not None and self._preview_period_ns is not None and \
                             now - last_preview >= self._preview_period_ns:
                         last_preview = now
                         frames = {m: f.data for m, f in fs.frames.items()}
-                        boxes = face_boxes(fs, d.face_box, getattr(pipe, "rig", None))
+                        boxes, view = installer_view(fs, d.face_box, getattr(pipe, "rig", None), meter)
                     images = None
                     if self._audit_images and fs is not None and d.face_box:
                         images = face_crops_for_audit(fs, face_boxes(fs, d.face_box, getattr(pipe, "rig", None)))
-                    yield Update(d, frames, boxes, images)
+                    yield Update(d, frames, boxes, images, view)
                     if self._stop.is_set():
                         return
                 return                                    # the pipeline ended (EndOfStream inside decisions())
