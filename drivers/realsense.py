@@ -7,7 +7,12 @@ never starves librealsense.
 Timestamps: ``device_timestamp_ns`` is the SDK's frame timestamp (ms → ns) in its domain (hardware clock, global
 time or system time; per modality in :attr:`RealSenseSource.timestamp_domains`). ``timestamp_ns`` is host monotonic
 time for live cameras (the device clock mapped with one :class:`ClockOffsetEstimator` shared by all streams, unless the
-domain is already the host's), and the recorded device time for playback (deterministic replays).
+domain is already the host's). Playback is deterministic: with ``timestamps="frameset"`` (the default) every frame
+carries the timestamp of the librealsense frameset it was played back in, so the capture's synchronizer pairs the
+frames librealsense paired (a clip whose colour and depth sensors ran unsynchronised, e.g. the D435 test
+recording at 6 fps with colour 102-268 ms before depth, still yields its sets); with ``timestamps="device"`` each
+frame carries its own recorded device time. ``device_timestamp_ns`` is always the frame's own device time, so
+the real offset stays visible (``SyncStats.max_device_skew_ns``).
 
 Faults never hang or crash the caller: ``read`` returns None on a timeout; after ``stall_s`` without frames the
 pipeline is restarted (up to ``max_reconnects`` times, counted in :attr:`reconnects`), and only then a
@@ -80,12 +85,14 @@ class RealSenseSource(ThreadedSource):
 
     Args:
         location: a serial number (live), ``""`` (first camera), or a ``.bag``/``.db3`` path (playback).
-        modalities: streams to capture (default rgb, depth, ir).
+        modalities: streams to capture (default: rgb, depth, ir live; every one of them a recording has).
         width, height, fps: stream configuration (live; all streams).
         ir_index: which infrared imager is the ``ir`` stream (1 = left, the depth camera).
         emitter: projector on/off (live; None = device default). Calibration views want it off.
         depth_units: metres per depth unit to set (live; None = device default, 0.001 on D4xx).
         realtime: playback at recorded speed (True) or as fast as possible without drops (False).
+        timestamps: playback ``timestamp_ns``: ``"frameset"`` (the librealsense frameset's time, shared by the
+            frames played back together) or ``"device"`` (each frame's own recorded device time).
         queue_size: per-modality queue bound (drop-oldest).
         stall_s: seconds without any frame before a reconnect is attempted (live).
         max_reconnects: reconnect attempts before giving up with a SourceError.
@@ -98,13 +105,18 @@ class RealSenseSource(ThreadedSource):
     #: :func:`edgepad.drivers.registry.check_options`)
     URI_OPTIONS: ClassVar[dict[str, Any]] = {
         "modalities": str, "width": int, "height": int, "fps": float, "ir_index": int, "emitter": bool | None,
-        "depth_units": float | None, "realtime": bool, "queue_size": int, "stall_s": float, "max_reconnects": int}
+        "depth_units": float | None, "realtime": bool, "timestamps": str, "queue_size": int, "stall_s": float,
+        "max_reconnects": int}
 
-    def __init__(self, location: str = "", modalities: Any = ("rgb", "depth", "ir"), *, width: int = 640,
+    def __init__(self, location: str = "", modalities: Any = None, *, width: int = 640,
                  height: int = 480, fps: float = 30, ir_index: int = 1, emitter: bool | None = None,
-                 depth_units: float | None = None, realtime: bool = False, queue_size: int = 4,
-                 stall_s: float = 5.0, max_reconnects: int = 3, device: Any = None) -> None:
-        mods = parse_modalities(modalities)
+                 depth_units: float | None = None, realtime: bool = False, timestamps: str = "frameset",
+                 queue_size: int = 4, stall_s: float = 5.0, max_reconnects: int = 3, device: Any = None) -> None:
+        self._modalities_given = modalities is not None and modalities != ""
+        mods = parse_modalities(modalities if self._modalities_given else ("rgb", "depth", "ir"))
+        if timestamps not in ("frameset", "device"):
+            raise ConfigError(f"timestamps must be 'frameset' or 'device', got {timestamps!r}", key="timestamps")
+        self.timestamps = timestamps
         path = Path(str(location)) if str(location).lower().endswith((".bag", ".db3")) else None
         uri = str(location) if path is not None else f"realsense://{location}"
         super().__init__(uri, mods, queue_size=queue_size)
@@ -300,9 +312,15 @@ class RealSenseSource(ThreadedSource):
             if m is not None and m in self.modalities and m not in by_mod:
                 by_mod[m] = p.as_video_stream_profile()
         missing = self.modalities - set(by_mod)
+        if missing and self.is_playback and not self._modalities_given and by_mod:
+            self.modalities = frozenset(by_mod)  # a recording plays the streams it has
+            missing = set()
         if missing:
+            have = [m.value for m in (Modality.RGB, Modality.DEPTH, Modality.IR) if m in by_mod]
+            hint = (f"; open it with the streams it has: {self.uri}?modalities={','.join(have)}"
+                    if have and self.is_playback else "")
             raise SourceError(f"the device/recording has no {sorted(x.value for x in missing)} stream; "
-                              f"available: {sorted(x.value for x in by_mod)}", self.uri)
+                              f"available: {sorted(x.value for x in by_mod)}{hint}", self.uri)
         if Modality.DEPTH in by_mod and not (self.depth_scale_m and self.depth_scale_m > 0):
             raise SourceError("depth stream without a depth scale (depth_units option)", self.uri)
         self.streams = {m: p for m, p in by_mod.items()}
@@ -345,6 +363,7 @@ class RealSenseSource(ThreadedSource):
             self._reconnect(rs, self.last_error or "pipeline is down")
             return []
         raw = []
+        set_ns: int | None = None
         try:
             if self._queues_rs:
                 for q in self._queues_rs:
@@ -360,6 +379,7 @@ class RealSenseSource(ThreadedSource):
                 ok, fs = self._pipe.try_wait_for_frames(int(timeout_s * 1000))
                 if ok:
                     raw.extend(fs)
+                    set_ns = int(round(fs.get_timestamp() * 1e6))
         except RuntimeError as exc:
             self._reconnect(rs, f"SDK error: {exc}")
             return []
@@ -368,6 +388,7 @@ class RealSenseSource(ThreadedSource):
             ok, fs = self._pipe.try_wait_for_frames(200)
             if ok:
                 raw.extend(fs)
+                set_ns = int(round(fs.get_timestamp() * 1e6))
             elif self.framesets == 0 and self._playback_retries < 2:
                 # librealsense occasionally ends a non-real-time playback without delivering a set (seen ~1 in 25
                 # runs of a 2-set .db3): play the file again from the start
@@ -389,12 +410,12 @@ class RealSenseSource(ThreadedSource):
         self.framesets += 1
         out = []
         for f in raw:
-            frame = self._convert(rs, f, host_ns)
+            frame = self._convert(rs, f, host_ns, set_ns)
             if frame is not None:
                 out.append(frame)
         return out
 
-    def _convert(self, rs, f, host_ns: int) -> Frame | None:
+    def _convert(self, rs, f, host_ns: int, set_ns: int | None = None) -> Frame | None:
         p = f.profile
         m = _modality(rs, p.stream_type(), p.stream_index(), self.ir_index)
         if m is None or m not in self.modalities:
@@ -408,7 +429,9 @@ class RealSenseSource(ThreadedSource):
         dev_ns = int(round(f.get_timestamp() * 1e6))
         domain = f.get_frame_timestamp_domain()
         self.timestamp_domains[m] = str(domain).split(".")[-1]
-        if self.is_playback or self._device_in is not None:
+        if self.is_playback and self.timestamps == "frameset" and set_ns is not None:
+            ts = set_ns  # played back together by librealsense: one time for the set (own time in dev_ns)
+        elif self.is_playback or self._device_in is not None:
             ts = dev_ns  # recorded / injected time: deterministic
         elif domain == rs.timestamp_domain.system_time:
             ts = dev_ns + (time.monotonic_ns() - time.time_ns())  # wall clock ms → host monotonic
