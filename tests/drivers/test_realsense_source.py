@@ -89,16 +89,32 @@ def test_generated_bag_roundtrip_and_restart(tmp_path):
             k = [1, 2, 3, 5, 6].index(f.sequence)
             ref = depths[k] if f.modality is D else colors[k]
             np.testing.assert_array_equal(f.data, ref)
-            assert f.timestamp_ns == f.device_timestamp_ns
+        # timestamps=frameset (default): the frames librealsense played back together share one time
+        by_seq = {}
+        for f in frames:
+            by_seq.setdefault(f.sequence, set()).add(f.timestamp_ns)
+        assert all(len(t) == 1 for t in by_seq.values()) and len(by_seq) == 4
+        assert {f.device_timestamp_ns - f.timestamp_ns for f in frames if f.modality is C} == {1_000_000}
         assert src.rig.extrinsics(D, C).angle_deg == pytest.approx(rig.extrinsics(D, C).angle_deg, abs=1e-4)
+
+
+def test_generated_bag_device_timestamps(tmp_path):
+    """timestamps=device: every frame carries its own recorded device time."""
+    rig = small_rig(16, 12)
+    path = write_realsense_bag(tmp_path / "s.bag", rig.intrinsics[D], rig.intrinsics[C], rig.extrinsics(D, C),
+                               [plane_depth(rig.intrinsics[D], 500)] * 3, [np.zeros((12, 16, 3), np.uint8)] * 3)
+    with open_source(f"{path}?timestamps=device") as src:
+        frames, ended = _drain(src)
+    assert ended and frames and src.modalities == {C, D}  # no ?modalities: the streams the file has
+    assert all(f.timestamp_ns == f.device_timestamp_ns for f in frames)
 
 
 def test_missing_stream_and_missing_file_are_clear_errors(tmp_path):
     rig = small_rig(16, 12)
     path = write_realsense_bag(tmp_path / "s.bag", rig.intrinsics[D], rig.intrinsics[C], rig.extrinsics(D, C),
                                [plane_depth(rig.intrinsics[D], 500)] * 2, [np.zeros((12, 16, 3), np.uint8)] * 2)
-    with pytest.raises(SourceError, match=r"no \['ir'\] stream"):
-        open_source(str(path)).open()  # default modalities include ir; the recording has none
+    with pytest.raises(SourceError, match=r"no \['ir'\] stream.*\?modalities=rgb,depth"):
+        open_source(f"{path}?modalities=rgb,depth,ir").open()  # asked for ir explicitly: the recording has none
     with pytest.raises(SourceError, match="no such recording"):
         open_source(str(tmp_path / "nope.bag")).open()
 
