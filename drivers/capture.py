@@ -102,7 +102,8 @@ class Capture:
             elif self.mode is not RegistrationMode.OFF and self._wants_registration():
                 for s in opened:
                     s.close()
-                raise ConfigError("several sources need a rig file (edgepad calibrate) to register depth; pass "
+                what = "several sources need" if len(self.sources) > 1 else f"{self.uri} has no camera model; it needs"
+                raise ConfigError(f"{what} a rig file (edgepad calibrate) to register depth; pass "
                                   "rig=PATH or register=RegistrationMode.OFF", key="rig")
         try:
             self.registrar, self._registrar_rig = self._make_registrar(), self.rig

@@ -279,3 +279,59 @@ def test_uvc_replay_twin(tmp_path):
     replayed = list(replay_all(ReplaySource(tmp_path / "u")))
     assert [f.timestamp_ns for f in replayed] == [f.timestamp_ns for f in live]
     assert all(np.array_equal(a.data, b.data) for a, b in zip(live, replayed))
+
+
+# ------------------------------------------------------------------------------------------------- edgepad run
+MODEL = "edgepad/assets/default.onnx"
+
+
+def _threshold(subset, criterion="eer"):
+    from edgepad.engines.manifest import read_manifest
+    return read_manifest(MODEL).threshold_for(subset, criterion)
+
+
+def test_run_on_a_modality_subset_says_which_threshold(tmp_path, capsys):
+    """A source with rgb+depth only runs on the manifest's rgb+depth threshold and says so at start."""
+    record(SYN + "&modalities=rgb,depth", tmp_path / "s", frames=3)
+    assert main(["run", f"replay://{tmp_path / 's'}", "--model", MODEL]) == 0
+    out = capsys.readouterr()
+    thr = _threshold(["rgb", "depth"])
+    assert thr is not None and thr != _threshold(["rgb", "depth", "ir"])
+    assert (f"running on rgb+depth: threshold {thr:.3f} @ eer for subset rgb+depth (the full model expects "
+            f"rgb+depth+ir)") in out.out
+    assert sum(line.startswith("#") for line in out.out.splitlines()) == 3
+    assert "3 decisions" in out.err
+
+
+def test_run_without_a_subset_threshold_fails_clearly(tmp_path, capsys):
+    """The manifest has no threshold for the source's subset: a clear message and a non-zero exit."""
+    import shutil
+    record(SYN + "&modalities=rgb,depth", tmp_path / "s", frames=1)
+    shutil.copy(MODEL, tmp_path / "m.onnx")
+    doc = json.loads(open(MODEL + ".json").read())
+    for table in doc["operating_points"].values():
+        table.pop("rgb+depth", None)
+    (tmp_path / "m.onnx.json").write_text(json.dumps(doc))
+    assert main(["run", f"replay://{tmp_path / 's'}", "--model", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "no threshold for the subset rgb+depth at operating point eer" in err
+
+
+def test_run_with_no_synced_set_exits_non_zero_with_a_diagnosis(tmp_path, capsys):
+    """Sets every 100 ms recorded as 30 fps (tolerance 16.7 ms), depth 40 ms after rgb: zero sets → exit 1 and the
+    offsets; the suggested --sync-tolerance-ms makes the same recording run."""
+    rng = np.random.default_rng(5)
+    with Recorder(tmp_path / "r", rig=small_rig(16, 12), fps=30) as rec:
+        for k in range(4):
+            c, d = _noisy(C, k, rng), _noisy(D, k, rng)
+            t = k * 100_000_000
+            rec.write(make_frame(C, c.data, t, intrinsics=c.intrinsics, sequence=k, source="fake://"))
+            rec.write(make_frame(D, d.data, t + 40_000_000, intrinsics=d.intrinsics, sequence=k,
+                                 source="fake://", depth_scale_m=0.001))
+    assert main(["run", f"replay://{tmp_path / 'r'}", "--model", MODEL]) == 1
+    err = capsys.readouterr().err
+    assert "sync matched 0 frame set(s) from rgb 4, depth 4" in err and "tolerance 16.7 ms" in err
+    assert "closest depth frame to a rgb frame: +40.0 ms" in err and "--sync-tolerance-ms 41" in err
+    assert "no frame set was formed" in err
+    assert main(["run", f"replay://{tmp_path / 'r'}", "--model", MODEL, "--sync-tolerance-ms", "41"]) == 0
+    assert "4 decisions" in capsys.readouterr().err
