@@ -249,3 +249,57 @@ def test_fast_playback_never_drops_for_a_slow_reader(tmp_path):
             time.sleep(0.01)  # a slow consumer
         assert sum(src.dropped.values()) == 0
     assert seqs == list(range(2, n + 1))
+
+
+# ------------------------------------------------------------------------------------------------- edgepad run
+MODEL = "edgepad/assets/default.onnx"
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("form", ["{p}", "{p}?modalities=rgb,depth", "realsense://{p}?modalities=rgb,depth"])
+def test_run_real_d435_recording(shared_data, capsys, form):
+    """README's quick start on the real clip (colour + depth, no IR, 6 fps): it runs on rgb+depth with that
+    subset's threshold, and the librealsense frameset (colour 268 ms before depth in device time) is decided on."""
+    from edgepad.cli import main
+    path = shared_data / "realsense" / "single_depth_color_640x480.bag"
+    assert main(["run", form.format(p=path), "--model", MODEL]) == 0
+    out = capsys.readouterr()
+    assert "running on rgb+depth: threshold 0.146 @ eer for subset rgb+depth (the full model expects " \
+           "rgb+depth+ir); sync tolerance 83.3 ms" in out.out
+    lines = [x for x in out.out.splitlines() if x.startswith("#")]
+    assert len(lines) == 1 and "UNKNOWN" in lines[0] and "no_face" in lines[0]
+    assert "sync: 1 frame set(s); max skew 0.0 ms on the matching clock, 268.2 ms in device time" in out.err
+
+
+@pytest.mark.data
+def test_run_real_db3_by_device_time_explains_why_nothing_matched(shared_data, capsys):
+    """By each frame's own device time the clip's colour and depth are 101.6 ms apart (tolerance 83.3 ms at its
+    6 fps): no set, exit 1, and the diagnosis with the offset and a tolerance that would pair them."""
+    from edgepad.cli import main
+    path = shared_data / "realsense" / "single_depth_color_640x480.db3"
+    assert main(["run", f"realsense://{path}?timestamps=device", "--model", MODEL]) == 1
+    err = capsys.readouterr().err
+    assert "closest depth frame to a rgb frame: +101.6 ms" in err and "sync_tolerance_ms=102" in err
+    assert "no frame set was formed" in err
+    assert main(["run", f"realsense://{path}?timestamps=device", "--model", MODEL, "--sync-tolerance-ms", "102"]) == 0
+
+
+def test_run_generated_bag_pairs_sdk_framesets(tmp_path, capsys):
+    """A bag whose colour lags depth by 25 ms at 30 fps: librealsense plays depth k+1 with colour k (8.3 ms apart);
+    with timestamps=frameset (default) those sets are decided on with one matching time, and the real offset is
+    reported in device time; timestamps=device pairs the same frames by their own times."""
+    from edgepad.cli import main
+    rig = small_rig(32, 24)
+    di, ci = rig.intrinsics[D], rig.intrinsics[C]
+    rng = np.random.default_rng(2)
+    path = write_realsense_bag(tmp_path / "lag.bag", di, ci, rig.extrinsics(D, C),
+                               [plane_depth(di, 500 + k) for k in range(4)],
+                               [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(4)],
+                               color_offset_ms=25.0)
+    assert main(["run", str(path), "--model", MODEL]) == 0
+    out = capsys.readouterr()
+    assert "running on rgb+depth" in out.out and sum(x.startswith("#") for x in out.out.splitlines()) == 3
+    assert "sync: 3 frame set(s); max skew 0.0 ms on the matching clock, 8.3 ms in device time" in out.err
+    assert main(["run", f"{path}?timestamps=device", "--model", MODEL]) == 0
+    assert "sync: 3 frame set(s); max skew 8.3 ms on the matching clock, 8.3 ms in device time" in \
+        capsys.readouterr().err
