@@ -91,6 +91,9 @@ class RealSenseSource(ThreadedSource):
         emitter: projector on/off (live; None = device default). Calibration views want it off.
         depth_units: metres per depth unit to set (live; None = device default, 0.001 on D4xx).
         realtime: playback at recorded speed (True) or as fast as possible without drops (False).
+        loop: playback starts again at the end of the recording instead of raising EndOfStream; each lap continues
+            the numbering (timestamps shifted by the first lap's span plus one period, frame numbers by the
+            first lap's count per stream), as ``replay://…?loop=true`` does.
         timestamps: playback ``timestamp_ns``: ``"frameset"`` (the librealsense frameset's time, shared by the
             frames played back together) or ``"device"`` (each frame's own recorded device time).
         queue_size: per-modality queue bound (drop-oldest).
@@ -105,18 +108,20 @@ class RealSenseSource(ThreadedSource):
     #: :func:`edgepad.drivers.registry.check_options`)
     URI_OPTIONS: ClassVar[dict[str, Any]] = {
         "modalities": str, "width": int, "height": int, "fps": float, "ir_index": int, "emitter": bool | None,
-        "depth_units": float | None, "realtime": bool, "timestamps": str, "queue_size": int, "stall_s": float,
+        "depth_units": float | None, "realtime": bool, "loop": bool, "timestamps": str, "queue_size": int, "stall_s": float,
         "max_reconnects": int}
 
     def __init__(self, location: str = "", modalities: Any = None, *, width: int = 640,
                  height: int = 480, fps: float = 30, ir_index: int = 1, emitter: bool | None = None,
-                 depth_units: float | None = None, realtime: bool = False, timestamps: str = "frameset",
+                 depth_units: float | None = None, realtime: bool = False, loop: bool = False,
+                 timestamps: str = "frameset",
                  queue_size: int = 4, stall_s: float = 5.0, max_reconnects: int = 3, device: Any = None) -> None:
         self._modalities_given = modalities is not None and modalities != ""
         mods = parse_modalities(modalities if self._modalities_given else ("rgb", "depth", "ir"))
         if timestamps not in ("frameset", "device"):
             raise ConfigError(f"timestamps must be 'frameset' or 'device', got {timestamps!r}", key="timestamps")
         self.timestamps = timestamps
+        self.loop = bool(loop)
         path = Path(str(location)) if str(location).lower().endswith((".bag", ".db3")) else None
         uri = str(location) if path is not None else f"realsense://{location}"
         super().__init__(uri, mods, queue_size=queue_size)
@@ -124,6 +129,8 @@ class RealSenseSource(ThreadedSource):
             raise ConfigError("width, height and fps must be > 0", key="fps")
         if ir_index not in (1, 2):
             raise ConfigError("ir_index must be 1 (left, the depth camera) or 2", key="ir_index")
+        if self.loop and path is None:
+            raise ConfigError("loop is for recordings (.bag/.db3), not a live camera", key="loop")
         self.path = path
         self.serial = "" if path is not None else str(location)
         self.width, self.height, self.fps = int(width), int(height), float(fps)
@@ -138,6 +145,8 @@ class RealSenseSource(ThreadedSource):
         self.reconnects = 0
         self.framesets = 0
         self._playback_retries = 0
+        self._lap = 0
+        self._lap_seen: dict[Modality, list[int]] = {}  # first lap: [min ts, max ts, min number, max number]
         self.last_error: str | None = None
         self._last_key: dict[Modality, tuple[int, float]] = {}
         self._pipe = None
@@ -190,6 +199,8 @@ class RealSenseSource(ThreadedSource):
         self._last_key = {}
         self.framesets = 0
         self._playback_retries = 0
+        self._lap = 0
+        self._lap_seen = {}
         try:
             if self._device_in is not None:
                 self._start_sensors(rs, self._device_in)
@@ -398,6 +409,12 @@ class RealSenseSource(ThreadedSource):
                 self._stop_device()
                 self._start_pipeline(rs)
                 return []
+            elif self.loop and self.framesets > 0:
+                self._lap += 1  # play it again; _convert continues the numbering
+                self._stop_device()
+                self._last_key = {}
+                self._start_pipeline(rs)
+                return []
             else:
                 raise EndOfStream(self.uri)
         if not raw:
@@ -441,9 +458,24 @@ class RealSenseSource(ThreadedSource):
             p.as_video_stream_profile().get_intrinsics())
         if (intr.width, intr.height) != (data.shape[1], data.shape[0]):
             intr = rs_intrinsics_to_ours(p.as_video_stream_profile().get_intrinsics())
-        return make_frame(m, data, ts, intrinsics=intr, sequence=int(f.get_frame_number()), source=self.uri,
+        seq = int(f.get_frame_number())
+        if self.loop:
+            ts, dev_ns, seq = self._continue_lap(m, ts, dev_ns, seq)
+        return make_frame(m, data, ts, intrinsics=intr, sequence=seq, source=self.uri,
                           device_timestamp_ns=dev_ns,
                           depth_scale_m=self.depth_scale_m if m is Modality.DEPTH else None)
+
+    def _continue_lap(self, m: Modality, ts: int, dev_ns: int, seq: int) -> tuple[int, int, int]:
+        """Looped playback: record the first lap's extent, shift later laps past it (ns, ns, frame number)."""
+        if self._lap == 0:
+            seen = self._lap_seen.setdefault(m, [ts, ts, seq, seq])
+            seen[:] = [min(seen[0], ts), max(seen[1], ts), min(seen[2], seq), max(seen[3], seq)]
+            return ts, dev_ns, seq
+        first = min(v[0] for v in self._lap_seen.values())
+        last = max(v[1] for v in self._lap_seen.values())
+        shift = self._lap * (last - first + int(round(1e9 / self.fps)))
+        lo, hi = self._lap_seen[m][2:] if m in self._lap_seen else (seq, seq)
+        return ts + shift, dev_ns + shift, seq + self._lap * (hi - lo + 1)
 
     def _reconnect(self, rs, reason: str) -> None:
         """Restart the pipeline after a fault; raise SourceError(reason) when attempts are exhausted."""

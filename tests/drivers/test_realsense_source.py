@@ -12,7 +12,7 @@ from edgepad._optional import lazy
 from edgepad.drivers import realsense
 from edgepad.drivers.realsense import RealSenseSource
 from edgepad.drivers.registry import open_source
-from edgepad.errors import EndOfStream, SourceError
+from edgepad.errors import ConfigError, EndOfStream, SourceError
 from edgepad.types import Modality
 from tests.helpers.rsbag import write_realsense_bag
 from tests.helpers.sources import plane_depth, small_rig
@@ -303,3 +303,36 @@ def test_run_generated_bag_pairs_sdk_framesets(tmp_path, capsys):
     assert main(["run", f"{path}?timestamps=device", "--model", MODEL]) == 0
     assert "sync: 3 frame set(s); max skew 8.3 ms on the matching clock, 8.3 ms in device time" in \
         capsys.readouterr().err
+
+
+def test_bag_options_after_question_mark_and_loop(tmp_path):
+    """x.bag?… options reach RealSenseSource (not a replay folder); loop=true plays the file again with the
+    numbering continued, so frame numbers and times strictly increase across laps."""
+    from edgepad.drivers.registry import parse_uri
+    from edgepad.runtime.sensors import SensorMonitor
+    from edgepad.types import FrameSet
+    assert parse_uri("/d/x.bag?modalities=rgb,depth&loop=true") == (
+        "realsense", "/d/x.bag", {"modalities": "rgb,depth", "loop": "true"})
+    assert parse_uri("x.db3?realtime=true")[:2] == ("realsense", "x.db3")
+    rig = small_rig(16, 12)
+    di, ci = rig.intrinsics[D], rig.intrinsics[C]
+    rng = np.random.default_rng(4)
+    path = write_realsense_bag(tmp_path / "l.bag", di, ci, rig.extrinsics(D, C),
+                               [plane_depth(di, 500 + k) for k in range(4)],
+                               [rng.integers(0, 256, (12, 16, 3), dtype=np.uint8) for _ in range(4)])
+    src = open_source(f"{path}?modalities=rgb,depth&loop=true&timestamps=device")
+    assert isinstance(src, RealSenseSource) and src.loop and src.timestamps == "device"
+    with src:
+        frames = [f for f in (src.read(2.0) for _ in range(18)) if f is not None]
+    mon = SensorMonitor()
+    for m in (C, D):
+        own = [f for f in frames if f.modality is m]
+        assert len(own) >= 7  # more than two laps of 3 frames
+        seq = [f.sequence for f in own]
+        assert seq == list(range(seq[0], seq[0] + len(seq)))  # 2,3,4 | 5,6,7 | …: no repeat, no gap
+        ts = [f.timestamp_ns for f in own]
+        assert all(b > a for a, b in zip(ts, ts[1:]))
+        for f in own:
+            assert mon.check(FrameSet({m: f}, f.timestamp_ns)).ok
+    with pytest.raises(ConfigError, match="loop is for recordings"):
+        open_source("realsense://123?loop=true")
