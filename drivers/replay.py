@@ -346,7 +346,9 @@ def record(source_uri: str, out: Path | str, *, frames: int | None = None, secon
         **options: source options.
 
     Returns:
-        a summary: frames per modality, duration, and the session directory.
+        a summary: frames per modality, duration, the session directory, ``encoding``, ``bytes`` on disk, and
+        ``dropped``: frames the source's drop-oldest queues discarded per modality (a live source outrunning the
+        writer: record with ``encoding="npy"`` where the CPU cannot encode PNG at the camera's rate).
     """
     if frames is None and seconds is None:
         raise ConfigError("say how much to record: frames=N or seconds=S", key="frames")
@@ -374,9 +376,10 @@ def record(source_uri: str, out: Path | str, *, frames: int | None = None, secon
                 if frames is not None and all(rec.counts.get(m, 0) >= frames for m in src.modalities):
                     break
             counts = {m.value: n for m, n in rec.counts.items()}
+        dropped = {m.value: n for m, n in (getattr(src, "dropped", None) or {}).items() if n}
     size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
     return {"out": str(out), "frames": counts, "duration_s": ((t_last - t_first) / 1e9) if t_first else 0.0,
-            "encoding": encoding, "bytes": size}
+            "encoding": encoding, "bytes": size, "dropped": dropped}
 
 
 def replay_all(source: BaseSource) -> Iterable[Frame]:

@@ -29,5 +29,9 @@ def record_main(args) -> int:
     per = ", ".join(f"{m} {n}" for m, n in summary["frames"].items()) or "no frames"
     print(f"recorded {per} ({summary['duration_s']:.2f} s of stream time, {summary['bytes'] / 1e6:.1f} MB "
           f"{summary['encoding']}) to {summary['out']}")
+    if summary["dropped"]:
+        lost = ", ".join(f"{m} {n}" for m, n in summary["dropped"].items())
+        print(f"warning: the source dropped frames while recording ({lost}): the writer could not keep up; "
+              f"--format npy writes at disk speed")
     print(f"play it back with: replay://{summary['out']}")
     return 0
