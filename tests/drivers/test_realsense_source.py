@@ -267,7 +267,8 @@ def test_run_real_d435_recording(shared_data, capsys, form):
     assert "running on rgb+depth: threshold 0.146 @ eer for subset rgb+depth (the full model expects " \
            "rgb+depth+ir); sync tolerance 83.3 ms" in out.out
     lines = [x for x in out.out.splitlines() if x.startswith("#")]
-    assert len(lines) == 1 and "UNKNOWN" in lines[0] and "no_face" in lines[0]
+    assert len(lines) == 1 and "UNKNOWN" in lines[0] and "no_face,missing_ir,degraded" in lines[0]
+    assert "thr 0.146" in lines[0]  # each decision carries the subset's threshold too
     assert "sync: 1 frame set(s); max skew 0.0 ms on the matching clock, 268.2 ms in device time" in out.err
 
 
