@@ -24,7 +24,7 @@ from edgepad.errors import ConfigError  # noqa: E402
 from edgepad.geometry import Rig, load_rig, save_rig  # noqa: E402
 from edgepad.types import Modality  # noqa: E402
 
-from tests.calibration.conftest import IR, IR_LOOK_TEST, IR_TO_RGB, RGB  # noqa: E402
+from tests.helpers.calib_scene import IR, IR_LOOK_TEST, IR_TO_RGB, RGB  # noqa: E402
 
 CHESS = BoardSpec(kind="chessboard", squares_x=10, squares_y=7, square_m=0.03)
 
