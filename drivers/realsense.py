@@ -153,8 +153,8 @@ class RealSenseSource(ThreadedSource):
     #: :func:`edgepad.drivers.registry.check_options`)
     URI_OPTIONS: ClassVar[dict[str, Any]] = {
         "modalities": str, "width": int, "height": int, "fps": float, "ir_index": int, "emitter": bool | None,
-        "depth_units": float | None, "realtime": bool, "loop": bool, "timestamps": str, "queue_size": int, "stall_s": float,
-        "max_reconnects": int}
+        "depth_units": float | None, "realtime": bool, "loop": bool, "timestamps": str, "queue_size": int,
+        "stall_s": float, "max_reconnects": int}
 
     def __init__(self, location: str = "", modalities: Any = None, *, width: int = 640,
                  height: int = 480, fps: float = 30, ir_index: int = 1, emitter: bool | None = None,

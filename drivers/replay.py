@@ -1,4 +1,4 @@
-"""Recordings of our own, numpy only: :class:`Recorder` writes a session, :class:`ReplaySource` plays it back.
+"""Recordings of our own: :class:`Recorder` writes a session, :class:`ReplaySource` plays it back.
 
 Layout of a session directory (see docs/DRIVERS.md for why we do not use RealSense's recorder)::
 
@@ -12,9 +12,9 @@ Layout of a session directory (see docs/DRIVERS.md for why we do not use RealSen
                        (raw units), ir 8- or 16-bit grey; PNG level 1, RLE strategy (OpenCV)
     <modality>/<n>.npy  the pixels (encoding "npy", and every version-1 session): np.save, uncompressed
 
-A frame is read by its file's suffix, so both encodings replay bit-exactly. ``index.jsonl`` is appended and flushed frame by frame, after the frame's file is complete, so a
-session cut short by a crash still replays up to its last complete line. Sizes and write/read costs per frame
-set: docs/DRIVERS.md.
+A frame is read by its file's suffix, so both encodings replay bit-exactly. ``index.jsonl`` is appended and
+flushed frame by frame, after the frame's file is complete, so a session cut short by a crash still replays up to
+its last complete line. Sizes and write/read costs per frame set: docs/DRIVERS.md.
 """
 from __future__ import annotations
 

@@ -94,7 +94,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(source=source_uri(args), model=Path(args.model), rig=args.rig, fps=args.fps,
-                      sync_tolerance_ms=args.sync_tolerance_ms, frames=args.frames, locator=args.locator, threads=args.threads, pipeline=pipeline_config(args),
+                      sync_tolerance_ms=args.sync_tolerance_ms, frames=args.frames, locator=args.locator,
+                      threads=args.threads, pipeline=pipeline_config(args),
                       every=args.every, json=bool(args.json))
 
 
