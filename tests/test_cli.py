@@ -52,8 +52,8 @@ def test_doctor_json_reports_versions_and_usable_commands():
      "unknown option 'sede' for replay://"),
     (["record", "synthetic://default?fps=abc", "--out", "never-written", "--frames", "1"],
      "option 'fps' of synthetic:// must be a number, got 'abc'"),
-    (["record", "realsense://000000000000?loop=true", "--out", "never-written", "--frames", "1"],
-     "unknown option 'loop' for realsense://"),
+    (["record", "realsense://000000000000?speed=2", "--out", "never-written", "--frames", "1"],
+     "unknown option 'speed' for realsense://"),
 ])
 def test_bad_source_options_are_one_line_errors(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -93,12 +93,15 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add_source_arguments(parser)
     parser.add_argument("--frames", type=int, default=0, help="stop after N frame sets (0 = until the stream ends)")
+    parser.add_argument("--sync-tolerance-ms", type=float, default=None,
+                        help="max time between the frames of a set in ms (default: half the slowest stream's period)")
     _add_common(parser)
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(source=source_uri(args), model=Path(args.model), rig=args.rig, fps=args.fps,
-                      frames=args.frames, locator=args.locator, threads=args.threads, pipeline=pipeline_config(args),
+                      sync_tolerance_ms=args.sync_tolerance_ms, frames=args.frames, locator=args.locator,
+                      threads=args.threads, pipeline=pipeline_config(args),
                       every=args.every, json=bool(args.json))
 
 

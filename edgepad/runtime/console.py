@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from edgepad.assets import default_model_path
-from edgepad.drivers.capture import Capture
+from edgepad.drivers.capture import Capture, open_capture
 from edgepad.drivers.sync import Synchronizer
 from edgepad.drivers.synthetic import SyntheticSource
 from edgepad.errors import ConfigError, EndOfStream
@@ -67,6 +67,7 @@ class RunOptions:
         model: model artifact with its sidecar manifest.
         rig: rig file from ``edgepad calibrate`` (None = the source's own).
         fps: stream rate for the sync tolerance (frames/s; None = the source's).
+        sync_tolerance_ms: max time between the frames of a set (ms; None = half the slowest stream's period).
         frames: stop after N frame sets (0 = until the stream ends).
         locator, threads, pipeline, every, json: as in :class:`DemoOptions`.
     """
@@ -75,6 +76,7 @@ class RunOptions:
     model: Path
     rig: str | Path | None = None
     fps: float | None = None
+    sync_tolerance_ms: float | None = None
     frames: int = 0
     locator: str = "haar"
     threads: int | None = None
@@ -200,17 +202,61 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     return 0 if good else 1
 
 
+def _subset_line(pipe: Any, streams: frozenset[Modality]) -> str:
+    """What the run uses: the streams the capture delivers and the threshold of that modality subset.
+
+    Raises:
+        ConfigError: the streams lack a modality the policy requires, or the manifest has no threshold for the
+            subset at the operating point.
+    """
+    policy = pipe.policy
+    full = "+".join(m.value for m in Modality if m in policy.modalities)
+    used = frozenset(streams) & policy.modalities
+    name = "+".join(m.value for m in Modality if m in used) or "none"
+    if used == policy.modalities:
+        return f"running on {name}: threshold {policy.threshold:.3f} @ {policy.criterion}"
+    lacking = policy.required - used
+    if lacking:
+        raise ConfigError(f"the source delivers {name} but the model needs "
+                          f"{'+'.join(m.value for m in Modality if m in lacking)} (its modalities: {full})",
+                          key="source")
+    thr = policy.threshold_for(used)
+    if thr is None:
+        have = sorted(pipe.manifest.operating_points.get(policy.criterion, {}))
+        raise ConfigError(f"the source delivers {name} only, and the model's manifest has no threshold for the "
+                          f"subset {name} at operating point {policy.criterion} (calibrated subsets: "
+                          f"{', '.join(have) or 'none'}); use a source with {full}, another --operating-point, or "
+                          f"a model calibrated on {name}", key="operating_point")
+    return (f"running on {name}: threshold {float(thr):.3f} @ {policy.criterion} for subset {name} "
+            f"(the full model expects {full})")
+
+
 def run_console(options: RunOptions, out: TextIO | None = None) -> int:
     """``edgepad run``: decisions from any source on the console (text or JSON lines; the pipeline's counters go
-    to stderr at the end). Returns 0."""
+    to stderr at the end).
+
+    At start it says which streams it runs on and the threshold of that modality subset; at the end, when the
+    synchronizer formed few or no frame sets, why (:meth:`Synchronizer.diagnose`).
+
+    Returns:
+        0, or 1 when no frame set was formed (nothing was decided on).
+
+    Raises:
+        ConfigError: the source's streams have no calibrated threshold in the manifest (see :func:`_subset_line`).
+    """
     out = out or sys.stdout
     model = _model_path(options.model)
-    pipe = open_pipeline(options.source, model, rig=options.rig, locator=options.locator, config=options.pipeline,
-                         fps=options.fps, threads=options.threads)
+    cap = open_capture(options.source, rig=options.rig, fps=options.fps, register=options.pipeline.capture_mode,
+                       sync_tolerance_ms=options.sync_tolerance_ms)
+    pipe = open_pipeline(cap, model, rig=options.rig, locator=options.locator, config=options.pipeline,
+                         threads=options.threads)
     times: collections.deque[float] = collections.deque(maxlen=30)
     n = 0
     try:
         with pipe:
+            sync = cap.sync
+            print(f"edgepad run: {cap.uri}: {_subset_line(pipe, frozenset(sync.modalities))}; sync tolerance "
+                  f"{sync.tolerance_ns / 1e6:.1f} ms", file=out, flush=True)
             for d in pipe.decisions(max_frames=options.frames or None):
                 times.append(time.perf_counter())
                 fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
@@ -223,5 +269,14 @@ def run_console(options: RunOptions, out: TextIO | None = None) -> int:
                     print(format_decision(d, fps, prefix=f"#{n:5d} "), file=out, flush=True)
     except EndOfStream:
         pass
+    st = cap.sync.stats
     print(f"{n} decisions; {pipe.stats.to_dict()}", file=sys.stderr)
+    print(f"sync: {st.matched} frame set(s); max skew {st.max_skew_ns / 1e6:.1f} ms on the matching clock, "
+          f"{st.max_device_skew_ns / 1e6:.1f} ms in device time", file=sys.stderr)
+    why = cap.sync.diagnose()
+    if why:
+        print(why, file=sys.stderr)
+    if st.matched == 0:
+        print("edgepad run: no frame set was formed, nothing was decided on", file=sys.stderr)
+        return 1
     return 0

@@ -318,10 +318,10 @@ class LivenessPipeline:
                     item.reasons.append(Reason.SENSOR_INTEGRITY)
         lat["sync"] = lat.get("sync", 0.0) + _ms(t)
         lat.setdefault("register", 0.0)
+        item.used = frozenset(fs.frames) & self.policy.modalities  # the crops narrow it once a face is found
         if Modality.RGB not in fs.frames:
             item.face = False
             item.reasons.append(Reason.MISSING_RGB)
-            item.used = frozenset(fs.frames) & self.policy.modalities
             return item
         t = time.perf_counter_ns()
         try:
