@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+from edgepad.commands.common import positive_int
 
 
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +21,7 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None,
                         help="benchmark folder to reuse or generate into (must match the matrix's data config hash)")
     parser.add_argument("--only", default=None, help="comma list of experiments to run (default: all)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per training run")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads per training run")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: rewrite the tables from the cached results (missing ones: not measured)")
     parser.add_argument("--doc", default=None,

@@ -5,6 +5,7 @@ Light module: the implementation (OpenCV, pyrealsense2) is imported inside :func
 from __future__ import annotations
 
 import argparse
+from edgepad.commands.common import nonneg_float, positive_float, positive_int
 
 
 def _solve_flags(p: argparse.ArgumentParser) -> None:
@@ -13,13 +14,13 @@ def _solve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", default=None, help="folder for the visual report (PNG pages + index.html)")
     p.add_argument("--fix-k3", action="store_true", help="keep k3 = 0 (few views or narrow lenses)")
     p.add_argument("--zero-tangent", action="store_true", help="keep p1 = p2 = 0")
-    p.add_argument("--min-views", type=int, default=4, help="fewer usable views per camera is an error (4)")
+    p.add_argument("--min-views", type=positive_int, default=4, help="fewer usable views per camera is an error (4)")
     p.add_argument("--drop-outliers", action="store_true", help="re-solve without views flagged as outliers")
     p.add_argument("--fixed-intrinsics", action="store_true",
                    help="solve the IR→RGB extrinsics with intrinsics fixed (default: refine jointly)")
     p.add_argument("--no-depth", action="store_true",
                    help="do not add a depth camera equal to the IR camera (use when IR is a separate UVC camera)")
-    p.add_argument("--depth-scale", type=float, default=0.001, help="metres per raw depth unit (0.001)")
+    p.add_argument("--depth-scale", type=positive_float, default=0.001, help="metres per raw depth unit (0.001)")
 
 
 def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,13 +29,13 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--spec", default=None, help="board file to read (default: the built-in ChArUco 5x7)")
     b.add_argument("--kind", choices=("charuco", "chessboard"), default=None)
     b.add_argument("--squares", default=None, help="squares as XxY, e.g. 5x7")
-    b.add_argument("--square-mm", type=float, default=None)
-    b.add_argument("--marker-mm", type=float, default=None)
+    b.add_argument("--square-mm", type=positive_float, default=None)
+    b.add_argument("--marker-mm", type=positive_float, default=None)
     b.add_argument("--dictionary", default=None, help="e.g. DICT_6X6_250")
     b.add_argument("--legacy-pattern", action="store_true", help="OpenCV < 4.6 layout for even row counts")
     b.add_argument("--write-spec", default=None, help="also write the (possibly edited) board file here")
     b.add_argument("--out", default=None, help="printable board: .png or .pdf")
-    b.add_argument("--dpi", type=float, default=300.0)
+    b.add_argument("--dpi", type=positive_float, default=300.0)
 
     o = sub.add_parser("offline", help="calibrate from folders of board images (RGB and IR paired by file name)")
     o.add_argument("--rgb", required=True, help="folder of RGB images (the reference camera)")
@@ -45,11 +46,11 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     c = sub.add_parser("capture", help="collect board views live (or from a recording) with guidance, then solve")
     c.add_argument("--source", action="append", required=True,
                    help="source URI (realsense://SERIAL, x.bag, uvc:///dev/video2, replay://DIR); repeatable")
-    c.add_argument("--views", type=int, default=20, help="views to collect (20)")
+    c.add_argument("--views", type=positive_int, default=20, help="views to collect (20)")
     c.add_argument("--emitter", choices=("off", "on"), default="off",
                    help="RealSense projector during capture (off: the dot pattern disturbs IR corners)")
     c.add_argument("--save-views", default=None, help="write accepted views to this folder (rgb/, ir/, depth/)")
-    c.add_argument("--max-seconds", type=float, default=0.0, help="stop after this long (0 = until --views)")
+    c.add_argument("--max-seconds", type=nonneg_float, default=0.0, help="stop after this long (0 = until --views)")
     c.add_argument("--no-window", action="store_true", help="console guidance only, even with a display")
     _solve_flags(c)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from edgepad.drivers.replay import record
 from edgepad.errors import ConfigError
+from edgepad.commands.common import positive_float, positive_int
 
 
 def add_record_arguments(parser) -> None:
@@ -11,10 +12,11 @@ def add_record_arguments(parser) -> None:
                              "uvc:///dev/video2?rig=rig.json, replay://DIR")
     parser.add_argument("--out", required=True, help="session directory to write (replay it with replay://DIR)")
     amount = parser.add_mutually_exclusive_group(required=True)
-    amount.add_argument("--frames", type=int, help="stop once every stream has N frames")
-    amount.add_argument("--seconds", type=float, help="stop after S seconds of stream time")
+    amount.add_argument("--frames", type=positive_int, help="stop once every stream has N frames")
+    amount.add_argument("--seconds", type=positive_float, help="stop after S seconds of stream time")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing session in --out")
-    parser.add_argument("--timeout", type=float, default=5.0, help="give up after this many seconds without a frame")
+    parser.add_argument("--timeout", type=positive_float, default=5.0,
+                        help="give up after this many seconds without a frame")
 
 
 def record_main(args) -> int:

@@ -14,27 +14,28 @@ from edgepad.engines.build import BuildConfig
 from edgepad.engines.convert import build_and_gate, convert, reference_path
 from edgepad.engines.manifest import read_manifest
 from edgepad.training.export import export_checkpoint_onnx
+from edgepad.commands.common import fraction, nonneg_int, positive_int
 
 
-def _gate_arguments(parser: argparse.ArgumentParser) -> None:
+def _gate_arguments(parser: argparse.ArgumentParser, calib: bool = True) -> None:
     g = parser.add_argument_group("accuracy gate")
     g.add_argument("--validate", metavar="DATA", default=None,
                    help="held-out data for the accuracy gate: benchmark folder (split --eval-split) or .npz; "
-                        "default: the --calib folder")
+                        + ("default: the --calib folder" if calib else "required unless --no-validate"))
     g.add_argument("--protocol", default="grandtest", help="protocol of DATA folders (default grandtest)")
     g.add_argument("--eval-split", default="eval", help="split the gate runs on (default eval)")
     g.add_argument("--dev-split", default="dev", help="split for calibration and threshold re-fit (default dev)")
-    g.add_argument("--frames-per-video", type=int, default=None, help="frames per video read from DATA")
-    g.add_argument("--max-samples", type=int, default=None, help="cap on gate samples")
-    g.add_argument("--min-agreement", type=float, default=0.995,
+    g.add_argument("--frames-per-video", type=positive_int, default=None, help="frames per video read from DATA")
+    g.add_argument("--max-samples", type=positive_int, default=None, help="cap on gate samples")
+    g.add_argument("--min-agreement", type=fraction, default=0.995,
                    help="minimum decision agreement at the manifest threshold, fraction (default 0.995)")
-    g.add_argument("--max-acer-increase", type=float, default=0.005,
+    g.add_argument("--max-acer-increase", type=fraction, default=0.005,
                    help="maximum ACER increase, fraction (default 0.005 = 0.5 point)")
     g.add_argument("--refit", action="store_true", help="re-fit the converted artifact's threshold on the dev split "
                    "(recorded in its manifest)")
     g.add_argument("--no-validate", action="store_true", help="skip the gate (recorded: validation = null)")
     g.add_argument("--keep-failed", action="store_true", help="keep an artifact that failed the gate")
-    g.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    g.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads")
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,10 +44,12 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
     parser.add_argument("--calib", metavar="DATA", default=None,
                         help="INT8 calibration data: benchmark folder (dev split) or .npz of normalised feeds")
-    parser.add_argument("--calib-samples", type=int, default=512, help="calibration samples (>= 300; 500 recommended)")
+    parser.add_argument("--calib-samples", type=positive_int, default=512,
+                        help="calibration samples (>= 300; 500 recommended)")
     parser.add_argument("--dynamic-batch", action="store_true", help="export a dynamic batch axis")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17: TensorRT 8.6/10.x/11.x)")
-    parser.add_argument("--threshold", type=float, default=None,
+    parser.add_argument("--opset", type=positive_int, default=17,
+                        help="ONNX opset (default 17: TensorRT 8.6/10.x/11.x)")
+    parser.add_argument("--threshold", type=fraction, default=None,
                         help="operating threshold on P(live) (default: from CHECKPOINT.json or --config)")
     parser.add_argument("--criterion", default=None, help="criterion the threshold was fitted with (e.g. bpcer20)")
     parser.add_argument("--config", default=None,
@@ -58,16 +61,16 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("onnx", help="ONNX model with its manifest (FP32, FP16 or INT8 Q/DQ from `edgepad export`)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
     parser.add_argument("--cache", default=None, help="engine cache folder (default: ONNX_DIR/engines)")
-    parser.add_argument("--workspace-mib", type=int, default=1024)
-    parser.add_argument("--dla-core", type=int, default=None, help="DLA core (Jetson AGX Orin / Orin NX)")
+    parser.add_argument("--workspace-mib", type=positive_int, default=1024)
+    parser.add_argument("--dla-core", type=nonneg_int, default=None, help="DLA core (Jetson AGX Orin / Orin NX)")
     parser.add_argument("--gpu-fallback", action="store_true", help="DLA: let unsupported layers run on the GPU")
     parser.add_argument("--version-compatible", action="store_true", help="version-compatible plan")
     parser.add_argument("--timing-cache", default=None, help="timing-cache file (default: one per device in --cache)")
-    parser.add_argument("--max-batch", type=int, default=1, help="profile max batch for dynamic-batch ONNX")
+    parser.add_argument("--max-batch", type=positive_int, default=1, help="profile max batch for dynamic-batch ONNX")
     parser.add_argument("--rebuild", choices=("on_mismatch", "never", "always"), default="on_mismatch")
     parser.add_argument("--reference", default=None,
                         help="reference ONNX for the gate (default: the ONNX itself, run in ONNX Runtime)")
-    _gate_arguments(parser)
+    _gate_arguments(parser, calib=False)
 
 
 def _path(value: str | None) -> Path | None:

@@ -6,6 +6,7 @@ import json
 
 from edgepad.report import pct, rate_text
 from edgepad.types import parse_modalities
+from edgepad.commands.common import positive_int
 
 _CRITERION_HELP = ("threshold criterion fitted on dev and applied to eval: bpcerN (APCER <= 1/N for every species "
                    "on dev, e.g. bpcer20), apcerN (BPCER <= 1/N on dev, e.g. apcer100), eer or min-hter "
@@ -25,12 +26,14 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                              "get the manifest's fill value). Default: all the model's modalities")
     parser.add_argument("--out", required=True, help="output folder (score CSVs, metrics.json, report)")
     parser.add_argument("--criterion", default="bpcer20", help=_CRITERION_HELP)
-    parser.add_argument("--frames", type=int, default=None, help="frames per video, evenly sampled (default: all)")
+    parser.add_argument("--frames", type=positive_int, default=None,
+                        help="frames per video, evenly sampled (default: all)")
     parser.add_argument("--level", choices=("video", "frame"), default="video",
                         help="level of the headline scores and report (both are computed; default: %(default)s)")
     parser.add_argument("--backend", default="auto", help="auto | onnxruntime | torch | trt (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="frames per inference call (dynamic batch only)")
-    parser.add_argument("--limit", type=int, default=None, help="score at most N videos per fold (smoke runs)")
+    parser.add_argument("--batch-size", type=positive_int, default=32,
+                        help="frames per inference call (dynamic batch only)")
+    parser.add_argument("--limit", type=positive_int, default=None, help="score at most N videos per fold (smoke runs)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 

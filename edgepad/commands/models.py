@@ -13,6 +13,7 @@ from pathlib import Path
 from edgepad import training
 from edgepad._optional import lazy
 from edgepad.errors import ConfigError
+from edgepad.commands.common import nonneg_int
 
 yaml = lazy("yaml")
 
@@ -27,7 +28,7 @@ def add_train_arguments(parser) -> None:
                         help="after training, export best.pt to ONNX with dev thresholds (+ per-subset points)")
     parser.add_argument("--export-only", action="store_true",
                         help="skip training; export the existing <out>/best.pt to --export")
-    parser.add_argument("--throughput", type=int, metavar="STEPS", default=0,
+    parser.add_argument("--throughput", type=nonneg_int, metavar="STEPS", default=0,
                         help="measure samples/s (data pipeline vs forward+backward vs both) for STEPS batches "
                              "and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
