@@ -16,7 +16,7 @@ import traceback
 from typing import Sequence
 
 from edgepad import __version__
-from edgepad.errors import ConfigError, EdgePadError, MissingDependencyError, UsageError
+from edgepad.errors import EdgePadError, MissingDependencyError, UsageError
 
 #: name -> (one-line help, command module). The module exposes add_<name>_arguments and <name>_main.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -48,8 +48,10 @@ DISPLAY_NAMES: dict[str, str] = {"bench": "speed", "benchmark": "accuracy"}
 #: exit code -> what it means (docs/CLI.md). Every failure is one line on stderr; ``--debug`` adds the traceback.
 EXIT_CODES: dict[int, str] = {
     0: "PASS: the command did what was asked",
-    1: "FAIL: a FAIL verdict (gate failed, wrong verdicts) or a typed edgepad error (bad data, model, source...)",
-    2: "usage: malformed command line or configuration (UsageError, ConfigError), or a missing optional package",
+    1: "FAIL: a FAIL verdict (gate failed, wrong verdicts) or a typed edgepad error (EdgePadError: bad config, "
+       "data, model, source, calibration...)",
+    2: "usage: a malformed command line (UsageError: unknown option, NaN or negative value...) or a missing "
+       "optional package (MissingDependencyError)",
     3: "file system: a file or folder is missing, unreadable, unwritable or of the wrong kind (OSError)",
     4: "encoding: a text file (YAML, CSV, JSON) is not UTF-8",
     5: "ONNX Runtime refused the model or its inputs",
@@ -62,7 +64,7 @@ def exit_code(exc: BaseException) -> int:
     """The stable exit code of a failure (:data:`EXIT_CODES`)."""
     if isinstance(exc, KeyboardInterrupt):
         return 130
-    if isinstance(exc, (ConfigError, MissingDependencyError)):
+    if isinstance(exc, (UsageError, MissingDependencyError)):
         return 2
     if isinstance(exc, EdgePadError):
         return 1

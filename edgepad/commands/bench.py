@@ -8,9 +8,10 @@ stays numpy-only and fast.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
-from edgepad.commands.common import nonneg_float, nonneg_int, positive_float, positive_int
+from edgepad.commands.common import nonneg_float, nonneg_int, positive_float, positive_int, verdict
 
 if TYPE_CHECKING:
     from edgepad.bench import DeviceBenchConfig
@@ -54,6 +55,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8-samples", type=positive_int, default=16,
                         help="calibration feeds of the INT8 timing variant")
     parser.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
+    parser.add_argument("--json", action="store_true", help="print bench.json on stdout instead of the Markdown")
 
 
 def config_from_args(args: argparse.Namespace) -> "DeviceBenchConfig":
@@ -72,10 +74,10 @@ def bench_main(args: argparse.Namespace) -> int:
     """Run ``edgepad bench`` (or ``--compare``); prints the Markdown report."""
     from edgepad.bench import compare_files, run_bench, to_markdown
     if args.compare:
-        _, md = compare_files(args.compare[0], args.compare[1], args.out if args.out != "bench-out" else None)
-        print(md)
-        return 0
+        out = args.out if args.out != "bench-out" else None
+        doc, md = compare_files(args.compare[0], args.compare[1], out)
+        print(json.dumps(doc, indent=2, default=str) if args.json else md)
+        return verdict(args, True, f"compared {args.compare[1]} against {args.compare[0]}", [out])
     doc = run_bench(config_from_args(args), args.out)
-    print(to_markdown(doc))
-    print(f"written: {Path(args.out) / 'bench.json'}, {Path(args.out) / 'bench.md'}")
-    return 0
+    print(json.dumps(doc, indent=2, default=str) if args.json else to_markdown(doc))
+    return verdict(args, True, "measured (figures above)", [Path(args.out) / "bench.json", Path(args.out) / "bench.md"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
-from edgepad.commands.common import positive_int
+from edgepad.commands.common import positive_int, verdict
 
 
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +46,8 @@ def benchmark_main(args: argparse.Namespace) -> int:
                         report_only=args.report_only)
     print(f"{len(res.records)} results ({res.evaluated} evaluated, {res.cached_evals} from the cache, "
           f"{res.trained} training runs) in {res.seconds:.0f} s; data hash {res.data_hash[:12]}")
-    print(f"wrote {res.out / 'RESULTS.md'} and {res.out / 'results.json'}" + (f" and {args.doc}" if args.doc else ""))
-    return 0
+    return verdict(args, True, f"{len(res.records)} results", [res.out / "RESULTS.md", res.out / "results.json",
+                                                                args.doc])
 
 
 def _command_line(args: argparse.Namespace) -> str:

@@ -5,7 +5,7 @@ Light module: the implementation (OpenCV, pyrealsense2) is imported inside :func
 from __future__ import annotations
 
 import argparse
-from edgepad.commands.common import nonneg_float, positive_float, positive_int
+from edgepad.commands.common import nonneg_float, positive_float, positive_int, verdict
 
 
 def _solve_flags(p: argparse.ArgumentParser) -> None:
@@ -71,5 +71,8 @@ def calibrate_main(args: argparse.Namespace) -> int:
         args._calib_parser.print_help()
         return 2
     from edgepad.calibration import cli_impl
-    return int(getattr(cli_impl, cmd.replace("-", "_"))(args) or 0)
+    ok = int(getattr(cli_impl, cmd.replace("-", "_"))(args) or 0) == 0
+    written = [getattr(args, k, None) for k in ("out", "write_spec", "report", "save_views")]
+    what = {"board": "board ready", "compare": "rigs compared"}.get(cmd, "rig ready")
+    return verdict(args, ok, what if ok else f"{cmd} failed (see above)", written)
 

@@ -10,7 +10,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TextIO
 
 
 def _number(kind: type, low: float, inclusive: bool) -> Callable[[str], float]:
@@ -66,15 +66,16 @@ def command_name(args: argparse.Namespace) -> str:
     return f"edgepad {name}" + (f" {sub}" if sub else "")
 
 
-def verdict(args: argparse.Namespace, passed: bool, why: str, written: Iterable[Path | str] = ()) -> int:
+def verdict(args: argparse.Namespace, passed: bool, why: str, written: Iterable[Path | str | None] = (),
+            stream: TextIO | None = None) -> int:
     """Print the command's closing line ``edgepad <cmd>: PASS|FAIL: why; wrote ...`` and return its exit code.
 
-    The line goes to stdout, or to stderr when ``--json`` keeps stdout for JSON only.
+    The line goes to ``stream``, else to stdout, or to stderr when ``--json`` keeps stdout for JSON only.
     """
     files = [str(p) for p in written if p]
     line = f"{command_name(args)}: {'PASS' if passed else 'FAIL'}: {why}"
     if files:
         line += "; wrote " + ", ".join(files)
-    stream = sys.stderr if getattr(args, "json", False) else sys.stdout
+    stream = stream or (sys.stderr if getattr(args, "json", False) else sys.stdout)
     print(line, file=stream, flush=True)
     return 0 if passed else 1

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from edgepad.drivers.replay import record
 from edgepad.errors import ConfigError
-from edgepad.commands.common import positive_float, positive_int
+from edgepad.commands.common import positive_float, positive_int, verdict
 
 
 def add_record_arguments(parser) -> None:
@@ -27,6 +27,5 @@ def record_main(args) -> int:
     summary = record(args.source, args.out, frames=args.frames, seconds=args.seconds, overwrite=args.overwrite,
                      timeout_s=args.timeout)
     per = ", ".join(f"{m} {n}" for m, n in summary["frames"].items()) or "no frames"
-    print(f"recorded {per} ({summary['duration_s']:.2f} s of stream time) to {summary['out']}")
     print(f"play it back with: replay://{summary['out']}")
-    return 0
+    return verdict(args, True, f"recorded {per} ({summary['duration_s']:.2f} s of stream time)", [summary["out"]])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from edgepad.engines.build import BuildConfig
 from edgepad.engines.convert import build_and_gate, convert, reference_path
 from edgepad.engines.manifest import read_manifest
 from edgepad.training.export import export_checkpoint_onnx
-from edgepad.commands.common import fraction, nonneg_int, positive_int
+from edgepad.commands.common import fraction, nonneg_int, positive_int, verdict
 
 
 def _gate_arguments(parser: argparse.ArgumentParser, calib: bool = True) -> None:
@@ -101,7 +102,16 @@ def export_main(args: argparse.Namespace) -> int:
         report.update(convert(fp32, out, args.precision, calib=_path(args.calib), calib_samples=args.calib_samples,
                               validate=_path(args.validate), no_validate=args.no_validate, **_gate_kw(args)))
     print(json.dumps(report, indent=2, default=str))
-    return 0 if report.get("passed", True) else 1
+    return _verdict(args, report)
+
+
+def _verdict(args: argparse.Namespace, report: dict[str, Any]) -> int:
+    """The closing line on stderr (stdout holds the JSON report only)."""
+    passed = bool(report.get("passed", True))
+    gate = "accuracy gate passed" if report.get("passed") else ("accuracy gate FAILED (report above)"
+                                                              if "passed" in report else "no accuracy gate run")
+    artifact = report.get("artifact") or report.get("engine") or report.get("path")
+    return verdict(args, passed, gate, [artifact] if passed else [], stream=sys.stderr)
 
 
 def build_main(args: argparse.Namespace) -> int:
@@ -113,4 +123,4 @@ def build_main(args: argparse.Namespace) -> int:
     report = build_and_gate(args.onnx, cfg, args.cache, rebuild=args.rebuild, reference=_path(args.reference),
                             validate=_path(args.validate), no_validate=args.no_validate, **_gate_kw(args))
     print(json.dumps(report, indent=2, default=str))
-    return 0 if report.get("passed", True) else 1
+    return _verdict(args, report)

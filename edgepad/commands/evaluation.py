@@ -6,7 +6,7 @@ import json
 
 from edgepad.report import pct, rate_text
 from edgepad.types import parse_modalities
-from edgepad.commands.common import positive_int
+from edgepad.commands.common import positive_int, verdict
 
 _CRITERION_HELP = ("threshold criterion fitted on dev and applied to eval: bpcerN (APCER <= 1/N for every species "
                    "on dev, e.g. bpcer20), apcerN (BPCER <= 1/N on dev, e.g. apcer100), eer or min-hter "
@@ -44,8 +44,8 @@ def evaluate_main(args: argparse.Namespace) -> int:
                          max_frames=args.frames, backend_kind=args.backend, batch_size=args.batch_size,
                          level=args.level, plots=not args.no_plots, limit=args.limit)
     print(_summary(doc["result"]))
-    print(f"wrote {args.out}/scores-dev.csv, scores-eval.csv, metrics.json, report.md, report.html")
-    return 0
+    return verdict(args, True, f"ACER {pct(doc['result']['eval']['acer'])} on eval",
+                   [f"{args.out}/scores-dev.csv, scores-eval.csv, metrics.json, report.md, report.html"])
 
 
 def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,9 +64,8 @@ def metrics_main(args: argparse.Namespace) -> int:
         print(json.dumps(res, indent=2, default=_json_default))
     else:
         print(_summary(res))
-        if args.out:
-            print(f"wrote {args.out}/metrics.json, report.md, report.html")
-    return 0
+    return verdict(args, True, f"ACER {pct(res['eval']['acer'])} on eval",
+                   [f"{args.out}/metrics.json, report.md, report.html" if args.out else None])
 
 
 def _summary(res: dict) -> str:

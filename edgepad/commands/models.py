@@ -13,7 +13,7 @@ from pathlib import Path
 from edgepad import training
 from edgepad._optional import lazy
 from edgepad.errors import ConfigError
-from edgepad.commands.common import nonneg_int
+from edgepad.commands.common import nonneg_int, verdict
 
 yaml = lazy("yaml")
 
@@ -73,7 +73,7 @@ def train_main(args) -> int:
     if args.throughput:
         res = training.throughput(cfg, steps=args.throughput)
         print(json.dumps(res, indent=2))
-        return 0
+        return verdict(args, True, f"throughput measured over {args.throughput} steps", stream=sys.stderr)
     if not args.export_only:
         summary = training.train(cfg, resume=args.resume, progress=_progress_printer(args.quiet))
         if int(os.environ.get("RANK", "0")) == 0:
@@ -88,4 +88,7 @@ def train_main(args) -> int:
         print(json.dumps({"exported": args.export, "threshold": manifest.threshold,
                           "criterion": manifest.threshold_criterion,
                           "operating_points": manifest.operating_points}, default=str))
-    return 0
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    return verdict(args, True, "trained" if not args.export_only else "exported",
+                   [cfg.out, args.export], stream=sys.stderr)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edgepad.runtime import PipelineConfig, PolicyConfig
 from edgepad.runtime.console import DemoOptions, RunOptions, run_console, run_demo
-from edgepad.commands.common import nonneg_int, positive_float, positive_int
+from edgepad.commands.common import nonneg_int, positive_float, positive_int, verdict
 
 DEFAULT_MODEL = "edgepad/assets/default.onnx"
 
@@ -73,30 +73,38 @@ def demo_options(args: argparse.Namespace) -> DemoOptions:
 
 
 def demo_main(args: argparse.Namespace) -> int:
-    return run_demo(demo_options(args))
+    ok = run_demo(demo_options(args)) == 0
+    return verdict(args, ok, "most bona fide and most attack presentations got the right verdict" if ok else
+                   "most bona fide or most attack presentations got the wrong verdict (table above)")
 
 
-def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+def add_source_arguments(parser: argparse.ArgumentParser, default_model: bool = False) -> None:
     """Sources, model, rig and stream rate: shared by ``edgepad run`` and ``edgepad serve``."""
     parser.add_argument("source", nargs="+", metavar="SOURCE_URI",
                         help="source URI(s): realsense://SERIAL, file.bag, replay://DIR, synthetic://default?seed=1")
-    parser.add_argument("--model", required=True, help="model artifact (.onnx, .engine, .pt) with its manifest")
+    if default_model:
+        parser.add_argument("--model", default=None, help="model artifact (.onnx, .engine, .pt) with its manifest "
+                            f"(default: the embedded {DEFAULT_MODEL})")
+    else:
+        parser.add_argument("--model", required=True, help="model artifact (.onnx, .engine, .pt) with its manifest")
     parser.add_argument("--rig", default=None, help="rig file (JSON/YAML) from edgepad calibrate")
     parser.add_argument("--fps", type=positive_float, default=None, help="stream rate for the sync tolerance")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    add_source_arguments(parser)
+    add_source_arguments(parser, default_model=True)
     parser.add_argument("--frames", type=nonneg_int, default=0,
                         help="stop after N frame sets (0 = until the stream ends)")
     _add_common(parser)
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
-    return RunOptions(source=source_uri(args), model=Path(args.model), rig=args.rig, fps=args.fps,
+    return RunOptions(source=source_uri(args), model=Path(args.model) if args.model else None, rig=args.rig,
+                      fps=args.fps,
                       frames=args.frames, locator=args.locator, threads=args.threads, pipeline=pipeline_config(args),
                       every=args.every, json=bool(args.json))
 
 
 def run_main(args: argparse.Namespace) -> int:
-    return run_console(run_options(args))
+    ok = run_console(run_options(args)) == 0
+    return verdict(args, ok, "the stream ended; counters above" if ok else "the run failed; counters above")

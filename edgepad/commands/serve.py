@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from edgepad.commands.common import finite_float, nonneg_float, nonneg_int, positive_float, positive_int
+from edgepad.commands.common import finite_float, nonneg_float, nonneg_int, positive_float, positive_int, verdict
 from edgepad.commands.runtime import add_policy_arguments, add_source_arguments, pipeline_config, source_uri
 from edgepad.runtime.service import (AuditOptions, LivenessService, ServeOptions, ServiceConfig, read_token_file,
                                      run_service)
@@ -83,5 +83,4 @@ def serve_main(args: argparse.Namespace, stop: threading.Event | None = None) ->
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    print(f"edgepad serve: stopped after {count} decisions", file=sys.stderr, flush=True)
-    return 0
+    return verdict(args, True, f"stopped after {count} decisions", stream=sys.stderr)

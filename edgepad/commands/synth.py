@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from edgepad.commands.common import nonneg_int, positive_int
+from edgepad.commands.common import nonneg_int, positive_int, verdict
 
 
 def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +46,6 @@ def synth_main(args: argparse.Namespace) -> int:
 
     meta = generate(args.out, cfg, workers=args.workers, progress=progress)
     t = meta["timing"]
-    print(f"wrote {len(meta['videos'])} videos ({t['samples']} frames) and {len(meta['protocols'])} protocols to "
-          f"{args.out} in {t['seconds']:.1f} s ({t['samples_per_s']:.1f} samples/s, {args.workers} worker(s))")
-    return 0
+    why = (f"{len(meta['videos'])} videos ({t['samples']} frames) and {len(meta['protocols'])} protocols in "
+           f"{t['seconds']:.1f} s ({t['samples_per_s']:.1f} samples/s, {args.workers} worker(s))")
+    return verdict(args, True, why, [args.out])
