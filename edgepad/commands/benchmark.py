@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+
+from edgepad.errors import UsageError
 from edgepad.commands.common import positive_int, verdict
 
 
@@ -38,7 +40,10 @@ def benchmark_main(args: argparse.Namespace) -> int:
     # per-run chatter (coarse operating points on small dev folds, dev-criterion fallbacks) stays out of the log
     logging.getLogger("edgepad.training").setLevel(logging.ERROR)
     logging.getLogger("edgepad.metrics").setLevel(logging.ERROR)
-    seeds = None if args.seeds is None else [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    try:
+        seeds = None if args.seeds is None else [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds must be a comma list of integers, e.g. 0,1,2; got {args.seeds!r}") from None
     only = None if args.only is None else [s.strip() for s in args.only.split(",") if s.strip()]
     command = _command_line(args)
     res = run_benchmark(args.matrix, args.out, quick=args.quick, seeds=seeds, data_dir=args.data,
