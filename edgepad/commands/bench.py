@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
+
 from edgepad.commands.common import nonneg_float, nonneg_int, positive_float, positive_int, verdict
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ import argparse
 import logging
 import shlex
 
-from edgepad.errors import UsageError
 from edgepad.commands.common import positive_int, verdict
+from edgepad.errors import UsageError
 
 
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,6 +5,7 @@ Light module: the implementation (OpenCV, pyrealsense2) is imported inside :func
 from __future__ import annotations
 
 import argparse
+
 from edgepad.commands.common import nonneg_float, positive_float, positive_int, verdict
 
 

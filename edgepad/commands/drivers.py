@@ -1,9 +1,9 @@
 """``edgepad record SOURCE_URI --out DIR [--frames N | --seconds S]``: record a session for ``replay://DIR``."""
 from __future__ import annotations
 
+from edgepad.commands.common import positive_float, positive_int, verdict
 from edgepad.drivers.replay import record
 from edgepad.errors import ConfigError
-from edgepad.commands.common import positive_float, positive_int, verdict
 
 
 def add_record_arguments(parser) -> None:

@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgepad.commands.common import fraction, nonneg_int, positive_int, verdict
 from edgepad.engines.build import BuildConfig
 from edgepad.engines.convert import build_and_gate, convert, reference_path
 from edgepad.engines.manifest import read_manifest
 from edgepad.training.export import export_checkpoint_onnx
-from edgepad.commands.common import fraction, nonneg_int, positive_int, verdict
 
 
 def _gate_arguments(parser: argparse.ArgumentParser, calib: bool = True) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from edgepad.commands.common import positive_int, verdict
 from edgepad.report import pct, rate_text
 from edgepad.types import parse_modalities
-from edgepad.commands.common import positive_int, verdict
 
 _CRITERION_HELP = ("threshold criterion fitted on dev and applied to eval: bpcerN (APCER <= 1/N for every species "
                    "on dev, e.g. bpcer20), apcerN (BPCER <= 1/N on dev, e.g. apcer100), eer or min-hter "

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from edgepad import training
 from edgepad._optional import lazy
-from edgepad.errors import ConfigError
 from edgepad.commands.common import nonneg_int, verdict
+from edgepad.errors import ConfigError
 
 yaml = lazy("yaml")
 

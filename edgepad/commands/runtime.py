@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgepad.commands.common import nonneg_int, positive_float, positive_int, verdict
 from edgepad.runtime import PipelineConfig, PolicyConfig
 from edgepad.runtime.console import DemoOptions, RunOptions, run_console, run_demo
-from edgepad.commands.common import nonneg_int, positive_float, positive_int, verdict
 
 DEFAULT_MODEL = "edgepad/assets/default.onnx"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+
 from edgepad.commands.common import nonneg_int, positive_int, verdict
 
 
