@@ -179,6 +179,21 @@ def test_untyped_failures_are_one_line_with_their_exit_code(monkeypatch, capsys)
     assert main(["doctor"]) == 3
     assert capsys.readouterr().err.strip() == "edgepad doctor: error: /x/y: Permission denied"
 
+    ort_error = type("InvalidProtobuf", (Exception,), {"__module__": "onnxruntime.capi.onnxruntime_pybind11_state"})
+
+    def ort(args):
+        raise ort_error("[ONNXRuntimeError] : 7 : INVALID_PROTOBUF :\nLoad model failed")
+    monkeypatch.setattr(doctor, "doctor_main", ort)
+    assert main(["doctor"]) == 5
+    assert capsys.readouterr().err.strip() == ("edgepad doctor: error: ONNX Runtime: InvalidProtobuf: "
+                                               "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model failed")
+
+    def undecodable(args):
+        b"\xff".decode("utf-8")
+    monkeypatch.setattr(doctor, "doctor_main", undecodable)
+    assert main(["doctor"]) == 4
+    assert "is not UTF-8 text" in capsys.readouterr().err
+
 
 def test_calibration_rejections_keep_the_whole_reason():
     pytest.importorskip("cv2")
