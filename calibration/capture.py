@@ -170,7 +170,7 @@ class ViewCollector:
         self._previous: dict[Modality, Detection] = {}
 
     def _reject(self, reason: str) -> str:
-        key = reason.split(":")[-1].strip().split(" ")[0]
+        key = reason.split(": ", 1)[-1].split(" (")[0].strip()  # the whole reason, without its figures
         self.coverage.rejected[key] = self.coverage.rejected.get(key, 0) + 1
         self.coverage.last_reason = "rejected: " + reason
         return reason

@@ -257,7 +257,8 @@ class ReplaySource(BaseSource):
             doc = json.loads(path.read_text())
         except ValueError as exc:
             raise SourceError(f"corrupt session.json: {exc}", f"replay://{self.directory}") from exc
-        if doc.get("format") != FORMAT or doc.get("version") not in READABLE:
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") not in READABLE:
+            doc = doc if isinstance(doc, dict) else {}
             raise SourceError(f"unsupported recording format {doc.get('format')!r} v{doc.get('version')}",
                               f"replay://{self.directory}")
         return doc
@@ -266,20 +267,23 @@ class ReplaySource(BaseSource):
         rig_path = self.directory / "rig.json"
         self.rig = load_rig(rig_path) if rig_path.is_file() else None
         streams = self.session.get("streams", {})
-        self._stream_intr = {Modality.parse(k): Intrinsics(**{**v["intrinsics"],
-                                                             "coeffs": tuple(v["intrinsics"]["coeffs"])})
-                             for k, v in streams.items()}
+        try:
+            self._stream_intr = {Modality.parse(k): _intrinsics(v["intrinsics"]) for k, v in streams.items()}
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise SourceError(f"corrupt session.json streams: {exc!r}", self.uri) from exc
         entries = []
-        with open(self.directory / "index.jsonl", encoding="utf-8") as fh:
-            for n, line in enumerate(fh):
-                try:
-                    e = json.loads(line)
-                except ValueError:
-                    log.warning("%s: index line %d is incomplete (recording cut short); stopping there",
-                                self.uri, n + 1)
-                    break
-                if Modality.parse(e["modality"]) in self.modalities:
-                    entries.append(e)
+        try:
+            with open(self.directory / "index.jsonl", encoding="utf-8") as fh:
+                for n, line in enumerate(fh):
+                    e = parse_index_line(line, n + 1, self.uri)
+                    if e is None:
+                        log.warning("%s: index line %d is incomplete (recording cut short); stopping there",
+                                    self.uri, n + 1)
+                        break
+                    if Modality.parse(e["modality"]) in self.modalities:
+                        entries.append(e)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SourceError(f"cannot read index.jsonl: {exc}", self.uri) from exc
         self._entries = entries
         self._pos = 0
         self._lap = 0
@@ -331,14 +335,56 @@ class ReplaySource(BaseSource):
             data = read_pixels(self.directory / e["file"])
         except (OSError, ValueError) as exc:
             raise SourceError(f"cannot read {e['file']}: {exc}", self.uri) from exc
-        intr = self._stream_intr[m]
+        intr = self._stream_intr.get(m)
+        if intr is None:
+            raise SourceError(f"index line of stream {m.value} which session.json does not declare", self.uri)
         if "intrinsics" in e:
-            intr = Intrinsics(**{**e["intrinsics"], "coeffs": tuple(e["intrinsics"]["coeffs"])})
+            intr = _intrinsics(e["intrinsics"])
         self._pos += 1
         reg = e.get("registered_to")
         return make_frame(m, data, ts, intrinsics=intr, sequence=seq, source=self.uri,
                           device_timestamp_ns=dev, depth_scale_m=e.get("depth_scale_m"),
                           registered_to=Modality.parse(reg) if reg else None)
+
+
+def _intrinsics(d: Any) -> Intrinsics:
+    return Intrinsics(**{**d, "coeffs": tuple(d["coeffs"])})
+
+
+#: index.jsonl fields every line must carry, and their types
+_INDEX_FIELDS = {"modality": str, "file": str, "timestamp_ns": int, "sequence": int}
+
+
+def parse_index_line(line: str, number: int, uri: str = "") -> dict | None:
+    """One ``index.jsonl`` line as a dict; None when it is incomplete (a recording cut short mid-line).
+
+    Raises:
+        SourceError: the line is JSON but not a frame entry (missing field, wrong type, unknown modality, a
+            file outside the session folder, bad per-frame intrinsics).
+    """
+    try:
+        e = json.loads(line)
+    except ValueError:
+        return None
+    where = f"index.jsonl line {number}"
+    if not isinstance(e, dict):
+        raise SourceError(f"{where}: expected an object, got {type(e).__name__}", uri)
+    for key, kind in _INDEX_FIELDS.items():
+        if not isinstance(e.get(key), kind) or isinstance(e.get(key), bool):
+            raise SourceError(f"{where}: field {key!r} must be {kind.__name__}, got {e.get(key)!r}", uri)
+    try:
+        Modality.parse(e["modality"])
+    except (ValueError, KeyError) as exc:
+        raise SourceError(f"{where}: {exc}", uri) from None
+    f = Path(e["file"])
+    if f.is_absolute() or ".." in f.parts or not f.parts:
+        raise SourceError(f"{where}: file {e['file']!r} is not inside the session folder", uri)
+    if "intrinsics" in e:
+        try:
+            _intrinsics(e["intrinsics"])
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise SourceError(f"{where}: bad intrinsics: {exc!r}", uri) from None
+    return e
 
 
 def record(source_uri: str, out: Path | str, *, frames: int | None = None, seconds: float | None = None,

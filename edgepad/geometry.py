@@ -286,6 +286,8 @@ class Rig:
         if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
             raise ConfigError("rig: depth_scale_m must be a number", key="depth_scale_m")
         prov = d.get("provenance", {}) or {}
+        if not isinstance(prov, Mapping):
+            raise ConfigError("rig: `provenance` must map names to values", key="provenance")
         return cls(Modality.parse(d.get("reference", "rgb")), intr, ext,
                    float(scale) if scale is not None else None, {str(k): str(v) for k, v in prov.items()})
 

@@ -170,7 +170,7 @@ def to_fp16(src: Path | str, dst: Path | str, *, keep_ops: Sequence[str] = KEEP_
     src, dst = Path(src), Path(dst)
     manifest = read_manifest(src)
     _require_fp32(manifest, src)
-    model, kept = convert_fp16(onnx.load(str(src)), keep_ops)
+    model, kept = convert_fp16(_load_onnx(src), keep_ops)
     _finish(model, dst, max_opset, keep_ops)
     new = manifest.replace(precision="fp16", onnx_sha256=sha256_file(dst), validation=None,
                            build={**dict(manifest.build), "source_onnx_sha256": manifest.onnx_sha256,
@@ -291,6 +291,7 @@ def quantize_int8(src: Path | str, dst: Path | str, calibration: Iterable[Mappin
     reader = CalibrationFeeds(calibration, manifest, sample_ids=sample_ids, max_samples=max_samples)
     with tempfile.TemporaryDirectory(prefix="edgepad-int8-") as tmp:
         pre = Path(tmp) / "pre.onnx"
+        _load_onnx(src)  # a corrupt source is an EngineBuildError, not a protobuf traceback
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
         model = onnx.load(str(pre))
         G.name_nodes(model)
@@ -463,6 +464,15 @@ def check_trt_legality(model: Any, *, max_opset: int = 17, keep_ops: Sequence[st
         if out.type.tensor_type.elem_type != FLOAT:
             issues.append(f"output {out.name} is not float32")
     return issues
+
+
+def _load_onnx(path: Path) -> Any:
+    """``onnx.load`` of a user's model; an unparsable file raises EngineBuildError naming it."""
+    onnx = require("onnx")
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # protobuf DecodeError, truncated external data...
+        raise EngineBuildError(f"cannot parse ONNX model {path}: {exc}") from exc
 
 
 def qdq_summary(model: Any) -> dict[str, Any]:

@@ -26,6 +26,8 @@ PIPELINE_KEYS = ("decisions", "elapsed_s", "fps", "stages", "e2e", "cost", "drop
 def check_schema(doc: Mapping[str, Any]) -> None:
     """Raise :class:`ValidationError` unless ``doc`` is a bench result of this schema version."""
     problems: list[str] = []
+    if not isinstance(doc, Mapping):
+        raise ValidationError(f"a bench result is a JSON object, got {type(doc).__name__}")
     if doc.get("schema") != SCHEMA:
         problems.append(f"schema is {doc.get('schema')!r}, expected {SCHEMA!r}")
     for k, t in REQUIRED_KEYS.items():

@@ -13,6 +13,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from edgepad.commands.common import nonneg_float, positive_float, positive_int, verdict
+
 #: exit code of a calibration whose verdict is no-go (and of ``compare --fail-over`` beyond tolerance)
 NO_GO_EXIT = 3
 
@@ -23,7 +25,7 @@ def _solve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", default=None, help="folder for the visual report (PNG pages + index.html)")
     p.add_argument("--fix-k3", action="store_true", help="keep k3 = 0 (few views or narrow lenses)")
     p.add_argument("--zero-tangent", action="store_true", help="keep p1 = p2 = 0")
-    p.add_argument("--min-views", type=int, default=4, help="fewer usable views per camera is an error (4)")
+    p.add_argument("--min-views", type=positive_int, default=4, help="fewer usable views per camera is an error (4)")
     p.add_argument("--drop-outliers", action="store_true", help="re-solve without views flagged as outliers")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--fixed-intrinsics", action="store_true",
@@ -35,7 +37,7 @@ def _solve_flags(p: argparse.ArgumentParser) -> None:
                    help="rig file with the expected focal lengths (e.g. from import-realsense) for the verdict")
     p.add_argument("--no-depth", action="store_true",
                    help="do not add a depth camera equal to the IR camera (use when IR is a separate UVC camera)")
-    p.add_argument("--depth-scale", type=float, default=0.001, help="metres per raw depth unit (0.001)")
+    p.add_argument("--depth-scale", type=positive_float, default=0.001, help="metres per raw depth unit (0.001)")
 
 
 def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,13 +46,13 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--spec", default=None, help="board file to read (default: the built-in ChArUco 5x7)")
     b.add_argument("--kind", choices=("charuco", "chessboard"), default=None)
     b.add_argument("--squares", default=None, help="squares as XxY, e.g. 5x7")
-    b.add_argument("--square-mm", type=float, default=None)
-    b.add_argument("--marker-mm", type=float, default=None)
+    b.add_argument("--square-mm", type=positive_float, default=None)
+    b.add_argument("--marker-mm", type=positive_float, default=None)
     b.add_argument("--dictionary", default=None, help="e.g. DICT_6X6_250")
     b.add_argument("--legacy-pattern", action="store_true", help="OpenCV < 4.6 layout for even row counts")
     b.add_argument("--write-spec", default=None, help="also write the (possibly edited) board file here")
     b.add_argument("--out", default=None, help="printable board: .png or .pdf")
-    b.add_argument("--dpi", type=float, default=300.0)
+    b.add_argument("--dpi", type=positive_float, default=300.0)
     b.add_argument("--paper", choices=("a4", "letter"), default=None,
                    help="fit the board to this sheet with margins (square size chosen unless --square-mm; "
                         "stated on the sheet)")
@@ -64,11 +66,11 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     c = sub.add_parser("capture", help="collect board views live (or from a recording) with guidance, then solve")
     c.add_argument("--source", action="append", required=True,
                    help="source URI (realsense://SERIAL, x.bag, uvc:///dev/video2, replay://DIR); repeatable")
-    c.add_argument("--views", type=int, default=20, help="views to collect (20)")
+    c.add_argument("--views", type=positive_int, default=20, help="views to collect (20)")
     c.add_argument("--emitter", choices=("off", "on"), default="off",
                    help="RealSense projector during capture (off: the dot pattern disturbs IR corners)")
     c.add_argument("--save-views", default=None, help="write accepted views to this folder (rgb/, ir/, depth/)")
-    c.add_argument("--max-seconds", type=float, default=0.0, help="stop after this long (0 = until --views)")
+    c.add_argument("--max-seconds", type=nonneg_float, default=0.0, help="stop after this long (0 = until --views)")
     c.add_argument("--no-window", action="store_true", help="console guidance only, even with a display")
     _solve_flags(c)
 
@@ -82,10 +84,10 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     k.add_argument("--json", action="store_true", help="print JSON instead of a table")
     k.add_argument("--fail-over", action="store_true",
                    help=f"exit {NO_GO_EXIT} when a difference is beyond tolerance (the flags below)")
-    k.add_argument("--focal-pct", type=float, default=1.0, help="focal length tolerance, %% (1)")
-    k.add_argument("--principal-px", type=float, default=5.0, help="principal point tolerance, px (5)")
-    k.add_argument("--rotation-deg", type=float, default=0.5, help="rotation tolerance, deg (0.5)")
-    k.add_argument("--translation-mm", type=float, default=2.0, help="translation tolerance, mm (2)")
+    k.add_argument("--focal-pct", type=positive_float, default=1.0, help="focal length tolerance, %% (1)")
+    k.add_argument("--principal-px", type=positive_float, default=5.0, help="principal point tolerance, px (5)")
+    k.add_argument("--rotation-deg", type=positive_float, default=0.5, help="rotation tolerance, deg (0.5)")
+    k.add_argument("--translation-mm", type=positive_float, default=2.0, help="translation tolerance, mm (2)")
     parser.set_defaults(_calib_parser=parser)
 
 
@@ -94,7 +96,13 @@ def calibrate_main(args: argparse.Namespace) -> int:
     if not cmd:
         args._calib_parser.print_help()
         return 2
-    return int(_SUBCOMMANDS[cmd](args) or 0)
+    rc = int(_SUBCOMMANDS[cmd](args) or 0)
+    written = [getattr(args, k, None) for k in ("out", "write_spec", "report", "save_views")]
+    what = {"board": "board ready", "compare": "rigs compared"}.get(cmd, "rig ready")
+    why = what if rc == 0 else ("no-go verdict or beyond tolerance (see above)" if rc == NO_GO_EXIT
+                                else f"{cmd} failed (see above)")
+    verdict(args, rc == 0, why, written if rc == 0 else ())
+    return rc
 
 
 def _options(args: argparse.Namespace):

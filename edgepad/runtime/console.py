@@ -73,7 +73,7 @@ class RunOptions:
     """
 
     source: str | list[str]
-    model: Path
+    model: Path | None
     rig: str | Path | None = None
     fps: float | None = None
     sync_tolerance_ms: float | None = None
@@ -97,6 +97,15 @@ def _model_path(model: Path | str | None) -> Path:
                           "docs/MODELS.md (edgepad train configs/default.yaml, then edgepad export), or pass "
                           "--model PATH", key="model")
     return p
+
+
+def stats_summary(n: int, stats: dict) -> str:
+    """One readable line of a run's counters: decisions by verdict, frame sets, timeouts, errors, drops."""
+    def counts(d: dict) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
+    return (f"{n} decisions ({counts(stats.get('decisions', {}))}) from {stats.get('framesets', 0)} frame sets; "
+            f"timeouts {stats.get('timeouts', 0)}; errors: {counts(stats.get('errors', {}))}; "
+            f"dropped: {counts(stats.get('dropped', {}))}")
 
 
 def format_decision(d: Decision, fps: float, prefix: str = "", suffix: str = "") -> str:
@@ -130,6 +139,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
         0 when most bona fide and most attack presentations got the right verdict, else 1.
     """
     out = out or sys.stdout
+    human = sys.stderr if options.json else out  # --json: stdout holds JSON lines only
     model = _model_path(options.model)
     if options.frames < 1:
         raise ConfigError(f"frames must be >= 1 (--frames), got {options.frames}", key="frames")
@@ -141,9 +151,9 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     m = pipe.manifest
     print(f"edgepad demo: synthetic://demo seed={options.seed} {options.frames} frame sets, model {model.name} "
           f"({m.model}, {'+'.join(x.value for x in m.modalities)}, threshold {pipe.policy.threshold:.3f} "
-          f"@ {pipe.policy.criterion}), locator {options.locator}, backend {pipe.backend.kind}", file=out)
+          f"@ {pipe.policy.criterion}), locator {options.locator}, backend {pipe.backend.kind}", file=human)
     print("NOTE: the default model is trained on synthetic data only; it shows the pipeline working and is not "
-          "for real faces.", file=out)
+          "for real faces.", file=human)
     per_pres: dict[int, dict[str, Any]] = collections.OrderedDict()
     lats: dict[str, list[float]] = collections.defaultdict(list)
     t0 = time.perf_counter()
@@ -173,14 +183,14 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
                 print(json.dumps(row), file=out)
             elif n % max(1, options.every) == 0:
                 tag = f" | truth {truth.species}" if truth is not None else ""
-                print(format_decision(d, fps, prefix=f"#{n:4d} ", suffix=tag), file=out)
+                print(format_decision(d, fps, prefix=f"#{n:4d} ", suffix=tag), file=human)
     elapsed = time.perf_counter() - t0
     print(f"\n{n} decisions in {elapsed:.1f} s ({n / max(elapsed, 1e-9):.1f} fps); "
-          f"{pipe.stats.to_dict()['decisions']}", file=out)
-    _print_latency_summary(lats, out)
+          f"{pipe.stats.to_dict()['decisions']}", file=human)
+    _print_latency_summary(lats, human)
     ok_b = tot_b = ok_a = tot_a = 0
-    print("\nper presentation (verdict = the majority of its live/spoof decisions; unknown if none):", file=out)
-    print("  #  species         truth      verdict   live spoof unknown  first", file=out)
+    print("\nper presentation (verdict = the majority of its live/spoof decisions; unknown if none):", file=human)
+    print("  #  species         truth      verdict   live spoof unknown  first", file=human)
     for idx, rec in per_pres.items():
         c = rec["verdicts"]
         if c["live"] == c["spoof"] == 0:
@@ -196,8 +206,8 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
             tot_a += 1
             ok_a += right
         print(f"  {idx:<3d}{rec['species']:16s}{truth:11s}{verdict:9s}{c['live']:5d}{c['spoof']:6d}{c['unknown']:8d}"
-              f"  {rec['first'] or '-'}  {'ok' if right else 'WRONG'}", file=out)
-    print(f"\nbona fide presentations right: {ok_b}/{tot_b}; attack presentations right: {ok_a}/{tot_a}", file=out)
+              f"  {rec['first'] or '-'}  {'ok' if right else 'WRONG'}", file=human)
+    print(f"\nbona fide presentations right: {ok_b}/{tot_b}; attack presentations right: {ok_a}/{tot_a}", file=human)
     good = (tot_b == 0 or ok_b * 2 > tot_b) and (tot_a == 0 or ok_a * 2 > tot_a)
     return 0 if good else 1
 
@@ -270,7 +280,7 @@ def run_console(options: RunOptions, out: TextIO | None = None) -> int:
     except EndOfStream:
         pass
     st = cap.sync.stats
-    print(f"{n} decisions; {pipe.stats.to_dict()}", file=sys.stderr)
+    print(stats_summary(n, pipe.stats.to_dict()), file=sys.stderr)
     print(f"sync: {st.matched} frame set(s); max skew {st.max_skew_ns / 1e6:.1f} ms on the matching clock, "
           f"{st.max_device_skew_ns / 1e6:.1f} ms in device time", file=sys.stderr)
     why = cap.sync.diagnose()
