@@ -266,7 +266,7 @@ def run_console(options: RunOptions, out: TextIO | None = None) -> int:
         with pipe:
             sync = cap.sync
             print(f"edgepad run: {cap.uri}: {_subset_line(pipe, frozenset(sync.modalities))}; sync tolerance "
-                  f"{sync.tolerance_ns / 1e6:.1f} ms", file=out, flush=True)
+                  f"{sync.tolerance_ns / 1e6:.1f} ms", file=sys.stderr if options.json else out, flush=True)
             for d in pipe.decisions(max_frames=options.frames or None):
                 times.append(time.perf_counter())
                 fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
