@@ -15,6 +15,7 @@ import numpy as np
 from edgepad.config import suggest
 from edgepad.errors import ConfigError
 from edgepad.geometry import Extrinsics, Intrinsics, Rig
+from edgepad.synthesis.physics import DR_PHYSICS, X_PHYSICS, SensorPhysics
 from edgepad.types import Modality
 
 #: bump when rendering changes in a way that changes the pixels for a given seed
@@ -89,6 +90,8 @@ class SceneConfig:
         emitter_scale: multiplier of ``sensor.nir_power`` (range), e.g. a weaker emitter.
         sway: per-frame micro-motion (1 = nominal).
         sensor: the :class:`SensorModel`.
+        physics: optional camera physics ranges (:class:`~edgepad.synthesis.physics.SensorPhysics`), drawn per
+            presentation (domain randomisation); None = the nominal sensor only (renders unchanged).
     """
 
     distance_m: tuple[float, float] = (0.35, 0.9)
@@ -105,6 +108,7 @@ class SceneConfig:
     emitter_scale: tuple[float, float] = (0.9, 1.1)
     sway: float = 1.0
     sensor: SensorModel = field(default_factory=SensorModel)
+    physics: SensorPhysics | None = None
 
 
 #: named domains: the nominal scene and the cross-domain shifts (docs/SYNTHETIC.md §4)
@@ -118,6 +122,11 @@ DOMAINS: dict[str, SceneConfig] = {
                                 nir_ambient=(25.0, 45.0), emitter_scale=(0.5, 0.65)),
     "x_range_train": SceneConfig(distance_m=(0.3, 0.8)),
     "x_range_eval": SceneConfig(distance_m=(0.8, 1.2)),
+    # camera physics (docs/SYNTHETIC.md §6): randomised per presentation for training, and a reserved combination
+    # outside those ranges for the X_physics cross-domain protocol
+    "dr": SceneConfig(distance_m=(0.3, 1.2), color_temp_k=(2900.0, 6500.0), awb=0.5,
+                      nir_ambient=(0.5, 20.0), emitter_scale=(0.7, 1.1), physics=DR_PHYSICS),
+    "x_phys": SceneConfig(distance_m=(0.3, 1.2), physics=X_PHYSICS),
 }
 
 
