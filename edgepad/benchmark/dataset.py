@@ -15,7 +15,8 @@ Protocols: ``grandtest``; ``LOO_<species>`` for every attack species; ``UNKNOWN_
 ``X_sensor``, ``X_illuminant`` (train/dev = grandtest train/dev, eval = videos rendered with the shifted domain) and
 ``X_range`` (train/dev = grandtest train/dev videos at ≤ 0.8 m, eval = videos rendered at 0.8–1.2 m). With
 ``randomised``: ``DR_grandtest`` (every fold rendered with camera physics drawn per video, domain ``dr``) and
-``X_physics`` (train/dev = DR_grandtest train/dev, eval = the reserved physics combination ``x_phys``). The
+``X_physics`` (train/dev = DR_grandtest train/dev, eval = the reserved physics combination ``x_phys``), and
+``X_physics_nominal`` (the same eval, train/dev = grandtest: what domain randomisation buys). The
 missing-modality sub-protocols P1–P4 use grandtest with modalities dropped at test time (no files of their own).
 """
 from __future__ import annotations
@@ -72,7 +73,7 @@ class SynthDatasetConfig:
         cross_domain: also render the cross-domain eval videos (X_sensor, X_illuminant, X_range).
         cross_videos_per_species: eval videos per species for each cross-domain set (None = videos_per_species).
         species: species to include (default all).
-        randomised: also render the domain-randomised set (camera physics drawn per video, docs/SYNTHETIC.md §6)
+        randomised: also render the domain-randomised set (camera physics drawn per video, docs/SYNTHETIC.md, "Camera physics")
             with its protocols ``DR_grandtest`` and (with ``cross_domain``) ``X_physics``.
     """
 
@@ -291,6 +292,7 @@ def protocols(specs: Sequence[VideoSpec], metas: dict[str, dict[str, Any]],
         xp = [s for s in specs if s.domain == X_PHYSICS_DOMAIN]
         if xp:
             out["X_physics"] = [row(s) for s in dr if s.fold != "eval"] + [row(s) for s in xp]
+            out["X_physics_nominal"] = [row(s) for s in nominal if s.fold != "eval"] + [row(s) for s in xp]
     return out
 
 

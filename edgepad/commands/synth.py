@@ -25,7 +25,7 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--species", default="all", help="comma list of species (bonafide required; default all)")
     parser.add_argument("--randomised", action="store_true",
                         help="also render the camera-physics randomised set: protocols DR_grandtest and X_physics "
-                             "(docs/SYNTHETIC.md §6)")
+                             "(docs/SYNTHETIC.md, Camera physics)")
 
 
 def synth_main(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Optional camera physics of the synthetic renderer (docs/SYNTHETIC.md §6): what real RGB-D-NIR sensors do that
+"""Optional camera physics of the synthetic renderer (docs/SYNTHETIC.md, "Camera physics"): what real RGB-D-NIR sensors do that
 the nominal sensor model leaves out — stereo depth in disparity, projector shadows, flying pixels, low native depth
 resolution; NIR gain, banding, dot pattern, saturation; RGB white-balance error, auto-exposure, tone curve,
 sharpening, defocus, JPEG with 4:2:0 chroma.

@@ -122,7 +122,7 @@ DOMAINS: dict[str, SceneConfig] = {
                                 nir_ambient=(25.0, 45.0), emitter_scale=(0.5, 0.65)),
     "x_range_train": SceneConfig(distance_m=(0.3, 0.8)),
     "x_range_eval": SceneConfig(distance_m=(0.8, 1.2)),
-    # camera physics (docs/SYNTHETIC.md §6): randomised per presentation for training, and a reserved combination
+    # camera physics (docs/SYNTHETIC.md, "Camera physics"): randomised per presentation for training, and a reserved combination
     # outside those ranges for the X_physics cross-domain protocol
     "dr": SceneConfig(distance_m=(0.3, 1.2), color_temp_k=(2900.0, 6500.0), awb=0.5,
                       nir_ambient=(0.5, 20.0), emitter_scale=(0.7, 1.1), physics=DR_PHYSICS),

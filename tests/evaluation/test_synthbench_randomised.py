@@ -36,6 +36,9 @@ def test_randomised_protocols():
     assert ids([r for r in xrows if r[3] != "eval"]) == {v for v, s in dr.items() if s.fold != "eval"}
     assert ids([r for r in xrows if r[3] == "eval"]) == set(xp)
     assert ids(pr["grandtest"]).isdisjoint(dr)                      # grandtest is unchanged
+    xn = pr["X_physics_nominal"]
+    assert ids([r for r in xn if r[3] == "eval"]) == set(xp)
+    assert ids([r for r in xn if r[3] != "eval"]) == ids([r for r in pr["grandtest"] if r[3] != "eval"])
 
 
 def test_data_hash_unchanged_unless_randomised():
