@@ -162,6 +162,9 @@ class TrainConfig:
     log_every: int = 10
     threads: int | None = None
     max_steps_per_epoch: int | None = None
+    #: before each dev evaluation, re-estimate BatchNorm statistics over this many training batches (0 = off;
+    #: training.loop.recalibrate_bn)
+    bn_recalibrate: int = 0
     tensorboard: bool = True
 
 
