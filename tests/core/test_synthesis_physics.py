@@ -142,3 +142,24 @@ def test_physics_domains_render_deterministically_and_nominal_has_none():
     blocks = xp.depth[:120 // 4 * 4, :160 // 4 * 4].reshape(30, 4, 40, 4)   # x_phys: native depth at 1/4
     assert np.all(blocks.max((1, 3)) == blocks.min((1, 3)))
     assert xp.ir.max() <= 180
+
+
+def test_continuous_skin_is_weakly_tied_to_nir_and_reaches_the_render():
+    from edgepad.synthesis.scene import SKIN_TONES, continuous_skin, skin_group
+    draws = [continuous_skin(0, i) for i in range(400)]
+    t = np.array([d["skin_tone"] for d in draws])
+    rho = np.array([d["skin_rho"] for d in draws])
+    r = float(np.corrcoef(t, rho)[0, 1])
+    assert -0.5 < r < -0.1                                      # darker skin: slightly lower ρ, weakly
+    assert rho.min() >= 0.42 and rho.max() <= 0.60
+    assert np.ptp(t) > 0.9 and len({skin_group(x) for x in t}) == 3
+    light = continuous_skin(0, int(np.argmin(t)))
+    assert light["skin_r"] == pytest.approx(SKIN_TONES[0][1][0], rel=0.02)
+    assert continuous_skin(0, 5) == continuous_skin(0, 5)
+    p = sample_presentation(11, "bonafide", 2, seed=0, domain="dr")
+    nominal = sample_presentation(11, "bonafide", 2, seed=0, domain="nominal")
+    assert "skin_rho" in p.params and "skin_rho" not in nominal.params
+    assert p.group == skin_group(p.params["skin_tone"])
+    from edgepad.synthesis import build_surface
+    surf = build_surface(p)
+    assert np.isclose(np.median(surf.rho[surf.rho > 0.4]), p.params["skin_rho"], atol=0.03)
