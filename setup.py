@@ -15,6 +15,6 @@ setup(
         "edgepad.engines": "engines",
         "edgepad.calibration": "calibration",
     },
-    package_data={"edgepad.assets": ["*.onnx", "*.json"], "edgepad.runtime": ["static/*"]},
+    package_data={"edgepad.assets": ["*.onnx", "*.json", "DETECTOR_PROVENANCE.md"], "edgepad.runtime": ["static/*"]},
     include_package_data=False,
 )

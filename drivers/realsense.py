@@ -39,11 +39,23 @@ _MODELS = {"none": "none", "brown_conrady": "brown_conrady", "modified_brown_con
 
 
 def rs_intrinsics_to_ours(ri: Any) -> Intrinsics:
-    """``rs.intrinsics`` → :class:`Intrinsics` (unknown models such as ftheta raise ConfigError)."""
+    """``rs.intrinsics`` → :class:`Intrinsics` (the one conversion; calibration uses it too).
+
+    Models ``none``, ``brown_conrady``, ``modified_brown_conrady`` and ``inverse_brown_conrady`` keep their name
+    and their five coefficients. Any other model (``ftheta``, ``kannala_brandt4``...) whose coefficients are all
+    zero is the pinhole it describes and maps to ``none``; with a non-zero coefficient it raises.
+
+    Raises:
+        ConfigError: an unsupported distortion model with non-zero coefficients (the message names the model).
+    """
     name = str(ri.model).split(".")[-1]
+    coeffs = tuple(float(c) for c in list(ri.coeffs)[:5])
+    coeffs = coeffs + (0.0,) * (5 - len(coeffs))
     if name not in _MODELS:
-        raise ConfigError(f"RealSense distortion model {name!r} is not supported by edgepad", key="distortion")
-    coeffs = tuple(float(c) for c in ri.coeffs)
+        if any(coeffs):
+            raise ConfigError(f"RealSense distortion model {name!r} (coefficients {list(coeffs)}) is not supported "
+                              f"by edgepad: supported are {', '.join(sorted(_MODELS))}", key="distortion")
+        name = "none"
     return Intrinsics(int(ri.width), int(ri.height), float(ri.fx), float(ri.fy), float(ri.ppx), float(ri.ppy),
                       _MODELS[name], coeffs)
 
@@ -52,6 +64,39 @@ def rs_extrinsics_to_ours(re: Any) -> Extrinsics:
     """``rs.extrinsics`` (column-major R) → :class:`Extrinsics` (row-major), values kept bit-exact."""
     r = np.asarray(re.rotation, dtype=np.float64).reshape(3, 3, order="F")
     return Extrinsics(tuple(r.reshape(-1).tolist()), tuple(float(v) for v in re.translation))
+
+
+def read_factory_rig(location: str | Path) -> Rig:
+    """The factory calibration of a RealSense camera (serial, ``""`` = first) or ``.bag``/``.db3`` recording.
+
+    Read the way :class:`RealSenseSource` reads it when it opens (one reader). The rig has rgb (reference), depth
+    and ir; ir is the left-IR camera, and when the device/recording has no infrared stream the depth camera (the
+    same imager on a D4xx) stands in for it.
+
+    Raises:
+        SourceError: the camera/recording cannot be opened or lacks rgb or depth.
+    """
+    last: SourceError | None = None
+    for mods in (("rgb", "depth", "ir"), ("rgb", "depth")):
+        src = RealSenseSource(str(location), mods)
+        try:
+            src.open()
+        except SourceError as exc:
+            last = exc
+            continue
+        try:
+            rig = src.rig
+            info = dict(src.device_info)
+        finally:
+            src.close()
+        intr, ext = dict(rig.intrinsics), dict(rig.to_reference)
+        if Modality.IR not in intr:
+            intr[Modality.IR], ext[Modality.IR] = intr[Modality.DEPTH], ext[Modality.DEPTH]
+        prov = {"calibration": "RealSense factory",
+                "source": Path(str(location)).name if src.is_playback else str(location), **info}
+        return Rig(rig.reference, intr, ext, rig.depth_scale_m, prov)
+    assert last is not None
+    raise last
 
 
 def _modality(rs, stream_type, index: int, ir_index: int) -> Modality | None:

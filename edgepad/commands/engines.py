@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from edgepad.engines.build import BuildConfig
+from edgepad.engines.compare import compare_artifacts, format_comparison
 from edgepad.engines.convert import build_and_gate, convert, reference_path
 from edgepad.engines.manifest import read_manifest
 from edgepad.training.export import export_checkpoint_onnx
@@ -44,6 +46,9 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib", metavar="DATA", default=None,
                         help="INT8 calibration data: benchmark folder (dev split) or .npz of normalised feeds")
     parser.add_argument("--calib-samples", type=int, default=512, help="calibration samples (>= 300; 500 recommended)")
+    parser.add_argument("--quantizer", choices=("ort", "modelopt"), default="ort",
+                        help="INT8 quantizer: ONNX Runtime's (default) or NVIDIA Model Optimizer's (optional "
+                             "package nvidia-modelopt; docs/ENGINES.md)")
     parser.add_argument("--dynamic-batch", action="store_true", help="export a dynamic batch axis")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17: TensorRT 8.6/10.x/11.x)")
     parser.add_argument("--threshold", type=float, default=None,
@@ -60,13 +65,18 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", default=None, help="engine cache folder (default: ONNX_DIR/engines)")
     parser.add_argument("--workspace-mib", type=int, default=1024)
     parser.add_argument("--dla-core", type=int, default=None, help="DLA core (Jetson AGX Orin / Orin NX)")
-    parser.add_argument("--gpu-fallback", action="store_true", help="DLA: let unsupported layers run on the GPU")
+    parser.add_argument("--gpu-fallback", action=argparse.BooleanOptionalAction, default=True,
+                        help="DLA: let unsupported layers run on the GPU (default on; the layers are listed in the "
+                        "engine manifest)")
     parser.add_argument("--version-compatible", action="store_true", help="version-compatible plan")
     parser.add_argument("--timing-cache", default=None, help="timing-cache file (default: one per device in --cache)")
     parser.add_argument("--max-batch", type=int, default=1, help="profile max batch for dynamic-batch ONNX")
     parser.add_argument("--rebuild", choices=("on_mismatch", "never", "always"), default="on_mismatch")
     parser.add_argument("--reference", default=None,
                         help="reference ONNX for the gate (default: the ONNX itself, run in ONNX Runtime)")
+    parser.add_argument("--compare", type=int, default=0, metavar="N",
+                        help="run N samples (of --validate's eval split, else random) through the engine and the "
+                        "reference in ONNX Runtime; print per-output max/mean abs error and decision agreement")
     _gate_arguments(parser)
 
 
@@ -96,7 +106,8 @@ def export_main(args: argparse.Namespace) -> int:
         report["artifact"] = str(fp32)
     else:
         report.update(convert(fp32, out, args.precision, calib=_path(args.calib), calib_samples=args.calib_samples,
-                              validate=_path(args.validate), no_validate=args.no_validate, **_gate_kw(args)))
+                              validate=_path(args.validate), no_validate=args.no_validate, quantizer=args.quantizer,
+                              **_gate_kw(args)))
     print(json.dumps(report, indent=2, default=str))
     return 0 if report.get("passed", True) else 1
 
@@ -109,5 +120,9 @@ def build_main(args: argparse.Namespace) -> int:
                       refit_threshold=args.refit)
     report = build_and_gate(args.onnx, cfg, args.cache, rebuild=args.rebuild, reference=_path(args.reference),
                             validate=_path(args.validate), no_validate=args.no_validate, **_gate_kw(args))
+    if args.compare:
+        report["compare"] = compare_artifacts(report["engine"], args.reference or args.onnx, args.compare,
+                                              data=args.validate, protocol=args.protocol, split=args.eval_split)
+        print(format_comparison(report["compare"]), file=sys.stderr)
     print(json.dumps(report, indent=2, default=str))
     return 0 if report.get("passed", True) else 1

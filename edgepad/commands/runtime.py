@@ -28,6 +28,11 @@ def add_policy_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     parser.add_argument("--threaded", action="store_true",
                         help="threaded pipeline (capture / inference / decision threads, drop-oldest queues)")
+    parser.add_argument("--clock", choices=("auto", "host", "source"), default="auto",
+                        help="frame-time check: host (live cameras), source (recordings played as fast as "
+                             "possible), auto (default: per frame set; docs/RELIABILITY.md)")
+    parser.add_argument("--max-skew-ms", type=float, default=250.0,
+                        help="largest forward step of a source clock beyond the host time between reads (default 250)")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -55,8 +60,9 @@ def policy_config(args: argparse.Namespace) -> PolicyConfig:
 
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
-    """The pipeline settings (policy, threaded) from the options of :func:`add_policy_arguments`."""
-    return PipelineConfig(policy=policy_config(args), threaded=bool(args.threaded))
+    """The pipeline settings (policy, threaded, clock) from the options of :func:`add_policy_arguments`."""
+    return PipelineConfig(policy=policy_config(args), threaded=bool(args.threaded), clock=args.clock,
+                          max_skew_ms=args.max_skew_ms)
 
 
 def source_uri(args: argparse.Namespace) -> str | list[str]:

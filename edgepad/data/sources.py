@@ -1,7 +1,7 @@
 """The ``data`` section of a config (training YAML or ``edgepad evaluate --data``) -> a dataset loader.
 
-The fields are those of ``edgepad.training.DataConfig`` plus ``eval_split`` / ``eval_list`` (the fold scored as
-eval), ``depth_encoding`` (``mm16`` | ``uint8_normalised``; unset = detected from the data, see
+One class for training (``edgepad.training.DataConfig`` is this class) and evaluation: the source kind and its
+folders, ``eval_split`` / ``eval_list`` (the fold scored as eval), ``depth_encoding`` (``mm16`` | ``uint8_normalised``; unset = detected from the data, see
 :func:`edgepad.data.datasets.detect_depth_encoding`), and ``flat_videos`` / ``video_map`` (video ids of CASIA-SURF
 flat Val/Testing names). Formats: docs/EVALUATION.md.
 """

@@ -16,7 +16,8 @@ Run folder: ``config.yaml`` (resolved), ``last.pt``, ``best.pt``, ``metrics.json
 (docs/MODELS.md).
 """
 from edgepad.models.checkpoint import load_checkpoint
-from edgepad.training.build import (build_dataset, build_model, build_objective, build_optimizer, input_specs,
+from edgepad.data.sources import build_dataset
+from edgepad.training.build import (build_model, build_objective, build_optimizer, input_specs,
                                     train_transform)
 from edgepad.training.config import (DEFAULT_SUBSETS, AugmentConfig, DataConfig, ExportConfig, InputConfig,
                                      LossConfig, ModelConfig, OptimConfig, TrainConfig, load_train_config)

@@ -5,12 +5,11 @@ from dataclasses import replace
 from typing import Any, Mapping
 
 from edgepad._optional import lazy
-from edgepad.data import datasets as D
 from edgepad.data.transforms import build_transform
 from edgepad.errors import ConfigError
 from edgepad.models.registry import create_model
 from edgepad.preprocess import default_input_specs
-from edgepad.training.config import DataConfig, TrainConfig
+from edgepad.training.config import TrainConfig
 
 torch = lazy("torch")
 
@@ -53,34 +52,6 @@ def train_transform(cfg: TrainConfig):
     return build_transform(cfg.inputs.size_px, train=True, flip=ac.flip, crop_scale=ac.crop_scale,
                            cutout_px=ac.cutout_px, jitter_offset=ac.jitter_offset, jitter_gamma=ac.jitter_gamma,
                            jitter_modalities=ac.jitter_modalities)
-
-
-def build_dataset(cfg: DataConfig, split: str, frames_per_video: int | None):
-    """A :class:`~edgepad.data.datasets.FrameDataset` for ``split`` of the configured source."""
-    kw: dict[str, Any] = {}
-    if cfg.bonafide_label is not None:
-        kw["bonafide_label"] = cfg.bonafide_label
-    if cfg.kind in ("synthbench", "wmca") and cfg.columns is not None:
-        kw["columns"] = cfg.columns
-    if cfg.kind == "synthbench":
-        if cfg.root is None:
-            raise ConfigError("data.root is required (the synthetic benchmark folder)", key="data.root")
-        return D.SynthBenchDataset(cfg.root, cfg.protocol, split, frames_per_video, cache=cfg.cache,
-                                   protocol_dir=cfg.protocol_dir, **kw)
-    if cfg.kind == "wmca":
-        if cfg.cdit_root is None or cfg.rgb_root is None or cfg.protocol_dir is None:
-            raise ConfigError("wmca needs data.cdit_root, data.rgb_root and data.protocol_dir", key="data")
-        if cfg.depth_scale_m is not None:
-            kw["depth_scale_m"] = cfg.depth_scale_m
-        return D.WMCADataset(cfg.cdit_root, cfg.rgb_root, cfg.protocol, cfg.protocol_dir, split, frames_per_video,
-                             **kw)
-    lst = cfg.train_list if split == cfg.train_split else cfg.dev_list
-    if cfg.root is None or lst is None:
-        raise ConfigError(f"{cfg.kind} needs data.root, data.train_list and data.dev_list", key="data")
-    if cfg.depth_scale_m is not None:
-        kw["depth_scale_m"] = cfg.depth_scale_m
-    cls = D.CasiaSurfDataset if cfg.kind == "casia_surf" else D.CefaDataset
-    return cls(cfg.root, lst, split, **kw)
 
 
 def build_model(cfg: TrainConfig, inputs: Mapping[str, Any]):

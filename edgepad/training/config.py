@@ -9,37 +9,15 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from edgepad.config import from_mapping, read_mapping
+from edgepad.data.sources import DataSourceConfig
 from edgepad.errors import ConfigError
 from edgepad.metrics import THRESHOLD_RULES
 
 DEFAULT_SUBSETS = (("rgb", "depth", "ir"), ("rgb", "depth"), ("rgb", "ir"), ("rgb",))
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the samples come from.
-
-    ``kind``: ``synthbench`` (root, protocol), ``wmca`` (cdit_root, rgb_root, protocol, protocol_dir),
-    ``casia_surf`` / ``cefa`` (root, train_list, dev_list). ``bonafide_label`` / ``columns`` override the
-    source's polarity and column order (None = the source's default: WMCA-style 0, lists 1).
-    """
-
-    kind: Literal["synthbench", "wmca", "casia_surf", "cefa"] = "synthbench"
-    root: Path | None = None
-    protocol: str = "grandtest"
-    protocol_dir: Path | None = None
-    train_split: str = "train"
-    dev_split: str = "dev"
-    frames_per_video: int | None = None
-    dev_frames_per_video: int | None = None
-    bonafide_label: int | None = None
-    columns: tuple[str, ...] | None = None
-    cache: bool = True
-    cdit_root: Path | None = None
-    rgb_root: Path | None = None
-    train_list: str | None = None
-    dev_list: str | None = None
-    depth_scale_m: float | None = None
+#: the ``data`` section of a training config: one class with evaluation's ``--data`` (edgepad.data.sources)
+DataConfig = DataSourceConfig
 
 
 @dataclass(frozen=True)

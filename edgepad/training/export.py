@@ -23,7 +23,7 @@ from edgepad.engines.manifest import ModelManifest, manifest_path, read_manifest
 from edgepad.errors import ConfigError
 from edgepad.models.checkpoint import load_checkpoint
 from edgepad.preprocess import crop_face_depth_m
-from edgepad.training.build import build_dataset
+from edgepad.data.sources import build_dataset
 from edgepad.training.config import DEFAULT_SUBSETS, TrainConfig, load_train_config
 from edgepad.training.loop import predict
 

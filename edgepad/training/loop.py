@@ -28,7 +28,8 @@ from edgepad.config import to_mapping, write_mapping
 from edgepad.data.transforms import PADDataset, build_transform
 from edgepad.errors import ConfigError, DatasetError, MetricError
 from edgepad.models.checkpoint import read_checkpoint
-from edgepad.training.build import (build_dataset, build_model, build_objective, build_optimizer, input_specs,
+from edgepad.data.sources import build_dataset
+from edgepad.training.build import (build_model, build_objective, build_optimizer, input_specs,
                                     train_transform)
 from edgepad.training.config import TrainConfig
 
