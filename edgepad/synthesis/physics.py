@@ -110,14 +110,13 @@ def stereo_depth(z: np.ndarray, valid: np.ndarray, v: Mapping[str, float], fx: f
     # projector shadows: the ray from the projector (offset along +x) to a pixel's point passes column u + k at
     # inverse depth 1/z + k/(f·b_p); a nearer surface there blocks it
     bp = v["projector_offset_m"]
-    if bp > 0:
-        inv = np.where(valid, 1.0 / np.maximum(z, 1e-6), 0.0)
+    if bp > 0 and valid.any():
+        inv = np.where(valid, 1.0 / np.maximum(z, 1e-6), 0.0).astype(np.float32)
         shadow = np.zeros_like(valid)
-        kmax = int(min(w - 1, math.ceil(fx * bp * 5.0)))           # 1/z up to 5 /m (z >= 0.2 m)
+        span = float(inv[valid].max() - inv[valid].min())            # no occluder is further away than this
+        kmax = int(min(w - 1, math.ceil(fx * bp * span)))
         for k in range(1, kmax + 1):
-            nb = np.zeros_like(inv)
-            nb[:, :-k] = inv[:, k:]
-            shadow |= valid & (nb > inv + k / (fx * bp))
+            shadow[:, :-k] |= inv[:, k:] > inv[:, :-k] + np.float32(k / (fx * bp))
         valid = valid & ~shadow
     # flying pixels: next to a depth jump, a mix of the two depths
     if v["flying_p"] > 0:
