@@ -246,15 +246,17 @@ class PADObjective(nn.Module):
         ``bce``: BCE on ``logit`` (+ ``aux_weight`` × BCE on each ``logit_<m>``, masked to samples where the
             modality was present when modality dropout is on). Two-class CE with softmax equals BCE on the logit
             difference, so CE configurations use this.
-        ``focal``: binary focal loss (``gamma``, ``alpha``) on ``logit`` (+ aux heads as for bce).
-        ``cmfl``: :class:`CrossModalFocalLoss` on the modality heads + joint head.
+        ``focal``: binary focal loss (``gamma``, default 2; ``alpha``) on ``logit`` (+ aux heads as for bce).
+        ``cmfl``: :class:`CrossModalFocalLoss` (``gamma`` default 3, as trained) on the modality heads + joint head.
         ``abc``: BCE on ``logit`` + :class:`CenterLoss` on ``embedding`` (needs ``embedding_dim``).
     """
 
     KINDS = ("bce", "focal", "cmfl", "abc")
+    #: γ when none is given: the focal-loss default and the CMFL value of the trained recipes
+    DEFAULT_GAMMA = {"focal": 2.0, "cmfl": 3.0}
 
     def __init__(self, kind: str, modalities: Sequence[str] = (), embedding_dim: int | None = None,
-                 aux_weight: float = 0.0, gamma: float = 2.0, alpha: float | None = None, beta: float = 0.5,
+                 aux_weight: float = 0.0, gamma: float | None = None, alpha: float | None = None, beta: float = 0.5,
                  cmfl_inner_mean: bool = True, binary: bool = False, partner: str = "mean",
                  detach_partner: bool = False, lambda_c: float = 1e-5, lambda_s: float = 1e-5,
                  sep_scale: float = 1e-5) -> None:
@@ -265,6 +267,7 @@ class PADObjective(nn.Module):
         self.kind = kind
         self.modalities = tuple(modalities)
         self.aux_weight = aux_weight
+        gamma = self.DEFAULT_GAMMA.get(kind, 2.0) if gamma is None else float(gamma)
         self.gamma, self.alpha = gamma, alpha
         if kind == "cmfl":
             self.cmfl = CrossModalFocalLoss(self.modalities, 1.0 if alpha is None else alpha, gamma, beta,

@@ -401,6 +401,105 @@ def fit_threshold(scores: Sequence[float] | np.ndarray, is_bonafide: Sequence[bo
     return min_hter_threshold(split.bonafide, split.pooled_attacks)[1]
 
 
+# ----------------------------------------------------------------------------------------------- placement
+#: threshold placement rules (:func:`place_threshold`)
+THRESHOLD_RULES = ("edge", "gap", "gap_logit")
+#: score clip for the logit-space midpoint (float32 σ saturates near 1 − 6e-8)
+_LOGIT_EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class ThresholdFit:
+    """A dev threshold and how it was placed.
+
+    Attributes:
+        threshold: τ (bona fide iff ``score >= τ``).
+        criterion: the criterion name (``bpcer20``, ``eer``, ...).
+        rule: the placement rule asked for (``edge`` | ``gap`` | ``gap_logit``).
+        placed: what was done: ``criterion`` (τ of the criterion as is), ``separation`` (dev separates
+            completely: τ in the gap between the highest attack and the lowest bona fide score) or ``interval``
+            (τ moved inside the interval of thresholds giving the criterion's dev decisions).
+        interval: ``(lo, hi)`` the dev scores τ was placed between (None for ``criterion``).
+        criterion_threshold: τ of the criterion before placement.
+    """
+
+    threshold: float
+    criterion: str
+    rule: str
+    placed: str
+    interval: tuple[float, float] | None
+    criterion_threshold: float
+
+    def to_dict(self) -> dict:
+        return {"threshold": self.threshold, "criterion": self.criterion, "rule": self.rule, "placed": self.placed,
+                "interval": None if self.interval is None else list(self.interval),
+                "criterion_threshold": self.criterion_threshold}
+
+
+def _midpoint(lo: float, hi: float, rule: str) -> float:
+    """Midpoint of ``(lo, hi]``: in score space (``gap``) or in logit space (``gap_logit``, scores in [0, 1])."""
+    mid = 0.5 * (lo + hi)
+    if rule == "gap_logit":
+        if not (0.0 <= lo <= 1.0 and 0.0 <= hi <= 1.0):
+            raise MetricError(f"threshold rule gap_logit needs scores in [0, 1] (probabilities); got dev scores "
+                              f"{lo:g}, {hi:g}: use rule gap")
+        a, b = (min(max(x, _LOGIT_EPS), 1.0 - _LOGIT_EPS) for x in (lo, hi))
+        z = 0.5 * (math.log(a / (1.0 - a)) + math.log(b / (1.0 - b)))
+        mid = 1.0 / (1.0 + math.exp(-z))
+    if not lo < mid <= hi:      # clipping or float spacing: fall back to the score midpoint, then to hi
+        mid = 0.5 * (lo + hi)
+        if not lo < mid <= hi:
+            mid = hi
+    return float(mid)
+
+
+def place_threshold(scores: Sequence[float] | np.ndarray, is_bonafide: Sequence[bool] | np.ndarray,
+                    species: Sequence[str] | np.ndarray | None, criterion: str | Criterion, rule: str = "edge",
+                    **fit_kw) -> ThresholdFit:
+    """Fit a dev threshold with ``criterion`` (:func:`fit_threshold`) and place it by ``rule`` (docs/MODELS.md,
+    "Operating points").
+
+    A criterion's τ sits **on** a dev score (EER on a completely separated dev set: the lowest bona fide score),
+    so any shift of the scores on other data turns straight into BPCER or APCER. The rules:
+
+    * ``edge``: τ of the criterion unchanged (legacy).
+    * ``gap`` / ``gap_logit``: when dev separates completely (max attack < min bona fide), τ = the midpoint of
+      that gap — every criterion is met there with 0 dev errors; otherwise τ = the midpoint of the interval
+      ``(lo, hi]`` of thresholds that give the criterion's own dev decisions (``lo`` = highest dev score below
+      the criterion's τ, ``hi`` = lowest dev score at or above it), so the dev error rates are those of the
+      criterion. ``gap`` takes the midpoint in score space, ``gap_logit`` in logit space (σ scores: the middle of
+      0.02 and 0.9999 is σ((−3.9 + 9.2)/2) ≈ 0.93, not 0.51).
+
+    When τ is above every dev score or at/below the lowest one, there is no interval and τ stays.
+
+    Raises:
+        ConfigError: unknown rule or criterion. MetricError: too few scores; ``gap_logit`` with scores outside
+            [0, 1].
+
+    Example:
+        >>> place_threshold([.9, .95, .99, .1, .2, .3], [1, 1, 1, 0, 0, 0], None, "eer", "gap").threshold
+        0.6
+    """
+    if rule not in THRESHOLD_RULES:
+        raise ConfigError(f"unknown threshold rule {rule!r}; known: {list(THRESHOLD_RULES)}", key="threshold_rule",
+                          suggestions=suggest(str(rule), THRESHOLD_RULES))
+    crit = parse_criterion(criterion)
+    tau = float(fit_threshold(scores, is_bonafide, species, crit, **fit_kw))
+    if rule == "edge":
+        return ThresholdFit(tau, crit.name, rule, "criterion", None, tau)
+    split = split_scores(scores, is_bonafide, species)
+    att = split.pooled_attacks
+    if att.size and split.bonafide.size and att.max() < split.bonafide.min():
+        lo, hi = float(att.max()), float(split.bonafide.min())
+        return ThresholdFit(_midpoint(lo, hi, rule), crit.name, rule, "separation", (lo, hi), tau)
+    allv = np.concatenate([split.bonafide, att])
+    below, above = allv[allv < tau], allv[allv >= tau]
+    if below.size == 0 or above.size == 0:
+        return ThresholdFit(tau, crit.name, rule, "criterion", None, tau)
+    lo, hi = float(below.max()), float(above.min())
+    return ThresholdFit(_midpoint(lo, hi, rule), crit.name, rule, "interval", (lo, hi), tau)
+
+
 # ----------------------------------------------------------------------------------------------- metrics
 def pad_metrics(scores: Sequence[float] | np.ndarray, is_bonafide: Sequence[bool] | np.ndarray,
                 species: Sequence[str] | np.ndarray | None, threshold: float, *,

@@ -13,7 +13,10 @@ ground-truth face box with a small random jitter — the same crop code the runt
 Folds are subject-disjoint (presenters and the identities shown by PAIs both come from the fold's subject pool).
 Protocols: ``grandtest``; ``LOO_<species>`` for every attack species; ``UNKNOWN_2D`` / ``UNKNOWN_3D``; cross-domain
 ``X_sensor``, ``X_illuminant`` (train/dev = grandtest train/dev, eval = videos rendered with the shifted domain) and
-``X_range`` (train/dev = grandtest train/dev videos at ≤ 0.8 m, eval = videos rendered at 0.8–1.2 m). The
+``X_range`` (train/dev = grandtest train/dev videos at ≤ 0.8 m, eval = videos rendered at 0.8–1.2 m). With
+``randomised``: ``DR_grandtest`` (every fold rendered with camera physics drawn per video, domain ``dr``) and
+``X_physics`` (train/dev = DR_grandtest train/dev, eval = the reserved physics combination ``x_phys``), and
+``X_physics_nominal`` (the same eval, train/dev = grandtest: what domain randomisation buys). The
 missing-modality sub-protocols P1–P4 use grandtest with modalities dropped at test time (no files of their own).
 """
 from __future__ import annotations
@@ -45,6 +48,11 @@ FOLDS = ("train", "dev", "eval")
 CHANNELS = ("R", "G", "B", "depth_mm", "NIR")
 #: cross-domain eval sets: protocol name -> domain of the eval videos
 CROSS_DOMAINS = {"X_sensor": "x_sensor", "X_illuminant": "x_illuminant", "X_range": "x_range_eval"}
+#: domain-randomised sets (``randomised``): training domain and the reserved cross-domain eval domain
+DR_DOMAIN, X_PHYSICS_DOMAIN = "dr", "x_phys"
+#: config fields added after generator 1.0.0, left out of the config mapping while at their default (data hashes
+#: of existing benchmark folders hold)
+LATE_CONFIG_FIELDS = {"randomised": False}
 X_RANGE_TRAIN_MAX_M = 0.8
 
 
@@ -65,6 +73,8 @@ class SynthDatasetConfig:
         cross_domain: also render the cross-domain eval videos (X_sensor, X_illuminant, X_range).
         cross_videos_per_species: eval videos per species for each cross-domain set (None = videos_per_species).
         species: species to include (default all).
+        randomised: also render the domain-randomised set (camera physics drawn per video, docs/SYNTHETIC.md, "Camera physics")
+            with its protocols ``DR_grandtest`` and (with ``cross_domain``) ``X_physics``.
     """
 
     videos_per_species: int = 10
@@ -80,6 +90,7 @@ class SynthDatasetConfig:
     cross_domain: bool = True
     cross_videos_per_species: int | None = None
     species: tuple[str, ...] = SPECIES
+    randomised: bool = False
 
     def __post_init__(self) -> None:
         if self.videos_per_species < 1 or self.frames_per_video < 1 or self.frame_stride < 1:
@@ -137,11 +148,25 @@ def plan_videos(cfg: SynthDatasetConfig) -> list[VideoSpec]:
 
     for fold in FOLDS:
         add(fold, "nominal", cfg.videos_per_species)
+    n = cfg.cross_videos_per_species or cfg.videos_per_species
     if cfg.cross_domain:
-        n = cfg.cross_videos_per_species or cfg.videos_per_species
         for dom in CROSS_DOMAINS.values():
             add("eval", dom, n)
+    if cfg.randomised:            # after the 1.0.0 videos: their indices (and renders) do not move
+        for fold in FOLDS:
+            add(fold, DR_DOMAIN, cfg.videos_per_species)
+        if cfg.cross_domain:
+            add("eval", X_PHYSICS_DOMAIN, n)
     return specs
+
+
+def config_mapping(cfg: SynthDatasetConfig) -> dict[str, Any]:
+    """``dataclasses.asdict(cfg)`` without the late fields at their default (``meta.json`` ``config``, data hash)."""
+    d = dataclasses.asdict(cfg)
+    for k, default in LATE_CONFIG_FIELDS.items():
+        if d.get(k) == default:
+            d.pop(k)
+    return d
 
 
 def _jitter_box(box: tuple[int, int, int, int], rng: np.random.Generator, amount: float,
@@ -261,6 +286,13 @@ def protocols(specs: Sequence[VideoSpec], metas: dict[str, dict[str, Any]],
         if name == "X_range":
             train = [s for s in train if metas[s.video_id]["distance_m"] <= X_RANGE_TRAIN_MAX_M]
         out[name] = [row(s) for s in train] + [row(s) for s in shifted]
+    dr = [s for s in specs if s.domain == DR_DOMAIN]
+    if dr:
+        out["DR_grandtest"] = [row(s) for s in dr]
+        xp = [s for s in specs if s.domain == X_PHYSICS_DOMAIN]
+        if xp:
+            out["X_physics"] = [row(s) for s in dr if s.fold != "eval"] + [row(s) for s in xp]
+            out["X_physics_nominal"] = [row(s) for s in nominal if s.fold != "eval"] + [row(s) for s in xp]
     return out
 
 
@@ -308,13 +340,14 @@ def generate(root: Path | str, cfg: SynthDatasetConfig, workers: int = 1,
     rig = default_rig(cfg.width, cfg.height)
     meta = {
         "generator": "edgepad.benchmark.dataset", "generator_version": GENERATOR_VERSION,
-        "seed": cfg.seed, "config": _jsonable(dataclasses.asdict(cfg)), "size_px": cfg.size_px,
+        "seed": cfg.seed, "config": _jsonable(config_mapping(cfg)), "size_px": cfg.size_px,
         "channels": list(CHANNELS), "depth_scale_m": rig.depth_scale_m, "depth_registered_to": "rgb",
         "label_polarity": {"bonafide": 0, "attack": 1}, "folds": list(FOLDS),
         "subjects": {f: list(range(i * cfg.subjects_per_fold, (i + 1) * cfg.subjects_per_fold))
                      for i, f in enumerate(FOLDS)},
         "protocols": sorted(protos), "domains": {k: _jsonable(dataclasses.asdict(v)) for k, v in DOMAINS.items()
-                                                 if k in ("nominal", *CROSS_DOMAINS.values())},
+                                                 if k in ("nominal", *CROSS_DOMAINS.values()) or
+                                                 (cfg.randomised and k in (DR_DOMAIN, X_PHYSICS_DOMAIN))},
         "missing_modality": "P1 rgb, P2 rgb+depth, P3 rgb+ir, P4 rgb+depth+ir: grandtest data with the other "
                             "modalities dropped at test time (filled with the model's missing_fill)",
         "rig": rig.to_dict(),
@@ -344,5 +377,6 @@ def species_counts(rows: Iterable[tuple[str, int, str, str]]) -> dict[str, dict[
     return out
 
 
-__all__ = ["SynthDatasetConfig", "VideoSpec", "plan_videos", "render_video", "write_video", "protocols", "generate",
-           "attack_type", "species_counts", "ATTACK_SPECIES", "CROSS_DOMAINS", "FOLDS", "CHANNELS"]
+__all__ = ["SynthDatasetConfig", "VideoSpec", "config_mapping", "plan_videos", "render_video", "write_video", "protocols", "generate",
+           "attack_type", "species_counts", "ATTACK_SPECIES", "CROSS_DOMAINS", "DR_DOMAIN", "X_PHYSICS_DOMAIN", "FOLDS",
+           "CHANNELS"]

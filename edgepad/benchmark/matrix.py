@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from edgepad.benchmark.dataset import GENERATOR_VERSION, SynthDatasetConfig
+from edgepad.benchmark.dataset import LATE_CONFIG_FIELDS, GENERATOR_VERSION, SynthDatasetConfig, config_mapping
 from edgepad.config import from_mapping, read_mapping, suggest
 from edgepad.errors import ConfigError
 
@@ -161,12 +161,15 @@ def dataset_config(data: Mapping[str, Any]) -> SynthDatasetConfig:
 def data_hash(data: Mapping[str, Any]) -> str:
     """The *data config hash*: sha256 of the generator version and the full resolved :class:`SynthDatasetConfig`."""
     cfg = dataset_config(data)
-    return sha({"generator_version": GENERATOR_VERSION, "config": dataclasses.asdict(cfg)})
+    return sha({"generator_version": GENERATOR_VERSION, "config": config_mapping(cfg)})
 
 
 def meta_hash(meta: Mapping[str, Any]) -> str:
     """The data hash recorded by a generated folder's ``meta.json``."""
-    return sha({"generator_version": meta.get("generator_version"), "config": meta.get("config")})
+    config = meta.get("config")
+    if isinstance(config, Mapping):     # late fields at their default are not part of the hash (config_mapping)
+        config = {k: v for k, v in config.items() if not (k in LATE_CONFIG_FIELDS and v == LATE_CONFIG_FIELDS[k])}
+    return sha({"generator_version": meta.get("generator_version"), "config": config})
 
 
 def git_revision(repo: Path | str | None = None) -> str:

@@ -26,6 +26,9 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cross-videos-per-species", type=positive_int, default=None, metavar="N",
                         help="eval videos per species of each cross-domain set (default: --videos-per-species)")
     parser.add_argument("--species", default="all", help="comma list of species (bonafide required; default all)")
+    parser.add_argument("--randomised", action="store_true",
+                        help="also render the camera-physics randomised set: protocols DR_grandtest and X_physics "
+                             "(docs/SYNTHETIC.md, Camera physics)")
 
 
 def synth_main(args: argparse.Namespace) -> int:
@@ -37,7 +40,7 @@ def synth_main(args: argparse.Namespace) -> int:
                              seed=args.seed, size_px=args.size, subjects_per_fold=args.subjects_per_fold,
                              width=args.width, height=args.width * 3 // 4, cross_domain=not args.no_cross_domain,
                              cross_videos_per_species=args.cross_videos_per_species,
-                             species=parse_species(args.species))
+                             species=parse_species(args.species), randomised=args.randomised)
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():

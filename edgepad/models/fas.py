@@ -11,7 +11,8 @@ fusion     layout
 ``se``     module → GAP → Dropout → Linear (Flexible-Modal; preset edge-Flex)
 ``xattn``
 ``mwb``    one trunk per modality; modal weighting blocks on stages 1/2/3 (fused maps at strides
-           8/16/32) → GAP → 512-style embedding → Linear(no bias) → σ → Linear (mmfCNN; edge-MWB)
+           8/16/32) → post-fusion ResNet stage (option) → GAP → embedding → Linear(no bias) → σ → Linear
+           (mmfCNN; edge-MWB)
 ========== =========================================================================================
 
 Every model optionally applies :class:`~edgepad.models.fusion.ModalityDropout` to its inputs in training.
@@ -29,8 +30,8 @@ from torch import nn
 
 from edgepad.config import suggest
 from edgepad.errors import ConfigError, ShapeError
-from edgepad.models.backbones import Backbone, create_backbone
-from edgepad.models.fusion import FUSIONS, ModalityDropout, ModalWeightingBlock, get_fusion
+from edgepad.models.backbones import Backbone, BasicBlock, create_backbone
+from edgepad.models.fusion import FUSIONS, ModalityDropout, ModalWeightingBlock, SqueezeExcite, get_fusion
 from edgepad.models.registry import register_model
 
 IN_CHANS = {"rgb": 3, "depth": 1, "ir": 1}
@@ -53,6 +54,11 @@ class MultiModalFASNet(nn.Module):
         dropout: dropout before the final linear layer.
         head_hidden: mwb: hidden size of the ``Linear → σ → Linear`` head (128 in mmfCNN).
         modality_dropout: probability of dropping each non-RGB modality in training (0 = off).
+        post_stage: mwb: a ResNet stage (2 basic blocks, first stride 2, same width) on the last fused map before
+            GAP, as mmfCNN's layer4. Without it the embedding is the raw gated map ``U ⊙ v`` whose scale is that
+            of the gate (≈ 1e-2 at init): scores stay constant (docs/MODELS.md, "why mwb did not train").
+        stream_se: mwb: a squeeze-excitation block (reduction 16, no-bias FCs) on each stream's stage 1–3 output,
+            as mmfCNN.
         missing_fill: fill value per modality (or one float for all) written by modality dropout; must equal
             the ``InputSpec.missing_fill`` the data pipeline and runtime use.
 
@@ -67,7 +73,8 @@ class MultiModalFASNet(nn.Module):
                  fuse_stage: int | None = None, shared_trunk: bool = False, modality_heads: bool = True,
                  feature_sigmoid: bool = False, fusion_kwargs: Mapping[str, Any] | None = None,
                  dropout: float = 0.0, head_hidden: int = 128, modality_dropout: float = 0.0,
-                 missing_fill: float | Mapping[str, float] = 0.0) -> None:
+                 missing_fill: float | Mapping[str, float] = 0.0, post_stage: bool = False,
+                 stream_se: bool = False) -> None:
         super().__init__()
         self.modalities = tuple(modalities)
         if not self.modalities:
@@ -125,6 +132,10 @@ class MultiModalFASNet(nn.Module):
             ])
             feat = chans[2]
             self.embedding_dim = outs[2]
+            self.post = (nn.Sequential(BasicBlock(outs[2], outs[2], stride=2), BasicBlock(outs[2], outs[2]))
+                         if post_stage else None)
+            self.stream_se = (nn.ModuleDict({m: nn.ModuleList(SqueezeExcite(c, 16, bias=False) for c in chans[:3])
+                                             for m in self.modalities}) if stream_se else None)
             self.joint = nn.Sequential(nn.Linear(self.embedding_dim, head_hidden, bias=False), nn.Sigmoid(),
                                        nn.Linear(head_hidden, 1))
         else:
@@ -146,7 +157,16 @@ class MultiModalFASNet(nn.Module):
         self._init_heads()
 
     def _init_heads(self) -> None:
+        # N(0, 0.01) for the heads only; the MWB gate FCs and stream SE FCs keep PyTorch's default (fan-in) init:
+        # at N(0, 0.01) the ReLU gate v is ≈ 1e-2 and multiplies the fused map (mwb did not train, docs/MODELS.md)
+        skip: set[int] = set()
+        if self.fusion_kind == "mwb":
+            for sub in (self.mwb, self.stream_se):
+                if sub is not None:
+                    skip |= {id(x) for x in sub.modules()}
         for m in self.modules():
+            if id(m) in skip:
+                continue
             if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 if m.bias is not None:
@@ -186,9 +206,14 @@ class MultiModalFASNet(nn.Module):
                 pooled = {m: torch.sigmoid(v) for m, v in pooled.items()}
             emb = torch.cat([pooled[m] for m in self.modalities], 1)
         elif self.fusion_kind == "mwb":
+            if self.stream_se is not None:
+                feats = {m: [self.stream_se[m][i](f) if i < 3 else f for i, f in enumerate(feats[m])]
+                         for m in self.modalities}
             g = None
             for lvl, block in enumerate(self.mwb):
                 g = block([feats[m][lvl] for m in self.modalities], g)
+            if self.post is not None:
+                g = self.post(g)
             emb = g.mean((2, 3))
             pooled = {m: feats[m][self.fuse_stage].mean((2, 3)) for m in self.modalities}
         else:
@@ -233,6 +258,8 @@ def flexmodal(*, modalities=("rgb", "depth", "ir"), backbone="resnet18h", fusion
 
 @register_model("multilayer")
 def multilayer(*, modalities=("rgb", "depth", "ir"), backbone="resnet18h", fusion=None, **kw) -> MultiModalFASNet:
-    """mmfCNN / edge-MWB: separate trunks, modal weighting blocks at three depths, embedding for the ABC loss."""
+    """mmfCNN / edge-MWB: separate trunks, modal weighting blocks at three depths, a post-fusion ResNet stage,
+    embedding for the ABC loss (``post_stage=False``: the pre-fix layout that does not train, docs/MODELS.md)."""
     kw.setdefault("modality_heads", False)
+    kw.setdefault("post_stage", True)
     return MultiModalFASNet(modalities, backbone, fusion or "mwb", **kw)

@@ -15,6 +15,7 @@ import numpy as np
 
 from edgepad.errors import ConfigError
 from edgepad.geometry import Intrinsics, Rig, pixel_rays, project
+from edgepad.synthesis.physics import SensorPhysics, apply_physics, draw_physics
 from edgepad.synthesis.scene import (DOMAINS, Presentation, SensorModel, _has_face_relief, default_rig,
                                      domain_config, frame_pose)
 from edgepad.synthesis.surfaces import (GRID_NX, GRID_NY, GRID_STEP_M, GRID_X0, GRID_X1, GRID_Y0, GRID_Y1,
@@ -268,7 +269,7 @@ _SRGB_LUT = np.round(np.power(np.linspace(0.0, 1.0, 4096), 1 / 2.2) * 255.0).ast
 
 def render_frames(p: Presentation, rig: Rig | None = None, *, frame: int = 0, seed: int = 0,
                   sensor: SensorModel | None = None, cache: RenderCache | None = None,
-                  iterations: int = 5) -> RenderedFrames:
+                  iterations: int = 5, physics: SensorPhysics | None = None) -> RenderedFrames:
     """Render the RGB, depth and IR images of frame ``frame`` of presentation ``p`` through ``rig``.
 
     Args:
@@ -279,6 +280,8 @@ def render_frames(p: Presentation, rig: Rig | None = None, *, frame: int = 0, se
         sensor: sensor model (default: that of ``p.domain``).
         cache: a :class:`RenderCache` for this rig (built when None; reuse it for speed).
         iterations: ray-cast Newton steps.
+        physics: optional camera physics (default: that of ``p.domain``, None for the nominal domains), drawn
+            per presentation and applied after the nominal sensor (:mod:`edgepad.synthesis.physics`).
 
     Returns:
         :class:`RenderedFrames` (depth in mm in the depth camera, not registered).
@@ -392,6 +395,12 @@ def render_frames(p: Presentation, rig: Rig | None = None, *, frame: int = 0, se
     invalid |= (z < sensor.depth_min_m) | (z > sensor.depth_max_m)
     depth_mm = np.where(invalid, 0.0, np.round(z_meas * 1000.0))
     depth_u16 = np.clip(depth_mm, 0, 65535).astype(np.uint16)
+    if physics is None and p.domain in DOMAINS:
+        physics = DOMAINS[p.domain].physics
+    if physics is not None:
+        values = draw_physics(physics, p.seed, p.index)
+        rgb_u8, depth_u16, ir_u8 = apply_physics(rgb_u8, depth_u16, ir_u8, values, intr_ir.fx, seed, p.index,
+                                                 int(frame))
     box = face_box(p, surface, pose.r, pose.t, intr)
     truth = dataclasses.replace(p, face_box_rgb=box, distance_m=pose.distance_m, yaw_deg=pose.yaw_deg,
                                 pitch_deg=pose.pitch_deg, roll_deg=pose.roll_deg, frame=int(frame))

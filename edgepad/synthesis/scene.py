@@ -15,6 +15,7 @@ import numpy as np
 from edgepad.config import suggest
 from edgepad.errors import ConfigError
 from edgepad.geometry import Extrinsics, Intrinsics, Rig
+from edgepad.synthesis.physics import DR_PHYSICS, X_PHYSICS, SensorPhysics
 from edgepad.types import Modality
 
 #: bump when rendering changes in a way that changes the pixels for a given seed
@@ -89,6 +90,10 @@ class SceneConfig:
         emitter_scale: multiplier of ``sensor.nir_power`` (range), e.g. a weaker emitter.
         sway: per-frame micro-motion (1 = nominal).
         sensor: the :class:`SensorModel`.
+        physics: optional camera physics ranges (:class:`~edgepad.synthesis.physics.SensorPhysics`), drawn per
+            presentation (domain randomisation); None = the nominal sensor only (renders unchanged).
+        continuous_skin: draw the skin per presentation on a continuous tone scale with a NIR ρ only weakly tied
+            to it (:func:`continuous_skin`) instead of the subject's tone group; False = the subject's skin.
     """
 
     distance_m: tuple[float, float] = (0.35, 0.9)
@@ -105,6 +110,8 @@ class SceneConfig:
     emitter_scale: tuple[float, float] = (0.9, 1.1)
     sway: float = 1.0
     sensor: SensorModel = field(default_factory=SensorModel)
+    physics: SensorPhysics | None = None
+    continuous_skin: bool = False
 
 
 #: named domains: the nominal scene and the cross-domain shifts (docs/SYNTHETIC.md §4)
@@ -118,6 +125,11 @@ DOMAINS: dict[str, SceneConfig] = {
                                 nir_ambient=(25.0, 45.0), emitter_scale=(0.5, 0.65)),
     "x_range_train": SceneConfig(distance_m=(0.3, 0.8)),
     "x_range_eval": SceneConfig(distance_m=(0.8, 1.2)),
+    # camera physics (docs/SYNTHETIC.md, "Camera physics"): randomised per presentation for training, and a reserved combination
+    # outside those ranges for the X_physics cross-domain protocol
+    "dr": SceneConfig(distance_m=(0.3, 1.2), color_temp_k=(2900.0, 6500.0), awb=0.5,
+                      nir_ambient=(0.5, 20.0), emitter_scale=(0.7, 1.1), physics=DR_PHYSICS, continuous_skin=True),
+    "x_phys": SceneConfig(distance_m=(0.3, 1.2), physics=X_PHYSICS),
 }
 
 
@@ -255,6 +267,30 @@ class Presentation:
     seed: int = 0
 
 
+_SKIN_LIGHT, _SKIN_DARK = np.log(SKIN_TONES[0][1]), np.log(SKIN_TONES[-1][1])
+
+
+def continuous_skin(seed: int, index: int) -> dict[str, float]:
+    """A skin drawn for presentation ``index``: tone t ~ U(0, 1) (0 = lightest, 1 = darkest of :data:`SKIN_TONES`),
+    visible albedo log-interpolated between them, NIR ρ = 0.42 + 0.18·(0.25·(1 − t) + 0.75·u), u ~ U(0, 1): ρ in
+    [0.42, 0.60] like every skin, correlated with the tone only weakly (r ≈ 0.3).
+
+    Returns:
+        ``{"skin_tone", "skin_r", "skin_g", "skin_b", "skin_rho"}`` (the presentation's ``params``).
+    """
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 7201, int(index)])
+    t, u = float(rng.random()), float(rng.random())
+    rgb = np.exp((1 - t) * _SKIN_LIGHT + t * _SKIN_DARK)
+    rho = 0.42 + 0.18 * (0.25 * (1 - t) + 0.75 * u)
+    return {"skin_tone": t, "skin_r": float(rgb[0]), "skin_g": float(rgb[1]), "skin_b": float(rgb[2]),
+            "skin_rho": float(rho)}
+
+
+def skin_group(tone: float) -> str:
+    """Tone group of a continuous tone (thirds: light, medium, dark)."""
+    return "light" if tone < 1 / 3 else ("medium" if tone < 2 / 3 else "dark")
+
+
 def sample_presentation(index: int, species: str, subject: int, *, victim: int | None = None, seed: int = 0,
                         config: SceneConfig | None = None, domain: str = "nominal") -> Presentation:
     """Sample pose, lighting and PAI parameters of presentation ``index`` (deterministic in its arguments).
@@ -325,9 +361,13 @@ def sample_presentation(index: int, species: str, subject: int, *, victim: int |
     else:
         vic = int(victim) if victim is not None else int(subject) + 100000
     subj = make_subject(subject, seed)
+    group = subj.group
+    if cfg.continuous_skin:            # own stream: the draws above are those of the nominal domains
+        params.update(continuous_skin(seed, index))
+        group = skin_group(params["skin_tone"])
     p = Presentation(index=int(index), species=species, is_bonafide=species == "bonafide", face_box_rgb=None,
                      distance_m=dist, yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll, subject=int(subject),
-                     group=subj.group, victim=vic, family=FAMILY.get(species), frame=0, offset_m=offset,
+                     group=group, victim=vic, family=FAMILY.get(species), frame=0, offset_m=offset,
                      lighting=lighting, params=params, domain=domain, seed=int(seed))
     return p
 

@@ -5,6 +5,7 @@ grid (``GRID_STEP_M`` = 0.6 mm, ``GRID_NY × GRID_NX`` texels). docs/SYNTHETIC.m
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 from dataclasses import dataclass
 
@@ -280,19 +281,29 @@ def _resample(img: np.ndarray, scale: float, fill: float | np.ndarray = 0.0) -> 
     return np.where(valid, out, fill).astype(np.float32)
 
 
+def _with_skin(s: Subject, pr) -> Subject:
+    """``s`` with the presentation's continuous skin (``params`` from ``scene.continuous_skin``), if any."""
+    if "skin_rho" not in pr:
+        return s
+    return dataclasses.replace(s, skin_rgb=(float(pr["skin_r"]), float(pr["skin_g"]), float(pr["skin_b"])),
+                               skin_rho=float(pr["skin_rho"]))
+
+
 def build_surface(p: Presentation) -> Surface:
     """Heightfield and materials of presentation ``p`` (cache it: it depends on ``p`` only, not on the frame)."""
     x, y = _grid()
-    subj = make_subject(p.subject, p.seed)
     sp = p.species
     pr = p.params
+    subj = make_subject(p.subject, p.seed)
+    if sp == "bonafide":
+        subj = _with_skin(subj, pr)
     emissive = None
     spec_exp = 40.0
     if sp == "bonafide":
         fm = _face_maps(subj)
         h, alb, rho, spec, holes, alpha = fm.h, fm.albedo, box_blur(fm.rho, 3), fm.spec, fm.holes, fm.head
     else:
-        vic = make_subject(int(p.victim if p.victim is not None else p.subject + 100000), p.seed)
+        vic = _with_skin(make_subject(int(p.victim if p.victim is not None else p.subject + 100000), p.seed), pr)
         vm = _face_maps(vic)
         photo, shade = _photo(vm)
         if sp.startswith("print") or sp == "replay":

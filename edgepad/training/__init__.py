@@ -24,12 +24,13 @@ from edgepad.training.config import (DEFAULT_SUBSETS, AugmentConfig, DataConfig,
                                      LossConfig, ModelConfig, OptimConfig, TrainConfig, load_train_config)
 from edgepad.training.export import (WithoutModalities, export_checkpoint, export_checkpoint_onnx,
                                      fit_operating_points)
+from edgepad.training.loop import (EpochSampler, predict, recalibrate_bn, seed_everything, selection_value,
+                                   throughput, train)
 from edgepad.training.plots import CURVES_PNG, plot_training_curves
-from edgepad.training.loop import EpochSampler, predict, seed_everything, selection_value, throughput, train
 
 __all__ = ["AugmentConfig", "CURVES_PNG", "plot_training_curves",
            "DataConfig", "DEFAULT_SUBSETS", "EpochSampler", "ExportConfig", "InputConfig",
            "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig", "WithoutModalities", "build_dataset",
            "build_model", "build_objective", "build_optimizer", "export_checkpoint", "export_checkpoint_onnx",
-           "fit_operating_points", "input_specs", "load_checkpoint", "load_train_config", "predict",
+           "fit_operating_points", "input_specs", "load_checkpoint", "load_train_config", "predict", "recalibrate_bn",
            "seed_everything", "selection_value", "throughput", "train", "train_transform"]

@@ -10,6 +10,8 @@ from typing import Any, Literal, Mapping
 
 from edgepad.config import from_mapping, read_mapping
 from edgepad.data.sources import DataSourceConfig
+from edgepad.errors import ConfigError
+from edgepad.metrics import THRESHOLD_RULES
 
 DEFAULT_SUBSETS = (("rgb", "depth", "ir"), ("rgb", "depth"), ("rgb", "ir"), ("rgb",))
 
@@ -59,11 +61,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """``edgepad.losses.PADObjective`` options; ``center_lr`` is the learning rate of the ABC centres."""
+    """``edgepad.losses.PADObjective`` options; ``center_lr`` is the learning rate of the ABC centres.
+
+    ``gamma`` None = the kind's trained default (focal 2, cmfl 3 as in configs/cmfl_rgbd.yaml).
+    """
 
     kind: Literal["bce", "focal", "cmfl", "abc"] = "bce"
     aux_weight: float = 0.0
-    gamma: float = 2.0
+    gamma: float | None = None
     alpha: float | None = None
     beta: float = 0.5
     cmfl_inner_mean: bool = True
@@ -94,13 +99,22 @@ class ExportConfig:
     """Export of ``best.pt`` (``edgepad train CONFIG --export PATH``): thresholds fitted on dev.
 
     ``criterion`` gives the manifest's default threshold; ``extra_criteria`` (e.g. ``["bpcer100", "eer"]``) add
-    further operating points (same subsets) that the runtime can select by name.
+    further operating points (same subsets) that the runtime can select by name. ``threshold_rule`` places each
+    fitted τ off the extreme dev score (:func:`edgepad.metrics.place_threshold`: ``gap_logit`` = the logit-space
+    middle of the dev gap or decision interval; ``edge`` = the criterion's τ as is); the manifest records it in
+    ``training.threshold_rule`` (the runtime reads only the numbers).
     """
 
     criterion: str = "bpcer20"
     subsets: tuple[tuple[str, ...], ...] = DEFAULT_SUBSETS
     opset: int = 17
     extra_criteria: tuple[str, ...] = ()
+    threshold_rule: str = "gap_logit"
+
+    def __post_init__(self) -> None:
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ConfigError(f"unknown export.threshold_rule {self.threshold_rule!r}; known: {list(THRESHOLD_RULES)}",
+                              key="export.threshold_rule")
 
 
 @dataclass(frozen=True)
@@ -126,6 +140,9 @@ class TrainConfig:
     log_every: int = 10
     threads: int | None = None
     max_steps_per_epoch: int | None = None
+    #: before each dev evaluation, re-estimate BatchNorm statistics over this many training batches (0 = off;
+    #: training.loop.recalibrate_bn)
+    bn_recalibrate: int = 0
     tensorboard: bool = True
 
 

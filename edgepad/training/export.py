@@ -32,12 +32,13 @@ log = logging.getLogger(__name__)
 
 def fit_operating_points(model, inputs: Mapping[str, Any], dev_base, criterion: str = "bpcer20",
                          subsets: Sequence[Sequence[str]] = DEFAULT_SUBSETS, batch_size: int = 64,
-                         workers: int = 0) -> dict[str, float]:
+                         workers: int = 0, rule: str = "edge") -> dict[str, float]:
     """Dev thresholds per modality subset: absent modalities are filled with their ``missing_fill`` exactly as
-    ``preprocess.normalise`` does at run time. Returns ``{subset_key: threshold}`` (subsets the model lacks skipped).
+    ``preprocess.normalise`` does at run time; each placed by ``rule`` (:func:`edgepad.metrics.place_threshold`).
+    Returns ``{subset_key: threshold}`` (subsets the model lacks skipped).
     """
     scores = _subset_scores(model, inputs, dev_base, subsets, batch_size, workers)
-    return {k: float(M.fit_threshold(s, dev_base.is_bonafide, dev_base.species, criterion))
+    return {k: M.place_threshold(s, dev_base.is_bonafide, dev_base.species, criterion, rule).threshold
             for k, s in scores.items()}
 
 
@@ -100,13 +101,20 @@ def export_checkpoint(checkpoint: Path | str, path: Path | str, cfg: TrainConfig
     crit = cfg.export.criterion
     full = subset_key(inputs)
     scores = _subset_scores(model, inputs, dev_base, [*cfg.export.subsets, tuple(inputs)], cfg.eval_batch_size, 0)
+    rule = cfg.export.threshold_rule
     points: dict[str, dict[str, float]] = {}
+    placed: dict[str, str] = {}
     for c in dict.fromkeys([crit, *cfg.export.extra_criteria]):
-        points[c] = {k: float(M.fit_threshold(s, dev_base.is_bonafide, dev_base.species, c))
-                     for k, s in scores.items()}
+        points[c] = {}
+        for k, s in scores.items():
+            fit = M.place_threshold(s, dev_base.is_bonafide, dev_base.species, c, rule)
+            points[c][k] = fit.threshold
+            if c == crit and k == full:
+                placed = {"placed": fit.placed, "criterion_threshold": fit.criterion_threshold}
     ops = points[crit]
     training = {"config": _portable(to_mapping(cfg)), "epoch": ck.get("epoch"), "best": ck.get("best"),
-                "dev_split": cfg.data.dev_split, "protocol": cfg.data.protocol, "dataset": cfg.data.kind}
+                "dev_split": cfg.data.dev_split, "protocol": cfg.data.protocol, "dataset": cfg.data.kind,
+                "threshold_rule": rule, "threshold_placement": placed}
     meta_path = Path(cfg.data.root) / "meta.json" if cfg.data.root is not None else None
     if cfg.data.kind == "synthbench" and meta_path is not None and meta_path.is_file():
         try:   # the generator and its settings: enough to regenerate the benchmark

@@ -156,6 +156,40 @@ def predict(model, dataset, *, batch_size: int = 64, device=None, workers: int =
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
+def recalibrate_bn(model, dataset, batches: int, batch_size: int, seed: int, epoch: int, device,
+                   workers: int = 0) -> int:
+    """Re-estimate every BatchNorm's running statistics as the plain mean over ``batches`` training batches (train
+    mode, no gradients; momentum ``None``), leaving the RNG streams untouched. Returns the batches used.
+
+    After few optimiser steps the exponential running averages still hold their init (var 1) and in eval mode a
+    small-variance layer (a 1-channel stem) is then scaled down by the ratio, which the following layers turn into
+    near-constant scores (docs/MODELS.md, "Why multilayer did not train").
+    """
+    net = getattr(model, "module", model)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or batches <= 0:
+        return 0
+    momenta = [m.momentum for m in bns]
+    was = net.training
+    used = 0
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+        net.train()
+        loader = _loader(dataset, EpochSampler(len(dataset), epoch, seed + 7919), batch_size, workers, True, False)
+        for batch in loader:
+            feed, _ = _to_device(batch, device)
+            net(feed)
+            used += 1
+            if used >= batches:
+                break
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    net.train(was)
+    return used
+
+
 def _evaluate(model, objective, dataset, cfg: TrainConfig, device, amp: bool) -> dict[str, Any]:
     loader = _loader(dataset, EpochSampler(len(dataset), 0, 0, shuffle=False), cfg.eval_batch_size, cfg.workers,
                      False, device.type == "cuda")
@@ -473,6 +507,9 @@ def train(cfg: TrainConfig, *, resume: bool = False,
                                    "samples_per_s": seen * world / max(train_s, 1e-9),
                                    "data_wait_fraction": data_s / max(train_s, 1e-9), "world_size": world}
             if main:
+                if cfg.bn_recalibrate > 0:
+                    recalibrate_bn(model, train_ds, cfg.bn_recalibrate, cfg.batch_size, cfg.seed, epoch, device,
+                                   cfg.workers)
                 ev = _evaluate(model, objective, dev_ds, cfg, device, amp)
                 rec.update(ev)
                 # a tie on the criterion (e.g. dev BPCER20 = 0 for many epochs) goes to the lower dev loss

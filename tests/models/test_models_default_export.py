@@ -26,6 +26,9 @@ def test_export_writes_extra_criteria_per_subset(tmp_path, bench):
     for crit in ops:
         assert set(ops[crit]) == {"rgb+depth+ir", "rgb+depth", "rgb+ir", "rgb"}
     assert man["threshold_criterion"] == "bpcer20" and man["threshold"] == ops["bpcer20"]["rgb+depth+ir"]
+    # the placement rule is recorded (the runtime reads only the number)
+    assert man["training"]["threshold_rule"] == "gap_logit"
+    assert man["training"]["threshold_placement"]["placed"] in ("separation", "interval", "criterion")
     # the extra points are real fits on the same dev scores, not copies of the default
     assert ops["apcer10"] != ops["bpcer20"] or ops["eer"] != ops["bpcer20"]
     assert M.parse_criterion("apcer10").kind == "apcer"
