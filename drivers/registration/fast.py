@@ -149,12 +149,30 @@ class _Layout:
         self.size = self.trash + 1
 
 
-def _chunk(z, lo: int, hi: int, pix: "_PixelData", scale: float, target: Intrinsics, ext: Extrinsics,
-           semantics: Semantics, lay: _Layout, idx_out: np.ndarray, z1_out: np.ndarray) -> tuple | None:
-    """Corners and class-plane indices of depth pixels ``lo:hi`` (written to ``idx_out``; ``z1_out = z - 1``
-    wrapping, so a hole (0) becomes 0xFFFF, the empty value of the min z-buffer).
+class _Squares:
+    """Geometry of the single-plane z-buffer of the full-frame path: a rectangle with sides ``s0 .. s0 + k - 1``
+    is the union of ``(w - s0 + 1) × (h - s0 + 1)`` squares of side ``s0``, whose top-left cells are stored at
+    ``+off`` in one plane (row length ``we``) that is then spread to side ``s0``; one trash cell follows it."""
 
-    Returns the pixels whose rectangle has another size as ``(pixel, x0, y0, x1, y1, z - 1)``.
+    def __init__(self, target: Intrinsics, sizes: tuple[int, int]) -> None:
+        self.s0, s1 = sizes
+        self.k = s1 - self.s0 + 1
+        self.off = s1 - 1  # a class-sized rectangle further left/up misses the image
+        self.wb = target.width + self.off  # top-left cells at or beyond wb/hb miss the image too
+        self.hb = target.height + self.off
+        self.we = self.wb + self.k - 1  # room for the squares right of / below a top-left cell
+        self.he = self.hb + self.k - 1
+        self.trash = self.we * self.he
+        self.size = self.trash + 1
+
+
+def _chunk(z, lo: int, hi: int, pix: "_PixelData", scale: float, target: Intrinsics, ext: Extrinsics,
+           semantics: Semantics, lay: _Squares, idx_out: np.ndarray, z1_out: np.ndarray) -> tuple:
+    """Corners and plane indices of depth pixels ``lo:hi`` (first square's top-left cell written to ``idx_out``;
+    ``z1_out = z - 1`` wrapping, so a hole (0) becomes 0xFFFF, the empty value of the min z-buffer).
+
+    Returns ``(rest, extra)``: the pixels whose rectangle has another size as ``(pixel, x0, y0, x1, y1, z - 1)``
+    (or None), and the other squares of wider rectangles as a list of ``(cells, z - 1)``.
     """
     ws = _WS
     zc = z[lo:hi]
@@ -189,36 +207,47 @@ def _chunk(z, lo: int, hi: int, pix: "_PixelData", scale: float, target: Intrins
         np.copyto(z1, np.uint16(0xFFFF), where=zpos)
     k, s0 = lay.k, lay.s0
     i32 = np.int32
-    rw = np.subtract(x1, x0, out=ws.get("rw", n, i32))
-    rw -= s0 - 1
-    rh = np.subtract(y1, y0, out=ws.get("rh", n, i32))
-    rh -= s0 - 1
-    # int32 ops only (fast, SIMD); negative values seen as uint32 are huge, so one compare tests both ends
-    bad = np.greater_equal(rw.view(np.uint32), k, out=ws.get("bad", n, np.bool_))
-    tmpb = ws.get("tmpb", n, np.bool_)
-    bad |= np.greater_equal(rh.view(np.uint32), k, out=tmpb)
     sx = np.add(x0, lay.off, out=ws.get("sx", n, i32))
     sy = np.add(y0, lay.off, out=ws.get("sy", n, i32))
-    drop = np.greater_equal(sx.view(np.uint32), lay.we, out=ws.get("drop", n, np.bool_))
-    drop |= np.greater_equal(sy.view(np.uint32), lay.he, out=tmpb)  # class-sized and off the planes: misses
-    drop |= bad
-    cls = np.multiply(rh, k, out=ws.get("cls", n, i32))
-    cls += rw
-    cls *= lay.plane
-    tmp = np.multiply(sy, lay.we, out=ws.get("tmp32", n, i32))
-    cls += tmp
-    cls += sx
-    np.copyto(cls, lay.trash, where=drop)
-    idx_out[lo:hi] = cls
-    rest = np.flatnonzero(bad) if bad.any() else ()
-    if not len(rest):
-        return None
+    # int32 ops only (fast, SIMD); negative values seen as uint32 are huge, so one compare tests both ends
+    drop = np.greater_equal(sx.view(np.uint32), lay.wb, out=ws.get("drop", n, np.bool_))
+    tmpb = ws.get("tmpb", n, np.bool_)
+    drop |= np.greater_equal(sy.view(np.uint32), lay.hb, out=tmpb)  # class-sized and off the plane: misses
+    bad = None
+    if k > 1 or x1 is not x0:
+        rw = np.subtract(x1, x0, out=ws.get("rw", n, i32))
+        rw -= s0 - 1
+        rh = np.subtract(y1, y0, out=ws.get("rh", n, i32))
+        rh -= s0 - 1
+        bad = np.greater_equal(rw.view(np.uint32), k, out=ws.get("bad", n, np.bool_))
+        bad |= np.greater_equal(rh.view(np.uint32), k, out=tmpb)
+        drop |= bad
+    cell = np.multiply(sy, lay.we, out=ws.get("cell", n, i32))
+    cell += sx
+    np.copyto(cell, lay.trash, where=drop)
+    idx_out[lo:hi] = cell
+    extra = []
+    if k > 1:
+        np.logical_not(drop, out=drop)  # drop now marks the class-sized rectangles that are kept
+        for b in range(k):
+            for a in range(k):
+                if a == 0 and b == 0:
+                    continue
+                m = np.greater_equal(rw, a, out=ws.get("m", n, np.bool_))
+                m &= np.greater_equal(rh, b, out=tmpb)
+                m &= drop
+                sel = np.flatnonzero(m)
+                if len(sel):
+                    extra.append((cell[sel] + (b * lay.we + a), z1[sel]))
+    if bad is None or not bad.any():
+        return None, extra
+    rest = np.flatnonzero(bad)
     zr = z1[rest]
     keep = zr != 0xFFFF
     rest = rest[keep]
     if not len(rest):
-        return None
-    return rest + lo, x0[rest].copy(), y0[rest].copy(), x1[rest].copy(), y1[rest].copy(), zr[keep]
+        return None, extra
+    return (rest + lo, x0[rest].copy(), y0[rest].copy(), x1[rest].copy(), y1[rest].copy(), zr[keep]), extra
 
 
 def _spread(a: np.ndarray, axis: int, buf: np.ndarray) -> np.ndarray:
@@ -278,6 +307,25 @@ def _min_planes(idx: np.ndarray, z1: np.ndarray, lay: _Layout, th: int, tw: int,
             else m[lay.off:lay.off + th, lay.off:lay.off + tw])
 
 
+def _min_squares(idx: np.ndarray, z1: np.ndarray, extra: list, lay: _Squares, th: int, tw: int) -> np.ndarray:
+    """The z-buffer (uint16 ``z - 1``, 0xFFFF = empty; ``th × tw`` view) of class-sized rectangles: ``z1`` is
+    min-scattered to the top-left cell of each rectangle's squares (``idx`` and ``extra``; trash for the
+    others), then the plane is spread to side ``s0`` by one-pixel min shifts along each axis."""
+    flat = _WS.get("squares", lay.size, np.uint16)
+    flat[:lay.trash].fill(0xFFFF)
+    np.minimum.at(flat, idx, z1)
+    for cells, zs in extra:
+        np.minimum.at(flat, cells, zs)
+    m = flat[:lay.trash].reshape(lay.he, lay.we)
+    bufs = [_WS.get(f"squares-spread{i}", (lay.he, lay.we), np.uint16) for i in range(2)]
+    cur = 0
+    for axis in (1, 0):
+        for _ in range(lay.s0 - 1):
+            m = _spread(m, axis, bufs[cur])
+            cur ^= 1
+    return m[lay.off:lay.off + th, lay.off:lay.off + tw]
+
+
 def _register_fast(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics: Semantics,
                    footprint: Footprint, threads: int = 1, arithmetic: Arithmetic = "exact",
                    pixels: Callable[[tuple[float, float] | None], _PixelData] | None = None) -> np.ndarray:
@@ -294,7 +342,7 @@ def _register_fast(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics:
     folded = _folded(target, semantics, arithmetic)
     tw, th = target.width, target.height
     rect = fills_rectangle(intr, target, footprint)
-    lay = _Layout(target, _sizes(intr, target) if rect else (1, 2))
+    lay = _Squares(target, _sizes(intr, target) if rect else (1, 1))
     scale = float(depth.depth_scale_m)
     cull = _cull_range(z, scale)
     pix = (pixels(cull) if pixels is not None
@@ -302,7 +350,7 @@ def _register_fast(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics:
     if pix.subset is not None:
         z = np.take(z, pix.subset, out=_WS.get("zsub", len(pix.subset), np.uint16))
     n = z.size
-    idx = _WS.get("idx", n, np.intp)
+    idx = _WS.get("idx", n, np.int32 if lay.size < 2 ** 31 else np.intp)
     z1 = _WS.get("z1", n, np.uint16)
     bounds = list(range(0, n, _CHUNK)) + [n]
     jobs = [(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -311,8 +359,8 @@ def _register_fast(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics:
         rests = list(_pool(threads).map(lambda ab: _chunk(z, ab[0], ab[1], *args), jobs))
     else:
         rests = [_chunk(z, a, b, *args) for a, b in jobs]
-    crop = _min_planes(idx, z1, lay, th, tw, "planes")
-    rests = [r for r in rests if r is not None]
+    crop = _min_squares(idx, z1, [e for _, extra in rests for e in extra], lay, th, tw)
+    rests = [r for r, _ in rests if r is not None]
     if rests:
         crop = np.ascontiguousarray(crop)  # _fill_into scatters into the flat buffer
         for rest in rests:
