@@ -9,8 +9,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from edgepad.drivers.registration.corners import (_F32, _WS, Arithmetic, Footprint, Semantics,
-                                                  _corner_bounds, _cull_range, _distorts_target,
-                                                  _finish_distorted, _folded, _to_pixels_f32, corner_rays,
+                                                  _corner_bounds, _cull_range, _distort_inplace, _distorts_target,
+                                                  _folded, _to_pixels_f32, corner_rays,
                                                   fills_rectangle, folded_coefficients)
 from edgepad.drivers.registration.reference import _fill_into
 from edgepad.geometry import Extrinsics, Intrinsics
@@ -65,14 +65,22 @@ def _corner_folded_fast(d, coeffs, lo: int, hi: int, tag: str, zpos, target: Int
     zpos &= np.greater(zz, 0, out=ws.get("zgt", n, np.bool_))
     iu = ws.get(f"iu{tag}", n, np.int32)
     iv = ws.get(f"iv{tag}", n, np.int32)
-    if _distorts_target(target, semantics):
-        u = (d * au[lo:hi] + tu) / zz
-        v = (d * av[lo:hi] + tv) / zz
-        u, v = _finish_distorted(u, v, target, semantics)
+    if _distorts_target(target, semantics):  # as _finish_distorted, in place
+        u = np.multiply(d, au[lo:hi], out=ws.get("u", n, _F32))
+        u += tu
+        u /= zz
+        v = np.multiply(d, av[lo:hi], out=ws.get("v", n, _F32))
+        v += tv
+        v /= zz
+        _distort_inplace(u, v, target, semantics)
         lim = _F32(2.0 ** 31)
-        zpos &= (np.abs(u) < lim) & (np.abs(v) < lim)  # as the reference: such a corner drops the pixel
-        iu[...] = u
-        iv[...] = v
+        tmp = ws.get("lim", n, _F32)
+        chk = ws.get("chk", n, np.bool_)
+        for a, f, c, out in ((u, target.fx, target.cx, iu), (v, target.fy, target.cy, iv)):
+            a *= _F32(f)
+            a += _F32(c + 0.5)
+            zpos &= np.less(np.abs(a, out=tmp), lim, out=chk)  # as the reference: such a corner drops the pixel
+            out[...] = a
         return iu, iv
     for a, t, out in ((au, tu, iu), (av, tv, iv)):
         u = np.multiply(d, a[lo:hi], out=ws.get("u", n, _F32))
@@ -229,16 +237,18 @@ def _chunk(z, lo: int, hi: int, pix: "_PixelData", scale: float, target: Intrins
     extra = []
     if k > 1:
         np.logical_not(drop, out=drop)  # drop now marks the class-sized rectangles that are kept
-        for b in range(k):
-            for a in range(k):
-                if a == 0 and b == 0:
-                    continue
-                m = np.greater_equal(rw, a, out=ws.get("m", n, np.bool_))
-                m &= np.greater_equal(rh, b, out=tmpb)
-                m &= drop
-                sel = np.flatnonzero(m)
-                if len(sel):
-                    extra.append((cell[sel] + (b * lay.we + a), z1[sel]))
+        m = np.greater(rw, 0, out=ws.get("m", n, np.bool_))
+        m |= np.greater(rh, 0, out=tmpb)
+        m &= drop
+        wide = np.flatnonzero(m)  # the rectangles wider or taller than s0: their other squares
+        if len(wide):
+            cw, zw, ww, hw = cell[wide], z1[wide], rw[wide], rh[wide]
+            for b in range(k):
+                for a in range(k):
+                    if a or b:
+                        sel = np.flatnonzero((ww >= a) & (hw >= b))
+                        if len(sel):
+                            extra.append((cw[sel] + (b * lay.we + a), zw[sel]))
     if bad is None or not bad.any():
         return None, extra
     rest = np.flatnonzero(bad)
