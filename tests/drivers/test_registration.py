@@ -402,3 +402,79 @@ def test_registrar_checks_its_inputs():
     with pytest.raises(ShapeError):
         Registrar(d.intrinsics, c, e, 0.001).window(make_frame("ir", np.zeros((48, 64), np.uint8), 0,
                                                                 intrinsics=d.intrinsics), (0, 0, 8, 8))
+
+
+def _case_ids():
+    from edgepad.drivers.registration.oracle import CASE_LENSES, CASE_SIZES
+    return [f"{a}x{b}->{c}x{d}/{lens}" for a, b, c, d in CASE_SIZES for lens in CASE_LENSES]
+
+
+@pytest.mark.realsense
+@pytest.mark.parametrize("index", range(30), ids=_case_ids())
+def test_case_table_equals_rs_align(index):
+    """Every size pair × lens variant of the case table (1/8 scale): the SSE footprint reproduces rs.align
+    (exact arithmetic bit-identical, fast ≥ 99.99 %), and every method agrees with the generic fill."""
+    pytest.importorskip("pyrealsense2")
+    from edgepad.drivers.registration import align_with_librealsense
+    from edgepad.drivers.registration.oracle import registration_cases
+    case = registration_cases(0.125)[index]
+    assert case["name"] == _case_ids()[index]
+    assert 0.3 <= case["rotation_deg"] <= 2.0 and 15 <= case["baseline_mm"] <= 50
+    depth, target, ext = case["depth"], case["target"], case["ext"]
+    theirs = align_with_librealsense(depth, target, ext)
+    assert (theirs > 0).mean() > 0.5
+    for arithmetic in ("exact", "fast"):
+        kw = {"semantics": "align", "arithmetic": arithmetic}
+        ours = register_depth(depth, target, ext, method="numpy", footprint="sse", **kw).data
+        assert np.mean(ours == theirs) >= (1.0 if arithmetic == "exact" else 0.9999)
+        for fp in ("sse", "rect"):
+            fast = register_depth(depth, target, ext, method="numpy", footprint=fp, **kw).data
+            assert np.array_equal(fast, register_depth(depth, target, ext, method="generic", footprint=fp,
+                                                       **kw).data)
+
+
+def test_case_table_covers_every_pair_and_lens():
+    from edgepad.drivers.registration.oracle import registration_cases
+    cases = registration_cases(0.125)
+    assert len(cases) == 30 and len({c["name"] for c in cases}) == 30
+    for c in cases:
+        d, t = c["depth"].intrinsics, c["target"]
+        assert (t.distortion == "modified_brown_conrady") == (c["lens"] == "color")
+        assert d.distortion == (c["lens"] if c["lens"] != "color" else "none")
+        assert abs(np.linalg.det(c["ext"].r) - 1) < 1e-9
+    big = registration_cases(1.0, sizes=((1280, 720, 640, 480),), lenses=("none",))[0]
+    assert big["depth"].data.shape == (720, 1280) and (big["target"].width, big["target"].height) == (640, 480)
+
+
+def test_inplace_distortion_is_bit_identical():
+    """The fast path's in-place colour-lens distortion gives the same float32 bits as the plain expression."""
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-0.8, 0.8, 5000).astype(np.float32)
+    y = rng.uniform(-0.6, 0.6, 5000).astype(np.float32)
+    intr = Intrinsics(64, 48, 60, 60, 32, 24, "modified_brown_conrady", (0.152, -0.471, 0.0007, -0.0004, 0.431))
+    ex, ey = reg_corners._distort_f32(x, y, intr, "align")
+    ix, iy = x.copy(), y.copy()
+    reg_corners._distort_inplace(ix, iy, intr, "align")
+    assert np.array_equal(ix.view(np.uint32), ex.view(np.uint32))
+    assert np.array_equal(iy.view(np.uint32), ey.view(np.uint32))
+    assert not np.array_equal(ix, x)
+
+
+@pytest.mark.parametrize("pair", [(64, 48, 128, 72), (128, 72, 64, 48)])
+def test_square_plane_layout(pair):
+    """Upscaling (rectangles of two sides as unions of squares) and downscaling (one plane, one cell) equal the
+    reference fill, and the layout holds one plane."""
+    dw, dh, cw, ch = pair
+    di = Intrinsics(dw, dh, 0.61 * dw * 0.8, 0.61 * dw * 0.8, dw / 2, dh / 2)
+    ci = Intrinsics(cw, ch, 0.96 * cw * 0.75, 0.96 * cw * 0.75, cw / 2, ch / 2)
+    e = Extrinsics.from_rt(np.eye(3), (0.03, 0, 0))
+    depth = _depth(di, plane_depth(di, 700, slope_x=5, occluder=(dw // 4, dh // 4, dw // 2, dh // 2, 450),
+                                   holes=0.05))
+    rect = fills_rectangle(di, ci, "sse")
+    lay = reg_fast._Squares(ci, reg_fast._sizes(di, ci) if rect else (1, 1))
+    assert lay.size == lay.we * lay.he + 1
+    assert rect == (cw > dw)
+    for fp in ("sse", "rect"):
+        a = register_depth(depth, ci, e, method="numpy", footprint=fp, semantics="align").data
+        b = register_depth(depth, ci, e, method="reference", footprint=fp, semantics="align").data
+        assert np.array_equal(a, b) and (a > 0).mean() > 0.3
