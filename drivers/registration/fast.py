@@ -18,7 +18,7 @@ from edgepad.types import Frame
 
 _POOL: dict = {}
 #: pixels per chunk of the fast path: its float32 scratch buffers stay cache-resident
-_CHUNK = 102400
+_CHUNK = 32768
 
 
 def _pool(threads: int):
@@ -230,10 +230,9 @@ def _chunk(z, lo: int, hi: int, pix: "_PixelData", scale: float, target: Intrins
         bad = np.greater_equal(rw.view(np.uint32), k, out=ws.get("bad", n, np.bool_))
         bad |= np.greater_equal(rh.view(np.uint32), k, out=tmpb)
         drop |= bad
-    cell = np.multiply(sy, lay.we, out=ws.get("cell", n, i32))
+    cell = np.multiply(sy, lay.we, out=idx_out[lo:hi])
     cell += sx
     np.copyto(cell, lay.trash, where=drop)
-    idx_out[lo:hi] = cell
     extra = []
     if k > 1:
         np.logical_not(drop, out=drop)  # drop now marks the class-sized rectangles that are kept
@@ -360,7 +359,7 @@ def _register_fast(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics:
     if pix.subset is not None:
         z = np.take(z, pix.subset, out=_WS.get("zsub", len(pix.subset), np.uint16))
     n = z.size
-    idx = _WS.get("idx", n, np.int32 if lay.size < 2 ** 31 else np.intp)
+    idx = _WS.get("idx", n, np.int32)
     z1 = _WS.get("z1", n, np.uint16)
     bounds = list(range(0, n, _CHUNK)) + [n]
     jobs = [(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
