@@ -43,7 +43,8 @@ def _corner_fast(d, acc, rx, ry, r, target: Intrinsics, semantics: Semantics, ta
         o += s
         xyz.append(o)
     X, Y, Z = xyz
-    valid &= np.greater(Z, 0, out=ws.get("zgt", n, np.bool_))
+    if valid is not None:
+        valid &= np.greater(Z, 0, out=ws.get("zgt", n, np.bool_))
     X /= Z
     Y /= Z
     _to_pixels_f32(X, Y, target, semantics)
@@ -62,7 +63,8 @@ def _corner_folded_fast(d, coeffs, lo: int, hi: int, tag: str, zpos, target: Int
     ws = _WS
     zz = np.multiply(d, az[lo:hi], out=ws.get("zz", n, _F32))
     zz += tz
-    zpos &= np.greater(zz, 0, out=ws.get("zgt", n, np.bool_))
+    if zpos is not None:
+        zpos &= np.greater(zz, 0, out=ws.get("zgt", n, np.bool_))
     iu = ws.get(f"iu{tag}", n, np.int32)
     iv = ws.get(f"iv{tag}", n, np.int32)
     if _distorts_target(target, semantics):  # as _finish_distorted, in place
@@ -94,8 +96,14 @@ class _PixelData:
     """Per-pixel constants of one camera pair for the fast path, optionally restricted to the depth pixels that
     can reach the target image at all (``subset``; None = every pixel)."""
 
-    def __init__(self, subset, folded: bool, corner0, corner1) -> None:
+    def __init__(self, subset, folded: bool, corner0, corner1, z_slope: float) -> None:
         self.subset, self.folded, self.corner0, self.corner1 = subset, folded, corner0, corner1
+        self.z_slope = z_slope  # min over kept pixels and corners of dz'/dz (the rotated ray's z)
+
+    def in_front(self, scale: float, tz: float) -> bool:
+        """Whether every corner of a depth ≥ 1 raw unit lies in front of the target camera (``z' > 0`` with a
+        margin far above float32 rounding), so the per-pixel test can be skipped."""
+        return self.z_slope > 0.01 and tz >= -0.5 * self.z_slope * scale
 
 
 
@@ -124,14 +132,18 @@ def _pixel_data(intr: Intrinsics, target: Intrinsics, ext: Extrinsics, semantics
         return out
 
     corners = []
+    z_slope = math.inf
     for off in offsets:
+        rx, ry = corner_rays(intr, off, semantics)
+        a2 = ext.r[2, 0] * pick(rx).astype(np.float64) + ext.r[2, 1] * pick(ry).astype(np.float64) + ext.r[2, 2]
+        z_slope = min(z_slope, float(a2.min()) if a2.size else math.inf)
         if folded:
             au, av, az, tu, tv, tz = folded_coefficients(intr, off, semantics, ext, target)
             corners.append((pick(au), pick(av), pick(az), tu, tv, tz))
         else:
             rx, ry = corner_rays(intr, off, semantics)
             corners.append((pick(rx), pick(ry)))
-    return _PixelData(subset, folded, corners[0], corners[1] if rect else None)
+    return _PixelData(subset, folded, corners[0], corners[1] if rect else None, z_slope)
 
 
 
@@ -187,8 +199,10 @@ def _chunk(z, lo: int, hi: int, pix: "_PixelData", scale: float, target: Intrins
     n = hi - lo
     z1 = np.subtract(zc, np.uint16(1), out=z1_out[lo:hi])
     d = np.multiply(zc, _F32(scale), out=ws.get("d", n, _F32), dtype=_F32)
-    zpos = ws.get("zpos", n, np.bool_)
-    zpos.fill(True)
+    zpos = None
+    if not pix.in_front(scale, float(ext.t[2])) or (pix.folded and _distorts_target(target, semantics)):
+        zpos = ws.get("zpos", n, np.bool_)
+        zpos.fill(True)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         rect = pix.corner1 is not None
         if pix.folded:
@@ -210,7 +224,7 @@ def _chunk(z, lo: int, hi: int, pix: "_PixelData", scale: float, target: Intrins
                 x1, y1 = _corner_fast(d, acc, rx[lo:hi], ry[lo:hi], r, target, semantics, "1", zpos)
             else:
                 x1, y1 = x0, y0
-    if not zpos.all():  # corners behind the target camera: the pixel is dropped
+    if zpos is not None and not zpos.all():  # corners behind the target camera (or off int32): dropped
         np.logical_not(zpos, out=zpos)
         np.copyto(z1, np.uint16(0xFFFF), where=zpos)
     k, s0 = lay.k, lay.s0

@@ -478,3 +478,23 @@ def test_square_plane_layout(pair):
         a = register_depth(depth, ci, e, method="numpy", footprint=fp, semantics="align").data
         b = register_depth(depth, ci, e, method="reference", footprint=fp, semantics="align").data
         assert np.array_equal(a, b) and (a > 0).mean() > 0.3
+
+
+@pytest.mark.parametrize("arithmetic", ["exact", "fast"])
+def test_corners_behind_the_target_camera_are_dropped_as_reference(arithmetic):
+    """A strongly rotated pair (rays behind the target camera) takes the per-pixel z' > 0 test; a mild one may
+    skip it (every corner in front) with the same output as the reference."""
+    rig = small_rig(40, 30, angle_deg=4)
+    di, ci = rig.intrinsics[Modality.DEPTH], rig.intrinsics[Modality.RGB]
+    z = plane_depth(di, 600, slope_x=6, occluder=(10, 8, 24, 20, 380), holes=0.08)
+    depth = _depth(di, z)
+    for deg, in_front in ((80.0, False), (1.0, True)):
+        a = math.radians(deg)
+        r = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+        e = Extrinsics.from_rt(r, (0.02, 0, 0.001))
+        pix = reg_fast._pixel_data(di, ci, e, "align", True, arithmetic == "fast", None)
+        assert pix.in_front(0.001, 0.001) is in_front
+        for fp in ("rect", "sse"):
+            kw = {"semantics": "align", "footprint": fp, "arithmetic": arithmetic}
+            assert np.array_equal(register_depth(depth, ci, e, method="numpy", **kw).data,
+                                  register_depth(depth, ci, e, method="reference", **kw).data)
