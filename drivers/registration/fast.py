@@ -177,6 +177,8 @@ class _Squares:
     def __init__(self, target: Intrinsics, sizes: tuple[int, int]) -> None:
         self.s0, s1 = sizes
         self.k = s1 - self.s0 + 1
+        if self.k > 2:
+            raise ValueError("at most two rectangle sides per axis")  # internal invariant (_sizes)
         self.off = s1 - 1  # a class-sized rectangle further left/up misses the image
         self.wb = target.width + self.off  # top-left cells at or beyond wb/hb miss the image too
         self.hb = target.height + self.off
@@ -187,12 +189,13 @@ class _Squares:
 
 
 def _chunk(z, lo: int, hi: int, pix: "_PixelData", scale: float, target: Intrinsics, ext: Extrinsics,
-           semantics: Semantics, lay: _Squares, idx_out: np.ndarray, z1_out: np.ndarray) -> tuple:
-    """Corners and plane indices of depth pixels ``lo:hi`` (first square's top-left cell written to ``idx_out``;
-    ``z1_out = z - 1`` wrapping, so a hole (0) becomes 0xFFFF, the empty value of the min z-buffer).
+           semantics: Semantics, lay: _Squares, idx_out: np.ndarray, z1_out: np.ndarray) -> tuple | None:
+    """Corners and plane cells of depth pixels ``lo:hi``: ``idx_out[j]`` holds the top-left cell of square ``j``
+    of each rectangle (j = 0 and, with two sizes, right, below, below-right; a rectangle of side ``s0`` repeats
+    its own cell; trash for dropped pixels); ``z1_out = z - 1`` wrapping, so a hole (0) becomes 0xFFFF, the empty
+    value of the min z-buffer.
 
-    Returns ``(rest, extra)``: the pixels whose rectangle has another size as ``(pixel, x0, y0, x1, y1, z - 1)``
-    (or None), and the other squares of wider rectangles as a list of ``(cells, z - 1)``.
+    Returns the pixels whose rectangle has another size as ``(pixel, x0, y0, x1, y1, z - 1)``, or None.
     """
     ws = _WS
     zc = z[lo:hi]
@@ -244,33 +247,28 @@ def _chunk(z, lo: int, hi: int, pix: "_PixelData", scale: float, target: Intrins
         bad = np.greater_equal(rw.view(np.uint32), k, out=ws.get("bad", n, np.bool_))
         bad |= np.greater_equal(rh.view(np.uint32), k, out=tmpb)
         drop |= bad
-    cell = np.multiply(sy, lay.we, out=idx_out[lo:hi])
+    cell = np.multiply(sy, lay.we, out=idx_out[0, lo:hi])
     cell += sx
-    np.copyto(cell, lay.trash, where=drop)
-    extra = []
-    if k > 1:
-        np.logical_not(drop, out=drop)  # drop now marks the class-sized rectangles that are kept
-        m = np.greater(rw, 0, out=ws.get("m", n, np.bool_))
-        m |= np.greater(rh, 0, out=tmpb)
-        m &= drop
-        wide = np.flatnonzero(m)  # the rectangles wider or taller than s0: their other squares
-        if len(wide):
-            cw, zw, ww, hw = cell[wide], z1[wide], rw[wide], rh[wide]
-            for b in range(k):
-                for a in range(k):
-                    if a or b:
-                        sel = np.flatnonzero((ww >= a) & (hw >= b))
-                        if len(sel):
-                            extra.append((cw[sel] + (b * lay.we + a), zw[sel]))
+    to_trash = np.subtract(lay.trash, cell, out=ws.get("trash", n, i32))  # cell = trash where dropped, branch-free
+    to_trash *= drop  # (int32 wraps: exact also for overflowed cells)
+    cell += to_trash
+    if k > 1:  # the other squares of a wider/taller rectangle; the others write their own cell again (harmless)
+        keep = np.logical_not(drop, out=tmpb)
+        rw *= keep
+        rh *= keep
+        right = np.add(cell, rw, out=idx_out[1, lo:hi])
+        below = np.multiply(rh, lay.we, out=idx_out[2, lo:hi])
+        below += cell
+        np.add(below, rw, out=idx_out[3, lo:hi])
     if bad is None or not bad.any():
-        return None, extra
+        return None
     rest = np.flatnonzero(bad)
     zr = z1[rest]
     keep = zr != 0xFFFF
     rest = rest[keep]
     if not len(rest):
-        return None, extra
-    return (rest + lo, x0[rest].copy(), y0[rest].copy(), x1[rest].copy(), y1[rest].copy(), zr[keep]), extra
+        return None
+    return rest + lo, x0[rest].copy(), y0[rest].copy(), x1[rest].copy(), y1[rest].copy(), zr[keep]
 
 
 def _spread(a: np.ndarray, axis: int, buf: np.ndarray) -> np.ndarray:
@@ -330,15 +328,14 @@ def _min_planes(idx: np.ndarray, z1: np.ndarray, lay: _Layout, th: int, tw: int,
             else m[lay.off:lay.off + th, lay.off:lay.off + tw])
 
 
-def _min_squares(idx: np.ndarray, z1: np.ndarray, extra: list, lay: _Squares, th: int, tw: int) -> np.ndarray:
+def _min_squares(idx: np.ndarray, z1: np.ndarray, lay: _Squares, th: int, tw: int) -> np.ndarray:
     """The z-buffer (uint16 ``z - 1``, 0xFFFF = empty; ``th × tw`` view) of class-sized rectangles: ``z1`` is
-    min-scattered to the top-left cell of each rectangle's squares (``idx`` and ``extra``; trash for the
-    others), then the plane is spread to side ``s0`` by one-pixel min shifts along each axis."""
+    min-scattered to the top-left cell of each rectangle's squares (the rows of ``idx``; trash for the others),
+    then the plane is spread to side ``s0`` by one-pixel min shifts along each axis."""
     flat = _WS.get("squares", lay.size, np.uint16)
     flat[:lay.trash].fill(0xFFFF)
-    np.minimum.at(flat, idx, z1)
-    for cells, zs in extra:
-        np.minimum.at(flat, cells, zs)
+    for cells in idx:
+        np.minimum.at(flat, cells, z1)
     m = flat[:lay.trash].reshape(lay.he, lay.we)
     bufs = [_WS.get(f"squares-spread{i}", (lay.he, lay.we), np.uint16) for i in range(2)]
     cur = 0
@@ -373,7 +370,7 @@ def _register_fast(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics:
     if pix.subset is not None:
         z = np.take(z, pix.subset, out=_WS.get("zsub", len(pix.subset), np.uint16))
     n = z.size
-    idx = _WS.get("idx", n, np.int32)
+    idx = _WS.get("idx", (lay.k * lay.k, n), np.int32)
     z1 = _WS.get("z1", n, np.uint16)
     bounds = list(range(0, n, _CHUNK)) + [n]
     jobs = [(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -382,8 +379,8 @@ def _register_fast(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics:
         rests = list(_pool(threads).map(lambda ab: _chunk(z, ab[0], ab[1], *args), jobs))
     else:
         rests = [_chunk(z, a, b, *args) for a, b in jobs]
-    crop = _min_squares(idx, z1, [e for _, extra in rests for e in extra], lay, th, tw)
-    rests = [r for r, _ in rests if r is not None]
+    crop = _min_squares(idx, z1, lay, th, tw)
+    rests = [r for r in rests if r is not None]
     if rests:
         crop = np.ascontiguousarray(crop)  # _fill_into scatters into the flat buffer
         for rest in rests:
