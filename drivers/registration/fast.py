@@ -75,14 +75,10 @@ def _corner_folded_fast(d, coeffs, lo: int, hi: int, tag: str, zpos, target: Int
         v += tv
         v /= zz
         _distort_inplace(u, v, target, semantics)
-        lim = _F32(2.0 ** 31)
-        tmp = ws.get("lim", n, _F32)
-        chk = ws.get("chk", n, np.bool_)
         for a, f, c, out in ((u, target.fx, target.cx, iu), (v, target.fy, target.cy, iv)):
             a *= _F32(f)
             a += _F32(c + 0.5)
-            zpos &= np.less(np.abs(a, out=tmp), lim, out=chk)  # as the reference: such a corner drops the pixel
-            out[...] = a
+            out[...] = a  # |a| >= 2**31 or NaN gives INT32_MIN: dropped with the rare rectangles, as the reference
         return iu, iv
     for a, t, out in ((au, tu, iu), (av, tv, iv)):
         u = np.multiply(d, a[lo:hi], out=ws.get("u", n, _F32))
@@ -203,7 +199,7 @@ def _chunk(z, lo: int, hi: int, pix: "_PixelData", scale: float, target: Intrins
     z1 = np.subtract(zc, np.uint16(1), out=z1_out[lo:hi])
     d = np.multiply(zc, _F32(scale), out=ws.get("d", n, _F32), dtype=_F32)
     zpos = None
-    if not pix.in_front(scale, float(ext.t[2])) or (pix.folded and _distorts_target(target, semantics)):
+    if not pix.in_front(scale, float(ext.t[2])):
         zpos = ws.get("zpos", n, np.bool_)
         zpos.fill(True)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

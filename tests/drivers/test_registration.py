@@ -498,3 +498,21 @@ def test_corners_behind_the_target_camera_are_dropped_as_reference(arithmetic):
             kw = {"semantics": "align", "footprint": fp, "arithmetic": arithmetic}
             assert np.array_equal(register_depth(depth, ci, e, method="numpy", **kw).data,
                                   register_depth(depth, ci, e, method="reference", **kw).data)
+
+
+@pytest.mark.parametrize("arithmetic", ["exact", "fast"])
+def test_corners_projected_off_int32_are_dropped_as_reference(arithmetic):
+    """A colour lens whose distortion throws off-axis corners beyond ±2³¹ px (or to inf/NaN): the fast path drops
+    those pixels through the int32 limits, as the reference does with its explicit check."""
+    rig = small_rig(40, 30, angle_deg=2)
+    di, c0 = rig.intrinsics[Modality.DEPTH], rig.intrinsics[Modality.RGB]
+    ci = Intrinsics(40, 30, c0.fx, c0.fy, c0.cx, c0.cy, "modified_brown_conrady", (0.1, 0, 0, 0, 1e12))
+    e = rig.extrinsics("depth", "rgb")
+    depth = _depth(di, plane_depth(di, 600, slope_x=6, occluder=(10, 8, 24, 20, 380), holes=0.08))
+    x, y = reg_corners.corner_rays(di, -0.5, "align")
+    assert np.abs(reg_corners._distort_f32(x.ravel(), y.ravel(), ci, "align")[0] * ci.fx).max() >= 2.0 ** 31
+    for fp in ("rect", "sse"):
+        kw = {"semantics": "align", "footprint": fp, "arithmetic": arithmetic}
+        ref = register_depth(depth, ci, e, method="reference", **kw).data
+        assert np.array_equal(register_depth(depth, ci, e, method="numpy", **kw).data, ref)
+        assert (ref > 0).any()
