@@ -168,7 +168,7 @@ class _Layout:
 class _Squares:
     """Geometry of the single-plane z-buffer of the full-frame path: a rectangle with sides ``s0 .. s0 + k - 1``
     is the union of ``(w - s0 + 1) × (h - s0 + 1)`` squares of side ``s0``, whose top-left cells are stored at
-    ``+off`` in one plane (row length ``we``) that is then spread to side ``s0``; one trash cell follows it."""
+    ``+off`` in one plane (row length ``we``) that is then spread to side ``s0``; ``we + 2`` trash cells follow it."""
 
     def __init__(self, target: Intrinsics, sizes: tuple[int, int]) -> None:
         self.s0, s1 = sizes
@@ -181,7 +181,7 @@ class _Squares:
         self.we = self.wb + self.k - 1  # room for the squares right of / below a top-left cell
         self.he = self.hb + self.k - 1
         self.trash = self.we * self.he
-        self.size = self.trash + 1
+        self.size = self.trash + self.we + 2  # trash cells: a dropped pixel's squares stay among them
 
 
 def _chunk(z, lo: int, hi: int, pix: "_PixelData", scale: float, target: Intrinsics, ext: Extrinsics,
@@ -240,8 +240,8 @@ def _chunk(z, lo: int, hi: int, pix: "_PixelData", scale: float, target: Intrins
         rw -= s0 - 1
         rh = np.subtract(y1, y0, out=ws.get("rh", n, i32))
         rh -= s0 - 1
-        bad = np.greater_equal(rw.view(np.uint32), k, out=ws.get("bad", n, np.bool_))
-        bad |= np.greater_equal(rh.view(np.uint32), k, out=tmpb)
+        either = np.bitwise_or(rw, rh, out=ws.get("either", n, i32))  # k is 1 or 2: >= k iff a side is off-class
+        bad = np.greater_equal(either.view(np.uint32), k, out=ws.get("bad", n, np.bool_))
         drop |= bad
     cell = np.multiply(sy, lay.we, out=idx_out[0, lo:hi])
     cell += sx
@@ -249,9 +249,8 @@ def _chunk(z, lo: int, hi: int, pix: "_PixelData", scale: float, target: Intrins
     to_trash *= drop  # (int32 wraps: exact also for overflowed cells)
     cell += to_trash
     if k > 1:  # the other squares of a wider/taller rectangle; the others write their own cell again (harmless)
-        keep = np.logical_not(drop, out=tmpb)
-        rw *= keep
-        rh *= keep
+        rw &= 1  # kept pixels have 0 or 1 already; dropped ones land within the trash cells after `trash`
+        rh &= 1
         right = np.add(cell, rw, out=idx_out[1, lo:hi])
         below = np.multiply(rh, lay.we, out=idx_out[2, lo:hi])
         below += cell

@@ -472,7 +472,7 @@ def test_square_plane_layout(pair):
                                    holes=0.05))
     rect = fills_rectangle(di, ci, "sse")
     lay = reg_fast._Squares(ci, reg_fast._sizes(di, ci) if rect else (1, 1))
-    assert lay.size == lay.we * lay.he + 1
+    assert lay.trash == lay.we * lay.he and lay.size == lay.trash + lay.we + 2
     assert rect == (cw > dw)
     for fp in ("sse", "rect"):
         a = register_depth(depth, ci, e, method="numpy", footprint=fp, semantics="align").data
