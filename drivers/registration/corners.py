@@ -195,6 +195,49 @@ def _distorts_target(target: Intrinsics, semantics: Semantics) -> bool:
     return target.distortion != "none"
 
 
+def _distort_inplace(x: np.ndarray, y: np.ndarray, intr: Intrinsics, semantics: Semantics = "align") -> None:
+    """:func:`_distort_f32` into ``x, y`` (float32, 1-D), with scratch buffers for align's modified model (same
+    operations on the same operands, so identical values; no temporaries)."""
+    if not (intr.distortion == "modified_brown_conrady" and semantics == "align" and x.ndim == 1):
+        x[...], y[...] = _distort_f32(x, y, intr, semantics)
+        return
+    k1, k2, p1, p2, k3 = (_F32(c) for c in intr.dist5)
+    n, ws, two = x.size, _WS, _F32(2)
+    r2 = np.multiply(x, x, out=ws.get("dr2", n, _F32))
+    s = np.multiply(y, y, out=ws.get("ds", n, _F32))
+    r2 += s
+    q = np.multiply(r2, r2, out=ws.get("dq", n, _F32))  # r2 * r2
+    np.multiply(r2, q, out=s)  # r2 * (r2 * r2)
+    s *= k3
+    q *= k2
+    q += s  # k2 * r4 + k3 * r6
+    f = np.multiply(r2, k1, out=ws.get("df", n, _F32))
+    f += q
+    f += _F32(1)
+    x *= f  # xf
+    y *= f  # yf
+    dx = np.multiply(x, y, out=q)  # dx = xf + (2 (p1 xf yf) + p2 (r2 + 2 xf²))
+    dx *= p1
+    dx *= two
+    np.multiply(x, x, out=s)
+    s *= two
+    s += r2
+    s *= p2
+    dx += s
+    dx += x
+    dy = np.multiply(x, y, out=f)  # dy = yf + (2 (p2 xf yf) + p1 (r2 + 2 yf²))
+    dy *= p2
+    dy *= two
+    np.multiply(y, y, out=s)
+    s *= two
+    s += r2
+    s *= p1
+    dy += s
+    dy += y
+    x[...] = dx
+    y[...] = dy
+
+
 def _distort_f32(x: np.ndarray, y: np.ndarray, intr: Intrinsics, semantics: Semantics = "align",
                  ) -> tuple[np.ndarray, np.ndarray]:
     if intr.distortion == "modified_brown_conrady" and semantics == "align":
@@ -298,7 +341,7 @@ _CULL_DEPTHS_M = (0.1, 0.2, 0.3, 0.5)
 def _to_pixels_f32(X: np.ndarray, Y: np.ndarray, target: Intrinsics, semantics: Semantics) -> None:
     """In place: normalised float32 coordinates → target pixel + 0.5 (librealsense's float32 operation order)."""
     if _distorts_target(target, semantics):
-        X[...], Y[...] = _distort_f32(X, Y, target, semantics)
+        _distort_inplace(X, Y, target, semantics)
     X *= _F32(target.fx)
     X += _F32(target.cx)
     X += _F32(0.5)

@@ -9,8 +9,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from edgepad.drivers.registration.corners import (_F32, _WS, Arithmetic, Footprint, Semantics,
-                                                  _corner_bounds, _cull_range, _distorts_target,
-                                                  _finish_distorted, _folded, _to_pixels_f32, corner_rays,
+                                                  _corner_bounds, _cull_range, _distort_inplace, _distorts_target,
+                                                  _folded, _to_pixels_f32, corner_rays,
                                                   fills_rectangle, folded_coefficients)
 from edgepad.drivers.registration.reference import _fill_into
 from edgepad.geometry import Extrinsics, Intrinsics
@@ -18,7 +18,7 @@ from edgepad.types import Frame
 
 _POOL: dict = {}
 #: pixels per chunk of the fast path: its float32 scratch buffers stay cache-resident
-_CHUNK = 102400
+_CHUNK = 32768
 
 
 def _pool(threads: int):
@@ -43,7 +43,8 @@ def _corner_fast(d, acc, rx, ry, r, target: Intrinsics, semantics: Semantics, ta
         o += s
         xyz.append(o)
     X, Y, Z = xyz
-    valid &= np.greater(Z, 0, out=ws.get("zgt", n, np.bool_))
+    if valid is not None:
+        valid &= np.greater(Z, 0, out=ws.get("zgt", n, np.bool_))
     X /= Z
     Y /= Z
     _to_pixels_f32(X, Y, target, semantics)
@@ -62,17 +63,22 @@ def _corner_folded_fast(d, coeffs, lo: int, hi: int, tag: str, zpos, target: Int
     ws = _WS
     zz = np.multiply(d, az[lo:hi], out=ws.get("zz", n, _F32))
     zz += tz
-    zpos &= np.greater(zz, 0, out=ws.get("zgt", n, np.bool_))
+    if zpos is not None:
+        zpos &= np.greater(zz, 0, out=ws.get("zgt", n, np.bool_))
     iu = ws.get(f"iu{tag}", n, np.int32)
     iv = ws.get(f"iv{tag}", n, np.int32)
-    if _distorts_target(target, semantics):
-        u = (d * au[lo:hi] + tu) / zz
-        v = (d * av[lo:hi] + tv) / zz
-        u, v = _finish_distorted(u, v, target, semantics)
-        lim = _F32(2.0 ** 31)
-        zpos &= (np.abs(u) < lim) & (np.abs(v) < lim)  # as the reference: such a corner drops the pixel
-        iu[...] = u
-        iv[...] = v
+    if _distorts_target(target, semantics):  # as _finish_distorted, in place
+        u = np.multiply(d, au[lo:hi], out=ws.get("u", n, _F32))
+        u += tu
+        u /= zz
+        v = np.multiply(d, av[lo:hi], out=ws.get("v", n, _F32))
+        v += tv
+        v /= zz
+        _distort_inplace(u, v, target, semantics)
+        for a, f, c, out in ((u, target.fx, target.cx, iu), (v, target.fy, target.cy, iv)):
+            a *= _F32(f)
+            a += _F32(c + 0.5)
+            out[...] = a  # |a| >= 2**31 or NaN gives INT32_MIN: dropped with the rare rectangles, as the reference
         return iu, iv
     for a, t, out in ((au, tu, iu), (av, tv, iv)):
         u = np.multiply(d, a[lo:hi], out=ws.get("u", n, _F32))
@@ -86,8 +92,14 @@ class _PixelData:
     """Per-pixel constants of one camera pair for the fast path, optionally restricted to the depth pixels that
     can reach the target image at all (``subset``; None = every pixel)."""
 
-    def __init__(self, subset, folded: bool, corner0, corner1) -> None:
+    def __init__(self, subset, folded: bool, corner0, corner1, z_slope: float) -> None:
         self.subset, self.folded, self.corner0, self.corner1 = subset, folded, corner0, corner1
+        self.z_slope = z_slope  # min over kept pixels and corners of dz'/dz (the rotated ray's z)
+
+    def in_front(self, scale: float, tz: float) -> bool:
+        """Whether every corner of a depth ≥ 1 raw unit lies in front of the target camera (``z' > 0`` with a
+        margin far above float32 rounding), so the per-pixel test can be skipped."""
+        return self.z_slope > 0.01 and tz >= -0.5 * self.z_slope * scale
 
 
 
@@ -116,14 +128,18 @@ def _pixel_data(intr: Intrinsics, target: Intrinsics, ext: Extrinsics, semantics
         return out
 
     corners = []
+    z_slope = math.inf
     for off in offsets:
+        rx, ry = corner_rays(intr, off, semantics)
+        a2 = ext.r[2, 0] * pick(rx).astype(np.float64) + ext.r[2, 1] * pick(ry).astype(np.float64) + ext.r[2, 2]
+        z_slope = min(z_slope, float(a2.min()) if a2.size else math.inf)
         if folded:
             au, av, az, tu, tv, tz = folded_coefficients(intr, off, semantics, ext, target)
             corners.append((pick(au), pick(av), pick(az), tu, tv, tz))
         else:
             rx, ry = corner_rays(intr, off, semantics)
             corners.append((pick(rx), pick(ry)))
-    return _PixelData(subset, folded, corners[0], corners[1] if rect else None)
+    return _PixelData(subset, folded, corners[0], corners[1] if rect else None, z_slope)
 
 
 
@@ -149,20 +165,43 @@ class _Layout:
         self.size = self.trash + 1
 
 
-def _chunk(z, lo: int, hi: int, pix: "_PixelData", scale: float, target: Intrinsics, ext: Extrinsics,
-           semantics: Semantics, lay: _Layout, idx_out: np.ndarray, z1_out: np.ndarray) -> tuple | None:
-    """Corners and class-plane indices of depth pixels ``lo:hi`` (written to ``idx_out``; ``z1_out = z - 1``
-    wrapping, so a hole (0) becomes 0xFFFF, the empty value of the min z-buffer).
+class _Squares:
+    """Geometry of the single-plane z-buffer of the full-frame path: a rectangle with sides ``s0 .. s0 + k - 1``
+    is the union of ``(w - s0 + 1) × (h - s0 + 1)`` squares of side ``s0``, whose top-left cells are stored at
+    ``+off`` in one plane (row length ``we``) that is then spread to side ``s0``; ``we + 2`` trash cells follow it."""
 
-    Returns the pixels whose rectangle has another size as ``(pixel, x0, y0, x1, y1, z - 1)``.
+    def __init__(self, target: Intrinsics, sizes: tuple[int, int]) -> None:
+        self.s0, s1 = sizes
+        self.k = s1 - self.s0 + 1
+        if self.k > 2:
+            raise ValueError("at most two rectangle sides per axis")  # internal invariant (_sizes)
+        self.off = s1 - 1  # a class-sized rectangle further left/up misses the image
+        self.wb = target.width + self.off  # top-left cells at or beyond wb/hb miss the image too
+        self.hb = target.height + self.off
+        self.we = self.wb + self.k - 1  # room for the squares right of / below a top-left cell
+        self.he = self.hb + self.k - 1
+        self.trash = self.we * self.he
+        self.size = self.trash + self.we + 2  # trash cells: a dropped pixel's squares stay among them
+
+
+def _chunk(z, lo: int, hi: int, pix: "_PixelData", scale: float, target: Intrinsics, ext: Extrinsics,
+           semantics: Semantics, lay: _Squares, idx_out: np.ndarray, z1_out: np.ndarray) -> tuple | None:
+    """Corners and plane cells of depth pixels ``lo:hi``: ``idx_out[j]`` holds the top-left cell of square ``j``
+    of each rectangle (j = 0 and, with two sizes, right, below, below-right; a rectangle of side ``s0`` repeats
+    its own cell; trash for dropped pixels); ``z1_out = z - 1`` wrapping, so a hole (0) becomes 0xFFFF, the empty
+    value of the min z-buffer.
+
+    Returns the pixels whose rectangle has another size as ``(pixel, x0, y0, x1, y1, z - 1)``, or None.
     """
     ws = _WS
     zc = z[lo:hi]
     n = hi - lo
     z1 = np.subtract(zc, np.uint16(1), out=z1_out[lo:hi])
     d = np.multiply(zc, _F32(scale), out=ws.get("d", n, _F32), dtype=_F32)
-    zpos = ws.get("zpos", n, np.bool_)
-    zpos.fill(True)
+    zpos = None
+    if not pix.in_front(scale, float(ext.t[2])):
+        zpos = ws.get("zpos", n, np.bool_)
+        zpos.fill(True)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         rect = pix.corner1 is not None
         if pix.folded:
@@ -184,35 +223,41 @@ def _chunk(z, lo: int, hi: int, pix: "_PixelData", scale: float, target: Intrins
                 x1, y1 = _corner_fast(d, acc, rx[lo:hi], ry[lo:hi], r, target, semantics, "1", zpos)
             else:
                 x1, y1 = x0, y0
-    if not zpos.all():  # corners behind the target camera: the pixel is dropped
+    if zpos is not None and not zpos.all():  # corners behind the target camera (or off int32): dropped
         np.logical_not(zpos, out=zpos)
         np.copyto(z1, np.uint16(0xFFFF), where=zpos)
     k, s0 = lay.k, lay.s0
     i32 = np.int32
-    rw = np.subtract(x1, x0, out=ws.get("rw", n, i32))
-    rw -= s0 - 1
-    rh = np.subtract(y1, y0, out=ws.get("rh", n, i32))
-    rh -= s0 - 1
-    # int32 ops only (fast, SIMD); negative values seen as uint32 are huge, so one compare tests both ends
-    bad = np.greater_equal(rw.view(np.uint32), k, out=ws.get("bad", n, np.bool_))
-    tmpb = ws.get("tmpb", n, np.bool_)
-    bad |= np.greater_equal(rh.view(np.uint32), k, out=tmpb)
     sx = np.add(x0, lay.off, out=ws.get("sx", n, i32))
     sy = np.add(y0, lay.off, out=ws.get("sy", n, i32))
-    drop = np.greater_equal(sx.view(np.uint32), lay.we, out=ws.get("drop", n, np.bool_))
-    drop |= np.greater_equal(sy.view(np.uint32), lay.he, out=tmpb)  # class-sized and off the planes: misses
-    drop |= bad
-    cls = np.multiply(rh, k, out=ws.get("cls", n, i32))
-    cls += rw
-    cls *= lay.plane
-    tmp = np.multiply(sy, lay.we, out=ws.get("tmp32", n, i32))
-    cls += tmp
-    cls += sx
-    np.copyto(cls, lay.trash, where=drop)
-    idx_out[lo:hi] = cls
-    rest = np.flatnonzero(bad) if bad.any() else ()
-    if not len(rest):
+    # int32 ops only (fast, SIMD); negative values seen as uint32 are huge, so one compare tests both ends
+    drop = np.greater_equal(sx.view(np.uint32), lay.wb, out=ws.get("drop", n, np.bool_))
+    tmpb = ws.get("tmpb", n, np.bool_)
+    drop |= np.greater_equal(sy.view(np.uint32), lay.hb, out=tmpb)  # class-sized and off the plane: misses
+    bad = None
+    if k > 1 or x1 is not x0:
+        rw = np.subtract(x1, x0, out=ws.get("rw", n, i32))
+        rw -= s0 - 1
+        rh = np.subtract(y1, y0, out=ws.get("rh", n, i32))
+        rh -= s0 - 1
+        either = np.bitwise_or(rw, rh, out=ws.get("either", n, i32))  # k is 1 or 2: >= k iff a side is off-class
+        bad = np.greater_equal(either.view(np.uint32), k, out=ws.get("bad", n, np.bool_))
+        drop |= bad
+    cell = np.multiply(sy, lay.we, out=idx_out[0, lo:hi])
+    cell += sx
+    to_trash = np.subtract(lay.trash, cell, out=ws.get("trash", n, i32))  # cell = trash where dropped, branch-free
+    to_trash *= drop  # (int32 wraps: exact also for overflowed cells)
+    cell += to_trash
+    if k > 1:  # the other squares of a wider/taller rectangle; the others write their own cell again (harmless)
+        rw &= 1  # kept pixels have 0 or 1 already; dropped ones land within the trash cells after `trash`
+        rh &= 1
+        right = np.add(cell, rw, out=idx_out[1, lo:hi])
+        below = np.multiply(rh, lay.we, out=idx_out[2, lo:hi])
+        below += cell
+        np.add(below, rw, out=idx_out[3, lo:hi])
+    if bad is None or not bad.any():
         return None
+    rest = np.flatnonzero(bad)
     zr = z1[rest]
     keep = zr != 0xFFFF
     rest = rest[keep]
@@ -278,6 +323,24 @@ def _min_planes(idx: np.ndarray, z1: np.ndarray, lay: _Layout, th: int, tw: int,
             else m[lay.off:lay.off + th, lay.off:lay.off + tw])
 
 
+def _min_squares(idx: np.ndarray, z1: np.ndarray, lay: _Squares, th: int, tw: int) -> np.ndarray:
+    """The z-buffer (uint16 ``z - 1``, 0xFFFF = empty; ``th × tw`` view) of class-sized rectangles: ``z1`` is
+    min-scattered to the top-left cell of each rectangle's squares (the rows of ``idx``; trash for the others),
+    then the plane is spread to side ``s0`` by one-pixel min shifts along each axis."""
+    flat = _WS.get("squares", lay.size, np.uint16)
+    flat[:lay.trash].fill(0xFFFF)
+    for cells in idx:
+        np.minimum.at(flat, cells, z1)
+    m = flat[:lay.trash].reshape(lay.he, lay.we)
+    bufs = [_WS.get(f"squares-spread{i}", (lay.he, lay.we), np.uint16) for i in range(2)]
+    cur = 0
+    for axis in (1, 0):
+        for _ in range(lay.s0 - 1):
+            m = _spread(m, axis, bufs[cur])
+            cur ^= 1
+    return m[lay.off:lay.off + th, lay.off:lay.off + tw]
+
+
 def _register_fast(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics: Semantics,
                    footprint: Footprint, threads: int = 1, arithmetic: Arithmetic = "exact",
                    pixels: Callable[[tuple[float, float] | None], _PixelData] | None = None) -> np.ndarray:
@@ -294,7 +357,7 @@ def _register_fast(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics:
     folded = _folded(target, semantics, arithmetic)
     tw, th = target.width, target.height
     rect = fills_rectangle(intr, target, footprint)
-    lay = _Layout(target, _sizes(intr, target) if rect else (1, 2))
+    lay = _Squares(target, _sizes(intr, target) if rect else (1, 1))
     scale = float(depth.depth_scale_m)
     cull = _cull_range(z, scale)
     pix = (pixels(cull) if pixels is not None
@@ -302,7 +365,7 @@ def _register_fast(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics:
     if pix.subset is not None:
         z = np.take(z, pix.subset, out=_WS.get("zsub", len(pix.subset), np.uint16))
     n = z.size
-    idx = _WS.get("idx", n, np.intp)
+    idx = _WS.get("idx", (lay.k * lay.k, n), np.int32)
     z1 = _WS.get("z1", n, np.uint16)
     bounds = list(range(0, n, _CHUNK)) + [n]
     jobs = [(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -311,7 +374,7 @@ def _register_fast(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics:
         rests = list(_pool(threads).map(lambda ab: _chunk(z, ab[0], ab[1], *args), jobs))
     else:
         rests = [_chunk(z, a, b, *args) for a, b in jobs]
-    crop = _min_planes(idx, z1, lay, th, tw, "planes")
+    crop = _min_squares(idx, z1, lay, th, tw)
     rests = [r for r in rests if r is not None]
     if rests:
         crop = np.ascontiguousarray(crop)  # _fill_into scatters into the flat buffer

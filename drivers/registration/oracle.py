@@ -9,7 +9,7 @@ import numpy as np
 
 from edgepad._optional import lazy
 from edgepad.errors import SourceError
-from edgepad.drivers.registration.corners import Arithmetic, Semantics
+from edgepad.drivers.registration.corners import Arithmetic, Footprint, Semantics
 from edgepad.drivers.registration.registrar import register_depth
 from edgepad.geometry import Extrinsics, Intrinsics
 from edgepad.types import Frame, make_frame
@@ -126,40 +126,46 @@ class _RsAligner:
 def time_against_rs_align(depth: Frame | None = None, target: Intrinsics | None = None,
                           depth_to_target: Extrinsics | None = None, *, repeats: int = 30, warmup: int = 3,
                           with_librealsense: bool = True, threads: int = 1, arithmetic: Arithmetic = "fast",
-                          semantics: Semantics = "align") -> dict:
+                          semantics: Semantics = "align", footprint: Footprint = "rect") -> dict:
     """Time our registration and ``rs.align`` on the same frames, side by side, interleaved.
 
     Without arguments a 640x480 → 640x480 D435-like scene is used (the real recording's factory calibration,
     a slanted plane with an occluder and holes). ``semantics`` defaults to ``"align"``, the algorithm rs.align
     runs; ``"rsutil"`` (the runtime's default) differs only for lenses with Brown-Conrady coefficients, which
-    rs.align ignores. Returns medians in ms and ``ratio = ours / rs.align``.
+    rs.align ignores. ``footprint="sse"`` is the x86 build's (the pinned wheel's). Returns medians in ms and
+    ``ratio = ours / rs.align``; with ``threads=1`` also the medians of this thread's CPU time and their
+    ``cpu_ratio`` (rs.align processes in the calling thread), which a loaded machine disturbs far less.
     """
     if depth is None:
         depth, target, depth_to_target = d435_like_scene()
     assert target is not None and depth_to_target is not None
     res: dict = {"width": depth.intrinsics.width, "height": depth.intrinsics.height, "threads": threads,
-                 "arithmetic": arithmetic, "semantics": semantics,
+                 "arithmetic": arithmetic, "semantics": semantics, "footprint": footprint,
                  "target": f"{target.width}x{target.height}", "repeats": repeats}
     aligner = None
     if with_librealsense:
         aligner = _RsAligner(depth.intrinsics, target, depth_to_target, float(depth.depth_scale_m))
         res["librealsense"] = aligner.rs.__version__
     ours, theirs, agree = [], [], None
+    ours_cpu, theirs_cpu = [], []
+    clock, cpu = time.perf_counter_ns, time.thread_time_ns  # both run in this thread (threads=1)
     try:
         for i in range(warmup + repeats):
-            t0 = time.perf_counter_ns()
+            c0, t0 = cpu(), clock()
             mine = register_depth(depth, target, depth_to_target, method="numpy", threads=threads,
-                                  arithmetic=arithmetic, semantics=semantics)
-            t1 = time.perf_counter_ns()
+                                  arithmetic=arithmetic, semantics=semantics, footprint=footprint)
+            t1, c1 = clock(), cpu()
             if i >= warmup:
                 ours.append((t1 - t0) / 1e6)
+                ours_cpu.append((c1 - c0) / 1e6)
             if aligner is not None:
                 fs = aligner.frameset(depth.data)
-                t2 = time.perf_counter_ns()
+                c2, t2 = cpu(), clock()
                 out = aligner.rs_align.process(fs).get_depth_frame()
-                t3 = time.perf_counter_ns()
+                t3, c3 = clock(), cpu()
                 if i >= warmup:
                     theirs.append((t3 - t2) / 1e6)
+                    theirs_cpu.append((c3 - c2) / 1e6)
                 if agree is None:
                     ref = np.asanyarray(out.get_data())
                     agree = float(np.mean(ref == mine.data))
@@ -173,6 +179,10 @@ def time_against_rs_align(depth: Frame | None = None, target: Intrinsics | None 
         res["rs_align_min_ms"] = float(np.min(theirs))
         res["ratio"] = res["ours_ms"] / res["rs_align_ms"]
         res["ratio_min"] = res["ours_min_ms"] / res["rs_align_min_ms"]
+        if threads == 1:  # CPU time of this thread: robust to time-slicing on a loaded machine
+            res["ours_cpu_ms"] = float(np.median(ours_cpu))
+            res["rs_align_cpu_ms"] = float(np.median(theirs_cpu))
+            res["cpu_ratio"] = res["ours_cpu_ms"] / max(res["rs_align_cpu_ms"], 1e-6)
         res["identical_fraction"] = agree
     return res
 
@@ -197,3 +207,80 @@ def d435_like_scene(width: int = 640, height: int = 480, seed: int = 0) -> tuple
     z[:, : width // 20] = 0
     return make_frame("depth", z, 0, intrinsics=dintr, depth_scale_m=0.001), cintr, ext
 
+
+
+# ----------------------------------------------------------------------------------------------- case table
+#: (depth, colour) sizes of the rs.align comparison table (D435/D415 stream configurations)
+CASE_SIZES = ((640, 480, 640, 480), (848, 480, 640, 480), (1280, 720, 1280, 720), (640, 480, 1280, 720),
+              (848, 480, 1280, 720), (1280, 720, 640, 480))
+#: lens variants of the table: depth-camera model (colour none), or colour-camera coefficients ("color")
+CASE_LENSES = ("none", "brown_conrady", "inverse_brown_conrady", "modified_brown_conrady", "color")
+_DEPTH_F = {640: 390.431 / 640, 848: 421.5 / 848, 1280: 640.2 / 1280}  # fx / width (D435 depth, ~87° HFOV)
+_COLOR_F = {640: 613.204 / 640, 1280: 919.8 / 1280}  # colour (~69° HFOV)
+_LENS_COEFFS = {"brown_conrady": (0.061, -0.094, 0.0012, -0.0008, 0.021),
+                "inverse_brown_conrady": (-0.052, 0.071, -0.0011, 0.0014, -0.018),
+                "modified_brown_conrady": (0.043, -0.067, 0.0009, 0.0011, 0.012),
+                "color": (0.152, -0.471, 0.0007, -0.0004, 0.431)}
+
+
+def registration_cases(scale: float = 1.0, sizes=CASE_SIZES, lenses=CASE_LENSES) -> list[dict]:
+    """The rs.align comparison table: every size pair × lens variant, a deterministic 0.3-2° rotation and
+    15-50 mm baseline per case, and a scene (tilted plane, occluder, 5 % holes).
+
+    ``scale`` shrinks every image (and focal length) for fast tests. Returns dicts with ``name, depth
+    (Frame), target (Intrinsics), ext (Extrinsics), rotation_deg, baseline_mm``; the colour variant gives the
+    colour camera modified Brown-Conrady coefficients (the one model rs.align applies to the target).
+    """
+    out = []
+    for i, (dw, dh, cw, ch) in enumerate(sizes):
+        for j, lens in enumerate(lenses):
+            rng = np.random.default_rng(1000 + 10 * i + j)
+            w, h, tw, th = (max(8, int(round(v * scale))) for v in (dw, dh, cw, ch))
+            dfx, cfx = _DEPTH_F[dw] * w, _COLOR_F[cw] * tw
+            dmodel = lens if lens != "color" else "none"
+            cmodel = "modified_brown_conrady" if lens == "color" else "none"
+            dintr = Intrinsics(w, h, dfx, dfx * 1.0004, w / 2 - 0.4 + rng.uniform(-2, 2) * scale,
+                               h / 2 + 0.3 + rng.uniform(-2, 2) * scale, dmodel,
+                               _LENS_COEFFS.get(dmodel, (0, 0, 0, 0, 0)))
+            cintr = Intrinsics(tw, th, cfx, cfx * 1.0006, tw / 2 + 0.6 + rng.uniform(-3, 3) * scale,
+                               th / 2 - 0.8 + rng.uniform(-3, 3) * scale, cmodel,
+                               _LENS_COEFFS["color"] if lens == "color" else (0, 0, 0, 0, 0))
+            ang = math.radians(rng.uniform(0.3, 2.0))
+            axis = rng.normal(size=3)
+            axis /= np.linalg.norm(axis)
+            kx = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+            r = np.eye(3) + math.sin(ang) * kx + (1 - math.cos(ang)) * kx @ kx  # Rodrigues
+            base = rng.uniform(0.015, 0.050)
+            t = (base, rng.uniform(-0.6, 0.6) * 1e-3, rng.uniform(-0.8, 0.8) * 1e-3)
+            ext = Extrinsics.from_rt(r, t)
+            v, u = np.mgrid[0:h, 0:w]
+            z_mm = (rng.uniform(600, 1400) + rng.uniform(-0.8, 0.8) * (u - w / 2) / (w / 640)
+                    + rng.uniform(-0.5, 0.5) * (v - h / 2) / (h / 480))
+            cx0, cy0 = rng.uniform(0.3, 0.6) * w, rng.uniform(0.35, 0.65) * h
+            box = (abs(u - cx0) < w * 0.13) & (abs(v - cy0) < h * 0.17)
+            z_mm = np.where(box, z_mm - rng.uniform(200, 400), z_mm)
+            z = np.round(np.clip(z_mm, 250, 4000)).astype(np.uint16)
+            z[rng.random(z.shape) < 0.05] = 0
+            z[:, : max(1, w // 20)] = 0
+            out.append({"name": f"{dw}x{dh}->{cw}x{ch}/{lens}", "lens": lens,
+                        "depth": make_frame("depth", z, 0, intrinsics=dintr, depth_scale_m=0.001),
+                        "target": cintr, "ext": ext, "rotation_deg": math.degrees(ang),
+                        "baseline_mm": base * 1e3})
+    return out
+
+
+def time_registration_cases(cases: list[dict] | None = None, *, repeats: int = 15, warmup: int = 2,
+                            footprints=("sse", "rect"), arithmetics=("fast", "exact"), threads: int = 1,
+                            with_librealsense: bool = True) -> list[dict]:
+    """:func:`time_against_rs_align` (``semantics="align"``) on every case × footprint × arithmetic: one row per
+    combination with ``ratio`` (ours / rs.align, medians) and ``identical_fraction``."""
+    rows = []
+    for case in registration_cases() if cases is None else cases:
+        for fp in footprints:
+            for ar in arithmetics:
+                res = time_against_rs_align(case["depth"], case["target"], case["ext"], repeats=repeats,
+                                            warmup=warmup, with_librealsense=with_librealsense, threads=threads,
+                                            arithmetic=ar, semantics="align", footprint=fp)
+                res.update(case=case["name"], footprint=fp)
+                rows.append(res)
+    return rows

@@ -163,13 +163,18 @@ def bench_precisions(artifact: Path, out_dir: Path, budget_s: float, *, threads:
             "results": results}
 
 
-def bench_registration(source: str, repeats: int = 20) -> dict[str, Any]:
+def bench_registration(source: str, repeats: int = 20, case_scale: float | None = 1.0) -> dict[str, Any]:
     """Our depth registration vs ``rs.align`` (and ``cv2.rgbd.registerDepth`` when present) on the same frames.
 
     Two frame sets: one depth frame of ``source`` with its rig (depth → rgb), and the D435-like 640×480 scene of
     :func:`edgepad.drivers.registration.d435_like_scene` (real factory calibration). Each is timed with the
     algorithm rs.align runs (``semantics="align"``); when the source's lenses have Brown-Conrady coefficients
     (which rs.align ignores) the runtime's ``"rsutil"`` registration is timed too (``source_rsutil``).
+
+    With pyrealsense2, ``cases`` is the rs.align case table (:func:`edgepad.drivers.registration.oracle.
+    registration_cases` at ``case_scale``; None skips it): every size pair × lens variant, SSE footprint (the
+    x86 wheel's), both arithmetics, one row each with ``ratio`` and ``identical_fraction``, and their geometric
+    means per arithmetic.
     """
     have_rs = available("pyrealsense2")
     out: dict[str, Any] = {"librealsense": "present" if have_rs else "skipped: pyrealsense2 not installed"}
@@ -189,7 +194,24 @@ def bench_registration(source: str, repeats: int = 20) -> dict[str, Any]:
             res = {"skipped": f"{type(exc).__name__}: {exc}"}
         res["opencv_rgbd"] = _bench_cv2_rgbd(depth, target, ext, repeats, sem)
         out[name] = res
+    if have_rs and case_scale:
+        out["cases"] = _registration_case_table(repeats, case_scale)
     return out
+
+
+def _registration_case_table(repeats: int, scale: float) -> dict[str, Any]:
+    """Per case × arithmetic: medians of ours and rs.align (interleaved), their ratio and identical pixels."""
+    from edgepad.drivers.registration.oracle import registration_cases, time_registration_cases
+    keys = ("case", "footprint", "arithmetic", "ours_ms", "rs_align_ms", "ratio", "identical_fraction")
+    try:
+        rows = time_registration_cases(registration_cases(scale), repeats=repeats, footprints=("sse",))
+    except Exception as exc:  # noqa: BLE001
+        return {"skipped": f"{type(exc).__name__}: {exc}"}
+    rows = [{k: r[k] for k in keys} for r in rows]
+    geo = {a: float(np.exp(np.mean([np.log(r["ratio"]) for r in rows if r["arithmetic"] == a])))
+           for a in ("fast", "exact")}
+    return {"scale": scale, "repeats": repeats, "rows": rows, "geomean_ratio": geo,
+            "max_ratio": {a: max(r["ratio"] for r in rows if r["arithmetic"] == a) for a in ("fast", "exact")}}
 
 
 def _source_depth(source: str) -> tuple[Any, Any, Any]:
@@ -318,7 +340,8 @@ def run_components(config: DeviceBenchConfig, model: Path, out_dir: Path, peak: 
     work.mkdir(parents=True, exist_ok=True)
     comp: dict[str, Any] = {}
     log.info("components: registration")
-    comp["registration"] = bench_registration(config.source, repeats=max(5, int(config.component_s * 10)))
+    comp["registration"] = bench_registration(config.source, repeats=max(5, int(config.component_s * 10)),
+                                              case_scale=1.0 if config.component_s >= 0.5 else 0.25)
     acers = _results_acer(config.results)
     log.info("components: default model precisions")
     rows = [model_row("default" if config.model is None else model.name, model, work, config.component_s,

@@ -256,6 +256,12 @@ def test_bench_components(bench_run):
         if available("pyrealsense2"):
             assert reg[case]["ratio"] == pytest.approx(reg[case]["ours_ms"] / reg[case]["rs_align_ms"])
             assert reg[case]["identical_fraction"] >= 0.999
+    if available("pyrealsense2"):  # the case table: every size pair x lens, both arithmetics (1/4 scale here)
+        table = reg["cases"]
+        assert table["scale"] == 0.25 and len(table["rows"]) == 60
+        for r in table["rows"]:
+            assert r["ratio"] == pytest.approx(r["ours_ms"] / r["rs_align_ms"])
+            assert r["identical_fraction"] >= (1.0 if r["arithmetic"] == "exact" else 0.9999)
     # the synthetic rig's colour lens has Brown-Conrady coefficients: the runtime's rsutil path is timed too
     assert reg["source_rsutil"]["semantics"] == "rsutil" and reg["source_rsutil"]["ours_ms"] > 0
     row = comp["model_table"][0]

@@ -402,3 +402,117 @@ def test_registrar_checks_its_inputs():
     with pytest.raises(ShapeError):
         Registrar(d.intrinsics, c, e, 0.001).window(make_frame("ir", np.zeros((48, 64), np.uint8), 0,
                                                                 intrinsics=d.intrinsics), (0, 0, 8, 8))
+
+
+def _case_ids():
+    from edgepad.drivers.registration.oracle import CASE_LENSES, CASE_SIZES
+    return [f"{a}x{b}->{c}x{d}/{lens}" for a, b, c, d in CASE_SIZES for lens in CASE_LENSES]
+
+
+@pytest.mark.realsense
+@pytest.mark.parametrize("index", range(30), ids=_case_ids())
+def test_case_table_equals_rs_align(index):
+    """Every size pair × lens variant of the case table (1/8 scale): the SSE footprint reproduces rs.align
+    (exact arithmetic bit-identical, fast ≥ 99.99 %), and every method agrees with the generic fill."""
+    pytest.importorskip("pyrealsense2")
+    from edgepad.drivers.registration import align_with_librealsense
+    from edgepad.drivers.registration.oracle import registration_cases
+    case = registration_cases(0.125)[index]
+    assert case["name"] == _case_ids()[index]
+    assert 0.3 <= case["rotation_deg"] <= 2.0 and 15 <= case["baseline_mm"] <= 50
+    depth, target, ext = case["depth"], case["target"], case["ext"]
+    theirs = align_with_librealsense(depth, target, ext)
+    assert (theirs > 0).mean() > 0.5
+    for arithmetic in ("exact", "fast"):
+        kw = {"semantics": "align", "arithmetic": arithmetic}
+        ours = register_depth(depth, target, ext, method="numpy", footprint="sse", **kw).data
+        assert np.mean(ours == theirs) >= (1.0 if arithmetic == "exact" else 0.9999)
+        for fp in ("sse", "rect"):
+            fast = register_depth(depth, target, ext, method="numpy", footprint=fp, **kw).data
+            assert np.array_equal(fast, register_depth(depth, target, ext, method="generic", footprint=fp,
+                                                       **kw).data)
+
+
+def test_case_table_covers_every_pair_and_lens():
+    from edgepad.drivers.registration.oracle import registration_cases
+    cases = registration_cases(0.125)
+    assert len(cases) == 30 and len({c["name"] for c in cases}) == 30
+    for c in cases:
+        d, t = c["depth"].intrinsics, c["target"]
+        assert (t.distortion == "modified_brown_conrady") == (c["lens"] == "color")
+        assert d.distortion == (c["lens"] if c["lens"] != "color" else "none")
+        assert abs(np.linalg.det(c["ext"].r) - 1) < 1e-9
+    big = registration_cases(1.0, sizes=((1280, 720, 640, 480),), lenses=("none",))[0]
+    assert big["depth"].data.shape == (720, 1280) and (big["target"].width, big["target"].height) == (640, 480)
+
+
+def test_inplace_distortion_is_bit_identical():
+    """The fast path's in-place colour-lens distortion gives the same float32 bits as the plain expression."""
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-0.8, 0.8, 5000).astype(np.float32)
+    y = rng.uniform(-0.6, 0.6, 5000).astype(np.float32)
+    intr = Intrinsics(64, 48, 60, 60, 32, 24, "modified_brown_conrady", (0.152, -0.471, 0.0007, -0.0004, 0.431))
+    ex, ey = reg_corners._distort_f32(x, y, intr, "align")
+    ix, iy = x.copy(), y.copy()
+    reg_corners._distort_inplace(ix, iy, intr, "align")
+    assert np.array_equal(ix.view(np.uint32), ex.view(np.uint32))
+    assert np.array_equal(iy.view(np.uint32), ey.view(np.uint32))
+    assert not np.array_equal(ix, x)
+
+
+@pytest.mark.parametrize("pair", [(64, 48, 128, 72), (128, 72, 64, 48)])
+def test_square_plane_layout(pair):
+    """Upscaling (rectangles of two sides as unions of squares) and downscaling (one plane, one cell) equal the
+    reference fill, and the layout holds one plane."""
+    dw, dh, cw, ch = pair
+    di = Intrinsics(dw, dh, 0.61 * dw * 0.8, 0.61 * dw * 0.8, dw / 2, dh / 2)
+    ci = Intrinsics(cw, ch, 0.96 * cw * 0.75, 0.96 * cw * 0.75, cw / 2, ch / 2)
+    e = Extrinsics.from_rt(np.eye(3), (0.03, 0, 0))
+    depth = _depth(di, plane_depth(di, 700, slope_x=5, occluder=(dw // 4, dh // 4, dw // 2, dh // 2, 450),
+                                   holes=0.05))
+    rect = fills_rectangle(di, ci, "sse")
+    lay = reg_fast._Squares(ci, reg_fast._sizes(di, ci) if rect else (1, 1))
+    assert lay.trash == lay.we * lay.he and lay.size == lay.trash + lay.we + 2
+    assert rect == (cw > dw)
+    for fp in ("sse", "rect"):
+        a = register_depth(depth, ci, e, method="numpy", footprint=fp, semantics="align").data
+        b = register_depth(depth, ci, e, method="reference", footprint=fp, semantics="align").data
+        assert np.array_equal(a, b) and (a > 0).mean() > 0.3
+
+
+@pytest.mark.parametrize("arithmetic", ["exact", "fast"])
+def test_corners_behind_the_target_camera_are_dropped_as_reference(arithmetic):
+    """A strongly rotated pair (rays behind the target camera) takes the per-pixel z' > 0 test; a mild one may
+    skip it (every corner in front) with the same output as the reference."""
+    rig = small_rig(40, 30, angle_deg=4)
+    di, ci = rig.intrinsics[Modality.DEPTH], rig.intrinsics[Modality.RGB]
+    z = plane_depth(di, 600, slope_x=6, occluder=(10, 8, 24, 20, 380), holes=0.08)
+    depth = _depth(di, z)
+    for deg, in_front in ((80.0, False), (1.0, True)):
+        a = math.radians(deg)
+        r = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+        e = Extrinsics.from_rt(r, (0.02, 0, 0.001))
+        pix = reg_fast._pixel_data(di, ci, e, "align", True, arithmetic == "fast", None)
+        assert pix.in_front(0.001, 0.001) is in_front
+        for fp in ("rect", "sse"):
+            kw = {"semantics": "align", "footprint": fp, "arithmetic": arithmetic}
+            assert np.array_equal(register_depth(depth, ci, e, method="numpy", **kw).data,
+                                  register_depth(depth, ci, e, method="reference", **kw).data)
+
+
+@pytest.mark.parametrize("arithmetic", ["exact", "fast"])
+def test_corners_projected_off_int32_are_dropped_as_reference(arithmetic):
+    """A colour lens whose distortion throws off-axis corners beyond ±2³¹ px (or to inf/NaN): the fast path drops
+    those pixels through the int32 limits, as the reference does with its explicit check."""
+    rig = small_rig(40, 30, angle_deg=2)
+    di, c0 = rig.intrinsics[Modality.DEPTH], rig.intrinsics[Modality.RGB]
+    ci = Intrinsics(40, 30, c0.fx, c0.fy, c0.cx, c0.cy, "modified_brown_conrady", (0.1, 0, 0, 0, 1e12))
+    e = rig.extrinsics("depth", "rgb")
+    depth = _depth(di, plane_depth(di, 600, slope_x=6, occluder=(10, 8, 24, 20, 380), holes=0.08))
+    x, y = reg_corners.corner_rays(di, -0.5, "align")
+    assert np.abs(reg_corners._distort_f32(x.ravel(), y.ravel(), ci, "align")[0] * ci.fx).max() >= 2.0 ** 31
+    for fp in ("rect", "sse"):
+        kw = {"semantics": "align", "footprint": fp, "arithmetic": arithmetic}
+        ref = register_depth(depth, ci, e, method="reference", **kw).data
+        assert np.array_equal(register_depth(depth, ci, e, method="numpy", **kw).data, ref)
+        assert (ref > 0).any()
