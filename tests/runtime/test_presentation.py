@@ -3,6 +3,8 @@ presentation (gap, box/depth jump, landmark identity), the policy never carries 
 and integrators get one ``decided`` event per presentation."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -183,3 +185,33 @@ def test_learned_locator_is_the_default_and_tracks_between_full_searches(learned
     assert learned.searches == {"full": 2, "roi": 6}
     # seed 7's presentations 0 -> 1 (bona fide -> flat print at another distance): a new presentation at frame 4
     assert news == [True, False, False, False, True, False, False, False]
+
+
+def test_run_prints_presentation_events(tiny_model, capsys):
+    from edgepad.cli import main
+    rc = main(["run", "synthetic://default?seed=1&frames=6&width=320&height=240", "--model", str(tiny_model),
+               "--locator", "truth", "--json", "--events"])
+    assert rc == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    events = [r for r in rows if "event" in r]
+    assert len(rows) - len(events) == 6
+    assert events[0]["event"] == "started" and events[0]["presentation"] == 1
+    assert events[-1]["event"] == "ended" and events[-1]["cause"] == "stream_end"
+    started = [e for e in events if e["event"] == "started"]
+    assert len([e for e in events if e["event"] == "ended"]) == len(started)
+    assert all(e["decision"]["verdict"] == e["verdict"] for e in events if e["event"] == "decided")
+
+
+def test_event_lines_for_the_console():
+    from edgepad.runtime.console import format_event
+    from edgepad.types import Modality
+    t = PresentationTracker()
+    (start,) = t.observe(det(), 1)[1]
+    d = Decision(Verdict.LIVE, 0.91, 0.5, evidence={Modality.RGB: 0.8}, timestamp_ns=2)
+    (dec,) = t.decided(d)
+    (end,) = t.finish()
+    assert format_event(start) == "EVENT presentation 1 started (face)"
+    assert format_event(dec) == ("EVENT presentation 1 decided LIVE score 0.910 thr 0.500 after 1 frames | "
+                                 "evidence rgb 0.800")
+    assert format_event(end) == ("EVENT presentation 1 ended (stream_end) verdict live after 1 frames; live 1 "
+                                 "spoof 0")
