@@ -45,7 +45,7 @@ from edgepad.errors import ConfigError, EndOfStream, SourceError
 from edgepad.geometry import load_rig
 from edgepad.runtime.face import FaceDetection, FaceLocator, make_locator
 from edgepad.runtime.policy import DecisionPolicy, PolicyConfig
-from edgepad.runtime.presentation import PresentationConfig, PresentationEvent, PresentationTracker
+from edgepad.runtime.presentation import PresentationConfig, PresentationEvent, PresentationTracker, face_colour
 from edgepad.runtime.quality import HINT_NO_FACE, QualityConfig, check_quality, depth_valid_sample
 from edgepad.runtime.sensors import SensorMonitor
 from edgepad.types import STAGES, Decision, FrameSet, Modality, Reason, Verdict
@@ -149,6 +149,7 @@ class _Scored:
     detection: FaceDetection | None = None
     face: bool = True
     face_depth_m: float | None = None
+    colour: tuple[float, float, float] | None = None
     quality: Mapping[str, float] = field(default_factory=dict)
     read_ms: float = 0.0
 
@@ -323,6 +324,8 @@ class LivenessPipeline:
             item.hints.append(HINT_NO_FACE)
             return item
         item.detection = det
+        item.colour = face_colour(fs.frames[Modality.RGB].data, det.box) if fs.frames[Modality.RGB].data.ndim == 3 \
+            else None
         t = time.perf_counter_ns()
         try:
             if self.rig is None:
@@ -406,7 +409,7 @@ class LivenessPipeline:
             self._seq_by_ts[fs.timestamp_ns] = rgb.sequence
             while len(self._seq_by_ts) > 512:
                 self._seq_by_ts.popitem(last=False)
-        new, events = self.presentations.observe(item.detection, fs.timestamp_ns, item.face_depth_m)
+        new, events = self.presentations.observe(item.detection, fs.timestamp_ns, item.face_depth_m, item.colour)
         if new or not item.face:
             self.policy.reset()  # no vote of one presentation reaches the next
         if now_ns is None:

@@ -3,7 +3,7 @@
 :class:`PresentationTracker` follows the located face frame by frame and says when a presentation starts and
 ends. A presentation ends when no face was located for ``gap_frames`` consecutive frames (``gap``), or when the face
 of this frame is not the previous face frame's. That is judged on four changes between consecutive face
-frames, each divided by its limit:
+frames (and the face's colour), each divided by its limit:
 
 - the box centre's move in box widths / ``max_jump`` (``box_jump``; the pipeline passes
   ``PipelineConfig.face_jump``);
@@ -12,7 +12,10 @@ frames, each divided by its limit:
   measured depth: screens and glossy prints have none);
 - the relative change of a scale-free landmark ratio / ``max_geometry_change`` (``identity``): inter-eye
   distance over box side, eye-to-mouth over inter-eye distance (both hold still while one person sways, and
-  differ between two people, or a person and a photo, at different pose, distance or proportions).
+  differ between two people, or a person and a photo, at different pose, distance or proportions);
+- the colour of the face's centre (mean rgb of the central half of the box): its chromaticity's move /
+  ``max_chroma_change`` or ``|ln(brightness ratio)|`` / ``ln(max_brightness_change)`` (``appearance``: skin
+  tone, make-up, print inks and the light on the face change between people, not within one presentation).
 
 A new presentation starts when the root sum of squares of the four exceeds 1 (one change at its limit alone
 does it; several smaller ones together do too); the cause named is the largest term. Figures (consecutive-frame
@@ -51,18 +54,24 @@ class PresentationConfig:
         max_scale_change: limit of the box-side ratio between consecutive face frames (> 1).
         max_depth_jump_m: limit of the measured face-depth change between consecutive face frames (m).
         max_geometry_change: limit of the relative change of a landmark ratio between consecutive face frames.
+        max_chroma_change: limit of the move of the face centre's chromaticity ``(r, g) / (r + g + b)``.
+        max_brightness_change: limit of the face centre's brightness ratio (> 1).
     """
 
     gap_frames: int = 3
     max_scale_change: float = 1.25
     max_depth_jump_m: float = 0.05
     max_geometry_change: float = 0.25
+    max_chroma_change: float = 0.01
+    max_brightness_change: float = 1.12
 
     def __post_init__(self) -> None:
         if not (isinstance(self.gap_frames, int) and self.gap_frames >= 1
-                and self.max_scale_change > 1 and self.max_depth_jump_m > 0 and self.max_geometry_change > 0):
+                and self.max_scale_change > 1 and self.max_depth_jump_m > 0 and self.max_geometry_change > 0
+                and self.max_chroma_change > 0 and self.max_brightness_change > 1):
             raise ConfigError("presentations need gap_frames >= 1, max_scale_change > 1, "
-                              "max_depth_jump_m > 0, max_geometry_change > 0", key="presentation")
+                              "max_depth_jump_m > 0, max_geometry_change > 0, max_chroma_change > 0, max_brightness_change > 1",
+                              key="presentation")
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,26 @@ def landmark_geometry(landmarks: np.ndarray | None, box: tuple[int, int, int, in
     return eye / max(box[2], box[3], 1), mouth / eye
 
 
+def face_colour(rgb: np.ndarray, box: tuple[int, int, int, int]) -> tuple[float, float, float] | None:
+    """Mean rgb (0-255) of the central half of ``box`` in an ``H×W×3`` image, on a 2-px lattice; None when empty."""
+    x, y, w, h = (int(v) for v in box)
+    patch = rgb[max(0, y + h // 4):max(0, y + 3 * h // 4):2, max(0, x + w // 4):max(0, x + 3 * w // 4):2]
+    if patch.size == 0 or patch.ndim != 3:
+        return None
+    m = patch.reshape(-1, patch.shape[-1]).astype(np.float32).mean(axis=0)
+    return float(m[0]), float(m[1]), float(m[2])
+
+
+def _colour_change(c: tuple[float, float, float], last: tuple[float, float, float],
+                   cfg: PresentationConfig) -> float:
+    """Colour term of the change score: the larger of the chromaticity move and the brightness ratio, each over
+    its limit."""
+    s, ls = max(sum(c), 1e-6), max(sum(last), 1e-6)
+    chroma = math.hypot(c[0] / s - last[0] / ls, c[1] / s - last[1] / ls) / cfg.max_chroma_change
+    bright = abs(math.log(max(s, 1.0) / max(ls, 1.0))) / math.log(cfg.max_brightness_change)
+    return max(chroma, bright)
+
+
 class PresentationTracker:
     """Splits the per-frame stream into presentations and produces :class:`PresentationEvent` s.
 
@@ -145,16 +174,16 @@ class PresentationTracker:
         self.max_jump = float(max_jump)
         self.current: _Current | None = None
         self.count = 0
-        self._last: tuple[tuple[int, int, int, int], float | None, tuple[float, float] | None] | None = None
+        self._last: tuple[Any, ...] | None = None  # box, depth, landmark geometry, colour of the last face
 
-    def change(self, box: tuple[int, int, int, int], depth_m: float | None,
-               geom: tuple[float, float] | None) -> tuple[float, str]:
+    def change(self, box: tuple[int, int, int, int], depth_m: float | None, geom: tuple[float, float] | None,
+               colour: tuple[float, float, float] | None = None) -> tuple[float, str]:
         """Change score of this face against the previous face frame (> 1 = a new presentation) and its
         largest term's cause; ``(0.0, "")`` without a previous face."""
         if self._last is None:
             return 0.0, ""
         cfg = self.config
-        lbox, ldepth, lgeom = self._last
+        lbox, ldepth, lgeom, lcolour = self._last
         lside, side = max(lbox[2], lbox[3], 1), max(box[2], box[3], 1)
         terms = {
             "box_jump": math.hypot(box[0] + box[2] / 2 - lbox[0] - lbox[2] / 2,
@@ -163,6 +192,7 @@ class PresentationTracker:
             "depth_jump": 0.0 if depth_m is None or ldepth is None else abs(depth_m - ldepth) / cfg.max_depth_jump_m,
             "identity": 0.0 if geom is None or lgeom is None else max(
                 abs(a - b) / max(abs(b), 1e-6) for a, b in zip(geom, lgeom)) / cfg.max_geometry_change,
+            "appearance": 0.0 if colour is None or lcolour is None else _colour_change(colour, lcolour, cfg),
         }
         cause = max(terms, key=terms.__getitem__)
         return math.sqrt(sum(v * v for v in terms.values())), cause
@@ -181,14 +211,15 @@ class PresentationTracker:
         self.current = None
         self._last = None
 
-    def observe(self, detection: Any, timestamp_ns: int, depth_m: float | None = None
-                ) -> tuple[bool, list[PresentationEvent]]:
+    def observe(self, detection: Any, timestamp_ns: int, depth_m: float | None = None,
+                colour: tuple[float, float, float] | None = None) -> tuple[bool, list[PresentationEvent]]:
         """Account for one frame set's located face (``detection`` with ``box`` and ``landmarks``, or None).
 
         Args:
             detection: the frame's face (:class:`~edgepad.runtime.face.FaceDetection`) or None (no face).
             timestamp_ns: the frame set's timestamp.
             depth_m: measured face depth (m), or None when not measured.
+            colour: mean rgb (0-255) of the central half of the face box (:func:`face_colour`), or None.
 
         Returns:
             (True when a new presentation starts on this frame, the events produced).
@@ -209,7 +240,7 @@ class PresentationTracker:
             self._start(timestamp_ns, "face", events)
             new = True
         else:
-            score, cause = self.change(box, depth_m, geom)  # type: ignore[arg-type]
+            score, cause = self.change(box, depth_m, geom, colour)  # type: ignore[arg-type]
             if score > 1.0:
                 self._end(cause, events)
                 self._start(timestamp_ns, cause, events)
@@ -218,7 +249,7 @@ class PresentationTracker:
         cur.frames += 1  # type: ignore[union-attr]
         cur.gap = 0  # type: ignore[union-attr]
         cur.last_ns = timestamp_ns  # type: ignore[union-attr]
-        self._last = (box, depth_m, geom)  # type: ignore[assignment]
+        self._last = (box, depth_m, geom, colour)  # type: ignore[assignment]
         return new, events
 
     def decided(self, decision: Decision) -> list[PresentationEvent]:

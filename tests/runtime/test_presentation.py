@@ -12,7 +12,7 @@ from edgepad.errors import ConfigError
 from edgepad.runtime.face import FaceDetection, LearnedFaceLocator, make_locator
 from edgepad.runtime.pipeline import LivenessPipeline, PipelineConfig
 from edgepad.runtime.presentation import (DECIDED, ENDED, STARTED, PresentationConfig, PresentationTracker,
-                                          landmark_geometry)
+                                          face_colour, landmark_geometry)
 from edgepad.types import Decision, Verdict
 
 from tests.helpers.scene import make_rig, plane_frameset
@@ -28,6 +28,13 @@ FACE_B = np.array([[61, 52], [95, 52], [78, 60], [66, 68], [90, 68]], float)
 
 def det(box=BOX, lm=FACE_A):
     return FaceDetection(box, 1.0, None if lm is None else np.array(lm, float))
+
+
+def test_face_colour_is_the_mean_of_the_box_centre():
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[10:20, 10:20] = (200, 100, 50)  # the central half of box (5, 5, 20, 20)
+    assert face_colour(img, (5, 5, 20, 20)) == pytest.approx((200.0, 100.0, 50.0))
+    assert face_colour(img, (50, 50, 4, 4)) is None
 
 
 def test_geometry_is_scale_free():
@@ -64,6 +71,13 @@ def test_tracker_splits_on_gap_jump_depth_and_identity():
     t.observe(det(), 30)  # box_jump back
     new, ev = t.observe(det(BOX, FACE_B), 31)
     assert new and ev[0].cause == "identity"
+    # the same place, size and landmarks but another face colour (skin, print inks, light): appearance
+    assert not t.observe(det(BOX, FACE_B), 32, colour=(150.0, 110.0, 90.0))[0]
+    assert not t.observe(det(BOX, FACE_B), 33, colour=(152.0, 111.0, 91.0))[0]
+    new, ev = t.observe(det(BOX, FACE_B), 34, colour=(110.0, 110.0, 120.0))
+    assert new and ev[0].cause == "appearance"
+    new, ev = t.observe(det(BOX, FACE_B), 35, colour=(165.0, 165.0, 180.0))  # same hue, 50 % brighter
+    assert new and ev[0].cause == "appearance"
     with pytest.raises(ConfigError):
         PresentationConfig(gap_frames=0)
     with pytest.raises(ConfigError):
