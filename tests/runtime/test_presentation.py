@@ -113,8 +113,9 @@ def _frames(offsets, start=0):
             for i, o in enumerate(offsets)]
 
 
-def _run(backend, faces, offsets):
-    p = LivenessPipeline(None, backend, locator=Scripted(faces), rig=RIG, config=PipelineConfig())
+def _run(backend, faces, offsets, **presentation):
+    cfg = PipelineConfig(presentation=PresentationConfig(**presentation))
+    p = LivenessPipeline(None, backend, locator=Scripted(faces), rig=RIG, config=cfg)
     seen = []
     p.on_event(seen.append)
     ds = [p.process(fs, now_ns=fs.timestamp_ns + 5_000_000) for fs in _frames(offsets)]
@@ -133,7 +134,8 @@ def test_back_to_back_spoof_then_live_gets_live_first(backend):
     kinds = [(e.kind, e.presentation, e.verdict) for e in seen]
     assert kinds == [(STARTED, 1, Verdict.UNKNOWN), (DECIDED, 1, Verdict.SPOOF), (ENDED, 1, Verdict.SPOOF),
                      (STARTED, 2, Verdict.UNKNOWN), (DECIDED, 2, Verdict.LIVE)]
-    assert seen[3].cause == "identity" and seen[4].decision is ds[8] and seen[4].decision.evidence
+    # the other landmark geometry and the other brightness both tell the new face
+    assert seen[3].cause in ("identity", "appearance") and seen[4].decision is ds[8] and seen[4].decision.evidence
     assert p.events() == seen  # the pull API sees the same events
     assert p.events() == []
     (end,) = p.end_presentation()
@@ -142,9 +144,11 @@ def test_back_to_back_spoof_then_live_gets_live_first(backend):
 
 def test_back_to_back_live_then_attacker_never_live(backend):
     """A person (live) is replaced by an attacker whose first frames still score live: without the reset the
-    person's votes would make the attacker's frames LIVE; with it the attacker needs k votes of its own."""
+    person's votes would make the attacker's frames LIVE; with it the attacker needs k votes of its own. (The
+    tiny model scores brightness, so the attacker's frames change brightness: the colour term is off here.)"""
     faces = [det(BOX, FACE_A)] * 5 + [det(BOX, FACE_B)] * 6
-    p, ds, seen = _run(backend, faces, [60] * 5 + [60, 60] + [-60] * 4)
+    p, ds, seen = _run(backend, faces, [60] * 5 + [60, 60] + [-60] * 4, max_chroma_change=10.0,
+                       max_brightness_change=100.0)
     assert ds[4].verdict is Verdict.LIVE
     assert [d.verdict for d in ds[5:7]] == [Verdict.UNKNOWN, Verdict.UNKNOWN]
     assert Verdict.LIVE not in [d.verdict for d in ds[5:]]
