@@ -42,7 +42,8 @@ class FaceDetection:
         box: ``(x, y, w, h)`` in rgb pixels.
         score: detector confidence (locator-specific scale; 1.0 for fixed/truth boxes).
         landmarks: ``5×2`` (right eye, left eye, nose tip, right and left mouth corners) in rgb pixels, or None
-            when the locator gives none (Haar gives none: pose and inter-eye gates are then skipped; the learned locator gives them).
+            when the locator gives none (Haar gives none: pose and inter-eye gates are then skipped; the learned
+            locator gives them).
     """
 
     box: Box

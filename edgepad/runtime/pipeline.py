@@ -685,7 +685,8 @@ def _with(d: Decision, **changes: Any) -> Decision:
 
 
 # ---------------------------------------------------------------------------------------------- integrator API
-def open_pipeline(source: Any, model: Path | str | Any, *, rig: Any = None, locator: FaceLocator | str | None = "learned",
+def open_pipeline(source: Any, model: Path | str | Any, *, rig: Any = None,
+                  locator: FaceLocator | str | None = "learned",
                   config: PipelineConfig | None = None, backend: str = "auto", fps: float | None = None,
                   threads: int | None = None, **policy: Any) -> LivenessPipeline:
     """Build a pipeline from a source URI (or a capture) and a model artifact (or a backend).
@@ -695,7 +696,8 @@ def open_pipeline(source: Any, model: Path | str | Any, *, rig: Any = None, loca
             ``config.registration``) or an object with ``read(timeout_s)``.
         model: ``.onnx``/``.engine``/``.pt`` with its sidecar manifest, or a ready backend.
         rig: rig file or Rig (default: the source's own).
-        locator: ``"learned"`` (default, MTCNN), ``"haar"``, ``"truth"`` (synthetic sources), ``"fixed:x,y,w,h"`` or a FaceLocator.
+        locator: ``"learned"`` (default, MTCNN), ``"haar"``, ``"truth"`` (synthetic sources), ``"fixed:x,y,w,h"``
+            or a FaceLocator.
         config: :class:`PipelineConfig`; ``policy`` keywords (``k=3``, ``operating_point="bpcer20"`` …) override
             its policy settings.
         backend: backend kind for ``load_backend``; threads: ONNX Runtime intra-op threads.

@@ -70,7 +70,8 @@ class PresentationConfig:
                 and self.max_scale_change > 1 and self.max_depth_jump_m > 0 and self.max_geometry_change > 0
                 and self.max_chroma_change > 0 and self.max_brightness_change > 1):
             raise ConfigError("presentations need gap_frames >= 1, max_scale_change > 1, "
-                              "max_depth_jump_m > 0, max_geometry_change > 0, max_chroma_change > 0, max_brightness_change > 1",
+                              "max_depth_jump_m > 0, max_geometry_change > 0, max_chroma_change > 0, "
+                              "max_brightness_change > 1",
                               key="presentation")
 
 
