@@ -18,18 +18,27 @@ from __future__ import annotations
 import logging
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from edgepad._optional import require
+from edgepad._optional import lazy
+from edgepad.config import from_mapping, read_mapping, suggest, to_mapping, write_mapping
 from edgepad.errors import CalibrationError, ConfigError
+
+cv2 = lazy("cv2")
 
 log = logging.getLogger(__name__)
 
 BoardKind = Literal["chessboard", "charuco"]
+#: printable sheets (width, height) in mm
+PAPER_MM = {"a4": (210.0, 297.0), "letter": (215.9, 279.4)}
+#: blank border kept on every side of a printed sheet (printers cannot print to the edge), mm
+PAGE_MARGIN_MM = 15.0
+#: room under the board for the 50 mm scale bar and the caption, mm
+CAPTION_MM = 20.0
 #: dictionaries tried when a ChArUco board is not found, to name a board file that contradicts the images
 _HINT_DICTIONARIES = ("DICT_4X4_50", "DICT_4X4_250", "DICT_5X5_250", "DICT_6X6_250", "DICT_7X7_250",
                       "DICT_ARUCO_ORIGINAL", "DICT_APRILTAG_36h11")
@@ -70,9 +79,6 @@ class BoardSpec:
             if not self.dictionary.startswith("DICT_"):
                 raise ConfigError(f"board: unknown dictionary {self.dictionary!r} (e.g. DICT_6X6_250)",
                                   key="dictionary")
-        if self.kind == "chessboard" and self.squares_x % 2 == self.squares_y % 2:
-            log.warning("chessboard %dx%d squares is symmetric: its orientation is ambiguous between views; "
-                        "prefer one even and one odd count", self.squares_x, self.squares_y)
 
     @property
     def inner_corners(self) -> tuple[int, int]:
@@ -104,18 +110,15 @@ class BoardSpec:
         return pts
 
     def cv_dictionary(self):
-        cv2 = require("cv2")
         code = getattr(cv2.aruco, self.dictionary, None)
         if code is None:
             names = [n for n in dir(cv2.aruco) if n.startswith("DICT_")]
-            from edgepad.config import suggest
             raise ConfigError(f"board: unknown dictionary {self.dictionary!r}", key="dictionary",
                               suggestions=suggest(self.dictionary, names))
         return cv2.aruco.getPredefinedDictionary(code)
 
     def cv_board(self):
         """The ``cv2.aruco.CharucoBoard`` (ChArUco only)."""
-        cv2 = require("cv2")
         if self.kind != "charuco":
             raise ConfigError("board: cv_board() is for ChArUco boards", key="kind")
         dictionary = self.cv_dictionary()
@@ -128,18 +131,15 @@ class BoardSpec:
         return board
 
     def to_dict(self) -> dict:
-        from edgepad.config import to_mapping
         return to_mapping(self)
 
 
 def load_board(path: Path | str) -> BoardSpec:
     """Read a board file (YAML/JSON); unknown keys raise ConfigError with suggestions."""
-    from edgepad.config import from_mapping, read_mapping
     return from_mapping(BoardSpec, read_mapping(path), where="board")
 
 
 def save_board(spec: BoardSpec, path: Path | str) -> None:
-    from edgepad.config import write_mapping
     write_mapping(spec.to_dict(), path)
 
 
@@ -179,7 +179,6 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     """uint8 grey from an RGB ``H×W×3`` or grey ``H×W`` (uint8 or uint16, stretched to 8 bit) image."""
     img = np.asarray(image)
     if img.ndim == 3:
-        cv2 = require("cv2")
         img = cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_RGB2GRAY) if img.dtype == np.uint8 else \
             img[..., :3].mean(axis=2)
     if img.dtype != np.uint8:
@@ -207,7 +206,6 @@ def detect_board(image: np.ndarray, spec: BoardSpec, *, min_corners: int = 6,
     Returns:
         The detection, or None when the board is not found.
     """
-    cv2 = require("cv2")
     gray = to_gray(image)
     size = (gray.shape[1], gray.shape[0])
     if spec.kind == "chessboard":
@@ -221,7 +219,7 @@ def detect_board(image: np.ndarray, spec: BoardSpec, *, min_corners: int = 6,
                 return None
             corners = cv2.cornerSubPix(gray, corners, (5, 5), (-1, -1),
                                        (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 40, 0.01))
-        pts = np.asarray(corners, dtype=np.float64).reshape(-1, 2)
+        pts = canonical_chessboard_order(np.asarray(corners, dtype=np.float64).reshape(-1, 2), pattern)
         ids = np.arange(pts.shape[0])
         return Detection(ids, pts, spec.object_points()[ids], size, np.zeros(0, int), np.zeros((0, 4, 2)))
     board = spec.cv_board()
@@ -242,6 +240,53 @@ def detect_board(image: np.ndarray, spec: BoardSpec, *, min_corners: int = 6,
     return Detection(ids, pts, spec.object_points()[ids], size, marker_ids, marker_corners)
 
 
+def canonical_chessboard_order(points: np.ndarray, inner: tuple[int, int]) -> np.ndarray:
+    """Chessboard corners renumbered by one rule, whatever the detector's order.
+
+    ``findChessboardCornersSB`` and ``findChessboardCorners`` can return the same grid in opposite orders
+    (180 deg apart) or mirrored; the inner-corner grid maps onto itself under those moves, so the numbering is not
+    fixed by the board. The rule: the grid is seen from the front (x-step × y-step > 0 with image y down) and its
+    rows run left-to-right in the image (of the orderings that remain, the one whose mean row direction has the
+    largest image-x component; square grids also consider the 90 deg turns).
+
+    Args:
+        points: ``(cols*rows, 2)`` px, row-major in the detector's order.
+        inner: inner corners (cols, rows).
+
+    Returns:
+        ``(cols*rows, 2)`` px in canonical row-major order.
+    """
+    cx, cy = inner
+    g = np.asarray(points, dtype=np.float64).reshape(cy, cx, 2)
+    cands = [g, g[::-1], g[:, ::-1], g[::-1, ::-1]]
+    if cx == cy:
+        cands += [np.transpose(c, (1, 0, 2)) for c in cands]
+    best, best_score = g, -np.inf
+    for c in cands:
+        xs = (c[:, -1] - c[:, 0]).mean(axis=0)
+        ys = (c[-1] - c[0]).mean(axis=0)
+        if xs[0] * ys[1] - xs[1] * ys[0] <= 0:  # mirrored: the grid would be seen from behind
+            continue
+        score = xs[0] / max(float(np.hypot(*xs)), 1e-12)
+        if score > best_score + 1e-9:
+            best, best_score = c, score
+    return best.reshape(-1, 2).copy()
+
+
+def rotate_detection_180(det: "Detection", spec: BoardSpec) -> "Detection":
+    """The same chessboard corners numbered the other way round (the grid turned 180 deg in its plane).
+
+    Used to repair a stereo pair whose two views were numbered inconsistently (see ``calibrate_stereo``).
+
+    Raises:
+        ConfigError: for ChArUco boards (their ids fix the orientation) or a partial chessboard detection.
+    """
+    if spec.kind != "chessboard" or det.count != spec.n_corners:
+        raise ConfigError("rotate_detection_180 is for full chessboard detections", key="kind")
+    return Detection(det.ids, det.image_points[::-1].copy(), det.object_points, det.image_size, det.marker_ids,
+                     det.marker_corners)
+
+
 def _refine_charuco(gray: np.ndarray, ids: np.ndarray, pts: np.ndarray, spec: BoardSpec) -> np.ndarray:
     """Sub-pixel refinement of ChArUco corners.
 
@@ -249,7 +294,6 @@ def _refine_charuco(gray: np.ndarray, ids: np.ndarray, pts: np.ndarray, spec: Bo
     boards: mean +0.5 px in x and y, up to 0.9 px); ``cornerSubPix`` with a window that stays inside the quiet
     zone between the corner and the nearest marker brings that below 0.01 px.
     """
-    cv2 = require("cv2")
     cx, _ = spec.inner_corners
     lookup = {int(i): p for i, p in zip(ids, pts)}
     steps = [np.linalg.norm(lookup[i + 1] - p) for i, p in lookup.items() if (i + 1) in lookup and (i + 1) % cx]
@@ -269,7 +313,6 @@ def _refine_charuco(gray: np.ndarray, ids: np.ndarray, pts: np.ndarray, spec: Bo
 
 def explain_no_board(image: np.ndarray, spec: BoardSpec) -> str:
     """A hint why ``spec`` was not found in ``image`` (wrong dictionary, size or layout), or ``""``."""
-    cv2 = require("cv2")
     gray = to_gray(image)
     if spec.kind == "chessboard":
         cx, cy = spec.inner_corners
@@ -295,7 +338,6 @@ def explain_no_board(image: np.ndarray, spec: BoardSpec) -> str:
 
 
 def _markers(gray: np.ndarray, dictionary: str) -> np.ndarray:
-    cv2 = require("cv2")
     code = getattr(cv2.aruco, dictionary, None)
     if code is None:
         return np.zeros(0, int)
@@ -334,7 +376,6 @@ def render_board(spec: BoardSpec, px_per_m: float, margin_m: float = 0.01) -> np
     Returns:
         ``H×W`` uint8 image; the first square's top-left corner is at ``(margin, margin)`` in metres.
     """
-    cv2 = require("cv2")
     w_m, h_m = spec.size_m
     w_px, h_px = int(round(w_m * px_per_m)), int(round(h_m * px_per_m))
     m_px = int(round(margin_m * px_per_m))
@@ -346,7 +387,7 @@ def render_board(spec: BoardSpec, px_per_m: float, margin_m: float = 0.01) -> np
         body = np.where(((xs // sq).astype(int) + (ys // sq).astype(int)) % 2 == 0, 0, 255).astype(np.uint8)
     out = np.full((h_px + 2 * m_px, w_px + 2 * m_px), 255, np.uint8)
     out[m_px:m_px + h_px, m_px:m_px + w_px] = body
-    del cv2
+
     return out
 
 
@@ -356,7 +397,6 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 def write_board_png(image: np.ndarray, path: Path | str, dpi: float) -> None:
     """Write a grey image as PNG with its physical resolution (pHYs), so viewers print it at true scale."""
-    cv2 = require("cv2")
     ok, buf = cv2.imencode(".png", image)
     if not ok:
         raise CalibrationError(f"could not encode {path}")
@@ -368,16 +408,18 @@ def write_board_png(image: np.ndarray, path: Path | str, dpi: float) -> None:
 
 
 def write_board_pdf(image: np.ndarray, path: Path | str, width_m: float, height_m: float,
-                    caption: str = "") -> None:
+                    caption: str = "", paper: str = "a4") -> None:
     """Write a one-page PDF that places the grey ``image`` at exactly ``width_m`` × ``height_m``.
 
-    The page is A4 (portrait or landscape) when the board fits, otherwise board size plus 10 mm. A 50 mm
-    scale bar and the caption are printed under the board so the print scale can be checked with a ruler.
+    The page is ``paper`` (see :data:`PAPER_MM`; portrait or landscape) when the board fits, otherwise board size
+    plus margins. A 50 mm scale bar and the caption are printed under the board so the print scale can be checked
+    with a ruler.
     """
     pt_per_m = 72.0 / 0.0254
     bw, bh = width_m * pt_per_m, height_m * pt_per_m
-    a4 = (0.210 * pt_per_m, 0.297 * pt_per_m)
-    pages = [a4, a4[::-1]]
+    pw, ph = PAPER_MM[paper]
+    sheet = (pw / 1000 * pt_per_m, ph / 1000 * pt_per_m)
+    pages = [sheet, sheet[::-1]]
     page = next((p for p in pages if bw + 20 <= p[0] and bh + 60 <= p[1]), (bw + 60, bh + 100))
     x0, y0 = (page[0] - bw) / 2, page[1] - bh - 30  # 30 pt top margin
     bar = 0.05 * pt_per_m
@@ -411,7 +453,35 @@ def write_board_pdf(image: np.ndarray, path: Path | str, width_m: float, height_
     Path(path).write_bytes(bytes(out))
 
 
-def write_board(spec: BoardSpec, path: Path | str, dpi: float = 300.0, margin_m: float = 0.01) -> Path:
+def fit_to_paper(spec: BoardSpec, paper: str, margin_mm: float = PAGE_MARGIN_MM,
+                 caption_mm: float = CAPTION_MM, step_mm: float = 0.5) -> BoardSpec:
+    """``spec`` with the largest square (a multiple of ``step_mm``) that prints on ``paper`` with margins.
+
+    The board plus its 10 mm quiet zone must fit inside the sheet less ``margin_mm`` on every side and
+    ``caption_mm`` for the scale bar and caption, in portrait or landscape. ChArUco markers keep their ratio to
+    the square.
+
+    Raises:
+        ConfigError: unknown paper, or no square of at least 5 mm fits.
+    """
+    if paper not in PAPER_MM:
+        raise ConfigError(f"unknown paper {paper!r}", key="paper", suggestions=sorted(PAPER_MM))
+    pw, ph = PAPER_MM[paper]
+    best = 0.0
+    for w, h in ((pw, ph), (ph, pw)):
+        avail_w = w - 2 * margin_mm - 20.0   # 10 mm quiet zone each side
+        avail_h = h - 2 * margin_mm - caption_mm - 20.0
+        best = max(best, min(avail_w / spec.squares_x, avail_h / spec.squares_y))
+    square_mm = np.floor(best / step_mm) * step_mm
+    if square_mm < 5.0:
+        raise ConfigError(f"a {spec.squares_x}x{spec.squares_y} board does not fit {paper} with squares >= 5 mm",
+                          key="paper")
+    ratio = spec.marker_m / spec.square_m
+    return replace(spec, square_m=round(square_mm / 1000.0, 6), marker_m=round(square_mm * ratio / 1000.0, 6))
+
+
+def write_board(spec: BoardSpec, path: Path | str, dpi: float = 300.0, margin_m: float = 0.01,
+                paper: str | None = None) -> Path:
     """Render the board to ``path`` (``.png`` or ``.pdf``) at true scale.
 
     Args:
@@ -419,6 +489,11 @@ def write_board(spec: BoardSpec, path: Path | str, dpi: float = 300.0, margin_m:
         path: output file; the suffix picks the format.
         dpi: raster resolution (pixels per inch) of the board image.
         margin_m: white quiet zone around the board (m).
+        paper: ``a4`` or ``letter``: the PDF page is that sheet (the board must fit: see :func:`fit_to_paper`);
+            a PNG becomes the whole sheet at ``dpi`` with the board centred and the caption under it.
+
+    Raises:
+        ConfigError: bad suffix, unknown paper, or a board that does not fit the paper.
 
     Returns:
         The path written.
@@ -427,13 +502,52 @@ def write_board(spec: BoardSpec, path: Path | str, dpi: float = 300.0, margin_m:
     suffix = path.suffix.lower()
     if suffix not in (".png", ".pdf"):
         raise ConfigError(f"board output must end in .png or .pdf, got {path.name}", key="out")
+    if paper is not None:
+        if paper not in PAPER_MM:
+            raise ConfigError(f"unknown paper {paper!r}", key="paper", suggestions=sorted(PAPER_MM))
+        largest = fit_to_paper(spec, paper).square_m
+        if largest + 1e-9 < spec.square_m:
+            raise ConfigError(f"a {spec.squares_x}x{spec.squares_y} board with {spec.square_m * 1000:g} mm squares "
+                              f"does not fit {paper} with margins (largest square: {largest * 1000:g} mm)",
+                              key="square_m")
     image = render_board(spec, dpi / 0.0254, margin_m)
+    w_m, h_m = spec.size_m
+    caption = board_caption(spec, paper)
     if suffix == ".png":
+        if paper is not None:
+            image = _page_png(image, paper, dpi, caption)
         write_board_png(image, path, dpi)
     else:
-        w_m, h_m = spec.size_m
-        caption = (f"edgepad {spec.kind} {spec.squares_x}x{spec.squares_y} squares, square {spec.square_m * 1000:g} mm"
-                   + (f", marker {spec.marker_m * 1000:g} mm, {spec.dictionary}" if spec.kind == "charuco" else "")
-                   + ". Print at 100 % (no fit-to-page) and check the bar.")
-        write_board_pdf(image, path, w_m + 2 * margin_m, h_m + 2 * margin_m, caption)
+        write_board_pdf(image, path, w_m + 2 * margin_m, h_m + 2 * margin_m, caption, paper or "a4")
     return path
+
+
+def board_caption(spec: BoardSpec, paper: str | None = None) -> str:
+    """The line printed under the board: kind, squares, square (and marker) size, paper, print instructions."""
+    return (f"edgepad {spec.kind} {spec.squares_x}x{spec.squares_y} squares, square {spec.square_m * 1000:g} mm"
+            + (f", marker {spec.marker_m * 1000:g} mm, {spec.dictionary}" if spec.kind == "charuco" else "")
+            + (f", {paper.upper() if paper == 'a4' else paper}" if paper else "")
+            + ". Print at 100 % (no fit-to-page) and check the bar.")
+
+
+def _page_png(board: np.ndarray, paper: str, dpi: float, caption: str) -> np.ndarray:
+    """The whole sheet (portrait or landscape, whichever fits) with the board centred, a 50 mm bar and text."""
+    px_per_mm = dpi / 25.4
+    pw, ph = PAPER_MM[paper]
+    bh, bw = board.shape
+    for w_mm, h_mm in ((pw, ph), (ph, pw)):
+        w, h = int(round(w_mm * px_per_mm)), int(round(h_mm * px_per_mm))
+        if bw <= w - 2 * PAGE_MARGIN_MM * px_per_mm and bh <= h - (2 * PAGE_MARGIN_MM + CAPTION_MM) * px_per_mm:
+            break
+    page = np.full((h, w), 255, np.uint8)
+    x0 = (w - bw) // 2
+    y0 = int(round(PAGE_MARGIN_MM * px_per_mm))
+    page[y0:y0 + bh, x0:x0 + bw] = board
+    yb = y0 + bh + int(round(3 * px_per_mm))
+    page[yb:yb + max(2, int(round(1.5 * px_per_mm))), x0:x0 + int(round(50 * px_per_mm))] = 0
+    scale = max(0.3, 2.2 * px_per_mm / 22.0)
+    cv2.putText(page, "50 mm", (x0, yb + int(round(8 * px_per_mm))), cv2.FONT_HERSHEY_SIMPLEX, scale, 0,
+                max(1, int(scale * 2)), cv2.LINE_AA)
+    cv2.putText(page, caption[:110], (x0, yb + int(round(14 * px_per_mm))), cv2.FONT_HERSHEY_SIMPLEX,
+                scale * 0.8, 0, max(1, int(scale * 1.6)), cv2.LINE_AA)
+    return page

@@ -13,8 +13,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edgepad._optional import require
-from edgepad.errors import EndOfStream
+from edgepad._optional import lazy
+from edgepad.drivers.sync import Synchronizer
+from edgepad.errors import ConfigError, EndOfStream
 from edgepad.geometry import Intrinsics
 from edgepad.types import Frame, Modality
 
@@ -22,6 +23,7 @@ from edgepad.calibration.board import BoardSpec, Detection, detect_board, to_gra
 from edgepad.calibration.solve import estimate_pose, guess_intrinsics
 from edgepad.calibration.tool import View
 
+cv2 = lazy("cv2")
 log = logging.getLogger(__name__)
 
 TILT_BINS = ("frontal", "left", "right", "up", "down")
@@ -61,7 +63,6 @@ def sharpness(gray: np.ndarray, det: Detection) -> float:
     Scale-free: the steepest intensity step across an edge (grey levels per px) divided by the board's
     black-white contrast. A rendered sharp edge gives ≈ 0.5, Gaussian blur σ = 1 / 1.5 / 1.8 px ≈ 0.33 / 0.24 / 0.21.
     """
-    cv2 = require("cv2")
     x0, y0 = np.floor(det.image_points.min(axis=0)).astype(int)
     x1, y1 = np.ceil(det.image_points.max(axis=0)).astype(int)
     h, w = gray.shape
@@ -83,7 +84,6 @@ def tilt_bin(det: Detection, intr: Intrinsics, tilt_deg: float) -> str:
     pose = estimate_pose(det, intr)
     if pose is None:
         return "frontal"
-    cv2 = require("cv2")
     r, _ = cv2.Rodrigues(pose[0].reshape(3, 1))
     n = r[:, 2] * (-1.0 if r[2, 2] > 0 else 1.0)  # normal pointing back to the camera
     yaw = np.degrees(np.arctan2(n[0], -n[2]))
@@ -170,7 +170,7 @@ class ViewCollector:
         self._previous: dict[Modality, Detection] = {}
 
     def _reject(self, reason: str) -> str:
-        key = reason.split(":")[-1].strip().split(" ")[0]
+        key = reason.split(": ", 1)[-1].split(" (")[0].strip()  # the whole reason, without its figures
         self.coverage.rejected[key] = self.coverage.rejected.get(key, 0) + 1
         self.coverage.last_reason = "rejected: " + reason
         return reason
@@ -261,7 +261,6 @@ def capture_views(sources: Sequence, spec: BoardSpec, config: CaptureConfig = Ca
     Returns:
         The collector (``.views``, ``.coverage``).
     """
-    from edgepad.drivers.sync import Synchronizer
     mods: set[Modality] = set()
     intr: dict[Modality, Intrinsics] = {}
     for s in sources:
@@ -272,7 +271,6 @@ def capture_views(sources: Sequence, spec: BoardSpec, config: CaptureConfig = Ca
             pass
     required = [m for m in (Modality.RGB, Modality.IR) if m in mods]
     if not required:
-        from edgepad.errors import ConfigError
         raise ConfigError("capture needs a source with rgb and/or ir frames", key="source")
     optional = [Modality.DEPTH] if Modality.DEPTH in mods and Modality.IR in required else []
     sync = Synchronizer(required, int(config.pair_tolerance_ms * 1e6), max_pending=4, optional=optional)

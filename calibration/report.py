@@ -12,38 +12,37 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepad._optional import require
-from edgepad.geometry import Extrinsics, Intrinsics, Rig, rig_summary
+from edgepad._optional import lazy
+from edgepad.drivers.registration import register_depth
+from edgepad.geometry import Extrinsics, Intrinsics, Rig, pixel_rays, project, rig_summary
 from edgepad.types import Modality, make_frame
 
+from edgepad.calibration.board import to_gray
 from edgepad.calibration.solve import estimate_pose, reprojection_errors
 from edgepad.calibration.tool import CalibrationRun
 
+cv2 = lazy("cv2")
 _FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
 _RED, _GREEN, _YELLOW, _WHITE, _GREY = (220, 40, 40), (40, 200, 60), (230, 200, 30), (255, 255, 255), (150, 150, 150)
 
 
 def _rgb(img: np.ndarray | None, shape: tuple[int, int] | None = None) -> np.ndarray:
-    cv2 = require("cv2")
     if img is None:
         h, w = shape or (240, 320)
         return np.zeros((h, w, 3), np.uint8)
     if img.ndim == 2:
         if img.dtype != np.uint8:
-            from edgepad.calibration.board import to_gray
             img = to_gray(img)
         return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     return np.array(img[..., :3], dtype=np.uint8, copy=True)  # callers draw on it: never alias the view
 
 
 def _fit(img: np.ndarray, width: int) -> np.ndarray:
-    cv2 = require("cv2")
     h, w = img.shape[:2]
     return cv2.resize(img, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
 
 
 def _title(img: np.ndarray, text: str, scale: float = 0.5) -> np.ndarray:
-    cv2 = require("cv2")
     bar = np.full((22, img.shape[1], 3), 30, np.uint8)
     cv2.putText(bar, text, (4, 16), _FONT, scale, _WHITE, 1, cv2.LINE_AA)
     return np.vstack([bar, img])
@@ -64,14 +63,12 @@ def _grid(tiles: list[np.ndarray], cols: int, pad: int = 4) -> np.ndarray:
 
 
 def _save(path: Path, img: np.ndarray) -> None:
-    cv2 = require("cv2")
     cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
 
 
 # ----------------------------------------------------------------------------------------------- pages
 def corners_page(run: CalibrationRun, tile_px: int = 320) -> np.ndarray:
     """Every view per camera with its corners: green < 0.5 px, yellow < 1 px, red ≥ 1 px reprojection error."""
-    cv2 = require("cv2")
     tiles = []
     for v in run.views:
         for m in run.detections:
@@ -98,7 +95,6 @@ def corners_page(run: CalibrationRun, tile_px: int = 320) -> np.ndarray:
 
 def coverage_page(run: CalibrationRun, width_px: int = 480, grid: tuple[int, int] = (3, 3)) -> np.ndarray:
     """Per camera: all detected corners over the image frame, grid cells shaded by corner count, tilt list."""
-    cv2 = require("cv2")
     tiles = []
     for m, dets in run.detections.items():
         intr = run.rig.intrinsics.get(m, run.mono[m].intrinsics)
@@ -132,7 +128,6 @@ def coverage_page(run: CalibrationRun, width_px: int = 480, grid: tuple[int, int
 
 def errors_page(run: CalibrationRun, width_px: int = 640, bar_h: int = 18) -> np.ndarray:
     """Horizontal bars of the per-view RMS (px) per camera and per stereo pair; outliers red, median line."""
-    cv2 = require("cv2")
     series = [(f"{m.value} (rms {r.rms_px:.3f} px)", list(r.names), np.asarray(r.per_view_px), r.outliers)
               for m, r in run.mono.items()]
     if run.stereo is not None:
@@ -172,10 +167,8 @@ def board_plane_depth(run: CalibrationRun, view_name: str, camera: Modality = Mo
     pose = estimate_pose(det, intr)
     if pose is None:
         return None
-    cv2 = require("cv2")
     r, _ = cv2.Rodrigues(pose[0].reshape(3, 1))
     n, p0 = r[:, 2], pose[1]
-    from edgepad.geometry import pixel_rays
     rx, ry = pixel_rays(intr)
     den = n[0] * rx + n[1] * ry + n[2]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -192,8 +185,6 @@ def board_plane_depth(run: CalibrationRun, view_name: str, camera: Modality = Mo
 
 def ir_to_rgb(rig: Rig, ir: np.ndarray, depth_in_rgb_m: np.ndarray) -> np.ndarray:
     """Resample the IR image into the RGB camera using a depth map registered to RGB (0 = unknown → black)."""
-    cv2 = require("cv2")
-    from edgepad.geometry import pixel_rays, project
     rgb_i = rig.intrinsics[Modality.RGB]
     rx, ry = pixel_rays(rgb_i)
     z = depth_in_rgb_m
@@ -215,8 +206,6 @@ def overlay_page(run: CalibrationRun, view_name: str | None = None, width_px: in
     Returns:
         The page and the view name used.
     """
-    cv2 = require("cv2")
-    from edgepad.drivers.registration import register_depth
     rig = run.rig
     if Modality.IR not in rig.intrinsics or run.stereo is None:
         img = _title(_fit(_rgb(run.views[0].rgb), width_px), "RGB only: no IR camera in this calibration")
@@ -290,10 +279,16 @@ def write_report(run: CalibrationRun, out_dir: Path | str, rig_path: Path | str 
         "stereo": None if run.stereo is None else {
             "rms_px": run.stereo.rms_px, "pairs": list(run.stereo.names),
             "per_pair_px": {n: list(map(float, e)) for n, e in zip(run.stereo.names, run.stereo.per_view_px)},
-            "outliers": run.stereo.outliers},
+            "outliers": run.stereo.outliers, "epipolar_px": run.stereo.epipolar_px,
+            "per_pair_epipolar_px": dict(zip(run.stereo.names, map(float, run.stereo.per_pair_epipolar_px))),
+            "intrinsics_refined": run.stereo.refined, "holdout_px": run.stereo.holdout_px,
+            "renumbered_180": list(run.stereo.flipped), "left_out": run.stereo.inconsistent},
         "rejected": run.rejected,
         "overlay_view": view_name,
-        "options": {k: getattr(run.options, k) for k in run.options.__dataclass_fields__},
+        "options": {k: getattr(run.options, k) for k in run.options.__dataclass_fields__
+                    if k not in ("limits", "prior")},
+        "prior": None if run.options.prior is None else run.options.prior.to_dict(),
+        "verdict": None if run.verdict is None else run.verdict.to_dict(),
         "board": run.spec.to_dict(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
@@ -310,6 +305,8 @@ def write_report(run: CalibrationRun, out_dir: Path | str, rig_path: Path | str 
 table{{border-collapse:collapse}} td,th{{border:1px solid #bbb;padding:3px 8px;text-align:right}}</style></head>
 <body><h1>edgepad calibration report</h1>
 <p>Board: {html.escape(run.rig.provenance.get('board', ''))}. Rig file: {html.escape(str(rig_path or ''))}.</p>
+<h2>Verdict: {'GO' if run.verdict is None or run.verdict.go else 'NO-GO'}</h2>
+<pre>{html.escape(run.verdict.text() if run.verdict is not None else '')}</pre>
 <h2>Cameras</h2>
 <table><tr><th>camera</th><th>size</th><th>fx</th><th>fy</th><th>cx</th><th>cy</th><th>k1 k2 p1 p2 k3</th>
 <th>|t| to rgb (mm)</th><th>rotation to rgb (deg)</th></tr>{rows}</table>

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgepad._optional import require
+from edgepad._optional import lazy
 from edgepad.geometry import Extrinsics, Intrinsics
 
 from edgepad.calibration.board import BoardSpec, render_board
+
+cv2 = lazy("cv2")
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class Look:
 
 
 RGB_LOOK = Look()
-#: the near-IR look of the issue: grey, low contrast, noisy, blurred
+#: a near-IR look: grey, low contrast, noisy, blurred
 IR_LOOK = Look(black=70.0, white=150.0, background=95.0, noise_sigma=4.0, blur_sigma=1.0)
 
 
@@ -51,7 +53,6 @@ def board_centred_pose(spec: BoardSpec, rx_deg: float, ry_deg: float, rz_deg: fl
 
 
 def _rays(intr: Intrinsics, ss: int) -> np.ndarray:
-    cv2 = require("cv2")
     off = (np.arange(ss) + 0.5) / ss - 0.5
     u = (np.arange(intr.width)[:, None] + off[None, :]).reshape(-1)
     v = (np.arange(intr.height)[:, None] + off[None, :]).reshape(-1)
@@ -85,7 +86,6 @@ class BoardCamera:
         self.ss = supersample
         self.ppm = texture_px_per_m
         self.margin_m = 0.6 * spec.square_m
-        cv2 = require("cv2")
         fine = render_board(spec, 4 * texture_px_per_m, self.margin_m).astype(np.float32) / 255.0
         # area-averaged (anti-aliased) texture: bilinear look-ups then place edges with sub-texel accuracy
         h, w = fine.shape[0] // 4, fine.shape[1] // 4
@@ -94,7 +94,6 @@ class BoardCamera:
 
     def render(self, board_to_camera: Extrinsics, rng: np.random.Generator | None = None) -> np.ndarray:
         """Grey uint8 ``H×W`` image of the board at ``board_to_camera`` (board frame: metres, z = 0 plane)."""
-        cv2 = require("cv2")
         r, t = board_to_camera.r, board_to_camera.t
         origin = -r.T @ t                      # camera centre in the board frame
         dirs = self.rays @ r                   # (R^T d) for every ray

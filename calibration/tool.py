@@ -14,20 +14,22 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from edgepad._optional import require
+from edgepad._optional import lazy
+from edgepad.drivers.realsense import read_factory_rig
 from edgepad.errors import CalibrationError, ConfigError
 from edgepad.geometry import Extrinsics, Intrinsics, Rig
 from edgepad.types import Modality
 
 from edgepad.calibration.board import (BoardSpec, Detection, check_board_consistency, detect_board,
-                                       explain_no_board)
+                                       explain_no_board, rotate_detection_180)
 from edgepad.calibration.solve import IntrinsicsResult, StereoResult, calibrate_intrinsics, calibrate_stereo
 
+cv2 = lazy("cv2")
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm")
-_MODALITY_TOKEN = re.compile(r"^(rgb|color|colour|ir|nir|infrared|ir1|ir2|depth)[_\-.]?|[_\-.]?(rgb|color|colour|"
-                             r"ir|nir|infrared|ir1|ir2|depth)$", re.IGNORECASE)
+_MODALITY_TOKEN = re.compile(r"^(rgb|color|colour|ir|nir|infrared|ir1|ir2|depth|left|right)[_\-.]?|[_\-.]?(rgb|color|colour|"
+                             r"ir|nir|infrared|ir1|ir2|depth|left|right)$", re.IGNORECASE)
 
 
 @dataclass
@@ -60,9 +62,12 @@ class SolveOptions:
         min_views: fewer usable views per camera is an error.
         drop_outliers: re-solve without views flagged as outliers.
         outlier_factor: a view is an outlier above this multiple of the median view RMS (and median + 0.5 px).
-        refine_intrinsics: refine both cameras jointly with the extrinsics (see ``calibrate_stereo``).
+        refine_intrinsics: True refines both cameras jointly with the extrinsics, False keeps them fixed, None
+            (default) refines only when that lowers the transfer error of held-back pairs (``calibrate_stereo``).
         depth_from_ir: add a depth camera identical to the IR camera (RealSense: depth lives in the left-IR frame).
         depth_scale_m: metres per raw depth unit for the depth entry.
+        limits: go/no-go thresholds (:class:`VerdictLimits`).
+        prior: a rig whose focal lengths are expected (e.g. the factory calibration), or None (broad prior).
     """
 
     fix_k3: bool = False
@@ -70,9 +75,15 @@ class SolveOptions:
     min_views: int = 4
     drop_outliers: bool = False
     outlier_factor: float = 3.0
-    refine_intrinsics: bool = True
+    refine_intrinsics: bool | None = None
     depth_from_ir: bool = True
     depth_scale_m: float = 0.001
+    limits: "VerdictLimits" = field(default_factory=lambda: VerdictLimits())
+    prior: Rig | None = None
+
+    def __post_init__(self) -> None:
+        if self.min_views < 3:
+            raise ConfigError(f"min_views must be >= 3, got {self.min_views}", key="min_views")
 
 
 @dataclass
@@ -88,6 +99,7 @@ class CalibrationRun:
         mono: modality -> single-camera result.
         stereo: IR -> RGB result, or None for an RGB-only run.
         rejected: view name -> reason (e.g. "ir: no board").
+        verdict: the go/no-go assessment (:func:`assess`).
     """
 
     rig: Rig
@@ -98,6 +110,7 @@ class CalibrationRun:
     mono: dict[Modality, IntrinsicsResult]
     stereo: StereoResult | None
     rejected: dict[str, str] = field(default_factory=dict)
+    verdict: "Verdict | None" = None
 
 
 # ----------------------------------------------------------------------------------------------- folders
@@ -126,7 +139,6 @@ def _list_images(folder: Path) -> dict[str, Path]:
 
 def read_image(path: Path, modality: Modality) -> np.ndarray:
     """RGB uint8 ``H×W×3`` for rgb, grey ``H×W`` (8/16 bit) for ir, uint16 ``H×W`` for depth."""
-    cv2 = require("cv2")
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise CalibrationError(f"cannot read image {path}")
@@ -171,7 +183,6 @@ def load_folder_views(rgb_dir: Path | str, ir_dir: Path | str | None = None,
 
 def save_views(views: Sequence[View], folder: Path | str) -> Path:
     """Write views as ``rgb/<name>.png``, ``ir/<name>.png`` and ``depth/<name>.png`` (re-usable offline)."""
-    cv2 = require("cv2")
     folder = Path(folder)
     for v in views:
         for sub, img in (("rgb", v.rgb), ("ir", v.ir), ("depth", v.depth)):
@@ -217,7 +228,7 @@ def _check_found(views: Sequence[View], dets: Mapping[str, Detection | None], sp
         check_board_consistency(next(d for d, ok in zip(found, ratios) if not ok), spec)
 
 
-def calibrate_rig(views: Sequence[View], spec: BoardSpec, options: SolveOptions = SolveOptions(),
+def calibrate_rig(views: Sequence[View], spec: BoardSpec, options: SolveOptions | None = None,
                   provenance: Mapping[str, str] | None = None) -> CalibrationRun:
     """Solve a rig from board views.
 
@@ -229,6 +240,7 @@ def calibrate_rig(views: Sequence[View], spec: BoardSpec, options: SolveOptions 
         CalibrationError: no board, too few views, degenerate views, mismatched image sizes, failed solve.
         ConfigError: the board file contradicts the images.
     """
+    options = options if options is not None else SolveOptions()
     if not views:
         raise CalibrationError("no views to calibrate from", views=0)
     if any(v.rgb is None for v in views):
@@ -265,7 +277,13 @@ def calibrate_rig(views: Sequence[View], spec: BoardSpec, options: SolveOptions 
                                   [detections[Modality.IR][n] for n in names], rgb_intr, ir_res.intrinsics, names,
                                   min_pairs=min(3, options.min_views), outlier_factor=options.outlier_factor,
                                   drop_outliers=options.drop_outliers, refine_intrinsics=options.refine_intrinsics,
-                                  fix_k3=options.fix_k3, zero_tangent=options.zero_tangent)
+                                  fix_k3=options.fix_k3, zero_tangent=options.zero_tangent,
+                                  flip=(lambda d: rotate_detection_180(d, spec)) if spec.kind == "chessboard" else None)
+        for n in stereo.flipped:
+            detections[Modality.IR][n] = rotate_detection_180(detections[Modality.IR][n], spec)
+            rejected.setdefault(n, "ir: corner numbering turned 180 deg to agree with the other pairs")
+        for n, why in stereo.inconsistent.items():
+            rejected.setdefault(n, f"pair left out: {why}")
         intrinsics = {Modality.RGB: stereo.ref_intrinsics or rgb_intr, Modality.IR: stereo.other_intrinsics
                       or ir_res.intrinsics}
         to_ref[Modality.IR] = stereo.extrinsics
@@ -287,91 +305,224 @@ def calibrate_rig(views: Sequence[View], spec: BoardSpec, options: SolveOptions 
         prov["pairs_used"] = str(len(stereo.names))
         if options.depth_from_ir:
             prov["depth"] = "depth camera = IR camera (RealSense left-IR frame)"
+        prov["epipolar_px.stereo"] = f"{stereo.epipolar_px:.4f}"
+        prov["intrinsics_refined_in_stereo"] = str(stereo.refined).lower()
     prov.update(provenance or {})
-    rig = Rig(Modality.RGB, intrinsics, to_ref,
-              options.depth_scale_m if Modality.DEPTH in intrinsics else None, prov)
-    return CalibrationRun(rig, spec, options, list(views), detections, mono, stereo, rejected)
+    run = CalibrationRun(Rig(Modality.RGB, intrinsics, to_ref,
+                             options.depth_scale_m if Modality.DEPTH in intrinsics else None, prov),
+                         spec, options, list(views), detections, mono, stereo, rejected)
+    run.verdict = assess(run, options.limits, options.prior)
+    prov.update(run.verdict.provenance())
+    run.rig = Rig(run.rig.reference, run.rig.intrinsics, run.rig.to_reference, run.rig.depth_scale_m, prov)
+    return run
+
+
+# ----------------------------------------------------------------------------------------------- verdict
+@dataclass(frozen=True)
+class VerdictLimits:
+    """Go/no-go thresholds of :func:`assess` (see docs/CALIBRATION.md).
+
+    Attributes:
+        max_rms_px: per-camera reprojection RMS (px).
+        max_stereo_rms_px: stereo reprojection RMS (px).
+        max_epipolar_px: RMS distance of corners to their epipolar lines (px).
+        max_focal_std_pct: solver standard deviation of fx and fy, % of the value.
+        max_pp_std_px: solver standard deviation of cx and cy (px).
+        min_coverage: fraction of the cells of a 3x3 grid over each image holding >= 3 corners.
+        hfov_deg: broad physical prior on the horizontal field of view (no prior rig).
+        max_prior_focal_pct: focal length vs the prior rig's (%).
+        max_aspect_pct: |fx / fy - 1| (%).
+        max_abs_k1: |k1| (a pinhole + Brown-Conrady lens beyond this is a failed solve, not a lens).
+        max_refine_shift_pct: how far the joint stereo refinement may move a focal length from the mono solve (%).
+        max_duplicate_fraction: share of views that repeat an earlier view.
+        max_inconsistent_fraction: share of stereo pairs left out for disagreeing numbering/rotation.
+    """
+
+    max_rms_px: float = 1.0
+    max_stereo_rms_px: float = 1.0
+    max_epipolar_px: float = 1.0
+    max_focal_std_pct: float = 1.0
+    max_pp_std_px: float = 5.0
+    min_coverage: float = 0.5
+    hfov_deg: tuple[float, float] = (30.0, 120.0)
+    max_prior_focal_pct: float = 5.0
+    max_aspect_pct: float = 3.0
+    max_abs_k1: float = 1.0
+    max_refine_shift_pct: float = 3.0
+    max_duplicate_fraction: float = 0.25
+    max_inconsistent_fraction: float = 0.25
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verdict line: ``name`` measured ``value`` against ``limit``; ``ok`` False with ``fatal`` = no-go."""
+
+    name: str
+    value: float
+    limit: str
+    ok: bool
+    detail: str = ""
+    fatal: bool = True
+
+    def text(self) -> str:
+        mark = "ok  " if self.ok else ("FAIL" if self.fatal else "warn")
+        return f"[{mark}] {self.name}: {self.value:.4g} (limit {self.limit})" + (f" {self.detail}" if self.detail else "")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Go/no-go of a calibration run: every check, and whether any fatal one failed."""
+
+    checks: tuple[Check, ...]
+
+    @property
+    def go(self) -> bool:
+        return all(c.ok or not c.fatal for c in self.checks)
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.ok and c.fatal)
+
+    def text(self) -> str:
+        head = "verdict: GO" if self.go else f"verdict: NO-GO ({', '.join(c.name for c in self.failed)})"
+        return "\n".join([head] + ["  " + c.text() for c in self.checks])
+
+    def provenance(self) -> dict[str, str]:
+        out = {"verdict": "go" if self.go else "no-go"}
+        for c in self.checks:
+            out[f"check.{c.name}"] = f"{c.value:.4g} limit {c.limit} {'ok' if c.ok else 'fail' if c.fatal else 'warn'}"
+        return out
+
+    def to_dict(self) -> dict:
+        return {"go": self.go, "checks": [{"name": c.name, "value": c.value, "limit": c.limit, "ok": c.ok,
+                                           "fatal": c.fatal, "detail": c.detail} for c in self.checks]}
+
+
+class CalibrationRejected(CalibrationError):
+    """A calibration ran but its verdict is no-go; ``verdict`` says why (the command exits non-zero)."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        self.verdict = verdict
+        super().__init__("calibration rejected: " + ", ".join(c.text() for c in verdict.failed))
+
+
+def require_go(run: CalibrationRun) -> CalibrationRun:
+    """``run`` when its verdict is go; raises :class:`CalibrationRejected` otherwise."""
+    if run.verdict is not None and not run.verdict.go:
+        raise CalibrationRejected(run.verdict)
+    return run
+
+
+def coverage_fraction(dets: Sequence[Detection], grid: tuple[int, int] = (3, 3), min_corners: int = 3) -> float:
+    """Fraction of the cells of a ``grid`` over the image that hold at least ``min_corners`` detected corners."""
+    found = [d for d in dets if d is not None]
+    if not found:
+        return 0.0
+    gx, gy = grid
+    w, h = found[0].image_size
+    pts = np.concatenate([d.image_points for d in found])
+    counts = np.zeros((gy, gx), int)
+    np.add.at(counts, (np.clip((pts[:, 1] / h * gy).astype(int), 0, gy - 1),
+                       np.clip((pts[:, 0] / w * gx).astype(int), 0, gx - 1)), 1)
+    return float(np.mean(counts >= min_corners))
+
+
+def duplicate_views(dets: Mapping[str, Detection | None], frac: float = 0.01) -> list[str]:
+    """Views whose corners lie within ``frac`` of the image diagonal (mean) of an earlier view's same corners."""
+    seen: list[Detection] = []
+    dups = []
+    for name, d in dets.items():
+        if d is None:
+            continue
+        diag = float(np.hypot(*d.image_size))
+        for o in seen:
+            common = np.intersect1d(o.ids, d.ids)
+            if len(common) >= 0.8 * max(o.count, d.count) and np.mean(np.linalg.norm(
+                    o.subset(common).image_points - d.subset(common).image_points, axis=1)) < frac * diag:
+                dups.append(name)
+                break
+        else:
+            seen.append(d)
+    return dups
+
+
+def assess(run: CalibrationRun, limits: VerdictLimits | None = None, prior: Rig | None = None) -> Verdict:
+    """Go/no-go of a calibration run.
+
+    Checks per camera: reprojection RMS, solver standard deviations of fx, fy, cx, cy, image coverage, focal
+    length against ``prior`` (same camera, scaled to the image size) or the broad field-of-view prior, fx/fy
+    aspect, |k1|, duplicate views; for a stereo run: stereo RMS, epipolar error, how far joint refinement moved
+    the focal lengths, and pairs left out for inconsistent numbering.
+    """
+    lim = limits or VerdictLimits()
+    checks: list[Check] = []
+    for m, res in run.mono.items():
+        cam = m.value
+        intr = run.rig.intrinsics.get(m, res.intrinsics)
+        checks.append(Check(f"{cam}.rms_px", res.rms_px, f"<= {lim.max_rms_px}", res.rms_px <= lim.max_rms_px))
+        for k in ("fx", "fy"):
+            if k in res.std:
+                v = 100.0 * res.std[k] / getattr(res.intrinsics, k)
+                checks.append(Check(f"{cam}.std_{k}_pct", v, f"<= {lim.max_focal_std_pct}",
+                                    v <= lim.max_focal_std_pct))
+        for k in ("cx", "cy"):
+            if k in res.std:
+                checks.append(Check(f"{cam}.std_{k}_px", res.std[k], f"<= {lim.max_pp_std_px}",
+                                    res.std[k] <= lim.max_pp_std_px))
+        cov = coverage_fraction([run.detections[m].get(n) for n in res.names])
+        checks.append(Check(f"{cam}.coverage", cov, f">= {lim.min_coverage}", cov >= lim.min_coverage,
+                            "(3x3 cells with >= 3 corners; add views near the uncovered edges)"))
+        p_intr = prior.intrinsics.get(m) if prior is not None else None
+        if p_intr is not None:
+            if (p_intr.width, p_intr.height) != (intr.width, intr.height):
+                p_intr = p_intr.scaled(intr.width / p_intr.width, intr.height / p_intr.height)
+            dev = 100.0 * (intr.fx / p_intr.fx - 1.0)
+            checks.append(Check(f"{cam}.fx_vs_prior_pct", dev, f"|.| <= {lim.max_prior_focal_pct}",
+                                abs(dev) <= lim.max_prior_focal_pct, f"(prior fx {p_intr.fx:.1f})"))
+        else:
+            hfov = float(np.degrees(2 * np.arctan(0.5 * intr.width / intr.fx)))
+            lo, hi = lim.hfov_deg
+            checks.append(Check(f"{cam}.hfov_deg", hfov, f"{lo:g}..{hi:g}", lo <= hfov <= hi,
+                                f"(fx {intr.fx:.1f} px at width {intr.width})"))
+        aspect = 100.0 * abs(intr.fx / intr.fy - 1.0)
+        checks.append(Check(f"{cam}.aspect_pct", aspect, f"<= {lim.max_aspect_pct}", aspect <= lim.max_aspect_pct))
+        k1 = abs(intr.coeffs[0]) if intr.coeffs else 0.0
+        checks.append(Check(f"{cam}.abs_k1", k1, f"<= {lim.max_abs_k1}", k1 <= lim.max_abs_k1))
+        dups = duplicate_views(run.detections[m])
+        frac = len(dups) / max(1, sum(d is not None for d in run.detections[m].values()))
+        checks.append(Check(f"{cam}.duplicate_views", frac, f"<= {lim.max_duplicate_fraction}",
+                            not dups,
+                            f"({', '.join(dups[:6])})" if dups else "", fatal=frac > lim.max_duplicate_fraction))
+    st = run.stereo
+    if st is not None:
+        checks.append(Check("stereo.rms_px", st.rms_px, f"<= {lim.max_stereo_rms_px}",
+                            st.rms_px <= lim.max_stereo_rms_px))
+        checks.append(Check("stereo.epipolar_px", st.epipolar_px, f"<= {lim.max_epipolar_px}",
+                            st.epipolar_px <= lim.max_epipolar_px))
+        for m, new in ((Modality.RGB, st.ref_intrinsics), (Modality.IR, st.other_intrinsics)):
+            if new is not None and m in run.mono:
+                shift = 100.0 * abs(new.fx / run.mono[m].intrinsics.fx - 1.0)
+                checks.append(Check(f"stereo.{m.value}_fx_shift_pct", shift, f"<= {lim.max_refine_shift_pct}",
+                                    shift <= lim.max_refine_shift_pct, "(joint refinement vs single-camera solve)"))
+        total = len(st.names) + len(st.inconsistent)
+        frac = len(st.inconsistent) / max(1, total)
+        detail = (f"(left out: {', '.join(st.inconsistent)})" if st.inconsistent else "") + \
+            (f" (renumbered 180 deg: {', '.join(st.flipped)})" if st.flipped else "")
+        checks.append(Check("stereo.inconsistent_pairs", frac, f"<= {lim.max_inconsistent_fraction}",
+                            frac <= lim.max_inconsistent_fraction and not st.inconsistent, detail.strip(),
+                            fatal=frac > lim.max_inconsistent_fraction))
+    return Verdict(tuple(checks))
 
 
 # ----------------------------------------------------------------------------------------------- RealSense
-def _rs_intrinsics(rs, i) -> Intrinsics:
-    names = {rs.distortion.brown_conrady: "brown_conrady",
-             rs.distortion.inverse_brown_conrady: "inverse_brown_conrady",
-             rs.distortion.modified_brown_conrady: "modified_brown_conrady",
-             rs.distortion.none: "none"}
-    model = names.get(i.model)
-    coeffs = tuple(float(c) for c in list(i.coeffs)[:5])
-    if model is None:
-        if any(coeffs):
-            raise CalibrationError(f"RealSense distortion model {i.model} is not supported by the rig format")
-        model = "none"
-    return Intrinsics(int(i.width), int(i.height), float(i.fx), float(i.fy), float(i.ppx), float(i.ppy), model,
-                      coeffs)
+def import_realsense(source: str | Path) -> Rig:
+    """The factory calibration of a RealSense device (serial number or ``.bag``/``.db3``) as a rig.
 
-
-def _rs_extrinsics(e) -> Extrinsics:
-    r = np.asarray(e.rotation, dtype=np.float64).reshape(3, 3, order="F")  # librealsense: column-major
-    return Extrinsics.from_rt(r, np.asarray(e.translation, dtype=np.float64))
-
-
-def import_realsense(source: str | Path, timeout_ms: int = 5000) -> Rig:
-    """The factory calibration of a RealSense device (live serial number, or a ``.bag``/``.db3`` recording).
-
-    The rig has rgb (reference), depth and ir entries; depth and ir are the left-IR camera (when the recording
-    has no infrared stream, the depth stream's intrinsics are used for ir).
+    One reader for the device/recording calibration: :func:`edgepad.drivers.realsense.read_factory_rig`.
     """
-    rs = require("pyrealsense2", extra="realsense")
-    src = str(source)
-    is_file = Path(src).suffix.lower() in (".bag", ".db3")
-    if is_file and not Path(src).is_file():
-        raise ConfigError(f"no such recording: {src}", key="source")
-    pipe, cfg = rs.pipeline(), rs.config()
-    if is_file:
-        cfg.enable_device_from_file(src, repeat_playback=False)
-        cfg.enable_all_streams()
-    else:
-        cfg.enable_device(src)
-        cfg.enable_stream(rs.stream.depth)
-        cfg.enable_stream(rs.stream.color)
-        cfg.enable_stream(rs.stream.infrared, 1)
-    try:
-        profile = pipe.start(cfg)
-    except RuntimeError as exc:
-        raise CalibrationError(f"cannot open RealSense {src}: {exc}") from exc
-    try:
-        dev = profile.get_device()
-        if is_file:
-            dev.as_playback().set_real_time(False)
-        streams = {}
-        for sp in profile.get_streams():
-            vsp = sp.as_video_stream_profile()
-            key = (sp.stream_type(), sp.stream_index())
-            streams[key] = vsp
-        depth_sp = next((v for (t, _), v in streams.items() if t == rs.stream.depth), None)
-        color_sp = next((v for (t, _), v in streams.items() if t == rs.stream.color), None)
-        ir_sp = streams.get((rs.stream.infrared, 1)) or next(
-            (v for (t, _), v in streams.items() if t == rs.stream.infrared), None)
-        if depth_sp is None or color_sp is None:
-            raise CalibrationError(f"{src}: needs depth and colour streams to import a rig (found "
-                                   f"{[str(t) for t, _ in streams]})")
-        depth_sensor = next((s for s in dev.query_sensors() if s.is_depth_sensor()), None)
-        scale = float(depth_sensor.as_depth_sensor().get_depth_scale()) if depth_sensor is not None else 0.001
-        d_intr = _rs_intrinsics(rs, depth_sp.get_intrinsics())
-        intrinsics = {Modality.RGB: _rs_intrinsics(rs, color_sp.get_intrinsics()), Modality.DEPTH: d_intr,
-                      Modality.IR: _rs_intrinsics(rs, ir_sp.get_intrinsics()) if ir_sp is not None else d_intr}
-        d2c = _rs_extrinsics(depth_sp.get_extrinsics_to(color_sp))
-        i2c = _rs_extrinsics(ir_sp.get_extrinsics_to(color_sp)) if ir_sp is not None else d2c
-        info = {}
-        for key, attr in (("serial", rs.camera_info.serial_number), ("name", rs.camera_info.name),
-                          ("firmware", rs.camera_info.firmware_version)):
-            if dev.supports(attr):
-                info[key] = dev.get_info(attr)
-    finally:
-        pipe.stop()
-    prov = {"tool": "edgepad calibrate import-realsense", "source": Path(src).name if is_file else src,
-            "calibration": "RealSense factory", **info}
-    return Rig(Modality.RGB, intrinsics, {Modality.RGB: Extrinsics.identity(), Modality.DEPTH: d2c,
-                                          Modality.IR: i2c}, scale, prov)
+    rig = read_factory_rig(str(source))
+    return Rig(rig.reference, rig.intrinsics, rig.to_reference, rig.depth_scale_m,
+               {"tool": "edgepad calibrate import-realsense", **rig.provenance})
 
 
 # ----------------------------------------------------------------------------------------------- compare
@@ -410,3 +561,34 @@ def format_comparison(cmp: Mapping[str, Mapping[str, float]]) -> str:
                      f"{r.get('rotation_deg', float('nan')):>10.3f}{r.get('translation_mm', float('nan')):>9.2f}"
                      + ("" if r["size_match"] else "  (sizes differ: scaled)"))
     return "\n".join(lines)
+
+
+
+@dataclass(frozen=True)
+class CompareTolerance:
+    """Largest acceptable differences between two rigs (``calibrate compare --fail-over``).
+
+    Attributes:
+        focal_pct: |fx %| and |fy %|.
+        principal_px: |cx| and |cy| (px).
+        rotation_deg: camera -> reference rotation difference (deg).
+        translation_mm: camera -> reference translation difference (mm).
+    """
+
+    focal_pct: float = 1.0
+    principal_px: float = 5.0
+    rotation_deg: float = 0.5
+    translation_mm: float = 2.0
+
+
+def exceeded(cmp: Mapping[str, Mapping[str, float]], tol: CompareTolerance = CompareTolerance()) -> list[str]:
+    """The differences of :func:`compare_rigs` output beyond ``tol``, as ``"camera.field: value > limit"``."""
+    limits = {"fx_pct": tol.focal_pct, "fy_pct": tol.focal_pct, "cx_px": tol.principal_px,
+              "cy_px": tol.principal_px, "rotation_deg": tol.rotation_deg, "translation_mm": tol.translation_mm}
+    out = []
+    for cam, row in cmp.items():
+        for k, lim in limits.items():
+            v = row.get(k)
+            if v is not None and np.isfinite(v) and abs(v) > lim:
+                out.append(f"{cam}.{k}: {v:.3f} beyond {lim:g}")
+    return out

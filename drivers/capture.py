@@ -9,7 +9,7 @@ import collections
 import logging
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from edgepad.drivers.registration import Registrar, RegistrationMode
 from edgepad.drivers.registry import open_source
@@ -30,7 +30,9 @@ class Capture:
     Args:
         sources: frame sources (opened by :meth:`open` if not open yet).
         rig: camera model; ``None`` = the single source's own ``rig`` (resolved at :meth:`open`).
-        sync: the synchronizer (its required/optional modalities decide what a set holds).
+        sync: the synchronizer (its required/optional modalities decide what a set holds), or a function of the
+            opened sources that returns one (built at :meth:`open`, when the sources know their streams and
+            rates: a recording's are only known once it is opened).
         register: a :class:`RegistrationMode`: ``FRAME`` registers depth to the ``register_to`` camera of the rig
             (when the rig has it); ``WINDOW`` passes depth on unregistered (with the rig's depth-camera model) for
             the consumer to register a face window with :attr:`registrar`; ``OFF`` passes raw depth. A bool is
@@ -49,14 +51,15 @@ class Capture:
     and no more sets can be formed (or :class:`SourceError` when a source fails).
     """
 
-    def __init__(self, sources: Sequence, rig: Rig | None, sync: Synchronizer,
+    def __init__(self, sources: Sequence, rig: Rig | None, sync: Synchronizer | Callable[[list], Synchronizer],
                  register: RegistrationMode | str | bool = RegistrationMode.FRAME, *,
                  register_to: Modality | str = Modality.RGB, registration: dict | None = None) -> None:
         if not sources:
             raise ConfigError("Capture needs at least one source", key="sources")
         self.sources = list(sources)
         self.rig = rig
-        self.sync = sync
+        self.sync: Synchronizer = sync if isinstance(sync, Synchronizer) else None  # type: ignore[assignment]
+        self._make_sync = None if isinstance(sync, Synchronizer) else sync
         self.mode = RegistrationMode.parse(register)
         self.registrar: Registrar | None = None
         self._registrar_rig: Rig | None = None
@@ -86,6 +89,8 @@ class Capture:
                 if not getattr(s, "is_open", False):
                     s.open()
                 opened.append(s)
+            if self._make_sync is not None:
+                self.sync = self._make_sync(opened)
         except BaseException:
             for s in opened:
                 s.close()
@@ -97,7 +102,8 @@ class Capture:
             elif self.mode is not RegistrationMode.OFF and self._wants_registration():
                 for s in opened:
                     s.close()
-                raise ConfigError("several sources need a rig file (edgepad calibrate) to register depth; pass "
+                what = "several sources need" if len(self.sources) > 1 else f"{self.uri} has no camera model; it needs"
+                raise ConfigError(f"{what} a rig file (edgepad calibrate) to register depth; pass "
                                   "rig=PATH or register=RegistrationMode.OFF", key="rig")
         try:
             self.registrar, self._registrar_rig = self._make_registrar(), self.rig
@@ -243,7 +249,8 @@ def _source_fps(source) -> float | None:
 def open_capture(uri: str | Sequence[str], rig: Rig | str | Path | None = None, fps: float | None = None,
                  register: RegistrationMode | str | bool = RegistrationMode.FRAME, *,
                  required: Sequence[Modality | str] | None = None,
-                 optional: Sequence[Modality | str] = (), max_pending: int = 4, **registration) -> Capture:
+                 optional: Sequence[Modality | str] = (), max_pending: int = 4,
+                 sync_tolerance_ms: float | None = None, **registration) -> Capture:
     """Build a :class:`Capture` from source URIs (not opened; use it as a context manager).
 
     Args:
@@ -252,23 +259,36 @@ def open_capture(uri: str | Sequence[str], rig: Rig | str | Path | None = None, 
         fps: stream rate for the sync tolerance (half a period of the slowest); default: the sources' ``fps``
             attribute, else 30.
         register: the :class:`RegistrationMode` of the capture (True = FRAME, False = OFF).
-        required: modalities every set must hold (default: all of the sources' modalities, rgb first).
+        required: modalities every set must hold (default: all of the sources' modalities once opened, rgb
+            first; a recording opened without ``modalities`` has the streams it recorded).
         optional: modalities added when available.
         max_pending: sync queue bound per modality.
+        sync_tolerance_ms: max |Δt| between the frames of a set (ms); default half the slowest stream's period.
+
+    The synchronizer is built when the capture opens: a recording's rate (``fps``) and streams are known then.
         **registration: options of the capture's :class:`Registrar` (method, semantics, footprint, arithmetic).
     """
     uris = [uri] if isinstance(uri, str) else list(uri)
     sources = [open_source(u) for u in uris]
     if isinstance(rig, (str, Path)):
         rig = load_rig(rig)
+    if sync_tolerance_ms is not None and not sync_tolerance_ms > 0:
+        raise ConfigError(f"sync_tolerance_ms must be > 0, got {sync_tolerance_ms}", key="sync_tolerance_ms")
     opt = [Modality.parse(m) for m in optional]
-    if required is None:
-        mods: list[Modality] = []
-        for s in sources:
-            mods.extend(m for m in s.modalities if m not in mods)
-        order = [Modality.RGB, Modality.DEPTH, Modality.IR]
-        required = sorted((m for m in mods if m not in opt), key=order.index)
-    rates = [r for r in (_source_fps(s) for s in sources) if r]
-    rate = float(fps) if fps else (min(rates) if rates else 30.0)
-    sync = Synchronizer.for_fps(required, rate, optional=opt, max_pending=max_pending)
-    return Capture(sources, rig, sync, register=register, registration=registration or None)
+    wanted = None if required is None else [Modality.parse(m) for m in required]
+
+    def make_sync(opened: list) -> Synchronizer:
+        req = wanted
+        if req is None:
+            mods: list[Modality] = []
+            for s in opened:
+                mods.extend(m for m in s.modalities if m not in mods)
+            order = [Modality.RGB, Modality.DEPTH, Modality.IR]
+            req = sorted((m for m in mods if m not in opt), key=order.index)
+        if sync_tolerance_ms is not None:
+            return Synchronizer(req, int(round(sync_tolerance_ms * 1e6)), optional=opt, max_pending=max_pending)
+        rates = [r for r in (_source_fps(s) for s in opened) if r]
+        rate = float(fps) if fps else (min(rates) if rates else 30.0)
+        return Synchronizer.for_fps(req, rate, optional=opt, max_pending=max_pending)
+
+    return Capture(sources, rig, make_sync, register=register, registration=registration or None)

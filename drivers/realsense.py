@@ -7,7 +7,12 @@ never starves librealsense.
 Timestamps: ``device_timestamp_ns`` is the SDK's frame timestamp (ms → ns) in its domain (hardware clock, global
 time or system time; per modality in :attr:`RealSenseSource.timestamp_domains`). ``timestamp_ns`` is host monotonic
 time for live cameras (the device clock mapped with one :class:`ClockOffsetEstimator` shared by all streams, unless the
-domain is already the host's), and the recorded device time for playback (deterministic replays).
+domain is already the host's). Playback is deterministic: with ``timestamps="frameset"`` (the default) every frame
+carries the timestamp of the librealsense frameset it was played back in, so the capture's synchronizer pairs the
+frames librealsense paired (a clip whose colour and depth sensors ran unsynchronised, e.g. the D435 test
+recording at 6 fps with colour 102-268 ms before depth, still yields its sets); with ``timestamps="device"`` each
+frame carries its own recorded device time. ``device_timestamp_ns`` is always the frame's own device time, so
+the real offset stays visible (``SyncStats.max_device_skew_ns``).
 
 Faults never hang or crash the caller: ``read`` returns None on a timeout; after ``stall_s`` without frames the
 pipeline is restarted (up to ``max_reconnects`` times, counted in :attr:`reconnects`), and only then a
@@ -39,11 +44,23 @@ _MODELS = {"none": "none", "brown_conrady": "brown_conrady", "modified_brown_con
 
 
 def rs_intrinsics_to_ours(ri: Any) -> Intrinsics:
-    """``rs.intrinsics`` → :class:`Intrinsics` (unknown models such as ftheta raise ConfigError)."""
+    """``rs.intrinsics`` → :class:`Intrinsics` (the one conversion; calibration uses it too).
+
+    Models ``none``, ``brown_conrady``, ``modified_brown_conrady`` and ``inverse_brown_conrady`` keep their name
+    and their five coefficients. Any other model (``ftheta``, ``kannala_brandt4``...) whose coefficients are all
+    zero is the pinhole it describes and maps to ``none``; with a non-zero coefficient it raises.
+
+    Raises:
+        ConfigError: an unsupported distortion model with non-zero coefficients (the message names the model).
+    """
     name = str(ri.model).split(".")[-1]
+    coeffs = tuple(float(c) for c in list(ri.coeffs)[:5])
+    coeffs = coeffs + (0.0,) * (5 - len(coeffs))
     if name not in _MODELS:
-        raise ConfigError(f"RealSense distortion model {name!r} is not supported by edgepad", key="distortion")
-    coeffs = tuple(float(c) for c in ri.coeffs)
+        if any(coeffs):
+            raise ConfigError(f"RealSense distortion model {name!r} (coefficients {list(coeffs)}) is not supported "
+                              f"by edgepad: supported are {', '.join(sorted(_MODELS))}", key="distortion")
+        name = "none"
     return Intrinsics(int(ri.width), int(ri.height), float(ri.fx), float(ri.fy), float(ri.ppx), float(ri.ppy),
                       _MODELS[name], coeffs)
 
@@ -52,6 +69,39 @@ def rs_extrinsics_to_ours(re: Any) -> Extrinsics:
     """``rs.extrinsics`` (column-major R) → :class:`Extrinsics` (row-major), values kept bit-exact."""
     r = np.asarray(re.rotation, dtype=np.float64).reshape(3, 3, order="F")
     return Extrinsics(tuple(r.reshape(-1).tolist()), tuple(float(v) for v in re.translation))
+
+
+def read_factory_rig(location: str | Path) -> Rig:
+    """The factory calibration of a RealSense camera (serial, ``""`` = first) or ``.bag``/``.db3`` recording.
+
+    Read the way :class:`RealSenseSource` reads it when it opens (one reader). The rig has rgb (reference), depth
+    and ir; ir is the left-IR camera, and when the device/recording has no infrared stream the depth camera (the
+    same imager on a D4xx) stands in for it.
+
+    Raises:
+        SourceError: the camera/recording cannot be opened or lacks rgb or depth.
+    """
+    last: SourceError | None = None
+    for mods in (("rgb", "depth", "ir"), ("rgb", "depth")):
+        src = RealSenseSource(str(location), mods)
+        try:
+            src.open()
+        except SourceError as exc:
+            last = exc
+            continue
+        try:
+            rig = src.rig
+            info = dict(src.device_info)
+        finally:
+            src.close()
+        intr, ext = dict(rig.intrinsics), dict(rig.to_reference)
+        if Modality.IR not in intr:
+            intr[Modality.IR], ext[Modality.IR] = intr[Modality.DEPTH], ext[Modality.DEPTH]
+        prov = {"calibration": "RealSense factory",
+                "source": Path(str(location)).name if src.is_playback else str(location), **info}
+        return Rig(rig.reference, intr, ext, rig.depth_scale_m, prov)
+    assert last is not None
+    raise last
 
 
 def _modality(rs, stream_type, index: int, ir_index: int) -> Modality | None:
@@ -80,12 +130,17 @@ class RealSenseSource(ThreadedSource):
 
     Args:
         location: a serial number (live), ``""`` (first camera), or a ``.bag``/``.db3`` path (playback).
-        modalities: streams to capture (default rgb, depth, ir).
+        modalities: streams to capture (default: rgb, depth, ir live; every one of them a recording has).
         width, height, fps: stream configuration (live; all streams).
         ir_index: which infrared imager is the ``ir`` stream (1 = left, the depth camera).
         emitter: projector on/off (live; None = device default). Calibration views want it off.
         depth_units: metres per depth unit to set (live; None = device default, 0.001 on D4xx).
         realtime: playback at recorded speed (True) or as fast as possible without drops (False).
+        loop: playback starts again at the end of the recording instead of raising EndOfStream; each lap continues
+            the numbering (timestamps shifted by the first lap's span plus one period, frame numbers by the
+            first lap's count per stream), as ``replay://…?loop=true`` does.
+        timestamps: playback ``timestamp_ns``: ``"frameset"`` (the librealsense frameset's time, shared by the
+            frames played back together) or ``"device"`` (each frame's own recorded device time).
         queue_size: per-modality queue bound (drop-oldest).
         stall_s: seconds without any frame before a reconnect is attempted (live).
         max_reconnects: reconnect attempts before giving up with a SourceError.
@@ -98,13 +153,20 @@ class RealSenseSource(ThreadedSource):
     #: :func:`edgepad.drivers.registry.check_options`)
     URI_OPTIONS: ClassVar[dict[str, Any]] = {
         "modalities": str, "width": int, "height": int, "fps": float, "ir_index": int, "emitter": bool | None,
-        "depth_units": float | None, "realtime": bool, "queue_size": int, "stall_s": float, "max_reconnects": int}
+        "depth_units": float | None, "realtime": bool, "loop": bool, "timestamps": str, "queue_size": int,
+        "stall_s": float, "max_reconnects": int}
 
-    def __init__(self, location: str = "", modalities: Any = ("rgb", "depth", "ir"), *, width: int = 640,
+    def __init__(self, location: str = "", modalities: Any = None, *, width: int = 640,
                  height: int = 480, fps: float = 30, ir_index: int = 1, emitter: bool | None = None,
-                 depth_units: float | None = None, realtime: bool = False, queue_size: int = 4,
-                 stall_s: float = 5.0, max_reconnects: int = 3, device: Any = None) -> None:
-        mods = parse_modalities(modalities)
+                 depth_units: float | None = None, realtime: bool = False, loop: bool = False,
+                 timestamps: str = "frameset",
+                 queue_size: int = 4, stall_s: float = 5.0, max_reconnects: int = 3, device: Any = None) -> None:
+        self._modalities_given = modalities is not None and modalities != ""
+        mods = parse_modalities(modalities if self._modalities_given else ("rgb", "depth", "ir"))
+        if timestamps not in ("frameset", "device"):
+            raise ConfigError(f"timestamps must be 'frameset' or 'device', got {timestamps!r}", key="timestamps")
+        self.timestamps = timestamps
+        self.loop = bool(loop)
         path = Path(str(location)) if str(location).lower().endswith((".bag", ".db3")) else None
         uri = str(location) if path is not None else f"realsense://{location}"
         super().__init__(uri, mods, queue_size=queue_size)
@@ -112,6 +174,8 @@ class RealSenseSource(ThreadedSource):
             raise ConfigError("width, height and fps must be > 0", key="fps")
         if ir_index not in (1, 2):
             raise ConfigError("ir_index must be 1 (left, the depth camera) or 2", key="ir_index")
+        if self.loop and path is None:
+            raise ConfigError("loop is for recordings (.bag/.db3), not a live camera", key="loop")
         self.path = path
         self.serial = "" if path is not None else str(location)
         self.width, self.height, self.fps = int(width), int(height), float(fps)
@@ -126,6 +190,8 @@ class RealSenseSource(ThreadedSource):
         self.reconnects = 0
         self.framesets = 0
         self._playback_retries = 0
+        self._lap = 0
+        self._lap_seen: dict[Modality, list[int]] = {}  # first lap: [min ts, max ts, min number, max number]
         self.last_error: str | None = None
         self._last_key: dict[Modality, tuple[int, float]] = {}
         self._pipe = None
@@ -178,6 +244,8 @@ class RealSenseSource(ThreadedSource):
         self._last_key = {}
         self.framesets = 0
         self._playback_retries = 0
+        self._lap = 0
+        self._lap_seen = {}
         try:
             if self._device_in is not None:
                 self._start_sensors(rs, self._device_in)
@@ -300,9 +368,15 @@ class RealSenseSource(ThreadedSource):
             if m is not None and m in self.modalities and m not in by_mod:
                 by_mod[m] = p.as_video_stream_profile()
         missing = self.modalities - set(by_mod)
+        if missing and self.is_playback and not self._modalities_given and by_mod:
+            self.modalities = frozenset(by_mod)  # a recording plays the streams it has
+            missing = set()
         if missing:
+            have = [m.value for m in (Modality.RGB, Modality.DEPTH, Modality.IR) if m in by_mod]
+            hint = (f"; open it with the streams it has: {self.uri}?modalities={','.join(have)}"
+                    if have and self.is_playback else "")
             raise SourceError(f"the device/recording has no {sorted(x.value for x in missing)} stream; "
-                              f"available: {sorted(x.value for x in by_mod)}", self.uri)
+                              f"available: {sorted(x.value for x in by_mod)}{hint}", self.uri)
         if Modality.DEPTH in by_mod and not (self.depth_scale_m and self.depth_scale_m > 0):
             raise SourceError("depth stream without a depth scale (depth_units option)", self.uri)
         self.streams = {m: p for m, p in by_mod.items()}
@@ -345,6 +419,7 @@ class RealSenseSource(ThreadedSource):
             self._reconnect(rs, self.last_error or "pipeline is down")
             return []
         raw = []
+        set_ns: int | None = None
         try:
             if self._queues_rs:
                 for q in self._queues_rs:
@@ -360,6 +435,7 @@ class RealSenseSource(ThreadedSource):
                 ok, fs = self._pipe.try_wait_for_frames(int(timeout_s * 1000))
                 if ok:
                     raw.extend(fs)
+                    set_ns = int(round(fs.get_timestamp() * 1e6))
         except RuntimeError as exc:
             self._reconnect(rs, f"SDK error: {exc}")
             return []
@@ -368,6 +444,7 @@ class RealSenseSource(ThreadedSource):
             ok, fs = self._pipe.try_wait_for_frames(200)
             if ok:
                 raw.extend(fs)
+                set_ns = int(round(fs.get_timestamp() * 1e6))
             elif self.framesets == 0 and self._playback_retries < 2:
                 # librealsense occasionally ends a non-real-time playback without delivering a set (seen ~1 in 25
                 # runs of a 2-set .db3): play the file again from the start
@@ -375,6 +452,12 @@ class RealSenseSource(ThreadedSource):
                 log.warning("%s: playback ended without frames; restarting it (%d)", self.uri,
                             self._playback_retries)
                 self._stop_device()
+                self._start_pipeline(rs)
+                return []
+            elif self.loop and self.framesets > 0:
+                self._lap += 1  # play it again; _convert continues the numbering
+                self._stop_device()
+                self._last_key = {}
                 self._start_pipeline(rs)
                 return []
             else:
@@ -389,12 +472,12 @@ class RealSenseSource(ThreadedSource):
         self.framesets += 1
         out = []
         for f in raw:
-            frame = self._convert(rs, f, host_ns)
+            frame = self._convert(rs, f, host_ns, set_ns)
             if frame is not None:
                 out.append(frame)
         return out
 
-    def _convert(self, rs, f, host_ns: int) -> Frame | None:
+    def _convert(self, rs, f, host_ns: int, set_ns: int | None = None) -> Frame | None:
         p = f.profile
         m = _modality(rs, p.stream_type(), p.stream_index(), self.ir_index)
         if m is None or m not in self.modalities:
@@ -408,7 +491,9 @@ class RealSenseSource(ThreadedSource):
         dev_ns = int(round(f.get_timestamp() * 1e6))
         domain = f.get_frame_timestamp_domain()
         self.timestamp_domains[m] = str(domain).split(".")[-1]
-        if self.is_playback or self._device_in is not None:
+        if self.is_playback and self.timestamps == "frameset" and set_ns is not None:
+            ts = set_ns  # played back together by librealsense: one time for the set (own time in dev_ns)
+        elif self.is_playback or self._device_in is not None:
             ts = dev_ns  # recorded / injected time: deterministic
         elif domain == rs.timestamp_domain.system_time:
             ts = dev_ns + (time.monotonic_ns() - time.time_ns())  # wall clock ms → host monotonic
@@ -418,9 +503,24 @@ class RealSenseSource(ThreadedSource):
             p.as_video_stream_profile().get_intrinsics())
         if (intr.width, intr.height) != (data.shape[1], data.shape[0]):
             intr = rs_intrinsics_to_ours(p.as_video_stream_profile().get_intrinsics())
-        return make_frame(m, data, ts, intrinsics=intr, sequence=int(f.get_frame_number()), source=self.uri,
+        seq = int(f.get_frame_number())
+        if self.loop:
+            ts, dev_ns, seq = self._continue_lap(m, ts, dev_ns, seq)
+        return make_frame(m, data, ts, intrinsics=intr, sequence=seq, source=self.uri,
                           device_timestamp_ns=dev_ns,
                           depth_scale_m=self.depth_scale_m if m is Modality.DEPTH else None)
+
+    def _continue_lap(self, m: Modality, ts: int, dev_ns: int, seq: int) -> tuple[int, int, int]:
+        """Looped playback: record the first lap's extent, shift later laps past it (ns, ns, frame number)."""
+        if self._lap == 0:
+            seen = self._lap_seen.setdefault(m, [ts, ts, seq, seq])
+            seen[:] = [min(seen[0], ts), max(seen[1], ts), min(seen[2], seq), max(seen[3], seq)]
+            return ts, dev_ns, seq
+        first = min(v[0] for v in self._lap_seen.values())
+        last = max(v[1] for v in self._lap_seen.values())
+        shift = self._lap * (last - first + int(round(1e9 / self.fps)))
+        lo, hi = self._lap_seen[m][2:] if m in self._lap_seen else (seq, seq)
+        return ts + shift, dev_ns + shift, seq + self._lap * (hi - lo + 1)
 
     def _reconnect(self, rs, reason: str) -> None:
         """Restart the pipeline after a fault; raise SourceError(reason) when attempts are exhausted."""

@@ -48,7 +48,10 @@ def parse_uri(uri: str) -> tuple[str, str, dict[str, str]]:
 
     Option values stay strings here; :func:`check_options` parses them to the source's declared types.
     """
-    parsed = urllib.parse.urlsplit(uri)
+    try:
+        parsed = urllib.parse.urlsplit(uri)
+    except ValueError as exc:  # e.g. an unbalanced '[' (IPv6 netloc)
+        raise ConfigError(f"malformed source URI {uri!r}: {exc}", key="source") from None
     scheme = parsed.scheme
     if not scheme or (len(scheme) == 1 and uri[1:3] == ":\\"):  # bare path, e.g. x.bag or x.bag?realtime=true
         path, _, query = uri.partition("?")

@@ -30,6 +30,9 @@ from typing import Collection, Mapping
 from edgepad.errors import ConfigError
 from edgepad.types import Frame, FrameSet, Modality
 
+#: timestamps kept per modality for :meth:`Synchronizer.diagnose`
+_SEEN = 256
+
 
 @dataclasses.dataclass
 class SyncStats:
@@ -44,6 +47,9 @@ class SyncStats:
         late: of ``dropped``, those older than a frame already emitted for that stream.
         max_skew_ns, mean_skew_ns: over emitted sets (max minus min timestamp within the set).
         missing: sets emitted without an optional modality, per modality.
+        max_device_skew_ns: over emitted sets whose frames all carry a ``device_timestamp_ns``: max minus min
+            device time within the set (differs from ``max_skew_ns`` when a source groups frames by something
+            else than their own capture time, e.g. RealSense playback with ``timestamps=frameset``).
     """
 
     matched: int = 0
@@ -55,6 +61,7 @@ class SyncStats:
     missing: dict = dataclasses.field(default_factory=dict)
     max_skew_ns: int = 0
     sum_skew_ns: int = 0
+    max_device_skew_ns: int = 0
 
     @property
     def mean_skew_ns(self) -> float:
@@ -65,7 +72,8 @@ class SyncStats:
             return {str(k): v for k, v in d.items()}
         return {"matched": self.matched, "pushed": names(self.pushed), "used": names(self.used),
                 "dropped": names(self.dropped), "overflow": names(self.overflow), "late": names(self.late),
-                "missing": names(self.missing), "max_skew_ns": self.max_skew_ns, "mean_skew_ns": self.mean_skew_ns}
+                "missing": names(self.missing), "max_skew_ns": self.max_skew_ns, "mean_skew_ns": self.mean_skew_ns,
+                "max_device_skew_ns": self.max_device_skew_ns}
 
 
 class Synchronizer:
@@ -114,6 +122,8 @@ class Synchronizer:
         self._ended: set[Modality] = set()
         self._newest: int | None = None
         self._backlog: collections.deque[FrameSet] = collections.deque()
+        self._seen: dict[Modality, collections.deque[int]] = {
+            m: collections.deque(maxlen=_SEEN) for m in self.modalities}
         z = {m: 0 for m in self.modalities}
         self.stats = SyncStats(pushed=dict(z), used=dict(z), dropped=dict(z), overflow=dict(z), late=dict(z),
                                missing={m: 0 for m in self.optional})
@@ -187,6 +197,7 @@ class Synchronizer:
             p = self._period[m]
             self._period[m] = dt if p is None else min(p, dt) if dt > p // 2 else p
         self._last_seen[m] = ts
+        self._seen[m].append(ts)
         self._newest = ts if self._newest is None else max(self._newest, ts)
         if len(q) >= self.max_pending:
             q.popleft()
@@ -276,11 +287,64 @@ class Synchronizer:
         st.matched += 1
         st.max_skew_ns = max(st.max_skew_ns, skew)
         st.sum_skew_ns += skew
+        dev = [f.device_timestamp_ns for _, f in chosen.values()]
+        if len(dev) > 1 and all(t is not None for t in dev):
+            st.max_device_skew_ns = max(st.max_device_skew_ns, max(dev) - min(dev))
         missing = frozenset(m for m in self.optional if m not in chosen)
         for m in missing:
             st.missing[m] += 1
         return FrameSet({m: f for m, (_, f) in chosen.items()}, chosen[self.reference][1].timestamp_ns, skew,
                         missing)
+
+    # ------------------------------------------------------------------------------------------- diagnosis
+    def observed_offsets_ns(self) -> dict[Modality, int]:
+        """Observed offset of each other required/optional stream from the reference: for the recent frames
+        (up to 256 per stream) the signed ``t_m - t_ref`` of the closest pair (ns, after ``offsets_ns``).
+        Streams without frames are left out."""
+        ref = list(self._seen[self.reference])
+        out: dict[Modality, int] = {}
+        if not ref:
+            return out
+        for m in self.modalities[1:]:
+            best = None
+            for t in self._seen[m]:
+                for r in ref:
+                    if best is None or abs(t - r) < abs(best):
+                        best = t - r
+            if best is not None:
+                out[m] = best
+        return out
+
+    def diagnose(self, min_ratio: float = 0.5) -> str | None:
+        """Why few sets were formed, or None when at least ``min_ratio`` of the reference frames were matched.
+
+        Names the streams that delivered nothing, the observed offsets (:meth:`observed_offsets_ns`) against the
+        tolerance, and what to change (``sync_tolerance_ms``, the recording's frame timing).
+        """
+        st = self.stats
+        ref_n = st.pushed[self.reference]
+        if ref_n and st.matched >= min_ratio * ref_n:
+            return None
+        tol_ms = self.tolerance_ns / 1e6
+        counts = ", ".join(f"{m.value} {st.pushed[m]}" for m in self.modalities)
+        lines = [f"sync matched {st.matched} frame set(s) from {counts} frame(s) "
+                 f"(tolerance {tol_ms:.1f} ms, reference {self.reference.value})"]
+        silent = [m.value for m in self.required if st.pushed[m] == 0]
+        if silent:
+            lines.append(f"no frames at all from required stream(s) {', '.join(silent)}: the source does not "
+                         f"deliver them (pick the streams it has, e.g. ?modalities=...)")
+        far = []
+        for m, off in self.observed_offsets_ns().items():
+            lines.append(f"closest {m.value} frame to a {self.reference.value} frame: {off / 1e6:+.1f} ms")
+            if abs(off) >= self.tolerance_ns and m in self.required:
+                far.append(abs(off))
+        if far:
+            need = max(far) / 1e6
+            lines.append(f"the streams are {need:.1f} ms apart, more than the {tol_ms:.1f} ms tolerance: they "
+                         f"were not captured together (check the recording's frame timing: rates, drops, start "
+                         f"offsets), or allow it with sync_tolerance_ms={int(need) + 1} "
+                         f"(edgepad run --sync-tolerance-ms {int(need) + 1})")
+        return "\n".join(lines)
 
 
 class ClockOffsetEstimator:

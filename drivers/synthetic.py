@@ -114,6 +114,7 @@ class SyntheticSource(BaseSource):
                               key="stream_offset_ms")
         self.frames = int(frames)
         self.realtime = bool(realtime)
+        self.late_sets = 0           # realtime: frame sets skipped because rendering fell behind the clock
         self.presentation_frames = int(presentation_frames)
         self.subjects = int(subjects)
         self.domain = str(domain)
@@ -217,6 +218,8 @@ class SyntheticSource(BaseSource):
                                        self.rig.depth_scale_m if m is Modality.DEPTH else None, None))
 
     def _read_impl(self, timeout_s: float) -> Frame | None:
+        if self.realtime:
+            self._skip_late()
         # keep one frame set of look-ahead so frames leave in timestamp order across streams
         while True:
             exhausted = self.frames and self._next_set >= self.frames
@@ -238,6 +241,17 @@ class SyntheticSource(BaseSource):
                 time.sleep(wait_s)
         self._pending.remove(first)
         return first
+
+    def _skip_late(self) -> None:
+        """Realtime: frame sets whose time has passed and that are not rendered yet are skipped (a renderer
+        slower than ``fps`` then serves the current set at its own rate instead of an ever older backlog);
+        counted in ``late_sets``."""
+        due = (time.monotonic_ns() - self._start_ns) // self.period_ns     # the set due now
+        if self.frames:
+            due = min(due, self.frames)
+        if due > self._next_set:
+            self.late_sets += due - self._next_set
+            self._next_set = due
 
     def read_set(self, timeout_s: float = 1.0) -> dict[Modality, Frame]:
         """Convenience for tests: the frames of the next frame set (dropped streams absent)."""

@@ -160,6 +160,8 @@ def read_mapping(path: Path | str) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}", key=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read config {path}: not UTF-8 text (byte {exc.start})", key=str(path)) from exc
     is_yaml = path.suffix.lower() in (".yaml", ".yml")
     parse = yaml.safe_load if is_yaml else json.loads  # a YAML file without PyYAML: MissingDependencyError
     try:

@@ -24,7 +24,7 @@ PACKAGES = {"numpy": "numpy", "torch": "torch", "onnx": "onnx", "onnxruntime": "
 NEEDS = {"demo": ("onnxruntime", "cv2"), "run": ("onnxruntime", "cv2"), "serve": ("onnxruntime", "cv2"),
          "record": (), "calibrate": ("cv2",), "train": ("torch", "h5py"), "evaluate": ("onnxruntime", "h5py"),
          "metrics": (), "synth": ("h5py",), "benchmark": ("torch", "h5py", "onnxruntime"), "export": ("torch", "onnx", "onnxruntime"),
-         "build": ("tensorrt", "onnx"), "bench": ("onnxruntime",), "doctor": ()}
+         "build": ("tensorrt", "onnx"), "bench": ("onnxruntime",), "inspect": (), "doctor": ()}
 
 _DIST = {"cv2": "opencv-python-headless", "yaml": "pyyaml", "cuda.bindings": "cuda-bindings"}
 

@@ -29,6 +29,10 @@ class ConfigError(EdgePadError, ValueError):
         super().__init__(message)
 
 
+class UsageError(ConfigError):
+    """A command line is malformed: unknown option, missing argument, a value out of range (NaN, negative)."""
+
+
 class MissingDependencyError(EdgePadError, ImportError):
     """An optional heavy dependency is not installed.
 

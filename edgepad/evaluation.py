@@ -128,33 +128,40 @@ def read_scores(path: Path | str, *, attack_type_default: str = "attack") -> Sco
         fh = open(path, newline="", encoding="utf-8")
     except OSError as exc:
         raise DatasetError(f"cannot read score file {path}: {exc}") from exc
-    with fh:
-        reader = csv.DictReader(fh)
-        cols = [c.strip() for c in (reader.fieldnames or [])]
-        reader.fieldnames = cols
-        for c in ("is_bonafide", "score"):
-            if c not in cols:
-                raise DatasetError(f"{path}: no {c!r} column; a bob score CSV has the header "
-                                   f"{','.join(SCORE_COLUMNS)}")
-        cid, lab, bf, att, sc = [], [], [], [], []
-        unnamed = 0
-        for i, row in enumerate(reader, start=2):
-            where = f"{path}:{i}"
-            b = _parse_bool(row.get("is_bonafide") or "", where)
-            raw = (row.get("score") or "").strip()
-            try:
-                s = float(raw) if raw else math.nan
-            except ValueError:
-                raise DatasetError(f"{where}: score {raw!r} is not a number (use nan for a non-response)") from None
-            a = (row.get("attack_type") or "").strip()
-            if not b and not a:
-                a = attack_type_default
-                unnamed += 1
-            cid.append((row.get("claimed_id") or "").strip())
-            lab.append((row.get("test_label") or f"row{i - 1}").strip())
-            bf.append(b)
-            att.append(a)
-            sc.append(s)
+    try:
+        with fh:
+            return _read_score_rows(path, fh, attack_type_default)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"cannot read score file {path}: {exc}") from exc
+
+
+def _read_score_rows(path: Path, fh: Any, attack_type_default: str) -> ScoreSet:
+    reader = csv.DictReader(fh)
+    cols = [c.strip() for c in (reader.fieldnames or [])]
+    reader.fieldnames = cols
+    for c in ("is_bonafide", "score"):
+        if c not in cols:
+            raise DatasetError(f"{path}: no {c!r} column; a bob score CSV has the header "
+                               f"{','.join(SCORE_COLUMNS)}")
+    cid, lab, bf, att, sc = [], [], [], [], []
+    unnamed = 0
+    for i, row in enumerate(reader, start=2):
+        where = f"{path}:{i}"
+        b = _parse_bool(row.get("is_bonafide") or "", where)
+        raw = (row.get("score") or "").strip()
+        try:
+            s = float(raw) if raw else math.nan
+        except ValueError:
+            raise DatasetError(f"{where}: score {raw!r} is not a number (use nan for a non-response)") from None
+        a = (row.get("attack_type") or "").strip()
+        if not b and not a:
+            a = attack_type_default
+            unnamed += 1
+        cid.append((row.get("claimed_id") or "").strip())
+        lab.append((row.get("test_label") or f"row{i - 1}").strip())
+        bf.append(b)
+        att.append(a)
+        sc.append(s)
     if not sc:
         raise DatasetError(f"{path}: no score rows")
     if unnamed:
@@ -168,7 +175,7 @@ def read_scores(path: Path | str, *, attack_type_default: str = "attack") -> Sco
     if sp.exists():
         try:
             meta = json.loads(sp.read_text(encoding="utf-8"))
-        except ValueError as exc:
+        except (OSError, ValueError) as exc:
             raise DatasetError(f"cannot parse score metadata {sp}: {exc}") from exc
     return ScoreSet(cid, lab, np.array(bf, dtype=bool), att, np.array(sc, dtype=np.float64), meta)
 

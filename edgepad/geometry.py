@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping
@@ -20,6 +21,18 @@ from edgepad.types import Modality
 DistortionModel = Literal["none", "brown_conrady", "inverse_brown_conrady", "modified_brown_conrady"]
 DISTORTION_MODELS = ("none", "brown_conrady", "inverse_brown_conrady", "modified_brown_conrady")
 RIG_SCHEMA_VERSION = 1
+#: plausibility bounds of rig values (a rig outside them is a corrupt or mistyped file, not a camera)
+PRINCIPAL_POINT_MARGIN = 0.25   # cx, cy within the image extended by this fraction of its size on each side
+MAX_FOCAL_PER_PX = 50.0         # fx, fy ≤ this × max(width, height): a field of view above ~1°
+MAX_COEFF = 100.0               # |k1 k2 p1 p2 k3|
+MAX_BASELINE_M = 3.0            # |t| between two cameras of one terminal
+MAX_DEPTH_SCALE_M = 1.0         # metres per raw depth unit (RealSense: 0.001 or 0.0001)
+
+
+def _finite(*values: object) -> bool:
+    """All values are real numbers (Python or numpy; not bool) and finite."""
+    return all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+               for v in values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +56,27 @@ class Intrinsics:
     coeffs: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.width <= 0 or self.height <= 0:
-            raise ConfigError(f"intrinsics: image size must be positive, got {self.width}x{self.height}", key="width")
-        if not (self.fx > 0 and self.fy > 0 and math.isfinite(self.fx) and math.isfinite(self.fy)):
-            raise ConfigError(f"intrinsics: focal lengths must be positive, got {self.fx}, {self.fy}", key="fx")
+        if not (_finite(self.width, self.height) and self.width > 0 and self.height > 0):
+            raise ConfigError(f"intrinsics: image size must be positive, got {self.width}x{self.height}",
+                              key="width")
+        f_max = MAX_FOCAL_PER_PX * max(self.width, self.height)
+        if not (_finite(self.fx, self.fy) and 0 < self.fx <= f_max and 0 < self.fy <= f_max):
+            raise ConfigError(f"intrinsics: focal lengths fx, fy must be finite, > 0 and <= {f_max:g} px, got "
+                              f"{self.fx}, {self.fy}", key="fx")
+        for key, c, size in (("cx", self.cx, self.width), ("cy", self.cy, self.height)):
+            lo, hi = -PRINCIPAL_POINT_MARGIN * size, (1 + PRINCIPAL_POINT_MARGIN) * size
+            if not (_finite(c) and lo <= c <= hi):
+                raise ConfigError(f"intrinsics: {key} must be finite and within [{lo:g}, {hi:g}] px of a "
+                                  f"{self.width}x{self.height} image, got {c}", key=key)
         if self.distortion not in DISTORTION_MODELS:
             raise ConfigError(f"intrinsics: unknown distortion {self.distortion!r}", key="distortion",
                               suggestions=[m for m in DISTORTION_MODELS if m[:3] == str(self.distortion)[:3]])
         if len(self.coeffs) > 5:
             raise ConfigError(f"intrinsics: at most 5 coefficients (k1 k2 p1 p2 k3), got {len(self.coeffs)}",
                               key="coeffs")
+        if not all(_finite(c) and abs(c) <= MAX_COEFF for c in self.coeffs):
+            raise ConfigError(f"intrinsics: distortion coeffs must be finite with |c| <= {MAX_COEFF:g}, got "
+                              f"{list(self.coeffs)}", key="coeffs")
         object.__setattr__(self, "coeffs", tuple(float(c) for c in self.coeffs))
 
     @property
@@ -97,6 +121,12 @@ class Extrinsics:
     def __post_init__(self) -> None:
         if len(self.rotation) != 9 or len(self.translation_m) != 3:
             raise ConfigError("extrinsics: rotation needs 9 values (row-major) and translation_m 3", key="rotation")
+        if not _finite(*self.rotation):
+            raise ConfigError(f"extrinsics: rotation values must be finite numbers, got {list(self.rotation)}",
+                              key="rotation")
+        if not (_finite(*self.translation_m) and math.hypot(*self.translation_m) <= MAX_BASELINE_M):
+            raise ConfigError(f"extrinsics: translation_m must be finite and within {MAX_BASELINE_M:g} m, got "
+                              f"{list(self.translation_m)}", key="translation_m")
         r = np.asarray(self.rotation, dtype=float).reshape(3, 3)
         if not np.all(np.isfinite(r)) or not np.allclose(r @ r.T, np.eye(3), atol=1e-5) or np.linalg.det(r) < 0:
             raise ConfigError("extrinsics: rotation is not a proper rotation matrix (R Rᵀ ≠ I or det < 0)",
@@ -180,8 +210,12 @@ class Rig:
         for m in intr:
             if m not in ext:
                 raise ConfigError(f"rig: no extrinsics from {m} to the reference {self.reference}", key="to_reference")
-        if Modality.DEPTH in intr and not (self.depth_scale_m and self.depth_scale_m > 0):
+        if Modality.DEPTH in intr and self.depth_scale_m is None:
             raise ConfigError("rig: depth_scale_m must be > 0 when the rig has a depth camera", key="depth_scale_m")
+        if self.depth_scale_m is not None and not (
+                _finite(self.depth_scale_m) and 0 < self.depth_scale_m <= MAX_DEPTH_SCALE_M):
+            raise ConfigError(f"rig: depth_scale_m must be finite, > 0 and <= {MAX_DEPTH_SCALE_M:g} m per unit, got "
+                              f"{self.depth_scale_m}", key="depth_scale_m")
 
     @property
     def modalities(self) -> frozenset[Modality]:
@@ -238,12 +272,22 @@ class Rig:
                 if k not in ("intrinsics", "to_reference"):
                     raise ConfigError(f"rig: unknown key `cameras.{name}.{k}`", key=f"cameras.{name}.{k}",
                                       suggestions=suggest(str(k), ("intrinsics", "to_reference")))
-            intr[m] = from_mapping(Intrinsics, cam["intrinsics"], where=f"cameras.{name}.intrinsics")
-            ext[m] = from_mapping(Extrinsics, cam.get("to_reference", {}), where=f"cameras.{name}.to_reference")
+            for part, kind, out in (("intrinsics", Intrinsics, intr), ("to_reference", Extrinsics, ext)):
+                where = f"cameras.{name}.{part}"
+                try:
+                    out[m] = from_mapping(kind, cam.get(part, {}), where=where)
+                except ConfigError as exc:  # a value rejected by the class: name the camera and the field
+                    if exc.key and exc.key.startswith("cameras."):
+                        raise
+                    msg = str(exc).removeprefix("intrinsics: ").removeprefix("extrinsics: ")
+                    raise ConfigError(f"rig: {where}: {msg}", key=f"{where}.{exc.key}" if exc.key else where,
+                                      suggestions=exc.suggestions) from exc
         scale = d.get("depth_scale_m")
         if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
             raise ConfigError("rig: depth_scale_m must be a number", key="depth_scale_m")
         prov = d.get("provenance", {}) or {}
+        if not isinstance(prov, Mapping):
+            raise ConfigError("rig: `provenance` must map names to values", key="provenance")
         return cls(Modality.parse(d.get("reference", "rgb")), intr, ext,
                    float(scale) if scale is not None else None, {str(k): str(v) for k, v in prov.items()})
 

@@ -1,13 +1,17 @@
 """ONNX → TensorRT engine through the TensorRT Python API (8.6, 10.x, 11.x), cached and never loaded stale.
 
-Version switch (PLATFORM.md §2.3):
+Version switch (docs/ENGINES.md, "How an engine is typed"):
 
 * 8.6: ``EXPLICIT_BATCH`` network flag; weakly typed: ``BuilderFlag.FP16`` / ``INT8`` (Q/DQ ONNX) with Sigmoid,
-  Softmax and the score head pinned to FP32 (``OBEY_PRECISION_CONSTRAINTS``).
-* 10.x (JetPack 6.1/6.2 = 10.3): explicit batch implied; an ONNX that carries its precision (FP16 from
-  :func:`~edgepad.engines.quantize.to_fp16`, Q/DQ from :func:`~edgepad.engines.quantize.quantize_int8`) is built
-  ``STRONGLY_TYPED``; an FP32 ONNX with ``precision="fp16"`` uses the FP16 flag (weak typing, deprecated from 10.12).
-* 11.x: always strongly typed, no precision flags: the ONNX's precision must equal the requested one.
+  Softmax and the protected nodes pinned to FP32 (``OBEY_PRECISION_CONSTRAINTS``).
+* 10.x (JetPack 6.x = 10.3): explicit batch implied; an FP16 ONNX (:func:`~edgepad.engines.quantize.to_fp16`) and
+  an INT8 Q/DQ ONNX whose float layers are FP16 (``quantizer="modelopt"``) are built ``STRONGLY_TYPED``; an INT8
+  Q/DQ ONNX with FP32 float layers (ORT's quantizer) is built weakly typed with ``INT8`` + ``FP16`` flags and the
+  protected nodes pinned to FP32, so its unquantized layers run FP16, not FP32; an FP32 ONNX with
+  ``precision="fp16"`` uses the FP16 flag (weak typing, deprecated from 10.12).
+* 11.x: always strongly typed, no precision flags: the ONNX's precision must equal the requested one; INT8 with
+  FP16 float layers needs the modelopt ONNX (an ORT Q/DQ ONNX runs its float layers in FP32, recorded as
+  ``float_layers: "fp32"``).
 
 All versions: ``build_serialized_network``, workspace pool limit, one optimisation profile with a range per
 dynamic input, a persistent timing cache per device, DLA core with optional GPU fallback, version-compatible
@@ -45,7 +49,9 @@ class BuildConfig:
         workspace_mib: TensorRT workspace pool limit.
         opset: ONNX opset of exports (17: TensorRT 8.6/10.x/11.x and the ORT quantizer).
         dla_core: DLA core (Jetson AGX Orin / Orin NX; TensorRT <= 10.7 or 11.4.1+); None = GPU.
-        allow_gpu_fallback: let DLA-unsupported layers run on the GPU (recorded in the manifest).
+        allow_gpu_fallback: let DLA-unsupported layers run on the GPU (default on: every edgepad model has such
+            layers, e.g. the attention Softmax/MatMuls and the σ score); the layers that fall back are recorded
+            in the engine manifest (``build.gpu_fallback_layers``).
         version_compatible: build a version-compatible plan (runs on later TensorRT with the lean runtime).
         strongly_typed: None = automatic (TRT >= 11 always; 10.x when the ONNX carries FP16/Q/DQ).
         timing_cache: timing-cache file; None = ``<cache>/timing-<device>-trt<version>.cache``.
@@ -63,7 +69,7 @@ class BuildConfig:
     workspace_mib: int = 1024
     opset: int = 17
     dla_core: int | None = None
-    allow_gpu_fallback: bool = False
+    allow_gpu_fallback: bool = True
     version_compatible: bool = False
     strongly_typed: bool | None = None
     timing_cache: Path | None = None
@@ -91,6 +97,11 @@ class BuildConfig:
                               key="max_batch")
         if self.dla_core is not None and (self.dla_core < 0 or self.precision == "fp32"):
             raise ConfigError("DLA needs dla_core >= 0 and precision fp16 or int8", key="dla_core")
+        if self.dla_core is not None and self.max_batch != self.opt_batch:
+            raise ConfigError("DLA needs static shapes: set max_batch == opt_batch", key="max_batch")
+        if self.dla_core is not None and not self.allow_gpu_fallback:
+            log.warning("DLA without GPU fallback: the build fails on the first layer DLA cannot run (every edgepad "
+                        "model has some: Sigmoid score, attention MatMul/Softmax, reshapes)")
         if not (0.0 < self.min_decision_agreement <= 1.0):
             raise ConfigError("min_decision_agreement is a fraction in (0, 1]", key="min_decision_agreement")
 
@@ -110,11 +121,16 @@ def trt_major(version: str) -> int:
 
 
 def plan_precision_mode(onnx_precision: str, requested: str, trt_version: str,
-                        strongly_typed: bool | None = None) -> dict[str, Any]:
+                        strongly_typed: bool | None = None, float_dtype: str = "fp32") -> dict[str, Any]:
     """Decide how TensorRT ``trt_version`` builds ``requested`` from an ONNX of ``onnx_precision`` (pure logic).
 
+    Args:
+        float_dtype: for an INT8 Q/DQ ONNX, the type of its unquantized layers (``build.quantization.float_dtype``:
+            ``fp32`` from ORT's quantizer, ``fp16`` from modelopt).
+
     Returns:
-        ``{"strongly_typed": bool, "flags": ["FP16", "INT8", …], "pin_fp32": bool}``.
+        ``{"strongly_typed": bool, "flags": ["FP16", "INT8", …], "pin_fp32": bool, "float_layers": str}`` where
+        ``float_layers`` is the precision the unquantized layers run in (``fp32`` / ``fp16``).
 
     Raises:
         ConfigError: the combination cannot give the requested precision (e.g. INT8 without a Q/DQ ONNX,
@@ -123,32 +139,46 @@ def plan_precision_mode(onnx_precision: str, requested: str, trt_version: str,
     major = trt_major(trt_version)
     if requested not in PRECISIONS:
         raise ConfigError(f"unknown precision {requested!r}", key="precision")
+    if float_dtype not in ("fp32", "fp16"):
+        raise ConfigError(f"unknown float_dtype {float_dtype!r}", key="float_dtype")
     if requested == "int8" and onnx_precision != "int8":
         raise ConfigError("INT8 engines are built from an explicit Q/DQ ONNX: run `edgepad export --precision int8 "
                           "--calib DATA` (quantize_int8) first; implicit calibrators are not used", key="precision")
     if onnx_precision not in ("fp32", requested):
         raise ConfigError(f"ONNX is {onnx_precision} but {requested} was requested; build from the matching ONNX",
                           key="precision")
+    onnx_float = float_dtype if onnx_precision == "int8" else ("fp16" if onnx_precision == "fp16" else "fp32")
     if major >= 11:
         if onnx_precision != requested:
             raise ConfigError(f"TensorRT {trt_version} builds only strongly typed networks: convert the ONNX to "
                               f"{requested} first (to_fp16 / quantize_int8)", key="precision")
-        return {"strongly_typed": True, "flags": [], "pin_fp32": False}
-    auto_strong = major >= 10 and onnx_precision == requested and requested != "fp32"
-    strong = auto_strong if strongly_typed is None else bool(strongly_typed)
-    if strong and major < 10 and strongly_typed:
+        return {"strongly_typed": True, "flags": [], "pin_fp32": False, "float_layers": onnx_float}
+    if strongly_typed is None:
+        # INT8 with FP32 float layers: weak typing + FP16 flag gives FP16 float layers (strong typing would keep FP32)
+        strong = major >= 10 and onnx_precision == requested and requested != "fp32" and onnx_float == "fp16"
+    else:
+        strong = bool(strongly_typed)
+    if strong and major < 10:
         raise ConfigError(f"strongly typed networks need TensorRT >= 10 (have {trt_version})", key="strongly_typed")
     if strong:
         if onnx_precision != requested:
             raise ConfigError("a strongly typed build runs the ONNX's own precision; convert it first",
                               key="strongly_typed")
-        return {"strongly_typed": True, "flags": [], "pin_fp32": False}
+        return {"strongly_typed": True, "flags": [], "pin_fp32": False, "float_layers": onnx_float}
     flags = []
     if requested in ("fp16", "int8"):
         flags.append("FP16")
     if requested == "int8":
         flags.append("INT8")
-    return {"strongly_typed": False, "flags": flags, "pin_fp32": bool(flags)}
+    return {"strongly_typed": False, "flags": flags, "pin_fp32": bool(flags),
+            "float_layers": "fp16" if flags else "fp32"}
+
+
+def dla_fallback_layers(network: Any, cfg: Any) -> list[str]:
+    """Names of the layers of ``network`` that ``cfg`` (DLA default device) cannot place on DLA, i.e. that run on
+    the GPU with ``GPU_FALLBACK`` (``IBuilderConfig.can_run_on_DLA`` per layer, before the build)."""
+    return [network.get_layer(i).name for i in range(network.num_layers)
+            if not cfg.can_run_on_DLA(network.get_layer(i))]
 
 
 # ------------------------------------------------------------------------------------------------ cache
@@ -231,7 +261,8 @@ def engine_manifest(onnx_manifest: ModelManifest, config: BuildConfig, trt_versi
     inputs = onnx_manifest.inputs
     build = {"settings_hash": config.settings_hash(), **config.engine_settings(),
              "strongly_typed_effective": bool(mode["strongly_typed"]), "flags": list(mode["flags"]),
-             "pin_fp32": bool(mode["pin_fp32"]), "onnx_precision": onnx_manifest.precision,
+             "pin_fp32": bool(mode["pin_fp32"]), "float_layers": mode.get("float_layers"),
+             "onnx_precision": onnx_manifest.precision,
              "source_build": dict(onnx_manifest.build), **dict(extra or {})}
     return onnx_manifest.replace(format="tensorrt", precision=config.precision, trt_version=trt_version,
                                  device=dev, inputs=inputs, build=build, artifact_sha256=None,
@@ -275,7 +306,9 @@ def build_engine(onnx_path: Path | str, config: BuildConfig | None = None, cache
     cache = cache if isinstance(cache, EngineCache) else EngineCache(cache or onnx_path.parent / "engines")
     trt = require("tensorrt", extra="trt")
     version = str(trt.__version__)
-    mode = plan_precision_mode(onnx_manifest.precision, config.precision, version, config.strongly_typed)
+    float_dtype = dict(dict(onnx_manifest.build).get("quantization") or {}).get("float_dtype", "fp32")
+    mode = plan_precision_mode(onnx_manifest.precision, config.precision, version, config.strongly_typed,
+                               float_dtype)
     from edgepad.engines.cuda_mem import CudaMemory
     with CudaMemory() as mem:
         device = mem.device_name()
@@ -327,6 +360,7 @@ def _build_plan(trt: Any, onnx_path: Path, onnx_manifest: ModelManifest, config:
             raise PrecisionUnsupportedError("int8", device)
         cfg.set_flag(getattr(trt.BuilderFlag, name))
     pinned = []
+    fallback: list[str] = []
     if mode["pin_fp32"]:
         pinned = _pin_fp32(trt, network, onnx_manifest, config.keep_fp32)
         cfg.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
@@ -339,6 +373,12 @@ def _build_plan(trt: Any, onnx_path: Path, onnx_manifest: ModelManifest, config:
         cfg.DLA_core = int(config.dla_core)
         if config.allow_gpu_fallback:
             cfg.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        fallback = dla_fallback_layers(network, cfg)
+        if fallback and not config.allow_gpu_fallback:
+            raise EngineBuildError(f"{len(fallback)} layers cannot run on DLA and GPU fallback is off: "
+                                   + ", ".join(fallback[:10]))
+        log.info("DLA core %d: %d of %d layers fall back to the GPU: %s", config.dla_core, len(fallback),
+                 network.num_layers, ", ".join(fallback[:20]))
     if config.version_compatible:
         cfg.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     profiles = _add_profile(trt, builder, network, cfg, config)
@@ -354,7 +394,8 @@ def _build_plan(trt: Any, onnx_path: Path, onnx_manifest: ModelManifest, config:
     tmp = tc_path.with_name(tc_path.name + ".tmp")
     tmp.write_bytes(bytes(cfg.get_timing_cache().serialize()))
     os.replace(tmp, tc_path)
-    extra = {"profiles": profiles, "pinned_fp32_layers": pinned, "timing_cache": tc_path.name,
+    extra = {"profiles": profiles, "pinned_fp32_layers": pinned, "gpu_fallback_layers": fallback,
+             "timing_cache": tc_path.name,
              "timing_cache_reused": bool(blob), "trt_major": major}
     return bytes(plan), extra
 
@@ -408,4 +449,4 @@ def config_dict(config: BuildConfig) -> dict[str, Any]:
 
 
 __all__ = ["BuildConfig", "EngineCache", "build_engine", "plan_precision_mode", "engine_manifest", "config_dict",
-           "device_string"]
+           "device_string", "dla_fallback_layers"]

@@ -67,8 +67,9 @@ def gate(candidate: Path | Any, reference: Path | Any, manifest: ModelManifest, 
 def convert(src: Path | str, out: Path | str, precision: str, *, calib: Path | None = None,
             calib_samples: int = 512, dev_split: str = "dev", protocol: str = "grandtest",
             frames_per_video: int | None = None, validate: Path | None = None, no_validate: bool = False,
-            **gate_kw: Any) -> dict[str, Any]:
-    """FP32 ONNX ``src`` → ``out`` at ``precision`` (fp16 / int8), then the accuracy gate.
+            quantizer: str = "ort", **gate_kw: Any) -> dict[str, Any]:
+    """FP32 ONNX ``src`` → ``out`` at ``precision`` (fp16 / int8; INT8 by ``quantizer`` ``ort`` or ``modelopt``),
+    then the accuracy gate.
 
     Returns ``{"artifact", "precision", "manifest", "validation"}`` (``passed`` False when the gate failed).
     """
@@ -81,7 +82,7 @@ def convert(src: Path | str, out: Path | str, precision: str, *, calib: Path | N
             raise ConfigError("INT8 needs calibration data: --calib DATA (dev split, >= 300 samples)", key="calib")
         cs = load_feeds(calib, ref.inputs, protocol=protocol, split=dev_split, frames_per_video=frames_per_video,
                         limit=calib_samples)
-        man = quantize_int8(src, out, cs.batches(1), sample_ids=cs.sample_ids)
+        man = quantize_int8(src, out, cs.batches(1), sample_ids=cs.sample_ids, quantizer=quantizer)
     else:
         raise ConfigError(f"convert() makes fp16 or int8, not {precision!r}", key="precision")
     result: dict[str, Any] = {"artifact": str(out), "precision": precision, "reference": str(src)}

@@ -67,9 +67,16 @@ class ModelManifest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", parse_modalities(self.modalities))
-        if not (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold)):
-            raise ManifestError(f"manifest threshold must be a finite number, got {self.threshold!r}",
-                                field="threshold")
+        _check_threshold(self.threshold, "threshold")
+        if not isinstance(self.operating_points, Mapping):
+            raise ManifestError("manifest operating_points must map criteria to {subset: threshold}",
+                                field="operating_points")
+        for crit, table in self.operating_points.items():
+            if not isinstance(table, Mapping):
+                raise ManifestError(f"manifest operating_points.{crit} must map modality subsets to thresholds",
+                                    field=f"operating_points.{crit}")
+            for key, thr in table.items():
+                _check_threshold(thr, f"operating_points.{crit}.{key}")
         if self.score_output not in self.outputs:
             raise ManifestError(f"score output {self.score_output!r} is not among outputs {list(self.outputs)}",
                                 field="score_output")
@@ -121,9 +128,27 @@ class ModelManifest:
             return from_mapping(cls, d)
         except ConfigError as exc:
             raise ManifestError(f"{path or 'manifest'}: {exc}", path=path, field=exc.key) from exc
+        except ManifestError as exc:
+            if exc.path is not None or path is None:
+                raise
+            raise ManifestError(f"{path}: {exc}", path=path, field=exc.field) from exc
 
     def replace(self, **changes: Any) -> "ModelManifest":
         return replace(self, **changes)
+
+
+#: the range of the score output, P(live): every threshold must lie in it (a threshold outside it makes every
+#: frame live, or none)
+SCORE_RANGE = (0.0, 1.0)
+
+
+def _check_threshold(value: Any, name: str) -> None:
+    """Raise ManifestError naming ``name`` unless ``value`` is a finite number in :data:`SCORE_RANGE`."""
+    lo, hi = SCORE_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not (
+            lo <= value <= hi):
+        raise ManifestError(f"manifest {name} must be a finite score threshold in [{lo:g}, {hi:g}] (P(live)), "
+                            f"got {value!r}", field=name)
 
 
 def _slug(s: str) -> str:

@@ -7,6 +7,8 @@ Needs ``onnxruntime`` (extra ``onnx``).
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -78,7 +80,7 @@ class OnnxRuntimeBackend(BaseBackend):
         # location and crops between runs (docs/PERFORMANCE.md §1a: 1.85 -> 1.10 cores, pipeline cost p99 -27 %)
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
         try:
-            sess = ort.InferenceSession(str(self.artifact), sess_options=opts, providers=providers)
+            sess = self._session_from_verified(opts, providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise EngineBuildError(f"onnxruntime cannot load {self.artifact}: {exc}") from exc
         got_in = {i.name for i in sess.get_inputs()}
@@ -86,6 +88,13 @@ class OnnxRuntimeBackend(BaseBackend):
         if got_in != set(self.inputs):
             raise ManifestError(f"{self.artifact.name}: ONNX inputs {sorted(got_in)} differ from the manifest's "
                                 f"{sorted(self.inputs)}", path=str(self.artifact), field="inputs")
+        for i in sess.get_inputs():
+            want = tuple(self.inputs[i.name].shape)
+            got = tuple(i.shape)
+            if len(got) != len(want) or any(isinstance(g, int) and g > 0 and w != -1 and g != w
+                                            for g, w in zip(got, want)):
+                raise ManifestError(f"{self.artifact.name}: ONNX input {i.name!r} has shape {list(got)}, the "
+                                    f"manifest says {list(want)}", path=str(self.artifact), field="inputs")
         if not set(self.outputs) <= set(got_out):
             raise ManifestError(f"{self.artifact.name}: ONNX outputs {got_out} lack manifest outputs "
                                 f"{sorted(set(self.outputs) - set(got_out))}", path=str(self.artifact),
@@ -95,6 +104,26 @@ class OnnxRuntimeBackend(BaseBackend):
         self.providers_used = list(sess.get_providers())
         for _ in range(self.warmup):
             self._infer_impl(self.zero_feed())
+
+    def _session_from_verified(self, opts: object, providers: list[str]) -> object:
+        """An InferenceSession of the verified bytes (never a re-open of the path that was hashed); with
+        external-data companions, the verified bytes are written to a private temporary folder (mode 0700) and
+        loaded from there. Unverified (``load_backend(verify=False)``): the path."""
+        v = self.verified
+        if v is None:
+            return ort.InferenceSession(str(self.artifact), sess_options=opts, providers=providers)
+        if not v.companions:
+            return ort.InferenceSession(v.data, sess_options=opts, providers=providers)
+        tmp = Path(tempfile.mkdtemp(prefix="edgepad-model-"))
+        try:
+            (tmp / self.artifact.name).write_bytes(v.data)
+            for name, data in v.companions.items():
+                dest = tmp / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(data)
+            return ort.InferenceSession(str(tmp / self.artifact.name), sess_options=opts, providers=providers)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def zero_feed(self, batch: int = 1) -> dict[str, np.ndarray]:
         """Feeds of zeros at the manifest's shapes (a dynamic batch axis becomes ``batch``)."""

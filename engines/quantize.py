@@ -6,9 +6,14 @@
   at the borders (METHODS.md §6.3). Own code on the ONNX graph; no onnxconverter-common.
 * :func:`quantize_int8` inserts QuantizeLinear/DequantizeLinear pairs through ``onnxruntime.quantization``
   (``quant_pre_process`` → ``quantize_static``: QDQ, per-channel, QInt8 activations and weights, MinMax,
-  symmetric, zero points 0) calibrated from an iterable of feed dicts; score heads, Sigmoid/Softmax and attention
-  islands are excluded. The calibration set and the preprocessing are hashed into the manifest.
-* :func:`check_trt_legality` checks a converted file structurally (PLATFORM.md §2.6).
+  symmetric, zero points 0) calibrated from an iterable of feed dicts. Only the nodes on an **allow-list**
+  (``nodes_to_quantize`` = :func:`edgepad.engines.regions.quantizable_nodes`) are quantized: attention islands,
+  score heads back to their last hidden Linear and Sigmoid/Softmax are never on it, and protected readers of a
+  shared Q/DQ pair are re-pointed to the float tensor. ``quantizer="modelopt"`` uses NVIDIA Model Optimizer's
+  ONNX PTQ with the same allow-list instead (docs/ENGINES.md). The calibration set and the preprocessing are
+  hashed into the manifest.
+* :func:`check_trt_legality` checks a converted file structurally, including that no protected node reads a
+  DequantizeLinear through shape-only ops (docs/ENGINES.md).
 
 Needs ``onnx`` and ``onnxruntime`` (extra ``onnx``/``quant``).
 """
@@ -26,8 +31,9 @@ import numpy as np
 
 from edgepad._optional import require
 from edgepad.engines import graph as G
+from edgepad.engines import regions as R
 from edgepad.engines.manifest import ModelManifest, read_manifest, sha256_file, write_manifest
-from edgepad.errors import CalibrationError, ConfigError, EngineBuildError, ShapeError
+from edgepad.errors import CalibrationError, ConfigError, EngineBuildError, MissingDependencyError, ShapeError
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +50,9 @@ _INPUT_NEUTRAL = frozenset({"Shape", "Size", "Cast", "CastLike"})
 
 # ------------------------------------------------------------------------------------------------ FP16
 def protected_nodes(model: Any, keep_ops: Sequence[str] = KEEP_FP32_OPS) -> list[Any]:
-    """Nodes that stay FP32 / out of INT8: the score head, attention islands and ops of type ``keep_ops``."""
-    picked = {id(n): n for n in G.head_nodes(model)}
-    picked.update({id(n): n for n in G.attention_nodes(model)})
-    picked.update({id(n): n for n in model.graph.node if n.op_type in set(keep_ops)})
-    order = {id(n): k for k, n in enumerate(model.graph.node)}
-    return sorted(picked.values(), key=lambda n: order[id(n)])
+    """Nodes that stay FP32 / out of INT8 (:func:`edgepad.engines.regions.protected_nodes`): attention islands and
+    the shape-only ops feeding them, score heads back to their last hidden Linear, ``keep_ops`` nodes."""
+    return R.protected_nodes(model, keep_ops)
 
 
 def convert_fp16(model: Any, keep_ops: Sequence[str] = KEEP_FP32_OPS) -> tuple[Any, list[str]]:
@@ -167,8 +170,8 @@ def to_fp16(src: Path | str, dst: Path | str, *, keep_ops: Sequence[str] = KEEP_
     src, dst = Path(src), Path(dst)
     manifest = read_manifest(src)
     _require_fp32(manifest, src)
-    model, kept = convert_fp16(onnx.load(str(src)), keep_ops)
-    _finish(model, dst, max_opset)
+    model, kept = convert_fp16(_load_onnx(src), keep_ops)
+    _finish(model, dst, max_opset, keep_ops)
     new = manifest.replace(precision="fp16", onnx_sha256=sha256_file(dst), validation=None,
                            build={**dict(manifest.build), "source_onnx_sha256": manifest.onnx_sha256,
                                   "conversion": "edgepad.fp16", "fp32_ops": list(keep_ops), "fp32_nodes": kept})
@@ -243,10 +246,14 @@ class CalibrationFeeds:
         return r
 
 
+QUANTIZERS = ("ort", "modelopt")
+
+
 def quantize_int8(src: Path | str, dst: Path | str, calibration: Iterable[Mapping[str, np.ndarray]], *,
                   sample_ids: Sequence[str] | None = None, max_samples: int | None = None,
                   per_channel: bool = True, keep_ops: Sequence[str] = KEEP_FP32_OPS,
-                  nodes_to_exclude: Sequence[str] = (), max_opset: int = 17) -> ModelManifest:
+                  nodes_to_exclude: Sequence[str] = (), max_opset: int = 17, quantizer: str = "ort"
+                  ) -> ModelManifest:
     """Explicit symmetric INT8 Q/DQ ONNX of the FP32 ONNX ``src``, calibrated on ``calibration``.
 
     Args:
@@ -256,49 +263,56 @@ def quantize_int8(src: Path | str, dst: Path | str, calibration: Iterable[Mappin
             never the split the accuracy gate uses. Fewer than 300 samples logs a warning (500 recommended).
         sample_ids: ids of the calibration samples (hashed into the manifest with the data).
         max_samples: stop after this many samples.
-        per_channel: per-output-channel weight scales (recommended: BN-folded depth/IR stems).
+        per_channel: per-output-channel weight scales (recommended: BN-folded depth/IR stems; ORT only).
         keep_ops: op types never quantized (Sigmoid, Softmax); score heads and attention islands never are.
-        nodes_to_exclude: further node names to keep in float.
-        max_opset: target TensorRT's opset limit.
+        nodes_to_exclude: further node names taken off the allow-list.
+        max_opset: target TensorRT's opset limit (17 for ORT; the modelopt path writes opset 19, TensorRT >= 10).
+        quantizer: ``"ort"`` (onnxruntime.quantization, float layers FP32) or ``"modelopt"`` (NVIDIA Model
+            Optimizer ONNX PTQ, float layers FP16 except ``keep_ops``; needs ``nvidia-modelopt``; docs/ENGINES.md).
 
     Returns:
-        the manifest (``precision="int8"``, ``calibration_set_sha256``, ``build.quantization``).
+        the manifest (``precision="int8"``, ``calibration_set_sha256``, ``build.quantization`` with the
+        allow-list size, the protected nodes and ``float_dtype``).
 
     Raises:
-        CalibrationError: no calibration data; EngineBuildError: the result is not TensorRT-legal;
-        ShapeError: a calibration feed does not match the model inputs.
+        CalibrationError: no calibration data; EngineBuildError: the result is not TensorRT-legal (e.g. a
+        protected node reads a DequantizeLinear); ShapeError: a calibration feed does not match the model inputs;
+        ConfigError: unknown quantizer.
     """
     onnx = require("onnx")
     require("onnxruntime")
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if quantizer not in QUANTIZERS:
+        raise ConfigError(f"unknown quantizer {quantizer!r}; known: {list(QUANTIZERS)}", key="quantizer")
     src, dst = Path(src), Path(dst)
     manifest = read_manifest(src)
     _require_fp32(manifest, src)
     reader = CalibrationFeeds(calibration, manifest, sample_ids=sample_ids, max_samples=max_samples)
     with tempfile.TemporaryDirectory(prefix="edgepad-int8-") as tmp:
         pre = Path(tmp) / "pre.onnx"
+        _load_onnx(src)  # a corrupt source is an EngineBuildError, not a protobuf traceback
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
         model = onnx.load(str(pre))
         G.name_nodes(model)
         onnx.save(model, str(pre))
-        excluded = sorted({n.name for n in protected_nodes(model, keep_ops)} | set(nodes_to_exclude))
+        protected = sorted(n.name for n in R.protected_nodes(model, keep_ops))
+        allow = [n for n in R.quantizable_nodes(model, R.protected_nodes(model, keep_ops))
+                 if n not in set(nodes_to_exclude)]
         out = Path(tmp) / "q.onnx"
         try:
-            quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
-                            calibration_providers=["CPUExecutionProvider"],
-                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                           "QuantizeBias": False})
-        except (ShapeError, CalibrationError):
+            if quantizer == "ort":
+                _quantize_ort(pre, out, reader, allow, per_channel)
+            else:
+                max_opset = max(max_opset, MODELOPT_OPSET)
+                _quantize_modelopt(pre, out, reader, allow, keep_ops, Path(tmp))
+        except (ShapeError, CalibrationError, MissingDependencyError):
             raise
         except Exception as exc:
             if reader.samples == 0:
                 raise CalibrationError("no calibration samples: pass an iterable of feed dicts "
                                        f"{{{', '.join(manifest.inputs)}}}") from exc
-            raise EngineBuildError(f"INT8 quantization of {src.name} failed: {exc}") from exc
+            raise EngineBuildError(f"INT8 quantization of {src.name} ({quantizer}) failed: {exc}") from exc
         if reader.samples == 0:
             raise CalibrationError("no calibration samples: pass an iterable of feed dicts "
                                    f"{{{', '.join(manifest.inputs)}}}")
@@ -307,13 +321,21 @@ def quantize_int8(src: Path | str, dst: Path | str, calibration: Iterable[Mappin
                         "every PAI species and every presence pattern", reader.samples, CALIB_WARN_BELOW,
                         CALIB_RECOMMENDED)
         qmodel = onnx.load(str(out))
-    _finish(qmodel, dst, max_opset)
-    quant = {"tool": "onnxruntime.quantization", "format": "QDQ", "per_channel": bool(per_channel),
-             "activation_type": "QInt8", "weight_type": "QInt8", "calibration_method": "MinMax",
-             "symmetric": True, "calibration_samples": reader.samples,
-             "calibration_warning": reader.samples < CALIB_WARN_BELOW,
-             "preprocessing_sha256": preprocessing_sha256(manifest), "excluded_nodes": excluded,
-             "keep_ops": list(keep_ops)}
+    repointed = R.float_inputs_of_protected(qmodel, protected)
+    _finish(qmodel, dst, max_opset, keep_ops)
+    float_dtype = "fp16" if any(i.data_type == FLOAT16 for i in qmodel.graph.initializer) else "fp32"
+    if quantizer == "ort":
+        quant = {"tool": "onnxruntime.quantization", "format": "QDQ", "per_channel": bool(per_channel),
+                 "activation_type": "QInt8", "weight_type": "QInt8", "calibration_method": "MinMax"}
+    else:
+        quant = {"tool": "modelopt.onnx.quantization", "format": "QDQ", "calibration_method": "max",
+                 "high_precision_dtype": "fp16", "op_types_to_exclude_fp16": list(keep_ops)}
+    quant.update({"symmetric": True, "calibration_samples": reader.samples,
+                  "calibration_warning": reader.samples < CALIB_WARN_BELOW,
+                  "preprocessing_sha256": preprocessing_sha256(manifest), "selection": "allow-list",
+                  "quantized_nodes": len(allow), "protected_nodes": protected, "excluded_nodes": protected,
+                  "repointed_float_inputs": repointed, "float_dtype": float_dtype, "keep_ops": list(keep_ops),
+                  "opset": G.onnx_opset(qmodel)})
     new = manifest.replace(precision="int8", onnx_sha256=sha256_file(dst), validation=None,
                            calibration_set_sha256=reader.sha256,
                            build={**dict(manifest.build), "source_onnx_sha256": manifest.onnx_sha256,
@@ -321,14 +343,74 @@ def quantize_int8(src: Path | str, dst: Path | str, calibration: Iterable[Mappin
     return write_manifest(new, dst)
 
 
+#: the opset NVIDIA Model Optimizer writes for INT8 with FP16 float layers (FP16 Q/DQ scales need opset 19)
+MODELOPT_OPSET = 19
+
+
+def _quantize_ort(pre: Path, out: Path, reader: CalibrationFeeds, allow: Sequence[str], per_channel: bool) -> None:
+    """ORT ``quantize_static`` restricted to the allow-list (``nodes_to_quantize`` + ``op_types_to_quantize``)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    if not allow:
+        raise EngineBuildError("nothing to quantize: every node is protected or excluded")
+    quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    nodes_to_quantize=list(allow), op_types_to_quantize=list(R.INT8_OP_TYPES),
+                    calibrate_method=CalibrationMethod.MinMax, calibration_providers=["CPUExecutionProvider"],
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
+
+
+def _quantize_modelopt(pre: Path, out: Path, reader: CalibrationFeeds, allow: Sequence[str],
+                       keep_ops: Sequence[str], tmp: Path) -> None:
+    """NVIDIA Model Optimizer ONNX PTQ (INT8, max calibration on the CPU provider, FP16 float layers).
+
+    The feeds are stacked into ``{name: N×…}`` (modelopt's ``calibration_data``); the allow-list is passed as
+    ``nodes_to_quantize``. It runs in a spawned child process: importing modelopt's ONNX quantizer patches
+    ``onnxruntime.quantization`` for the whole process, which breaks later ORT quantizations. Verified to run on
+    CPU with nvidia-modelopt 0.47 (docs/ENGINES.md).
+    """
+    import multiprocessing
+    from edgepad._optional import available
+    if not available("modelopt"):
+        require("modelopt.onnx.quantization", extra="modelopt")   # raises MissingDependencyError
+    feeds: dict[str, list[np.ndarray]] = {}
+    for f in reader:
+        for k, v in f.items():
+            feeds.setdefault(k, []).append(v)
+    if not feeds:
+        raise CalibrationError("no calibration samples for modelopt")
+    data = tmp / "calib.npz"
+    np.savez(data, **{k: np.concatenate(v, 0) for k, v in feeds.items()})
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        err = pool.apply(_modelopt_child, (str(pre), str(out), str(data), list(allow), list(keep_ops)))
+    if err:
+        raise EngineBuildError(f"modelopt INT8 quantization failed: {err}")
+
+
+def _modelopt_child(pre: str, out: str, data: str, allow: list[str], keep_ops: list[str]) -> str | None:
+    """Child-process body of :func:`_quantize_modelopt`; returns an error message or None."""
+    try:
+        mq = require("modelopt.onnx.quantization", extra="modelopt")
+        with np.load(data) as z:
+            calib = {k: z[k] for k in z.files}
+        mq.quantize(pre, quantize_mode="int8", calibration_data=calib, calibration_method="max",
+                    calibration_eps=["cpu"], nodes_to_quantize=allow, op_types_to_exclude_fp16=keep_ops,
+                    high_precision_dtype="fp16", output_path=out, log_level="WARNING")
+        return None
+    except Exception as exc:   # noqa: BLE001 - reported to the parent as EngineBuildError
+        return f"{type(exc).__name__}: {exc}"
+
+
 # ------------------------------------------------------------------------------------------------ legality
-def check_trt_legality(model: Any, *, max_opset: int = 17) -> list[str]:
+def check_trt_legality(model: Any, *, max_opset: int = 17, keep_ops: Sequence[str] = KEEP_FP32_OPS) -> list[str]:
     """Structural TensorRT checks of an (FP16 or Q/DQ) ONNX; returns the problems found (empty = legal).
 
     Checks: default-domain opset <= ``max_opset``; no node outside the default domain (``com.microsoft`` or custom)
     and no unused extra ``opset_import``; every Q/DQ has an int8 zero point equal to 0 and finite positive
-    constant scales; no Q/DQ inside the score head and no Softmax fed by a DequantizeLinear or feeding a
-    QuantizeLinear (attention and score softmax stay out of INT8); the graph outputs are float32.
+    constant scales; no protected node (attention islands, score heads back to their last hidden Linear,
+    ``keep_ops`` nodes: :func:`edgepad.engines.regions.protected_nodes`) reads a DequantizeLinear, directly or
+    through shape-only ops (Reshape, Transpose, Flatten, …); no Softmax feeds a QuantizeLinear; the graph outputs
+    are float32.
 
     Args:
         model: ``onnx.ModelProto`` or a path.
@@ -370,24 +452,27 @@ def check_trt_legality(model: Any, *, max_opset: int = 17) -> list[str]:
             if np.any(z != 0):
                 issues.append(f"{n.name}: nonzero zero point (asymmetric); TensorRT is symmetric only")
     prod, cons = G.producers(model), G.consumers(model)
-    for n in G.head_nodes(model):
+    for n in R.protected_nodes(model, keep_ops):
         if n.op_type in G.QDQ_OPS:
-            issues.append(f"score head contains {n.op_type} {n.name}")
-        for i in n.input:
-            p = prod.get(i)
-            if n.op_type in ("Sigmoid", "Softmax") and p is not None and p.op_type == "DequantizeLinear":
-                issues.append(f"score {n.op_type} {n.name} is fed by DequantizeLinear {p.name}")
+            issues.append(f"protected region contains {n.op_type} {n.name}")
+    issues.extend(R.quantized_protected_inputs(model, keep_ops))
     for n in model.graph.node:
         if n.op_type == "Softmax":
-            p = prod.get(n.input[0])
-            if p is not None and p.op_type == "DequantizeLinear":
-                issues.append(f"Softmax {n.name} is fed by DequantizeLinear {p.name}")
             if any(c.op_type == "QuantizeLinear" for c in cons.get(n.output[0], [])):
                 issues.append(f"Softmax {n.name} feeds a QuantizeLinear")
     for out in model.graph.output:
         if out.type.tensor_type.elem_type != FLOAT:
             issues.append(f"output {out.name} is not float32")
     return issues
+
+
+def _load_onnx(path: Path) -> Any:
+    """``onnx.load`` of a user's model; an unparsable file raises EngineBuildError naming it."""
+    onnx = require("onnx")
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # protobuf DecodeError, truncated external data...
+        raise EngineBuildError(f"cannot parse ONNX model {path}: {exc}") from exc
 
 
 def qdq_summary(model: Any) -> dict[str, Any]:
@@ -410,7 +495,7 @@ def _require_fp32(manifest: ModelManifest, src: Path) -> None:
                           "written by `edgepad export`", key="precision")
 
 
-def _finish(model: Any, dst: Path, max_opset: int) -> None:
+def _finish(model: Any, dst: Path, max_opset: int, keep_ops: Sequence[str] = KEEP_FP32_OPS) -> None:
     onnx = require("onnx")
     removed = G.strip_unused_domains(model)
     if removed:
@@ -419,7 +504,7 @@ def _finish(model: Any, dst: Path, max_opset: int) -> None:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
         raise EngineBuildError(f"converted model fails onnx.checker: {exc}") from exc
-    issues = check_trt_legality(model, max_opset=max_opset)
+    issues = check_trt_legality(model, max_opset=max_opset, keep_ops=keep_ops)
     if issues:
         raise EngineBuildError("converted model is not TensorRT-legal: " + "; ".join(issues[:8]))
     dst.parent.mkdir(parents=True, exist_ok=True)

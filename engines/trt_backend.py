@@ -4,8 +4,11 @@ One code path for TensorRT 8.6, 10.x and 11.x: ``num_io_tensors`` / ``get_tensor
 ``set_tensor_address`` / ``execute_async_v3`` (the bindings API is not used). Device buffers are allocated once
 at the profile's maximum shape, addresses are set once, inputs are staged through pinned host memory, outputs
 come back into pinned host buffers (returned as views: copy them to keep them). Before deserializing, the
-engine's manifest is checked against the running TensorRT version and GPU: a mismatch raises
-EngineMismatchError (the fallback chain rebuilds), never a silent load. Needs ``tensorrt`` and cuda-python
+engine's manifest is checked against the running TensorRT version and GPU (:func:`check_engine_compatible`: a
+``version_compatible`` plan is accepted on a later runtime TensorRT supports for it); a mismatch raises
+EngineMismatchError (the fallback chain rebuilds), never a silent load. :func:`open_runtime` sets
+``runtime.DLA_core`` for a DLA plan (the default -1 is not a DLA core) and ``engine_host_code_allowed`` for a
+version-compatible plan (its embedded lean runtime) before :func:`deserialize`. Needs ``tensorrt`` and cuda-python
 (or pycuda).
 """
 from __future__ import annotations
@@ -19,9 +22,66 @@ import numpy as np
 from edgepad._optional import require
 from edgepad.engines.backend import BaseBackend
 from edgepad.engines.manifest import ModelManifest
-from edgepad.errors import ConfigError, EngineBuildError, ManifestError, ShapeError
+from edgepad.errors import (ConfigError, EngineBuildError, EngineMismatchError, ManifestError,
+                            PrecisionUnsupportedError, ShapeError)
 
 log = logging.getLogger(__name__)
+
+#: (build major, runtime major) pairs across which a version-compatible plan runs (TensorRT support matrix 11.4.1)
+CROSS_MAJOR_COMPATIBLE = frozenset({(8, 9), (8, 10), (10, 11)})
+
+
+def _version(v: str) -> tuple[int, ...]:
+    parts = []
+    for p in str(v).split(".")[:3]:
+        digits = "".join(c for c in p if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def version_compatible_runs(built: str, running: str) -> bool:
+    """Whether a plan built ``VERSION_COMPATIBLE`` by TensorRT ``built`` runs on TensorRT ``running``: the runtime
+    is the same or later, both >= 8.6, and the majors are equal or a pair TensorRT supports (8→9, 8→10, 10→11)."""
+    b, r = _version(built), _version(running)
+    if b < (8, 6, 0) or r < b:
+        return False
+    return b[0] == r[0] or (b[0], r[0]) in CROSS_MAJOR_COMPATIBLE
+
+
+def check_engine_compatible(manifest: ModelManifest, trt_version: str, device: str) -> None:
+    """Refuse a plan built for another device, or for another TensorRT unless it was built version-compatible
+    for a runtime like this one (EngineMismatchError naming the field)."""
+    if manifest.trt_version != trt_version:
+        vc = bool(dict(manifest.build).get("version_compatible"))
+        if not (vc and version_compatible_runs(str(manifest.trt_version), trt_version)):
+            raise EngineMismatchError("trt_version", trt_version, manifest.trt_version)
+        log.info("version-compatible plan built with TensorRT %s runs on %s", manifest.trt_version, trt_version)
+    if manifest.device != device:
+        raise EngineMismatchError("device", device, manifest.device)
+
+
+def open_runtime(trt, manifest: ModelManifest, logger):
+    """``trt.Runtime`` prepared for the manifest's plan: ``DLA_core`` set for a DLA plan (checked against
+    ``num_DLA_cores``), ``engine_host_code_allowed`` for a version-compatible plan. Call before deserializing."""
+    runtime = trt.Runtime(logger)
+    build = dict(manifest.build)
+    if build.get("version_compatible"):
+        runtime.engine_host_code_allowed = True
+    dla = build.get("dla_core")
+    if dla is not None:
+        n = int(getattr(runtime, "num_DLA_cores", 0))
+        if not 0 <= int(dla) < n:
+            raise PrecisionUnsupportedError(f"{manifest.precision} on DLA core {dla}", f"a device with {n} DLA cores")
+        runtime.DLA_core = int(dla)
+    return runtime
+
+
+def deserialize(runtime, plan: bytes, name: str):
+    """Deserialize ``plan`` with a runtime from :func:`open_runtime`; EngineBuildError on a null engine."""
+    engine = runtime.deserialize_cuda_engine(plan)
+    if engine is None:
+        raise EngineBuildError(f"TensorRT could not deserialize {name} (null engine); rebuild it on this device")
+    return engine
 
 
 class TensorRTBackend(BaseBackend):
@@ -64,15 +124,10 @@ class TensorRTBackend(BaseBackend):
     def _setup(self, trt, mem) -> None:
         self._mem = mem
         if self.check_device:
-            self.manifest.check_compatible(str(trt.__version__), self._device_of_manifest(mem))
+            check_engine_compatible(self.manifest, str(trt.__version__), self._device_of_manifest(mem))
         self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        if dict(self.manifest.build).get("version_compatible"):
-            self._runtime.engine_host_code_allowed = True
-        self._engine = self._runtime.deserialize_cuda_engine(self.artifact.read_bytes())
-        if self._engine is None:
-            raise EngineBuildError(f"TensorRT could not deserialize {self.artifact.name} (null engine); rebuild it "
-                                   "on this device")
+        self._runtime = open_runtime(trt, self.manifest, self._logger)
+        self._engine = deserialize(self._runtime, self.artifact_bytes(), self.artifact.name)
         self._context = self._engine.create_execution_context()
         self._device: dict[str, int] = {}
         self._host: dict[str, np.ndarray] = {}

@@ -2,8 +2,8 @@
 """Accuracy gates of the FP16 and INT8 conversions of an FP32 ONNX on a benchmark's eval split (docs/ENGINES.md).
 
 Converts ``--model`` (default: the embedded default model) to FP16 (:func:`edgepad.engines.quantize.to_fp16`) and
-INT8 (:func:`~edgepad.engines.quantize.quantize_int8`, calibrated on ``--calib-samples`` frames of the DEV split,
-never eval), then runs :func:`edgepad.engines.validate.validate_artifact` against the FP32 ONNX on the EVAL split
+INT8 (:func:`~edgepad.engines.quantize.quantize_int8`; ORT, or ``int8-modelopt``; calibrated on
+``--calib-samples`` frames of the DEV split, never eval), then runs :func:`edgepad.engines.validate.validate_artifact` against the FP32 ONNX on the EVAL split
 with labels and species: decision agreement at the manifest threshold, flipped samples, score errors and cosine,
 APCER/BPCER/ACER and their deltas; then again with the candidate's threshold re-fitted on the whole dev split
 (``--no-refit`` skips it). Writes ``gates.json`` and ``gates.md`` (the table in docs/ENGINES.md) into ``--out``.
@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calib-samples", type=int, default=512, help="INT8 calibration frames from the dev split "
                    "(>= 300; drawn evenly with --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample draw")
-    p.add_argument("--precisions", default="fp16,int8", help="comma-separated subset of fp16,int8")
+    p.add_argument("--precisions", default="fp16,int8", help="comma-separated subset of fp16,int8,int8-modelopt "
+                   "(int8-modelopt: NVIDIA Model Optimizer ONNX PTQ, FP16 float layers, opset 19)")
     p.add_argument("--no-refit", action="store_true", help="skip the dev re-fit pass")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (default 2)")
     p.add_argument("--out", required=True, help="output folder (artifacts, gates.json, gates.md)")
@@ -97,10 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         if prec == "fp16":
             cm = to_fp16(src, dst)
-        elif prec == "int8":
-            cm = quantize_int8(src, dst, calib.batches(1), sample_ids=calib.sample_ids)
+        elif prec in ("int8", "int8-modelopt"):
+            cm = quantize_int8(src, dst, calib.batches(1), sample_ids=calib.sample_ids,
+                               quantizer="modelopt" if prec == "int8-modelopt" else "ort")
         else:
-            raise SystemExit(f"unknown precision {prec!r} (fp16, int8)")
+            raise SystemExit(f"unknown precision {prec!r} (fp16, int8, int8-modelopt)")
         t_conv = time.perf_counter() - t
         t = time.perf_counter()
         rep = validate_artifact(dst, src, ev.feeds, labels=ev.is_bonafide, species=ev.species, record=True,
@@ -109,9 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         entry = {"artifact": str(dst), "convert_s": round(t_conv, 1), "gate_s": round(t_gate, 1), "gate": rep,
                  "flipped_samples": [{"id": ev.sample_ids[i], "species": ev.species[i],
                                       "is_bonafide": bool(ev.is_bonafide[i])} for i in rep["flipped_indices"]]}
-        if prec == "int8":
+        if prec.startswith("int8"):
             entry["calibration_set_sha256"] = cm.calibration_set_sha256
             entry["qdq"] = qdq_summary(dst)
+            q = dict(cm.build["quantization"])
+            entry["quantization"] = {k: q.get(k) for k in ("tool", "selection", "quantized_nodes", "float_dtype",
+                                                          "repointed_float_inputs", "opset")}
+            entry["protected_nodes"] = q.get("protected_nodes")
         rows.append(_row(f"{prec} @ manifest τ", rep))
         if not args.no_refit:
             rr = validate_artifact(dst, src, ev.feeds, labels=ev.is_bonafide, species=ev.species, record=True,

@@ -43,6 +43,7 @@ def run_pipeline(config: DeviceBenchConfig, model: Path) -> dict[str, Any]:
     lat: dict[str, list[float]] = {s: [] for s in STAGES}
     e2e: list[float] = []
     t_rel: list[float] = []
+    face: list[bool] = []                       # the decision had a face (no-face decisions skip infer)
     verdicts: dict[str, int] = {}
     reasons: dict[str, int] = {}
     seq_last: dict[str, int] = {}
@@ -80,6 +81,7 @@ def run_pipeline(config: DeviceBenchConfig, model: Path) -> dict[str, Any]:
                 lat[s].append(float(d.latency_ms.get(s, 0.0)))
             e2e.append((now_mono - d.timestamp_ns) / 1e6 if e2e_clock == "host" else float(d.latency_ms["total"]))
             t_rel.append(now - t_meas)
+            face.append(d.face_box is not None)
             verdicts[d.verdict.value] = verdicts.get(d.verdict.value, 0) + 1
             for r in d.reasons:
                 reasons[r.value] = reasons.get(r.value, 0) + 1
@@ -130,7 +132,7 @@ def run_pipeline(config: DeviceBenchConfig, model: Path) -> dict[str, Any]:
                   "pipeline": pipe_stats.get("dropped", {})},
         "pipeline_stats": pipe_stats,
         "series": {"t_s": [round(t, 4) for t in t_rel], **{s: [round(v, 4) for v in lat[s]] for s in STAGES},
-                   "e2e": [round(v, 4) for v in e2e]},
+                   "e2e": [round(v, 4) for v in e2e], "face": face},
         "resources": monitor.summary(),
     }
     if config.soak_min:

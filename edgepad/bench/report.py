@@ -26,6 +26,8 @@ PIPELINE_KEYS = ("decisions", "elapsed_s", "fps", "stages", "e2e", "cost", "drop
 def check_schema(doc: Mapping[str, Any]) -> None:
     """Raise :class:`ValidationError` unless ``doc`` is a bench result of this schema version."""
     problems: list[str] = []
+    if not isinstance(doc, Mapping):
+        raise ValidationError(f"a bench result is a JSON object, got {type(doc).__name__}")
     if doc.get("schema") != SCHEMA:
         problems.append(f"schema is {doc.get('schema')!r}, expected {SCHEMA!r}")
     for k, t in REQUIRED_KEYS.items():
@@ -220,8 +222,29 @@ def write_outputs(doc: Mapping[str, Any], out: Path, plots: bool = True) -> dict
     return paths
 
 
+def frame_budget_ms() -> float:
+    """The per-frame budget of the e2e target (1000 / ``jetson_e2e_fps_min``), ms."""
+    from edgepad.bench.run import TARGETS          # run imports this module
+    return 1000.0 / TARGETS["jetson_e2e_fps_min"]
+
+
+def face_mask(series: Mapping[str, Any]) -> np.ndarray:
+    """Which decisions had a face: ``series["face"]``, or (older results) those whose inference ran."""
+    if "face" in series:
+        return np.asarray(series["face"], bool)
+    return np.asarray(series.get("infer", []), np.float64) > 0
+
+
+def _quantile_lines(ax, v: np.ndarray, vertical: bool = True) -> None:
+    for q, ls in ((50, "--"), (99, ":")):
+        x = float(np.percentile(v, q))
+        (ax.axvline if vertical else ax.axhline)(x, color="k", ls=ls, lw=1, label=f"p{q} {x:.2f} ms")
+
+
 def write_plots(doc: Mapping[str, Any], out: Path) -> dict[str, Path]:
-    """Latency histogram and CDF per stage, and latency over time (PNG); {} without matplotlib."""
+    """Latency histogram and CDF per stage (decisions with a face; the no-face decisions, which skip inference,
+    are counted in the titles), p50 / p99 and the frame budget marked, and latency over time with capture and
+    the no-face decisions marked (PNG); {} without matplotlib."""
     if not matplotlib:
         log.info("matplotlib not installed: no plots")
         return {}
@@ -233,40 +256,61 @@ def write_plots(doc: Mapping[str, Any], out: Path) -> dict[str, Path]:
         return {}
     series = doc["pipeline"]["series"]
     names = list(STAGES) + ["e2e"]
+    budget = frame_budget_ms()
+    face = face_mask(series)
+    n_noface = int((~face).sum())
     paths: dict[str, Path] = {}
     fig, axes = plt.subplots(3, 3, figsize=(12, 9))
     for ax, s in zip(axes.ravel(), names):
         v = np.asarray(series.get(s, []), np.float64)
-        ax.hist(v, bins=40, color="tab:blue")
+        v = v[face[:v.size]] if v.size == face.size else v
+        if v.size:
+            ax.hist(v, bins=40, color="tab:blue")
+            _quantile_lines(ax, v)
+        if s in ("total", "e2e"):
+            ax.axvline(budget, color="tab:red", lw=2.5, label=f"frame budget {budget:.1f} ms")
         ax.set_title(s)
         ax.set_xlabel("ms")
-    fig.suptitle("latency histogram per stage")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"latency histogram per stage: {int(face.sum())} decisions with a face"
+                 + (f" ({n_noface} no-face decisions left out: they skip inference)" if n_noface else ""))
     fig.tight_layout()
     paths["hist"] = out / "latency_hist.png"
     fig.savefig(paths["hist"], dpi=80)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(8, 5))
     for s in names:
-        v = np.sort(np.asarray(series.get(s, []), np.float64))
+        v = np.asarray(series.get(s, []), np.float64)
+        v = np.sort(v[face[:v.size]] if v.size == face.size else v)
         if v.size:
-            ax.plot(np.maximum(v, 1e-3), np.arange(1, v.size + 1) / v.size, label=s)
+            ax.plot(np.maximum(v, 1e-3), np.arange(1, v.size + 1) / v.size,
+                    label=f"{s}  p50 {np.percentile(v, 50):.2f} · p99 {np.percentile(v, 99):.2f}")
+    for q in (0.5, 0.99):
+        ax.axhline(q, color="grey", lw=0.8, ls=":")
+    ax.axvline(budget, color="tab:red", lw=1.5, label=f"frame budget {budget:.1f} ms")
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms, log)")
     ax.set_ylabel("fraction ≤ x")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("latency CDF per stage")
+    ax.legend(fontsize=7)
+    ax.set_title("latency CDF per stage (decisions with a face" + (f"; {n_noface} without left out)"
+                                                                    if n_noface else ")"))
     paths["cdf"] = out / "latency_cdf.png"
     fig.savefig(paths["cdf"], dpi=80)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(10, 4))
     t = np.asarray(series["t_s"])
-    for s in ("total", "infer", "locate", "preprocess", "register"):
-        ax.plot(t, series[s], lw=0.8, label=s)
+    for s in ("total", "capture", "infer", "locate", "preprocess", "register"):
+        if s in series:
+            ax.plot(t, series[s], lw=0.8, label=s)
+    if n_noface and face.size == t.size:
+        tot = np.asarray(series["total"], np.float64)
+        ax.plot(t[~face], tot[~face], "x", color="grey", ms=4, label=f"no face ({n_noface})")
+    ax.axhline(budget, color="tab:red", lw=1.2, ls="--", label=f"frame budget {budget:.1f} ms")
     ax.set_xlabel("time since warm-up (s)")
     ax.set_ylabel("ms")
-    ax.legend(fontsize=8)
-    ax.set_title("latency over time")
+    ax.legend(fontsize=8, ncol=4)
+    ax.set_title("latency over time (capture = waiting for the camera)")
     paths["time"] = out / "latency_time.png"
     fig.savefig(paths["time"], dpi=80)
     plt.close(fig)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from edgepad.benchmark.chart import CHART_PNG, acer_chart
 from edgepad.benchmark.matrix import (MatrixConfig, data_hash, dataset_config, expand_protocols, git_revision,
                                       load_matrix, meta_hash, sha)
 from edgepad.benchmark.runs import ensure_data, ensure_trained, protocol_rows, run_key, train_rows_hash
@@ -154,6 +155,7 @@ def run_benchmark(matrix: Path | str | MatrixConfig, out: Path | str, *, quick: 
                                                               if k not in ("meta", "data")},
                                                   "records": records}, indent=1, default=str) + "\n",
                                       encoding="utf-8")
+    acer_chart(records, out / CHART_PNG)                   # skipped without matplotlib
     if doc is not None:
         update_doc(Path(doc), md)
     return BenchmarkResult(out, root, dhash, records, md, stats["trained"], stats["cached"], stats["evaluated"],

@@ -8,6 +8,9 @@ import argparse
 import logging
 import shlex
 
+from edgepad.commands.common import positive_int, verdict
+from edgepad.errors import UsageError
+
 
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("matrix", help="benchmark matrix (YAML), e.g. configs/benchmark/matrix.yaml")
@@ -20,7 +23,7 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None,
                         help="benchmark folder to reuse or generate into (must match the matrix's data config hash)")
     parser.add_argument("--only", default=None, help="comma list of experiments to run (default: all)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per training run")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads per training run")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: rewrite the tables from the cached results (missing ones: not measured)")
     parser.add_argument("--doc", default=None,
@@ -37,7 +40,10 @@ def benchmark_main(args: argparse.Namespace) -> int:
     # per-run chatter (coarse operating points on small dev folds, dev-criterion fallbacks) stays out of the log
     logging.getLogger("edgepad.training").setLevel(logging.ERROR)
     logging.getLogger("edgepad.metrics").setLevel(logging.ERROR)
-    seeds = None if args.seeds is None else [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    try:
+        seeds = None if args.seeds is None else [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds must be a comma list of integers, e.g. 0,1,2; got {args.seeds!r}") from None
     only = None if args.only is None else [s.strip() for s in args.only.split(",") if s.strip()]
     command = _command_line(args)
     res = run_benchmark(args.matrix, args.out, quick=args.quick, seeds=seeds, data_dir=args.data,
@@ -45,8 +51,8 @@ def benchmark_main(args: argparse.Namespace) -> int:
                         report_only=args.report_only)
     print(f"{len(res.records)} results ({res.evaluated} evaluated, {res.cached_evals} from the cache, "
           f"{res.trained} training runs) in {res.seconds:.0f} s; data hash {res.data_hash[:12]}")
-    print(f"wrote {res.out / 'RESULTS.md'} and {res.out / 'results.json'}" + (f" and {args.doc}" if args.doc else ""))
-    return 0
+    return verdict(args, True, f"{len(res.records)} results", [res.out / "RESULTS.md", res.out / "results.json",
+                                                                args.doc])
 
 
 def _command_line(args: argparse.Namespace) -> str:

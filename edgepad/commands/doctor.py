@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from edgepad.commands.common import verdict
+
 
 def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -16,7 +18,7 @@ def doctor_main(args: argparse.Namespace) -> int:
     report = collect(probe_gpu=args.probe_gpu)
     if args.json:
         print(json.dumps(report, indent=2))
-        return 0
+        return _verdict(args, report)
     print(f"edgepad {report['edgepad']}  Python {report['python']}  {report['platform']}")
     print("\npackages:")
     for name, info in report["packages"].items():
@@ -27,4 +29,9 @@ def doctor_main(args: argparse.Namespace) -> int:
     print("\nsubcommands:")
     for name, (ok, why) in report["commands"].items():
         print(f"  {name:<10} {'usable' if ok else 'unavailable'}{'' if ok else ' — ' + why}")
-    return 0
+    return _verdict(args, report)
+
+
+def _verdict(args: argparse.Namespace, report: dict) -> int:
+    usable = sum(ok for ok, _ in report["commands"].values())
+    return verdict(args, True, f"{usable} of {len(report['commands'])} subcommands usable here")

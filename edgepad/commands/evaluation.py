@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from edgepad.commands.common import positive_int, verdict
 from edgepad.report import pct, rate_text
 from edgepad.types import parse_modalities
 
@@ -25,12 +26,14 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                              "get the manifest's fill value). Default: all the model's modalities")
     parser.add_argument("--out", required=True, help="output folder (score CSVs, metrics.json, report)")
     parser.add_argument("--criterion", default="bpcer20", help=_CRITERION_HELP)
-    parser.add_argument("--frames", type=int, default=None, help="frames per video, evenly sampled (default: all)")
+    parser.add_argument("--frames", type=positive_int, default=None,
+                        help="frames per video, evenly sampled (default: all)")
     parser.add_argument("--level", choices=("video", "frame"), default="video",
                         help="level of the headline scores and report (both are computed; default: %(default)s)")
     parser.add_argument("--backend", default="auto", help="auto | onnxruntime | torch | trt (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="frames per inference call (dynamic batch only)")
-    parser.add_argument("--limit", type=int, default=None, help="score at most N videos per fold (smoke runs)")
+    parser.add_argument("--batch-size", type=positive_int, default=32,
+                        help="frames per inference call (dynamic batch only)")
+    parser.add_argument("--limit", type=positive_int, default=None, help="score at most N videos per fold (smoke runs)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 
@@ -41,8 +44,8 @@ def evaluate_main(args: argparse.Namespace) -> int:
                          max_frames=args.frames, backend_kind=args.backend, batch_size=args.batch_size,
                          level=args.level, plots=not args.no_plots, limit=args.limit)
     print(_summary(doc["result"]))
-    print(f"wrote {args.out}/scores-dev.csv, scores-eval.csv, metrics.json, report.md, report.html")
-    return 0
+    return verdict(args, True, f"ACER {pct(doc['result']['eval']['acer'])} on eval",
+                   [f"{args.out}/scores-dev.csv, scores-eval.csv, metrics.json, report.md, report.html"])
 
 
 def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,9 +64,8 @@ def metrics_main(args: argparse.Namespace) -> int:
         print(json.dumps(res, indent=2, default=_json_default))
     else:
         print(_summary(res))
-        if args.out:
-            print(f"wrote {args.out}/metrics.json, report.md, report.html")
-    return 0
+    return verdict(args, True, f"ACER {pct(res['eval']['acer'])} on eval",
+                   [f"{args.out}/metrics.json, report.md, report.html" if args.out else None])
 
 
 def _summary(res: dict) -> str:

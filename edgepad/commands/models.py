@@ -12,6 +12,7 @@ from pathlib import Path
 
 from edgepad import training
 from edgepad._optional import lazy
+from edgepad.commands.common import nonneg_int, verdict
 from edgepad.errors import ConfigError
 
 yaml = lazy("yaml")
@@ -27,7 +28,7 @@ def add_train_arguments(parser) -> None:
                         help="after training, export best.pt to ONNX with dev thresholds (+ per-subset points)")
     parser.add_argument("--export-only", action="store_true",
                         help="skip training; export the existing <out>/best.pt to --export")
-    parser.add_argument("--throughput", type=int, metavar="STEPS", default=0,
+    parser.add_argument("--throughput", type=nonneg_int, metavar="STEPS", default=0,
                         help="measure samples/s (data pipeline vs forward+backward vs both) for STEPS batches "
                              "and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -72,7 +73,7 @@ def train_main(args) -> int:
     if args.throughput:
         res = training.throughput(cfg, steps=args.throughput)
         print(json.dumps(res, indent=2))
-        return 0
+        return verdict(args, True, f"throughput measured over {args.throughput} steps", stream=sys.stderr)
     if not args.export_only:
         summary = training.train(cfg, resume=args.resume, progress=_progress_printer(args.quiet))
         if int(os.environ.get("RANK", "0")) == 0:
@@ -87,4 +88,7 @@ def train_main(args) -> int:
         print(json.dumps({"exported": args.export, "threshold": manifest.threshold,
                           "criterion": manifest.threshold_criterion,
                           "operating_points": manifest.operating_points}, default=str))
-    return 0
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    return verdict(args, True, "trained" if not args.export_only else "exported",
+                   [cfg.out, args.export], stream=sys.stderr)

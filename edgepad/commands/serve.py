@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+from edgepad.commands.common import finite_float, nonneg_float, nonneg_int, positive_float, positive_int, verdict
 from edgepad.commands.runtime import add_policy_arguments, add_source_arguments, pipeline_config, source_uri
 from edgepad.runtime.service import (AuditOptions, LivenessService, ServeOptions, ServiceConfig, read_token_file,
                                      run_service)
@@ -21,21 +22,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     net = parser.add_argument_group("network (default: 127.0.0.1:8470, no token)")
     net.add_argument("--host", default="127.0.0.1",
                      help="address to bind (default 127.0.0.1); anything but loopback requires --token-file")
-    net.add_argument("--port", type=int, default=8470, help="TCP port (default 8470; 0 = any free port)")
+    net.add_argument("--port", type=nonneg_int, default=8470, help="TCP port (default 8470; 0 = any free port)")
     net.add_argument("--unix-socket", default=None, metavar="PATH",
                      help="bind a Unix socket (mode 0660) instead of TCP")
     net.add_argument("--token-file", default=None, metavar="FILE",
                      help="file holding the bearer token (>= 16 characters, chmod 600); required off loopback")
-    net.add_argument("--health-max-age-ms", type=float, default=1000.0,
+    net.add_argument("--health-max-age-ms", type=positive_float, default=1000.0,
                      help="/v1/health is unhealthy when the newest decision is older than this (default 1000)")
-    net.add_argument("--max-sse-clients", type=int, default=8, help="concurrent decision streams (default 8)")
-    net.add_argument("--preview-fps", type=float, default=10.0,
+    net.add_argument("--max-sse-clients", type=positive_int, default=8, help="concurrent decision streams (default 8)")
+    net.add_argument("--preview-fps", type=nonneg_float, default=10.0,
                      help="preview frame rate for the live view (default 10; 0 = no previews)")
     aud = parser.add_argument_group("audit log")
     aud.add_argument("--audit", default=None, metavar="DB", help="SQLite audit log of every decision (WAL)")
-    aud.add_argument("--retention-days", type=float, default=30.0,
+    aud.add_argument("--retention-days", type=nonneg_float, default=30.0,
                      help="delete audit rows older than N days (default 30; 0 = keep)")
-    aud.add_argument("--max-rows", type=int, default=1_000_000,
+    aud.add_argument("--max-rows", type=nonneg_int, default=1_000_000,
                      help="keep at most N audit rows, oldest deleted first (default 1000000; 0 = unbounded)")
     aud.add_argument("--store-images", action="store_true",
                      help="also store face images (JPEG) in the audit log; off by default (privacy)")
@@ -46,7 +47,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                      help="vendor Ed25519 public key: refuse a model whose manifest is not signed by it")
     pol = parser.add_argument_group("decision policy")
     add_policy_arguments(pol)  # same options as `edgepad run`; lockout reset here: POST /v1/lockout/reset
-    pol.add_argument("--restart-s", type=float, default=2.0,
+    pol.add_argument("--restart-s", type=finite_float, default=2.0,
                      help="rebuild the pipeline N s after a source failure (default 2; -1 = exit instead)")
 
 
@@ -82,5 +83,4 @@ def serve_main(args: argparse.Namespace, stop: threading.Event | None = None) ->
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    print(f"edgepad serve: stopped after {count} decisions", file=sys.stderr, flush=True)
-    return 0
+    return verdict(args, True, f"stopped after {count} decisions", stream=sys.stderr)

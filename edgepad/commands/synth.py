@@ -7,20 +7,23 @@ from __future__ import annotations
 import argparse
 import sys
 
+from edgepad.commands.common import nonneg_int, positive_int, verdict
+
 
 def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (videos/, protocols/, meta.json)")
-    parser.add_argument("--videos-per-species", type=int, default=10, metavar="N",
+    parser.add_argument("--videos-per-species", type=positive_int, default=10, metavar="N",
                         help="videos per species and fold (default 10)")
-    parser.add_argument("--frames-per-video", type=int, default=5, metavar="F", help="frames per video (default 5)")
-    parser.add_argument("--seed", type=int, default=0, help="the one seed (default 0)")
-    parser.add_argument("--size", type=int, default=112, help="crop side in px (default 112)")
-    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
-    parser.add_argument("--subjects-per-fold", type=int, default=12, help="disjoint subject pool per fold")
-    parser.add_argument("--width", type=int, default=640, help="render width, 4:3 (default 640)")
+    parser.add_argument("--frames-per-video", type=positive_int, default=5, metavar="F",
+                        help="frames per video (default 5)")
+    parser.add_argument("--seed", type=nonneg_int, default=0, help="the one seed (default 0)")
+    parser.add_argument("--size", type=positive_int, default=112, help="crop side in px (default 112)")
+    parser.add_argument("--workers", type=positive_int, default=1, help="processes (default 1)")
+    parser.add_argument("--subjects-per-fold", type=positive_int, default=12, help="disjoint subject pool per fold")
+    parser.add_argument("--width", type=positive_int, default=640, help="render width, 4:3 (default 640)")
     parser.add_argument("--no-cross-domain", action="store_true",
                         help="skip the X_sensor / X_illuminant / X_range eval videos")
-    parser.add_argument("--cross-videos-per-species", type=int, default=None, metavar="N",
+    parser.add_argument("--cross-videos-per-species", type=positive_int, default=None, metavar="N",
                         help="eval videos per species of each cross-domain set (default: --videos-per-species)")
     parser.add_argument("--species", default="all", help="comma list of species (bonafide required; default all)")
 
@@ -44,6 +47,6 @@ def synth_main(args: argparse.Namespace) -> int:
 
     meta = generate(args.out, cfg, workers=args.workers, progress=progress)
     t = meta["timing"]
-    print(f"wrote {len(meta['videos'])} videos ({t['samples']} frames) and {len(meta['protocols'])} protocols to "
-          f"{args.out} in {t['seconds']:.1f} s ({t['samples_per_s']:.1f} samples/s, {args.workers} worker(s))")
-    return 0
+    why = (f"{len(meta['videos'])} videos ({t['samples']} frames) and {len(meta['protocols'])} protocols in "
+           f"{t['seconds']:.1f} s ({t['samples_per_s']:.1f} samples/s, {args.workers} worker(s))")
+    return verdict(args, True, why, [args.out])

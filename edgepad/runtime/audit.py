@@ -112,12 +112,14 @@ class AuditLog:
         path: SQLite file (created with its folder).
         model_sha256: recorded on every row unless a row gives its own.
         retention_days, max_rows, store_images, jpeg_quality, synchronous, prune_every: see :class:`AuditConfig`.
+        busy_timeout_s: how long a write waits for another connection's lock before it fails (and
+            :class:`AuditWriter` retries it).
         clock_ns: wall-clock source (ns since the epoch); injectable for tests.
     """
 
     def __init__(self, path: str | Path, *, model_sha256: str | None = None, retention_days: float = 30.0,
                  max_rows: int = 1_000_000, store_images: bool = False, jpeg_quality: int = 85,
-                 synchronous: str = "FULL", prune_every: int = 1000,
+                 synchronous: str = "FULL", prune_every: int = 1000, busy_timeout_s: float = 10.0,
                  clock_ns: Callable[[], int] = time.time_ns) -> None:
         sync = str(synchronous).upper()
         if sync not in ("FULL", "NORMAL", "EXTRA"):
@@ -138,9 +140,12 @@ class AuditLog:
         self.prune_every = max(1, int(prune_every))
         self._clock_ns = clock_ns
         self._since_prune = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EdgePadError(f"cannot create the audit folder {self.path.parent}: {exc}") from exc
+        try:
+            self._db = sqlite3.connect(str(self.path), timeout=float(busy_timeout_s), isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={sync}")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -341,9 +346,17 @@ def encode_jpeg(img: Any, quality: int = 85, modality: str = "rgb") -> bytes:
 class AuditWriter:
     """Background writer: the decision path enqueues, a thread commits in batches (one fsync per batch).
 
-    The queue is bounded: when storage is too slow for the decision rate, the oldest pending rows are
-    dropped and counted in :attr:`dropped` (the decision path is never blocked by the audit disk); the service
-    reports the count in ``/v1/status``.
+    Back-pressure, never silent loss (docs/SERVICE.md, "Audit back-pressure"):
+
+    * a batch that fails to commit (database locked by another connection, disk full, I/O error) is kept and
+      retried with back-off (0.05 s doubling to 2 s) until it commits; :meth:`stats` shows the error meanwhile
+      and clears it on the first commit after recovery (``recoveries`` counts them);
+    * the queue is bounded (``max_pending`` rows, ≈ 34 s at 30 decisions/s): when it is full, :meth:`submit`
+      **blocks** the decision stream until there is room, so no decision is published without its row queued
+      (the service's health is unhealthy ``audit_unavailable`` meanwhile and the decision age grows: fail
+      closed, no fresh LIVE);
+    * rows still pending when :meth:`close` gives up (storage still failing after ``timeout_s``) are counted in
+      ``dropped`` and logged as an error: the only loss, at shutdown, never silent.
 
     Args:
         audit: a factory returning the :class:`AuditLog`; it is called inside the writer thread, which then
@@ -361,53 +374,102 @@ class AuditWriter:
         self._on_commit = on_commit
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._closing = threading.Event()
         self._error: BaseException | None = None
         self._lock = threading.Lock()
+        self._first_event: tuple[str, Mapping[str, Any]] | None = None
+        self._close_deadline = float("inf")
         self.dropped = 0
         self.committed = 0
+        self.recoveries = 0
+        self.blocked = 0                 # submits that found the queue full and waited
+        self.last_error: str | None = None
         self.last_commit_ns = 0
 
-    def start(self) -> "AuditWriter":
-        """Open the log in the writer thread; raises the open error here (e.g. a bad path)."""
+    def start(self, first_event: tuple[str, Mapping[str, Any]] | None = None) -> "AuditWriter":
+        """Open the log in the writer thread and (with ``first_event``, e.g. ``("service_start", {...})``)
+        commit that event before returning: proof that the log is writable. Raises the open or write error here.
+        """
+        self._first_event = first_event
         self._thread = threading.Thread(target=self._run, name="edgepad-audit", daemon=True)
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
-            raise self._error
+            self._thread.join(5.0)
+            self._thread = None
+            exc, self._error = self._error, None
+            if isinstance(exc, EdgePadError):
+                raise exc
+            raise EdgePadError(f"the audit log is not writable: {type(exc).__name__}: {exc}") from exc
         return self
 
     def submit(self, decision: Decision, images: Mapping[Modality | str, Any] | None = None,
-               model_sha256: str | None = None) -> None:
-        """Queue a decision (never blocks); wall time is taken now."""
-        self._put((decision, images, model_sha256, time.time_ns()))
+               model_sha256: str | None = None) -> bool:
+        """Queue a decision (wall time taken now); blocks while the queue is full (back-pressure).
 
-    def _put(self, item: Any) -> None:
-        while True:
+        Returns:
+            True once queued; False only when the writer is closing.
+        """
+        return self._put((decision, images, model_sha256, time.time_ns()), None)
+
+    def _put(self, item: Any, timeout_s: float | None) -> bool:
+        try:
+            self._queue.put_nowait(item)
+            return True
+        except queue.Full:
+            pass
+        with self._lock:
+            self.blocked += 1
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not self._closing.is_set() and self._thread is not None:
             try:
-                self._queue.put_nowait(item)
-                return
+                self._queue.put(item, timeout=0.1)
+                return True
             except queue.Full:
-                try:
-                    self._queue.get_nowait()
-                    with self._lock:
-                        self.dropped += 1
-                except queue.Empty:
-                    pass
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        with self._lock:
+            self.dropped += 1
+        log.error("audit queue full and storage failing (%s): %s not recorded", self.last_error,
+                  getattr(item, "kind", "a decision"))
+        return False
 
-    def submit_event(self, kind: str, detail: Mapping[str, Any] | None = None) -> None:
-        """Queue an operational event (e.g. ``"lockout_reset"``), under the same drop-oldest bound as rows."""
-        self._put(_Event(str(kind), dict(detail or {})))
+    def submit_event(self, kind: str, detail: Mapping[str, Any] | None = None, timeout_s: float = 2.0) -> bool:
+        """Queue an operational event (e.g. ``"lockout_reset"``); waits at most ``timeout_s`` for room (it is
+        called from request threads), then counts it in ``dropped`` and logs it."""
+        return self._put(_Event(str(kind), dict(detail or {})), timeout_s)
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def unavailable(self) -> str | None:
+        """Why the log cannot take decisions now (a failing write, or a full queue); None when writable."""
+        err = self._error
+        if err is not None:
+            return f"{type(err).__name__}: {err}"
+        if self._queue.full():
+            return "audit queue full"
+        return None
 
     def stats(self) -> dict:
         return {"committed": self.committed, "dropped": self.dropped, "pending": self._queue.qsize(),
+                "max_pending": self._queue.maxsize, "blocked_submits": self.blocked,
+                "recoveries": self.recoveries, "last_error": self.last_error,
                 "error": None if self._error is None else str(self._error)}
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Flush pending rows and stop."""
+        """Flush pending rows and stop (giving up after ``timeout_s`` when storage keeps failing)."""
         if self._thread is None:
             return
-        self._queue.put(None)
-        self._thread.join(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        self._close_deadline = deadline          # retries stop after this (see _commit)
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            pass
+        self._closing.set()
+        self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
         self._thread = None
 
     def __enter__(self) -> "AuditWriter":
@@ -416,9 +478,37 @@ class AuditWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _commit(self, audit: AuditLog, events: list, batch: list) -> list[int]:
+        """Commit ``events`` then ``batch``, retrying with back-off until both are in (or closing gives up).
+        Committed events are removed from ``events`` so a retry never writes one twice."""
+        delay = 0.05
+        while True:
+            try:
+                while events:
+                    audit.record_event(*events[0])
+                    events.pop(0)
+                ids = audit.record_many(batch) if batch else []  # type: ignore[arg-type]
+            except (sqlite3.Error, EdgePadError, OSError) as exc:
+                if self._error is None:
+                    log.error("audit write failed, retrying (%d rows held, %d queued): %s", len(batch),
+                              self._queue.qsize(), exc)
+                self._error, self.last_error = exc, f"{type(exc).__name__}: {exc}"
+                if self._closing.is_set() and time.monotonic() >= self._close_deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+                continue
+            if self._error is not None:
+                log.warning("audit writes recovered (%s)", self.last_error)
+                self._error = None
+                self.recoveries += 1
+            return ids
+
     def _run(self) -> None:
         try:
             audit = self._factory()
+            if self._first_event is not None:
+                audit.record_event(*self._first_event)
         except BaseException as exc:  # reported by start()
             self._error = exc
             self._ready.set()
@@ -445,15 +535,14 @@ class AuditWriter:
                     except queue.Empty:
                         break
                 try:
-                    for kind, detail in events:
-                        audit.record_event(kind, detail)
-                    ids = audit.record_many(batch) if batch else []  # type: ignore[arg-type]
+                    ids = self._commit(audit, events, batch)
                 except (sqlite3.Error, EdgePadError, OSError) as exc:
-                    self._error = exc
+                    lost = len(batch) + len(events) + self._queue.qsize()
                     with self._lock:
-                        self.dropped += len(batch)
-                    log.error("audit write failed (%d rows lost): %s", len(batch), exc)
-                    continue
+                        self.dropped += lost
+                    log.error("audit log closed while storage still fails: %d rows/events not written: %s",
+                              lost, exc)
+                    return
                 if ids:
                     self.committed += len(ids)
                     self.last_commit_ns = time.monotonic_ns()

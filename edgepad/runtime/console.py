@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from edgepad.assets import default_model_path
-from edgepad.drivers.capture import Capture
+from edgepad.drivers.capture import Capture, open_capture
 from edgepad.drivers.sync import Synchronizer
 from edgepad.drivers.synthetic import SyntheticSource
 from edgepad.errors import ConfigError, EndOfStream
@@ -70,14 +70,16 @@ class RunOptions:
         model: model artifact with its sidecar manifest.
         rig: rig file from ``edgepad calibrate`` (None = the source's own).
         fps: stream rate for the sync tolerance (frames/s; None = the source's).
+        sync_tolerance_ms: max time between the frames of a set (ms; None = half the slowest stream's period).
         frames: stop after N frame sets (0 = until the stream ends).
         locator, threads, pipeline, every, json, events: as in :class:`DemoOptions`.
     """
 
     source: str | list[str]
-    model: Path
+    model: Path | None
     rig: str | Path | None = None
     fps: float | None = None
+    sync_tolerance_ms: float | None = None
     frames: int = 0
     locator: str = "learned"
     threads: int | None = None
@@ -99,6 +101,15 @@ def _model_path(model: Path | str | None) -> Path:
                           "docs/MODELS.md (edgepad train configs/default.yaml, then edgepad export), or pass "
                           "--model PATH", key="model")
     return p
+
+
+def stats_summary(n: int, stats: dict) -> str:
+    """One readable line of a run's counters: decisions by verdict, frame sets, timeouts, errors, drops."""
+    def counts(d: dict) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
+    return (f"{n} decisions ({counts(stats.get('decisions', {}))}) from {stats.get('framesets', 0)} frame sets; "
+            f"timeouts {stats.get('timeouts', 0)}; errors: {counts(stats.get('errors', {}))}; "
+            f"dropped: {counts(stats.get('dropped', {}))}")
 
 
 def format_decision(d: Decision, fps: float, prefix: str = "", suffix: str = "") -> str:
@@ -156,6 +167,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
         0 when most bona fide and most attack presentations got the right verdict, else 1.
     """
     out = out or sys.stdout
+    human = sys.stderr if options.json else out  # --json: stdout holds JSON lines only
     model = _model_path(options.model)
     if options.frames < 1:
         raise ConfigError(f"frames must be >= 1 (--frames), got {options.frames}", key="frames")
@@ -167,9 +179,9 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     m = pipe.manifest
     print(f"edgepad demo: synthetic://demo seed={options.seed} {options.frames} frame sets, model {model.name} "
           f"({m.model}, {'+'.join(x.value for x in m.modalities)}, threshold {pipe.policy.threshold:.3f} "
-          f"@ {pipe.policy.criterion}), locator {options.locator}, backend {pipe.backend.kind}", file=out)
+          f"@ {pipe.policy.criterion}), locator {options.locator}, backend {pipe.backend.kind}", file=human)
     print("NOTE: the default model is trained on synthetic data only; it shows the pipeline working and is not "
-          "for real faces.", file=out)
+          "for real faces.", file=human)
     per_pres: dict[int, dict[str, Any]] = collections.OrderedDict()
     lats: dict[str, list[float]] = collections.defaultdict(list)
     t0 = time.perf_counter()
@@ -207,16 +219,16 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
                 print(json.dumps(row), file=out)
             elif n % max(1, options.every) == 0:
                 tag = f" | truth {truth.species}" if truth is not None else ""
-                print(format_decision(d, fps, prefix=f"#{n:4d} ", suffix=tag), file=out)
+                print(format_decision(d, fps, prefix=f"#{n:4d} ", suffix=tag), file=human)
     elapsed = time.perf_counter() - t0
     print(f"\n{n} decisions in {elapsed:.1f} s ({n / max(elapsed, 1e-9):.1f} fps); "
-          f"{pipe.stats.to_dict()['decisions']}", file=out)
-    _print_latency_summary(lats, out)
+          f"{pipe.stats.to_dict()['decisions']}", file=human)
+    _print_latency_summary(lats, human)
     ok_b = tot_b = ok_a = tot_a = 0
     located = first_live = attack_live = 0
     print("\nper presentation (verdict = the majority of its live/spoof decisions, unknown if none; first = its first "
-          "definitive verdict; decided = the 'decided' presentation events that fell in it):", file=out)
-    print("  #  species         truth      verdict   live spoof unknown no_face  first  decided", file=out)
+          "definitive verdict; decided = the 'decided' presentation events that fell in it):", file=human)
+    print("  #  species         truth      verdict   live spoof unknown no_face  first  decided", file=human)
     for idx, rec in per_pres.items():
         c = rec["verdicts"]
         if c["live"] == c["spoof"] == 0:
@@ -236,26 +248,70 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
             attack_live += c["live"] > 0
         print(f"  {idx:<3d}{rec['species']:16s}{truth:11s}{verdict:9s}{c['live']:5d}{c['spoof']:6d}{c['unknown']:8d}"
               f"{rec['no_face']:8d}  {rec['first'] or '-':6s} {','.join(rec['decided']) or '-':8s} "
-              f"{'ok' if right else 'WRONG'}", file=out)
-    print(f"\nbona fide presentations right: {ok_b}/{tot_b}; attack presentations right: {ok_a}/{tot_a}", file=out)
+              f"{'ok' if right else 'WRONG'}", file=human)
+    print(f"\nbona fide presentations right: {ok_b}/{tot_b}; attack presentations right: {ok_a}/{tot_a}", file=human)
     print(f"bona fide located: {located}/{tot_b}; first definitive verdict LIVE: {first_live}/{tot_b}; attack "
           f"presentations with a LIVE decision: {attack_live}/{tot_a}; presentations tracked: "
-          f"{pipe.presentations.count}", file=out)
+          f"{pipe.presentations.count}", file=human)
     good = (tot_b == 0 or ok_b * 2 > tot_b) and (tot_a == 0 or ok_a * 2 > tot_a)
     return 0 if good else 1
 
 
+def _subset_line(pipe: Any, streams: frozenset[Modality]) -> str:
+    """What the run uses: the streams the capture delivers and the threshold of that modality subset.
+
+    Raises:
+        ConfigError: the streams lack a modality the policy requires, or the manifest has no threshold for the
+            subset at the operating point.
+    """
+    policy = pipe.policy
+    full = "+".join(m.value for m in Modality if m in policy.modalities)
+    used = frozenset(streams) & policy.modalities
+    name = "+".join(m.value for m in Modality if m in used) or "none"
+    if used == policy.modalities:
+        return f"running on {name}: threshold {policy.threshold:.3f} @ {policy.criterion}"
+    lacking = policy.required - used
+    if lacking:
+        raise ConfigError(f"the source delivers {name} but the model needs "
+                          f"{'+'.join(m.value for m in Modality if m in lacking)} (its modalities: {full})",
+                          key="source")
+    thr = policy.threshold_for(used)
+    if thr is None:
+        have = sorted(pipe.manifest.operating_points.get(policy.criterion, {}))
+        raise ConfigError(f"the source delivers {name} only, and the model's manifest has no threshold for the "
+                          f"subset {name} at operating point {policy.criterion} (calibrated subsets: "
+                          f"{', '.join(have) or 'none'}); use a source with {full}, another --operating-point, or "
+                          f"a model calibrated on {name}", key="operating_point")
+    return (f"running on {name}: threshold {float(thr):.3f} @ {policy.criterion} for subset {name} "
+            f"(the full model expects {full})")
+
+
 def run_console(options: RunOptions, out: TextIO | None = None) -> int:
     """``edgepad run``: decisions from any source on the console (text or JSON lines; the pipeline's counters go
-    to stderr at the end). Returns 0."""
+    to stderr at the end).
+
+    At start it says which streams it runs on and the threshold of that modality subset; at the end, when the
+    synchronizer formed few or no frame sets, why (:meth:`Synchronizer.diagnose`).
+
+    Returns:
+        0, or 1 when no frame set was formed (nothing was decided on).
+
+    Raises:
+        ConfigError: the source's streams have no calibrated threshold in the manifest (see :func:`_subset_line`).
+    """
     out = out or sys.stdout
     model = _model_path(options.model)
-    pipe = open_pipeline(options.source, model, rig=options.rig, locator=options.locator, config=options.pipeline,
-                         fps=options.fps, threads=options.threads)
+    cap = open_capture(options.source, rig=options.rig, fps=options.fps, register=options.pipeline.capture_mode,
+                       sync_tolerance_ms=options.sync_tolerance_ms)
+    pipe = open_pipeline(cap, model, rig=options.rig, locator=options.locator, config=options.pipeline,
+                         threads=options.threads)
     times: collections.deque[float] = collections.deque(maxlen=30)
     n = 0
     try:
         with pipe:
+            sync = cap.sync
+            print(f"edgepad run: {cap.uri}: {_subset_line(pipe, frozenset(sync.modalities))}; sync tolerance "
+                  f"{sync.tolerance_ns / 1e6:.1f} ms", file=out, flush=True)
             for d in pipe.decisions(max_frames=options.frames or None):
                 times.append(time.perf_counter())
                 fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
@@ -269,6 +325,15 @@ def run_console(options: RunOptions, out: TextIO | None = None) -> int:
                 _print_events(pipe, options, out)
     except EndOfStream:
         pass
-    _print_events(pipe, options, out)  # the last presentation's 'ended' 
-    print(f"{n} decisions; {pipe.stats.to_dict()}", file=sys.stderr)
+    _print_events(pipe, options, out)  # the last presentation's 'ended'
+    st = cap.sync.stats
+    print(stats_summary(n, pipe.stats.to_dict()), file=sys.stderr)
+    print(f"sync: {st.matched} frame set(s); max skew {st.max_skew_ns / 1e6:.1f} ms on the matching clock, "
+          f"{st.max_device_skew_ns / 1e6:.1f} ms in device time", file=sys.stderr)
+    why = cap.sync.diagnose()
+    if why:
+        print(why, file=sys.stderr)
+    if st.matched == 0:
+        print("edgepad run: no frame set was formed, nothing was decided on", file=sys.stderr)
+        return 1
     return 0

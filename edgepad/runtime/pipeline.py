@@ -59,9 +59,21 @@ class PipelineConfig:
 
     Attributes:
         margin: crop margin around the face box (see :func:`edgepad.preprocess.crop_window`).
-        clock: ``host`` (staleness against ``time.monotonic_ns``), ``source`` (against the frame set's own
-            timestamp plus the time spent since it was read; for recordings and non-realtime synthetic
-            sources), or ``auto`` (host when the first frame set's timestamp is within 10 s of the host clock).
+        clock: how each frame set's time is checked (per frame set; docs/RELIABILITY.md):
+            ``host``: against ``time.monotonic_ns``: stale when older than ``policy.max_age_ms`` or stamped
+            more than that in the future (live cameras, realtime replays with ``host_clock``).
+            ``source``: the stream's own clock (recordings and non-realtime synthetic sources, which cannot be
+            compared with the host): decision time = the frame set's time + the time spent since it was read;
+            the source clock must advance (a repeated or backwards time is stale) and may not run ahead of the
+            host time elapsed between two reads by more than ``max_skew_ms`` (a jump: that frame set is stale
+            and the vote restarts).
+            ``auto`` (default): ``host`` for every frame set stamped less than 10 s before the host clock (or
+            after it: a future stamp is stale, never taken for a source clock), ``source`` for frame sets more
+            than 10 s behind until one is not; once a frame set was on the host clock the stream stays on it (a
+            later frame set far from the host clock is stale, never re-read as a source clock). A recording
+            whose clock runs ahead of the host's needs ``source`` explicitly.
+        max_skew_ms: the largest forward step of a source clock beyond the host time elapsed between two reads
+            (ms; > the longest frame interval, drops included, of a non-realtime playback).
         face_jump: limit of the box-centre move between consecutive face frames, in box widths, in the change
             score that starts a new presentation (:mod:`edgepad.runtime.presentation`).
         read_timeout_s: capture read timeout used by :meth:`LivenessPipeline.run` / iteration.
@@ -83,6 +95,7 @@ class PipelineConfig:
 
     margin: float = 0.25
     clock: Literal["auto", "host", "source"] = "auto"
+    max_skew_ms: float = 250.0
     face_jump: float = 0.2
     read_timeout_s: float = 1.0
     threaded: bool = False
@@ -110,6 +123,10 @@ class PipelineConfig:
         if self.blas_threads is not None and not (isinstance(self.blas_threads, int) and self.blas_threads >= 1):
             raise ConfigError(f"blas_threads must be None or an integer >= 1, got {self.blas_threads!r}",
                               key="blas_threads")
+        if not (isinstance(self.max_skew_ms, (int, float)) and math.isfinite(self.max_skew_ms)
+                and self.max_skew_ms > 0):
+            raise ConfigError(f"max_skew_ms must be a positive number of ms, got {self.max_skew_ms!r}",
+                              key="max_skew_ms")
         if not (self.read_timeout_s > 0 and self.face_jump > 0):
             raise ConfigError("read_timeout_s and face_jump must be > 0", key="read_timeout_s")
 
@@ -152,6 +169,7 @@ class _Scored:
     colour: tuple[float, float, float] | None = None
     quality: Mapping[str, float] = field(default_factory=dict)
     read_ms: float = 0.0
+    clock_ok: bool = True
 
 
 class LivenessPipeline:
@@ -188,7 +206,7 @@ class LivenessPipeline:
         self.presentations = PresentationTracker(self.config.presentation, max_jump=self.config.face_jump)
         self._event_callbacks: list[Callable[[PresentationEvent], None]] = []
         self._events: collections.deque[PresentationEvent] = collections.deque(maxlen=1024)
-        self._clock: str | None = None if self.config.clock == "auto" else self.config.clock
+        self.clock = FrameClock(self.config.clock, self.config.max_skew_ms)
         self._opened = False
         self._owns_backend = False
         self._threads: list[threading.Thread] = []
@@ -286,7 +304,9 @@ class LivenessPipeline:
             capture_ms: time spent reading this frame set (reported as the ``capture`` stage).
         """
         t_ready = time.perf_counter_ns()
+        ok = self.clock.observe(frameset.timestamp_ns, t_ready) if now_ns is None else True
         item = self._score(frameset, t_ready, {"capture": float(capture_ms)})
+        item.clock_ok = ok
         return self._decide(item, now_ns)
 
     def _score(self, fs: FrameSet, t_ready: int, lat: dict[str, float]) -> _Scored:
@@ -305,10 +325,10 @@ class LivenessPipeline:
                     item.reasons.append(Reason.SENSOR_INTEGRITY)
         lat["sync"] = lat.get("sync", 0.0) + _ms(t)
         lat.setdefault("register", 0.0)
+        item.used = frozenset(fs.frames) & self.policy.modalities  # the crops narrow it once a face is found
         if Modality.RGB not in fs.frames:
             item.face = False
             item.reasons.append(Reason.MISSING_RGB)
-            item.used = frozenset(fs.frames) & self.policy.modalities
             return item
         t = time.perf_counter_ns()
         try:
@@ -353,6 +373,9 @@ class LivenessPipeline:
             z = None if Modality.DEPTH in crops else res.face_depth_m
             item.face_depth_m = None if res.nominal_depth else float(res.face_depth_m)
             feed = preprocess.normalise(crops, self.manifest.inputs, scale, face_depth_m=z)
+            bad = [k for k, v in feed.items() if not np.isfinite(v).all()]
+            if bad:  # never score garbage (e.g. crops through a corrupt rig): error_preprocess, no vote
+                raise ValueError(f"non-finite model input {bad}")
         except Exception as exc:  # noqa: BLE001
             self._error("preprocess", exc)
             item.reasons.append(Reason.ERROR_PREPROCESS)
@@ -413,7 +436,10 @@ class LivenessPipeline:
         if new or not item.face:
             self.policy.reset()  # no vote of one presentation reaches the next
         if now_ns is None:
-            now_ns = self._now(fs, item.ready_perf_ns)
+            now_ns = self.clock.now(fs.timestamp_ns, item.ready_perf_ns)
+        if not item.clock_ok:  # a clock that stood still, went back or jumped: no vote, restart the attempt
+            self.policy.reset()
+            item.reasons.append(Reason.STALE)
         try:
             d = self.policy.update(item.score, evidence=item.evidence, timestamp_ns=fs.timestamp_ns, now_ns=now_ns,
                                    reasons=item.reasons, modalities=item.used, face=item.face,
@@ -512,7 +538,11 @@ class LivenessPipeline:
         capture_ms = _ms(t)
         if fs is None:
             return None
-        return self._decide(self._score(fs, time.perf_counter_ns(), self._read_timing(capture_ms)), None)
+        t_ready = time.perf_counter_ns()
+        ok = self.clock.observe(fs.timestamp_ns, t_ready)
+        item = self._score(fs, t_ready, self._read_timing(capture_ms))
+        item.clock_ok = ok
+        return self._decide(item, None)
 
     def decisions(self, max_frames: int | None = None, timeout_s: float | None = None) -> Iterator[Decision]:
         """Iterate decisions until ``max_frames`` frame sets were decided or the stream ends.
@@ -603,7 +633,9 @@ class LivenessPipeline:
                 return
             if fs is None:
                 continue
-            q.put((fs, time.perf_counter_ns(), self._read_timing(_ms(t))))
+            t_ready = time.perf_counter_ns()
+            ok = self.clock.observe(fs.timestamp_ns, t_ready)  # every frame set read, also those dropped later
+            q.put((fs, t_ready, self._read_timing(_ms(t)), ok))
             self._sync_drops()
 
     def _infer_loop(self) -> None:
@@ -616,8 +648,10 @@ class LivenessPipeline:
             if isinstance(item, _Stop):
                 self._q_scored.put(item, force=True)
                 return
-            fs, t_ready, lat = item
-            self._q_scored.put(self._score(fs, t_ready, lat))
+            fs, t_ready, lat, ok = item
+            scored = self._score(fs, t_ready, lat)
+            scored.clock_ok = ok
+            self._q_scored.put(scored)
             self._sync_drops()
 
     def _decide_loop(self) -> None:
@@ -644,13 +678,6 @@ class LivenessPipeline:
         t.setdefault("capture", max(0.0, read_ms - t.get("sync", 0.0) - t.get("register", 0.0)))
         return t
 
-    def _now(self, fs: FrameSet, ready_perf_ns: int) -> int:
-        if self._clock is None:
-            self._clock = "host" if abs(fs.timestamp_ns - time.monotonic_ns()) < 10_000_000_000 else "source"
-            log.info("pipeline clock: %s", self._clock)
-        if self._clock == "host":
-            return time.monotonic_ns()
-        return fs.timestamp_ns + (time.perf_counter_ns() - ready_perf_ns)
 
     def _error(self, stage: str, exc: BaseException) -> None:
         self.stats.errors[stage] = self.stats.errors.get(stage, 0) + 1
@@ -658,6 +685,66 @@ class LivenessPipeline:
         if now - self._error_log_at.get(stage, 0.0) > 5.0:  # rate-limited
             self._error_log_at[stage] = now
             log.warning("stage %s failed: %s: %s", stage, type(exc).__name__, exc)
+
+
+#: ``clock="auto"``: a frame set stamped less than this before ``time.monotonic_ns`` (or after it) is on the host
+#: clock (ns)
+AUTO_HOST_WINDOW_NS = 10_000_000_000
+
+
+class FrameClock:
+    """The decision time of each frame set and whether its timestamp can be trusted (see
+    :attr:`PipelineConfig.clock`); checked on every frame set, never decided once for the stream.
+
+    Args:
+        mode: ``host``, ``source`` or ``auto``.
+        max_skew_ms: the largest forward step of a source clock beyond the host time elapsed between two reads.
+    """
+
+    def __init__(self, mode: str, max_skew_ms: float) -> None:
+        self.mode = mode
+        self.max_skew_ns = int(max_skew_ms * 1e6)
+        #: the clock in force: ``host`` or ``source`` (None before the first frame set in auto mode)
+        self.active: str | None = None if mode == "auto" else mode
+        #: frame sets whose source time stood still, went back or jumped
+        self.breaks = 0
+        self._prev: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+
+    def observe(self, timestamp_ns: int, read_perf_ns: int) -> bool:
+        """Check the time of every frame set read (at ``read_perf_ns``, ``time.perf_counter_ns``), in read order;
+        False when it cannot be trusted: a source time that stood still, went back or jumped ahead of the host
+        time elapsed since the previous read by more than ``max_skew_ms``. On the host clock the policy's
+        two-sided age check (:meth:`now`) does the work."""
+        with self._lock:
+            if self.mode == "auto" and self.active != "host":
+                # within 10 s of the host clock, or ahead of it: the host clock (a future stamp is never taken for
+                # a source clock); more than 10 s behind: a recording's or a non-realtime source's own clock
+                active = "host" if time.monotonic_ns() - timestamp_ns < AUTO_HOST_WINDOW_NS else "source"
+                if active != self.active:
+                    log.info("pipeline clock: %s", active)
+                self.active = active
+            if self.active == "host":
+                return True
+            trusted = True
+            if self._prev is not None:
+                d_src = timestamp_ns - self._prev[0]
+                d_host = read_perf_ns - self._prev[1]
+                if d_src <= 0 or d_src - d_host > self.max_skew_ns:
+                    trusted = False
+                    self.breaks += 1
+                    log.warning("source clock stepped %+.1f ms in %.1f ms of host time: frame set not trusted",
+                                d_src / 1e6, d_host / 1e6)
+            if self._prev is None or timestamp_ns > self._prev[0]:
+                self._prev = (int(timestamp_ns), int(read_perf_ns))
+            return trusted
+
+    def now(self, timestamp_ns: int, read_perf_ns: int) -> int:
+        """The decision time (ns) of a frame set read at ``read_perf_ns`` on the clock in force: the host
+        monotonic clock, or the frame set's source time plus the time spent since it was read."""
+        if self.active == "host":
+            return time.monotonic_ns()
+        return timestamp_ns + (time.perf_counter_ns() - read_perf_ns)
 
 
 def _crop_size(manifest: Any) -> int:

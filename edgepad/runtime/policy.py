@@ -1,6 +1,7 @@
 """The fail-closed decision policy: manifest threshold by operating point, k-of-n vote, staleness, degradation, lockout.
 
-A frame's score becomes a *vote* only if it is fresh (age ≤ ``max_age_ms``), a face was found, no blocking
+A frame's score becomes a *vote* only if it is fresh (``|decision time − frame time| ≤ max_age_ms``: a frame
+stamped in the future is as untrustworthy as an old one), a face was found, no blocking
 reason (quality gate, sensor integrity, stage error) is attached, every required modality is present, and a
 threshold is calibrated in the manifest for the modality subset actually used. A vote is *live* when
 ``score >= threshold`` of that subset. Over the votes of the last ``n`` frames within ``window_ms``:
@@ -46,7 +47,8 @@ class PolicyConfig:
         operating_point: manifest criterion to use (e.g. ``"bpcer20"``); None = the manifest's default.
         k, n: LIVE needs ``k`` live votes among the last ``n`` frames.
         window_ms: votes older than this (relative to the current frame) are forgotten.
-        max_age_ms: a frame older than this when decided on is stale (no vote).
+        max_age_ms: a frame older than this when decided on, or stamped more than this after the decision time
+            (a clock error), is stale (no vote).
         required: modalities that must be present; None = rgb only when ``degrade`` else all model modalities.
         degrade: continue without optional modalities, with the subset's calibrated threshold (else unknown).
         lockout_after: consecutive spoof attempts before lockout (0 = never).
@@ -200,7 +202,7 @@ class DecisionPolicy:
                 else:
                     thr = float(sub)
                     _add(rs, Reason.DEGRADED)
-            if now_ns - timestamp_ns > self.config.max_age_ms * 1e6:
+            if abs(now_ns - timestamp_ns) > self.config.max_age_ms * 1e6:  # old, or stamped in the future
                 _add(rs, Reason.STALE)
             if score is None or not math.isfinite(score):
                 if score is not None:

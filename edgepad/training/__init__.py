@@ -11,7 +11,8 @@ Modules: :mod:`~edgepad.training.config` (the ``*Config`` dataclasses, :func:`lo
 :mod:`~edgepad.training.export` (checkpoint → ONNX with dev operating points).
 
 Run folder: ``config.yaml`` (resolved), ``last.pt``, ``best.pt``, ``metrics.jsonl``, ``metrics.csv``, ``tb/``
-(optional). Checkpoint: ``{"model", "model_kwargs", "state_dict", "inputs", "objective", "optimizer",
+(optional), ``training_curves.png`` (with matplotlib: :mod:`~edgepad.training.plots`).
+Checkpoint: ``{"model", "model_kwargs", "state_dict", "inputs", "objective", "optimizer",
 "scheduler", "scaler", "epoch", "best", "rng", "config"}``, read back by ``edgepad.models.checkpoint``
 (docs/MODELS.md).
 """
@@ -23,9 +24,11 @@ from edgepad.training.config import (DEFAULT_SUBSETS, AugmentConfig, DataConfig,
                                      LossConfig, ModelConfig, OptimConfig, TrainConfig, load_train_config)
 from edgepad.training.export import (WithoutModalities, export_checkpoint, export_checkpoint_onnx,
                                      fit_operating_points)
+from edgepad.training.plots import CURVES_PNG, plot_training_curves
 from edgepad.training.loop import EpochSampler, predict, seed_everything, selection_value, throughput, train
 
-__all__ = ["AugmentConfig", "DataConfig", "DEFAULT_SUBSETS", "EpochSampler", "ExportConfig", "InputConfig",
+__all__ = ["AugmentConfig", "CURVES_PNG", "plot_training_curves",
+           "DataConfig", "DEFAULT_SUBSETS", "EpochSampler", "ExportConfig", "InputConfig",
            "LossConfig", "ModelConfig", "OptimConfig", "TrainConfig", "WithoutModalities", "build_dataset",
            "build_model", "build_objective", "build_optimizer", "export_checkpoint", "export_checkpoint_onnx",
            "fit_operating_points", "input_specs", "load_checkpoint", "load_train_config", "predict",

@@ -32,6 +32,7 @@ from edgepad.data.sources import build_dataset
 from edgepad.training.build import (build_model, build_objective, build_optimizer, input_specs,
                                     train_transform)
 from edgepad.training.config import TrainConfig
+from edgepad.training.plots import plot_training_curves
 
 torch = lazy("torch")
 log = logging.getLogger(__name__)
@@ -503,6 +504,9 @@ def train(cfg: TrainConfig, *, resume: bool = False,
             gc.collect()
             torch.distributed.destroy_process_group()
     summary["best"] = best
+    if main and logger.enabled and logger.path.is_file():
+        curves = plot_training_curves(logger.path)
+        summary["curves"] = None if curves is None else str(curves)      # None without matplotlib
     return summary
 
 

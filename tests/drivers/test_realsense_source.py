@@ -12,7 +12,7 @@ from edgepad._optional import lazy
 from edgepad.drivers import realsense
 from edgepad.drivers.realsense import RealSenseSource
 from edgepad.drivers.registry import open_source
-from edgepad.errors import EndOfStream, SourceError
+from edgepad.errors import ConfigError, EndOfStream, SourceError
 from edgepad.types import Modality
 from tests.helpers.rsbag import write_realsense_bag
 from tests.helpers.sources import plane_depth, small_rig
@@ -89,16 +89,32 @@ def test_generated_bag_roundtrip_and_restart(tmp_path):
             k = [1, 2, 3, 5, 6].index(f.sequence)
             ref = depths[k] if f.modality is D else colors[k]
             np.testing.assert_array_equal(f.data, ref)
-            assert f.timestamp_ns == f.device_timestamp_ns
+        # timestamps=frameset (default): the frames librealsense played back together share one time
+        by_seq = {}
+        for f in frames:
+            by_seq.setdefault(f.sequence, set()).add(f.timestamp_ns)
+        assert all(len(t) == 1 for t in by_seq.values()) and len(by_seq) == 4
+        assert {f.device_timestamp_ns - f.timestamp_ns for f in frames if f.modality is C} == {1_000_000}
         assert src.rig.extrinsics(D, C).angle_deg == pytest.approx(rig.extrinsics(D, C).angle_deg, abs=1e-4)
+
+
+def test_generated_bag_device_timestamps(tmp_path):
+    """timestamps=device: every frame carries its own recorded device time."""
+    rig = small_rig(16, 12)
+    path = write_realsense_bag(tmp_path / "s.bag", rig.intrinsics[D], rig.intrinsics[C], rig.extrinsics(D, C),
+                               [plane_depth(rig.intrinsics[D], 500)] * 3, [np.zeros((12, 16, 3), np.uint8)] * 3)
+    with open_source(f"{path}?timestamps=device") as src:
+        frames, ended = _drain(src)
+    assert ended and frames and src.modalities == {C, D}  # no ?modalities: the streams the file has
+    assert all(f.timestamp_ns == f.device_timestamp_ns for f in frames)
 
 
 def test_missing_stream_and_missing_file_are_clear_errors(tmp_path):
     rig = small_rig(16, 12)
     path = write_realsense_bag(tmp_path / "s.bag", rig.intrinsics[D], rig.intrinsics[C], rig.extrinsics(D, C),
                                [plane_depth(rig.intrinsics[D], 500)] * 2, [np.zeros((12, 16, 3), np.uint8)] * 2)
-    with pytest.raises(SourceError, match=r"no \['ir'\] stream"):
-        open_source(str(path)).open()  # default modalities include ir; the recording has none
+    with pytest.raises(SourceError, match=r"no \['ir'\] stream.*\?modalities=rgb,depth"):
+        open_source(f"{path}?modalities=rgb,depth,ir").open()  # asked for ir explicitly: the recording has none
     with pytest.raises(SourceError, match="no such recording"):
         open_source(str(tmp_path / "nope.bag")).open()
 
@@ -233,3 +249,95 @@ def test_fast_playback_never_drops_for_a_slow_reader(tmp_path):
             time.sleep(0.01)  # a slow consumer
         assert sum(src.dropped.values()) == 0
     assert seqs == list(range(2, n + 1))
+
+
+# ------------------------------------------------------------------------------------------------- edgepad run
+MODEL = "edgepad/assets/default.onnx"
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("form", ["{p}", "{p}?modalities=rgb,depth", "realsense://{p}?modalities=rgb,depth"])
+def test_run_real_d435_recording(shared_data, capsys, form):
+    """README's quick start on the real clip (colour + depth, no IR, 6 fps): it runs on rgb+depth with that
+    subset's threshold, and the librealsense frameset (colour 268 ms before depth in device time) is decided on."""
+    from edgepad.cli import main
+    path = shared_data / "realsense" / "single_depth_color_640x480.bag"
+    assert main(["run", form.format(p=path), "--model", MODEL]) == 0
+    out = capsys.readouterr()
+    assert "running on rgb+depth: threshold 0.146 @ eer for subset rgb+depth (the full model expects " \
+           "rgb+depth+ir); sync tolerance 83.3 ms" in out.out
+    lines = [x for x in out.out.splitlines() if x.startswith("#")]
+    assert len(lines) == 1 and "UNKNOWN" in lines[0] and "no_face,missing_ir,degraded" in lines[0]
+    assert "thr 0.146" in lines[0]  # each decision carries the subset's threshold too
+    assert "sync: 1 frame set(s); max skew 0.0 ms on the matching clock, 268.2 ms in device time" in out.err
+
+
+@pytest.mark.data
+def test_run_real_db3_by_device_time_explains_why_nothing_matched(shared_data, capsys):
+    """By each frame's own device time the clip's colour and depth are 101.6 ms apart (tolerance 83.3 ms at its
+    6 fps): no set, exit 1, and the diagnosis with the offset and a tolerance that would pair them."""
+    from edgepad.cli import main
+    path = shared_data / "realsense" / "single_depth_color_640x480.db3"
+    assert main(["run", f"realsense://{path}?timestamps=device", "--model", MODEL]) == 1
+    err = capsys.readouterr().err
+    assert "closest depth frame to a rgb frame: +101.6 ms" in err and "sync_tolerance_ms=102" in err
+    assert "no frame set was formed" in err
+    assert main(["run", f"realsense://{path}?timestamps=device", "--model", MODEL, "--sync-tolerance-ms", "102"]) == 0
+
+
+def test_run_generated_bag_pairs_sdk_framesets(tmp_path, capsys):
+    """A bag whose colour lags depth by 25 ms at 30 fps: librealsense plays depth k+1 with colour k (8.3 ms apart);
+    with timestamps=frameset (default) those sets are decided on with one matching time, and the real offset is
+    reported in device time; timestamps=device pairs the same frames by their own times."""
+    from edgepad.cli import main
+    rig = small_rig(32, 24)
+    di, ci = rig.intrinsics[D], rig.intrinsics[C]
+    rng = np.random.default_rng(2)
+    path = write_realsense_bag(tmp_path / "lag.bag", di, ci, rig.extrinsics(D, C),
+                               [plane_depth(di, 500 + k) for k in range(4)],
+                               [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(4)],
+                               color_offset_ms=25.0)
+    import re
+    line = re.compile(r"sync: (\d+) frame set\(s\); max skew ([\d.]+) ms on the matching clock, ([\d.]+) ms in device")
+    assert main(["run", str(path), "--model", MODEL]) == 0
+    out = capsys.readouterr()
+    n, skew, dev = line.search(out.err).groups()
+    # librealsense's playback delivers 3 sets (2 in about 1 run of 25: its own non-determinism)
+    assert "running on rgb+depth" in out.out and sum(x.startswith("#") for x in out.out.splitlines()) == int(n) >= 2
+    assert (skew, dev) == ("0.0", "8.3")
+    assert main(["run", f"{path}?timestamps=device", "--model", MODEL]) == 0
+    n, skew, dev = line.search(capsys.readouterr().err).groups()
+    assert int(n) >= 2 and (skew, dev) == ("8.3", "8.3")
+
+
+def test_bag_options_after_question_mark_and_loop(tmp_path):
+    """x.bag?… options reach RealSenseSource (not a replay folder); loop=true plays the file again with the
+    numbering continued, so frame numbers and times strictly increase across laps."""
+    from edgepad.drivers.registry import parse_uri
+    from edgepad.runtime.sensors import SensorMonitor
+    from edgepad.types import FrameSet
+    assert parse_uri("/d/x.bag?modalities=rgb,depth&loop=true") == (
+        "realsense", "/d/x.bag", {"modalities": "rgb,depth", "loop": "true"})
+    assert parse_uri("x.db3?realtime=true")[:2] == ("realsense", "x.db3")
+    rig = small_rig(16, 12)
+    di, ci = rig.intrinsics[D], rig.intrinsics[C]
+    rng = np.random.default_rng(4)
+    path = write_realsense_bag(tmp_path / "l.bag", di, ci, rig.extrinsics(D, C),
+                               [plane_depth(di, 500 + k) for k in range(4)],
+                               [rng.integers(0, 256, (12, 16, 3), dtype=np.uint8) for _ in range(4)])
+    src = open_source(f"{path}?modalities=rgb,depth&loop=true&timestamps=device")
+    assert isinstance(src, RealSenseSource) and src.loop and src.timestamps == "device"
+    with src:
+        frames = [f for f in (src.read(2.0) for _ in range(18)) if f is not None]
+    mon = SensorMonitor(repeat_window=1)  # numbering and clock; a 3-frame lap is an image repeat by design
+    for m in (C, D):
+        own = [f for f in frames if f.modality is m]
+        assert len(own) >= 7  # more than two laps of 3 frames
+        seq = [f.sequence for f in own]
+        assert seq == list(range(seq[0], seq[0] + len(seq)))  # 2,3,4 | 5,6,7 | …: no repeat, no gap
+        ts = [f.timestamp_ns for f in own]
+        assert all(b > a for a, b in zip(ts, ts[1:]))
+        for f in own:
+            assert mon.check(FrameSet({m: f}, f.timestamp_ns)).ok
+    with pytest.raises(ConfigError, match="loop is for recordings"):
+        open_source("realsense://123?loop=true")

@@ -246,3 +246,43 @@ def test_matches_librealsense_syncer(name):
     ours, _ = run(Synchronizer.for_fps([C, D], fps), events)
     assert len(theirs) >= len(ours) - 2
     assert set(theirs) <= set(ours), (theirs, ours)
+
+
+def test_diagnose_reports_offsets_tolerance_and_a_fix():
+    """The real D435 clip (.db3) at 6 fps: one colour frame, depth 101.6 and 268.2 ms later. Nothing matches within
+    half a period (83.3 ms), and diagnose() says by how much and what would pair them."""
+    events = [(C, 360713.523, 162), (D, 360815.089, 169), (D, 360981.765, 170)]
+    sync = Synchronizer.for_fps([C, D], 6.0)
+    _, sets = run(sync, events)
+    assert sets == [] and sync.stats.matched == 0
+    assert sync.observed_offsets_ns() == {D: round(360815.089 * MS) - round(360713.523 * MS)}
+    text = sync.diagnose()
+    assert "matched 0 frame set(s) from rgb 1, depth 2" in text and "tolerance 83.3 ms" in text
+    assert "closest depth frame to a rgb frame: +101.6 ms" in text
+    assert "101.6 ms apart" in text and "sync_tolerance_ms=102" in text
+    again = Synchronizer([C, D], 102 * MS)  # the suggested tolerance pairs them
+    seqs, _ = run(again, events)
+    assert seqs == [(162, 169)] and again.diagnose() is None
+
+
+def test_diagnose_names_a_silent_stream_and_stays_quiet_when_matching():
+    sync = Synchronizer.for_fps([C, D, I], 30.0)
+    run(sync, merged(stream(C, 30, 4), stream(D, 30, 4, offset_ms=1)))
+    text = sync.diagnose()
+    assert "no frames at all from required stream(s) ir" in text
+    ok = Synchronizer.for_fps([C, D], 30.0)
+    run(ok, merged(stream(C, 30, 6), stream(D, 30, 6, offset_ms=2)))
+    assert ok.stats.matched == 6 and ok.diagnose() is None
+    assert ok.observed_offsets_ns() == {D: 2 * MS}
+
+
+def test_device_skew_is_reported_separately():
+    """A source that groups frames (RealSense playback, timestamps=frameset) gives them one matching time; the
+    real capture offset stays visible in device time."""
+    sync = Synchronizer([C, D], 5 * MS)
+    a, b = frame(C, 100, 1), frame(D, 100, 1)
+    b = type(b)(b.modality, b.data, b.timestamp_ns, b.timestamp_ns + 268 * MS, b.sequence, b.source, b.intrinsics,
+                b.depth_scale_m, None)
+    a = type(a)(a.modality, a.data, a.timestamp_ns, a.timestamp_ns, a.sequence, a.source, a.intrinsics, None, None)
+    sets = sync.push_all(a) + sync.push_all(b) + sync.flush()
+    assert len(sets) == 1 and sync.stats.max_skew_ns == 0 and sync.stats.max_device_skew_ns == 268 * MS

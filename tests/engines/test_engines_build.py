@@ -22,21 +22,26 @@ from edgepad.errors import (ConfigError, EngineMismatchError, IntegrityError,  #
 from tests.helpers.engines_model import tiny_specs  # noqa: E402
 
 
-@pytest.mark.parametrize("trt,onnx_p,req,strong,flags", [
-    ("8.6.1", "fp32", "fp16", False, ["FP16"]),
-    ("8.6.1", "fp16", "fp16", False, ["FP16"]),
-    ("8.6.1", "int8", "int8", False, ["FP16", "INT8"]),
-    ("10.3.0", "fp16", "fp16", True, []),
-    ("10.3.0", "fp32", "fp16", False, ["FP16"]),
-    ("10.3.0", "int8", "int8", True, []),
-    ("10.3.0", "fp32", "fp32", False, []),
-    ("11.4.1", "fp16", "fp16", True, []),
-    ("11.4.1", "int8", "int8", True, []),
-    ("11.4.1", "fp32", "fp32", True, []),
+@pytest.mark.parametrize("trt,onnx_p,req,float_dtype,strong,flags,float_layers", [
+    ("8.6.1", "fp32", "fp16", "fp32", False, ["FP16"], "fp16"),
+    ("8.6.1", "fp16", "fp16", "fp32", False, ["FP16"], "fp16"),
+    ("8.6.1", "int8", "int8", "fp32", False, ["FP16", "INT8"], "fp16"),
+    ("10.3.0", "fp16", "fp16", "fp32", True, [], "fp16"),
+    ("10.3.0", "fp32", "fp16", "fp32", False, ["FP16"], "fp16"),
+    # ORT Q/DQ (FP32 float layers): weak typing + FP16 flag so the unquantized layers run FP16, not FP32
+    ("10.3.0", "int8", "int8", "fp32", False, ["FP16", "INT8"], "fp16"),
+    # modelopt Q/DQ (FP16 float layers): strongly typed as written
+    ("10.3.0", "int8", "int8", "fp16", True, [], "fp16"),
+    ("10.3.0", "fp32", "fp32", "fp32", False, [], "fp32"),
+    ("11.4.1", "fp16", "fp16", "fp32", True, [], "fp16"),
+    ("11.4.1", "int8", "int8", "fp16", True, [], "fp16"),
+    ("11.4.1", "int8", "int8", "fp32", True, [], "fp32"),   # TRT 11 cannot lower an ORT Q/DQ ONNX's float layers
+    ("11.4.1", "fp32", "fp32", "fp32", True, [], "fp32"),
 ])
-def test_precision_mode_per_trt_version(trt, onnx_p, req, strong, flags):
-    mode = plan_precision_mode(onnx_p, req, trt)
-    assert mode["strongly_typed"] is strong and mode["flags"] == flags
+def test_precision_mode_per_trt_version(trt, onnx_p, req, float_dtype, strong, flags, float_layers):
+    mode = plan_precision_mode(onnx_p, req, trt, float_dtype=float_dtype)
+    assert mode["strongly_typed"] is strong and mode["flags"] == flags and mode["float_layers"] == float_layers
+    assert mode["pin_fp32"] is bool(flags)
 
 
 @pytest.mark.parametrize("trt,onnx_p,req", [("11.4.1", "fp32", "fp16"), ("10.3.0", "fp32", "int8"),

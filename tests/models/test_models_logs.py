@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("h5py")
 
+from edgepad._optional import available  # noqa: E402
 from edgepad.config import write_mapping  # noqa: E402
 from edgepad.training import load_train_config, train  # noqa: E402
 from edgepad.training.loop import _Logger  # noqa: E402
@@ -65,9 +66,12 @@ def test_csv_matches_jsonl_and_resume_does_not_duplicate(tmp_path, bench):
     tb = tensorboard_importable()
     path = write_cfg(tmp_path, bench, tensorboard=tb)
     run = tmp_path / "run"
-    train(load_train_config(path, {"epochs": 1}))
+    summary = train(load_train_config(path, {"epochs": 1}))
     cols, rows = csv_rows(run)
     assert [r["epoch"] for r in rows] == ["0"]
+    if available("matplotlib"):                      # the curves are drawn from metrics.jsonl at the end of train
+        assert summary["curves"] == str(run / "training_curves.png")
+        assert (run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a stale record past the checkpoint (e.g. last.pt restored from an older copy) must not survive a resume
     stale = {**jsonl(run)[0], "epoch": 1, "train_loss": -123.0}
     with (run / "metrics.jsonl").open("a") as f:

@@ -151,8 +151,8 @@ def test_sensor_integrity_repeated_and_frozen(backend):
     for i in range(4):
         fs = FrameSet({m: _restamp(f, (i + 1) * PERIOD, i) for m, f in still.frames.items()}, (i + 1) * PERIOD)
         ds.append(decide(p, [fs])[0])
-    assert ds[0].verdict is Verdict.LIVE and ds[1].verdict is Verdict.LIVE
-    assert ds[2].verdict is Verdict.UNKNOWN and Reason.SENSOR_INTEGRITY in ds[2].reasons
+    assert ds[0].verdict is Verdict.LIVE  # a real sensor never repeats a frame: flagged from the first repeat
+    assert all(d.verdict is Verdict.UNKNOWN and Reason.SENSOR_INTEGRITY in d.reasons for d in ds[1:])
     assert p.sensors.stats.frozen["rgb"] >= 1
 
 

@@ -164,11 +164,14 @@ def _check_status_health_latest(service, hub, now):
     status, body = c.json("GET", "/v1/decision/latest")
     assert status == 503 and body["error"] == "no_decision"
     status, body = c.json("GET", "/v1/health")
-    assert status == 503 and body == {"healthy": False, "age_ms": None, "max_age_ms": 300.0, "reason": "no_decision"}
+    assert status == 503 and body == {"healthy": False, "status": "unhealthy", "age_ms": None, "max_age_ms": 300.0,
+                                      "reason": "no_decision"}
     hub.publish(decision(score=float("nan"), evidence={Modality.RGB: float("inf")}))
     now[0] += 120_000_000
     status, body = c.json("GET", "/v1/health")
-    assert status == 200 and body == {"healthy": True, "age_ms": 120.0, "max_age_ms": 300.0, "reason": None}
+    assert status == 200 and body["healthy"] is True and body["status"] == "ok" and body["reason"] is None
+    assert body["age_ms"] == 120.0 and body["max_age_ms"] == 300.0
+    assert body["window"] == {"seconds": 2.0, "decisions": 1, "unusable": 0, "by_reason": {}}
     status, body = c.json("GET", "/v1/decision/latest")
     assert status == 200 and body["seq"] == 1 and body["age_ms"] == 120.0
     d = body["decision"]
@@ -375,20 +378,30 @@ def test_unread_body_is_not_parsed_as_next_request(service):
 
 
 def test_connection_limit(hub):
+    """Idle connections (no request headers yet) make room for a new one; busy ones (streams) do not."""
+    hub.publish(decision())
     with LivenessService(hub, ServiceConfig(port=0, max_connections=2, request_timeout_s=5)) as svc:
         idle = [socket.create_connection(svc.address, timeout=5) for _ in range(2)]
         deadline = time.monotonic() + 5
         while svc.status()["connections"] < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
-        out = raw(svc, b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        assert out.startswith(b"HTTP/1.1 503") and b"too_many_connections" in out
+        assert Client(svc).request("GET", "/v1/status")[0] == 200      # the oldest idle one was closed for it
+        assert idle[0].recv(10) == b"" and svc.connections.evicted >= 1
         for s in idle:
             s.close()
-        deadline = time.monotonic() + 5
-        while svc.status()["connections"] > 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert Client(svc).request("GET", "/v1/status")[0] == 200
+        streams = []
+        for _ in range(2):
+            c = Client(svc).conn()
+            c.request("GET", "/v1/decisions/stream")
+            r = c.getresponse()
+            assert r.status == 200
+            streams.append((c, r))
+        out = raw(svc, b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 503") and b"too_many_connections" in out
         assert svc.rejected_connections == 1
+        for c, r in streams:
+            r.close()
+            c.close()
 
 
 # ------------------------------------------------------------------------------------------------ security
@@ -478,7 +491,7 @@ class _FakePolicy:
 
 
 class _FakePipeline:
-    """Stands in for LivenessPipeline: a context manager whose decisions() may fail like an unplugged camera."""
+    """Stands in for LivenessPipeline: open/close, and decisions() that may fail like an unplugged camera."""
 
     def __init__(self, n: int, fail: bool, fs=None, rig=None) -> None:
         self.n, self.fail, self.last_frameset, self.rig = n, fail, fs, rig
@@ -486,11 +499,10 @@ class _FakePipeline:
         self.opened = self.closed = False
         self.stats = None
 
-    def __enter__(self):
+    def open(self):
         self.opened = True
-        return self
 
-    def __exit__(self, *exc):
+    def close(self):
         self.closed = True
 
     def decisions(self):
@@ -527,6 +539,8 @@ def test_pipeline_producer_rebuilds_after_source_error_and_maps_frames():
     x, y, w, h = u.boxes[Modality.IR]
     assert abs(w - 50 * 140 / 150) <= 2 and abs(h - 60 * 140 / 151) <= 2
     assert abs(x - (81 + (40 - 79) * 140 / 150)) <= 1.5
+    assert u.view["face_distance_m"] == 0.5 and u.view["boxes"]["ir"] == list(u.boxes[Modality.IR])   # live view
+    assert u.view["streams"]["rgb"]["drops"] == 0
     assert set(u.images) == {Modality.RGB, Modality.DEPTH, Modality.IR} and u.images[Modality.RGB].shape[:2] == (90, 74)
     assert prod.reset_lockout({}) == {"was_locked": True} and not built[-1].policy.locked
     assert prod.status()["lockout"] == {"locked": False, "spoof_attempts": 2}
@@ -570,6 +584,15 @@ def test_start_up_and_connection_checks_fail_closed(tmp_path, tiny_model):
 
         def sendall(self, data):
             Sock.sent += data
+        def shutdown(self, how):
+            self.down = True
     limit = ConnectionLimit(1)
-    assert limit.admit(Sock()) and Sock.sent == b""
+    first = Sock()
+    assert limit.admit(first) and Sock.sent == b""
+    limit.serving(first)                                  # headers complete: not evictable
     assert not limit.admit(Sock()) and Sock.sent.startswith(b"HTTP/1.1 503 ") and limit.rejected == 1
+    limit.waiting(first)                                  # waiting for its next request: evictable
+    second = Sock()
+    assert limit.admit(second) and getattr(first, "down", False) and limit.in_use == 1
+    limit.release(first)                                  # its thread ends later: no double count
+    assert limit.in_use == 1

@@ -1,8 +1,10 @@
 """The installer's live view, end to end in headless Chromium (DevTools protocol over --remote-debugging-pipe).
 
-A running service (token-protected, loopback) feeds fake decisions with frames; the browser logs in through
-``/?token=``, receives decisions over SSE, shows the verdict in the DOM, loads the three previews, turns STALE
-when decisions stop (fail-closed display), and a screenshot is taken and checked. Skips without chromium.
+A running service (token-protected, loopback) feeds fake decisions with frames from a window-registration rig;
+the browser logs in through ``/?token=``, receives decisions over SSE, shows the verdict, a face box in every
+preview, the installer's facts and reason hints in the DOM, fits a phone (verdict above the fold) and 1280 px
+(no overflow), turns STALE when decisions stop (fail-closed display); screenshots are taken and checked
+(``EDGEPAD_SCREENSHOTS=dir`` keeps them). Skips without chromium.
 Install on Debian: ``apt-get update && apt-get install -y chromium chromium-driver``.
 """
 from __future__ import annotations
@@ -20,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgepad.geometry import Extrinsics, Intrinsics, Rig
 from edgepad.runtime.service import DecisionHub, LivenessService, ServiceConfig, Update
-from edgepad.types import Decision, Modality, Reason, Verdict
+from edgepad.runtime.service.preview import REASON_HINTS, StreamMeter, installer_view
+from edgepad.types import Decision, FrameSet, Modality, Reason, Verdict, make_frame
 
 TOKEN = "browser-test-token-0123456789"
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p),
@@ -115,48 +119,100 @@ class Cdp:
                 pass
 
 
+def window_scene() -> tuple:
+    """A 320×240 rig as with window registration: depth and IR from a second camera 5 cm to the left (depth NOT
+    registered to rgb), a face (ellipse at 0.6 m) before a wall at 1.4 m, a dim IR image."""
+    rgb_k = Intrinsics(320, 240, 300.0, 300.0, 160.0, 120.0)
+    ir_k = Intrinsics(320, 240, 280.0, 280.0, 158.0, 122.0)
+    ir_to_rgb = Extrinsics.from_rt(np.eye(3), np.array([0.05, 0.0, 0.0]))
+    rig = Rig(Modality.RGB, {Modality.RGB: rgb_k, Modality.IR: ir_k, Modality.DEPTH: ir_k},
+              {Modality.IR: ir_to_rgb, Modality.DEPTH: ir_to_rgb}, depth_scale_m=0.001)
+
+    def look(k: Intrinsics, t_x: float) -> tuple:          # face mask and depth (m) seen by a camera at x = t_x
+        yy, xx = np.mgrid[0:240, 0:320].astype(np.float64)
+        x = t_x + (xx - k.cx) / k.fx * 0.6
+        y = (yy - k.cy) / k.fy * 0.6
+        face = (x / 0.075) ** 2 + ((y + 0.01) / 0.1) ** 2 < 1
+        return face, np.where(face, 0.6 + 0.3 * (x ** 2 + y ** 2), 1.4), xx, yy
+    face, _, xx, yy = look(rgb_k, 0.0)
+    rgb = np.stack([40 + xx // 3, 60 + yy // 4, np.full_like(xx, 110)], -1).astype(np.uint8)
+    rgb[face] = (214, 170, 140)
+    face_ir, z_ir, xx, _ = look(ir_k, 0.05)
+    depth = np.rint(z_ir * 1000).astype(np.uint16)
+    depth[:, :12] = 0
+    ir = (8 + xx // 40).astype(np.uint8)                    # dim: near black without auto-levelling
+    ir[face_ir] = 60
+    ys, xs = np.nonzero(face)
+    box = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+    return rig, rgb, depth, ir, box
+
+
 class FakeRuntime:
-    """Publishes a decision with frames every 50 ms; the verdict and pause are switched by the test."""
+    """Publishes a decision with frames every 50 ms (frames 33 ms apart in device time, every 10th IR frame
+    dropped); the verdict and pause are switched by the test."""
 
     def __init__(self, hub: DecisionHub) -> None:
         self.hub = hub
         self.verdict = Verdict.LIVE
         self.paused = threading.Event()
         self.stop = threading.Event()
-        h, w = 240, 320
-        yy, xx = np.mgrid[0:h, 0:w]
-        face = ((xx - 160) / 50.0) ** 2 + ((yy - 115) / 65.0) ** 2 < 1
-        self.rgb = np.stack([40 + xx // 3, 60 + yy // 4, np.full_like(xx, 110)], -1).astype(np.uint8)
-        self.rgb[face] = (214, 170, 140)
-        self.depth = np.full((h, w), 1400, np.uint16)
-        self.depth[face] = (600 + 0.02 * ((xx - 160) ** 2 + (yy - 115) ** 2))[face].astype(np.uint16)
-        self.depth[:, :12] = 0
-        self.ir = (30 + 0.3 * xx).astype(np.uint8)
-        self.ir[face] = 190
+        self.rig, self.rgb, self.depth, self.ir, self.box = window_scene()
+        self.meter = StreamMeter()
+        self.n = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def frameset(self) -> FrameSet:
+        self.n += 1
+        t = self.n * 33_333_333
+        seq_ir = self.n + self.n // 10
+        kw = dict(source="fake://browser")
+        frames = {Modality.RGB: make_frame("rgb", self.rgb, t, intrinsics=self.rig.intrinsics[Modality.RGB],
+                                           sequence=self.n, **kw),
+                  Modality.DEPTH: make_frame("depth", self.depth, t, intrinsics=self.rig.intrinsics[Modality.DEPTH],
+                                             sequence=self.n, depth_scale_m=0.001, **kw),
+                  Modality.IR: make_frame("ir", self.ir, t, intrinsics=self.rig.intrinsics[Modality.IR],
+                                          sequence=seq_ir, **kw)}
+        return FrameSet(frames, t)
 
     def _run(self) -> None:
         while not self.stop.wait(0.05):
             if self.paused.is_set():
                 continue
             v = self.verdict
-            d = Decision(v, 0.93 if v is Verdict.LIVE else 0.04, 0.5,
+            reasons = {Verdict.LIVE: (Reason.LIVE_VOTES,), Verdict.SPOOF: (Reason.SPOOF_VOTES, Reason.LOCKOUT),
+                       Verdict.UNKNOWN: (Reason.NO_IR_ILLUMINATION, Reason.VOTE_PENDING)}[v]
+            d = Decision(v, {Verdict.LIVE: 0.93, Verdict.SPOOF: 0.04}.get(v), 0.5,
                          evidence={Modality.RGB: 0.9, Modality.DEPTH: 0.95, Modality.IR: 0.88},
-                         reasons=(Reason.LIVE_VOTES,) if v is Verdict.LIVE else (Reason.SPOOF_VOTES, Reason.LOCKOUT),
-                         timestamp_ns=time.monotonic_ns(),
+                         reasons=reasons, timestamp_ns=time.monotonic_ns(),
                          latency_ms={"capture": 1.2, "sync": 0.3, "register": 3.1, "locate": 4.0,
                                      "preprocess": 0.8, "infer": 6.5, "policy": 0.1, "total": 16.0},
-                         modalities=frozenset(Modality), face_box=(110, 50, 100, 130), hints=("hold_still",))
-            self.hub.publish(Update(d, {Modality.RGB: self.rgb, Modality.DEPTH: self.depth, Modality.IR: self.ir},
-                                    boxes={Modality.IR: (112, 50, 96, 130)}))
+                         modalities=frozenset(Modality), face_box=self.box, hints=("hold_still",))
+            fs = self.frameset()
+            self.meter.update(fs)
+            boxes, view = installer_view(fs, d.face_box, self.rig, self.meter)
+            self.hub.publish(Update(d, {m: f.data for m, f in fs.frames.items()}, boxes=boxes, view=view))
 
 
 STATE_JS = """JSON.stringify({
   verdict: document.body.dataset.verdict, text: document.getElementById('verdict').textContent,
   seq: Number(document.body.dataset.seq), conn: document.body.dataset.conn,
   lockout: getComputedStyle(document.getElementById('lockout')).display !== 'none',
-  imgs: ['rgb', 'ir', 'depth'].map(m => document.getElementById('img-' + m).naturalWidth),
+  imgs: ['rgb', 'ir', 'depth', 'overlay'].map(m => document.getElementById('img-' + m).naturalWidth),
+  boxes: Array.from(document.querySelectorAll('.preview')).map(f => f.dataset.box || null),
   stages: Array.from(document.querySelectorAll('#latency tr')).map(r => r.dataset.stage),
+  reasons: Array.from(document.querySelectorAll('#reasons li')).map(li => [li.dataset.reason,
+    li.querySelector('.hint').textContent]),
+  distance: document.getElementById('distance').textContent,
+  fill: document.getElementById('fill').textContent, ir: document.getElementById('ir-level').textContent,
+  streams: Array.from(document.querySelectorAll('#streams tbody tr')).map(r => Array.from(r.cells).map(
+    c => c.textContent)),
+  fps_ir: document.getElementById('fps-ir').textContent,
+  overflow: document.documentElement.scrollWidth - window.innerWidth,
+  verdict_overflow: (e => e.scrollWidth - e.clientWidth)(document.getElementById('verdict')),
+  card_overflow: (e => e.scrollWidth - e.clientWidth)(document.getElementById('verdict-card')),
+  card_bottom: document.getElementById('verdict-card').getBoundingClientRect().bottom,
+  vhint: document.getElementById('verdict-hint').textContent,
+  viewport: [window.innerWidth, window.innerHeight],
   model: document.getElementById('model').textContent})"""
 
 
@@ -168,6 +224,7 @@ def test_live_view_in_headless_chromium(tmp_path):
                           info={"model": {"name": "tiny-fas", "sha256": "cd" * 32}, "source": "fake://browser"},
                           on_lockout_reset=lambda body: None)
     cdp = None
+    shots = {}
     with svc:
         runtime.thread.start()
         try:
@@ -194,15 +251,48 @@ def test_live_view_in_headless_chromium(tmp_path):
                     time.sleep(0.1)
                 pytest.fail(f"live view never showed {what}; last state {s}")
 
-            s = wait_for(lambda s: s["verdict"] == "live" and s["seq"] > 2 and all(w == 320 for w in s["imgs"]),
-                         "a live verdict with three previews")
+            def shoot(name: str) -> Path:
+                png = tmp_path / f"{name}.png"
+                png.write_bytes(base64.b64decode(cdp.call("Page.captureScreenshot", {"format": "png"},
+                                                          session)["data"]))
+                if os.environ.get("EDGEPAD_SCREENSHOTS"):                # keep them (docs/img, review)
+                    shutil.copy(png, Path(os.environ["EDGEPAD_SCREENSHOTS"]) / png.name)
+                shots[name] = png
+                return png
+
+            s = wait_for(lambda s: s["verdict"] == "live" and s["seq"] > 12 and all(w == 320 for w in s["imgs"])
+                         and s["streams"], "a live verdict with four previews and stream rates")
             assert s["text"] == "live" and s["conn"] == "live" and not s["lockout"]
             assert s["stages"] == ["capture", "sync", "register", "locate", "preprocess", "infer", "policy",
                                    "total"]
             assert s["model"].startswith("tiny-fas")
-            shot = base64.b64decode(cdp.call("Page.captureScreenshot", {"format": "png"}, session)["data"])
-            png = tmp_path / "liveview.png"
-            png.write_bytes(shot)
+            # a face box in every preview (depth unregistered: projected through the rig), and installer facts
+            assert all(s["boxes"]), s["boxes"]
+            assert s["distance"].startswith("0.6") and s["distance"].endswith(" m"), s["distance"]
+            assert s["fill"].endswith("%") and int(s["fill"][:-1]) >= 80
+            assert s["ir"].split(" · ")[1] == "ok"                            # auto-level reads the face level
+            streams = {r[0]: r for r in s["streams"]}
+            assert abs(float(streams["rgb"][1]) - 30.0) < 0.5 and streams["rgb"][2] == "0"
+            assert int(streams["ir"][2]) >= 1 and "dropped" in s["fps_ir"]
+            assert s["reasons"] == [["live_votes", REASON_HINTS[Reason.LIVE_VOTES]]] and s["vhint"] == ""
+            assert s["overflow"] <= 0
+            shoot("liveview-desktop")
+
+            runtime.verdict = Verdict.UNKNOWN                     # the longest verdict word fits its card
+            s = wait_for(lambda s: s["verdict"] == "unknown", "the unknown verdict")
+            s = wait_for(lambda s: s["reasons"][0][1] != "", "the reason hints")
+            assert s["reasons"][0] == ["no_ir_illumination", REASON_HINTS[Reason.NO_IR_ILLUMINATION]]
+            assert "emitter" in s["reasons"][0][1] and s["vhint"] == s["reasons"][0][1]     # also on the card
+            assert s["verdict_overflow"] <= 0 and s["card_overflow"] <= 0 and s["overflow"] <= 0, s
+            shoot("liveview-desktop-unknown")
+
+            cdp.call("Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 1,
+                                                            "mobile": True}, session)
+            s = wait_for(lambda s: s["viewport"] == [390, 844], "the phone viewport")
+            assert s["overflow"] <= 0 and s["verdict_overflow"] <= 0, s
+            assert 0 < s["card_bottom"] <= 844 * 0.5, s                      # the verdict is above the fold
+            shoot("liveview-phone")
+            cdp.call("Emulation.clearDeviceMetricsOverride", {}, session)
 
             runtime.verdict = Verdict.SPOOF                        # a new verdict arrives over SSE
             seq0 = s["seq"]
@@ -217,10 +307,14 @@ def test_live_view_in_headless_chromium(tmp_path):
             runtime.thread.join(5)
             if cdp is not None:
                 cdp.close()
-    img = cv2.imread(str(png), cv2.IMREAD_COLOR)
+    img = cv2.imread(str(shots["liveview-desktop"]), cv2.IMREAD_COLOR)
     assert img is not None and img.shape[0] >= 600 and img.shape[1] >= 1000
     assert img.std() > 20 and len(np.unique(img.reshape(-1, 3), axis=0)) > 500     # not a blank page
     live_green = np.all(np.abs(img.astype(int) - (0x55, 0xA8, 0x1F)) <= 6, axis=2)   # #1fa855 verdict card (BGR)
     assert live_green.sum() > 5000
     skin = np.all(np.abs(img.astype(int) - (140, 170, 214)) <= 8, axis=2)           # the RGB preview's face
     assert skin.sum() > 1000
+    phone = cv2.imread(str(shots["liveview-phone"]), cv2.IMREAD_COLOR)
+    assert phone.shape[1] == 390
+    amber = np.all(np.abs(phone[:422].astype(int) - (0x00, 0xA1, 0xE0)) <= 6, axis=2)  # unknown card, top half
+    assert amber.sum() > 3000

@@ -26,8 +26,8 @@ from edgepad.runtime.service.config import ServiceConfig
 from edgepad.runtime.service.hub import DecisionHub, PipelineProducer, ProducerThread, Published
 from edgepad.runtime.service.http import (CONTENT_TYPES, PREVIEW_RE, STATIC_RE, HttpError, Handler, TcpServer,
                                           UnixServer)
-from edgepad.runtime.service.preview import encode_image, render_preview
-from edgepad.runtime.service.security import (PAGE_HEADERS, ConnectionLimit, RequestGuard, Slots,
+from edgepad.runtime.service.preview import REASON_HINTS, encode_image, render_published
+from edgepad.runtime.service.security import (PAGE_HEADERS, ConnectionLimit, RequestGuard, Slots, SocketLock,
                                               check_exposure, check_loaded_manifest, verify_model_at_start)
 from edgepad.types import Modality, Verdict
 
@@ -48,6 +48,8 @@ class LivenessService:
         on_lockout_reset: called with the request's JSON body (a dict) by ``POST /v1/lockout/reset``; returns a
             JSON-ready dict or None. Without it the endpoint answers 501.
         status_extra: called for ``/v1/status`` to add live fields (e.g. audit-writer counters).
+        audit_unavailable: called by ``/v1/health``: why the audit log cannot take decisions now, or None
+            (e.g. :meth:`edgepad.runtime.audit.AuditWriter.unavailable`).
         clock_ns: monotonic clock (ns), shared with the hub in tests.
 
     Example:
@@ -59,6 +61,7 @@ class LivenessService:
                  info: Mapping[str, Any] | None = None,
                  on_lockout_reset: Callable[[dict], Mapping[str, Any] | None] | None = None,
                  status_extra: Callable[[], Mapping[str, Any]] | None = None,
+                 audit_unavailable: Callable[[], str | None] | None = None,
                  clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
         self.hub = hub
         self.config = config or ServiceConfig()
@@ -66,6 +69,7 @@ class LivenessService:
         self.info = dict(info or {})
         self._on_lockout_reset = on_lockout_reset
         self._status_extra = status_extra
+        self._audit_unavailable = audit_unavailable
         self._clock_ns = clock_ns
         self._started_ns = clock_ns()
         self._server: TcpServer | UnixServer | None = None
@@ -73,14 +77,26 @@ class LivenessService:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._preview_cache: dict[tuple, bytes] = {}
+        self._socket_lock: SocketLock | None = None
         self.guard = RequestGuard(self.config)
-        self.connections = ConnectionLimit(self.config.max_connections)
+        self.connections = ConnectionLimit(self.config.max_connections, self.config.max_connections_per_client,
+                                           self.config.header_timeout_s)
         self.streams = Slots(self.config.max_sse_clients)
 
     # ---------------------------------------------------------------- lifecycle
-    def start(self) -> "LivenessService":
-        """Bind and serve in a background thread."""
+    def bind(self) -> "LivenessService":
+        """Claim the address without serving yet: the Unix socket's lock (:class:`SocketLock`; a second service
+        on the same path is refused and its socket left alone) and the bind. Connections wait in the backlog
+        until :meth:`start`. Idempotent.
+
+        Raises:
+            ConfigError: address in use, another service on the Unix socket, or a non-socket file there.
+        """
+        if self._server is not None:
+            return self
         cfg = self.config
+        if cfg.unix_socket:
+            self._socket_lock = SocketLock(cfg.unix_socket)
         try:
             if cfg.unix_socket:
                 p = Path(cfg.unix_socket)
@@ -92,9 +108,22 @@ class LivenessService:
                 self._server = UnixServer(str(p), self)
             else:
                 self._server = TcpServer((cfg.host, cfg.port), self)
-        except OSError as exc:
+        except (OSError, ConfigError) as exc:
+            self._release_lock()
+            if isinstance(exc, ConfigError):
+                raise
             where = cfg.unix_socket or f"{cfg.host}:{cfg.port}"
             raise ConfigError(f"cannot bind {where}: {exc}", key="port") from exc
+        return self
+
+    def _release_lock(self) -> None:
+        lock, self._socket_lock = self._socket_lock, None
+        if lock is not None:
+            lock.release()
+
+    def start(self) -> "LivenessService":
+        """Bind (unless :meth:`bind` was called) and serve in a background thread."""
+        self.bind()
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="edgepad-http", daemon=True)
         self._thread.start()
@@ -106,13 +135,15 @@ class LivenessService:
         self._stopping.set()
         srv, self._server = self._server, None
         if srv is not None:
-            srv.shutdown()
+            if self._thread is not None:
+                srv.shutdown()
             srv.server_close()
-            if self.config.unix_socket:
+            if self.config.unix_socket and self._socket_lock is not None:
                 try:
-                    os.unlink(self.config.unix_socket)
+                    os.unlink(self.config.unix_socket)       # ours: we hold its lock
                 except OSError:
                     pass
+        self._release_lock()
         if self._thread is not None:
             self._thread.join(5.0)
             self._thread = None
@@ -179,23 +210,46 @@ class LivenessService:
 
     def _envelope(self, p: Published) -> dict:
         return {"seq": p.seq, "age_ms": round((self._clock_ns() - p.published_ns) / 1e6, 3),
-                "decision": _finite(p.decision.to_dict())}
+                "decision": _finite(p.decision.to_dict()), "view": _finite(dict(p.view))}
 
     def health(self) -> dict:
-        """Fail-closed health: healthy only while fresh decisions arrive and the producer runs."""
+        """Fail-closed health (docs/SERVICE.md, "Health"): are the decisions usable right now?
+
+        ``status`` is ``ok``, ``degraded`` (HTTP 200: some recent decisions unusable) or ``unhealthy`` (HTTP 503),
+        with a ``reason``: ``producer_stopped``, ``audit_unavailable``, ``no_decision``, ``stale`` (no decision
+        for ``health_max_age_ms``: frames stopped arriving or the stream is blocked) or ``decisions_unusable``
+        (every decision of the last ``health_window_s`` was UNKNOWN for an evidence reason such as ``stale``,
+        ``no_frames`` or ``sensor_integrity``; ``unusable_reason`` names the most frequent).
+        """
         max_age = float(self.config.health_max_age_ms)
         age = self.hub.age_ms()
-        out: dict[str, Any] = {"healthy": False, "age_ms": None if age is None else round(age, 3),
-                               "max_age_ms": max_age, "reason": None}
+        out: dict[str, Any] = {"healthy": False, "status": "unhealthy", "reason": None,
+                               "age_ms": None if age is None else round(age, 3), "max_age_ms": max_age}
+        audit = self._audit_unavailable() if self._audit_unavailable is not None else None
         if self.hub.closed:
             out["reason"] = "producer_stopped"
             out["error"] = self.hub.error
-        elif age is None:
+            return out
+        if audit:
+            out["reason"], out["audit_error"] = "audit_unavailable", audit
+            return out
+        if age is None:
             out["reason"] = "no_decision"
-        elif age > max_age:
+            return out
+        if age > max_age:
             out["reason"] = "stale"
+            return out
+        win = self.hub.recent(self.config.health_window_s)
+        out["window"] = {"seconds": self.config.health_window_s, **win}
+        if win["decisions"] and win["unusable"] == win["decisions"]:
+            out["reason"] = "decisions_unusable"
+            out["unusable_reason"] = max(win["by_reason"], key=win["by_reason"].get)
+            return out
+        out["healthy"] = True
+        if win["unusable"]:
+            out["status"], out["reason"] = "degraded", "some_decisions_unusable"
         else:
-            out["healthy"] = True
+            out["status"] = "ok"
         return out
 
     def status(self) -> dict:
@@ -209,8 +263,10 @@ class LivenessService:
             "last": None if latest is None else self._envelope(latest),
             "sse_clients": self.streams.in_use, "max_sse_clients": self.config.max_sse_clients,
             "connections": self.connections.in_use, "rejected_connections": self.rejected_connections,
+            "evicted_connections": self.connections.evicted, "header_timeouts": self.connections.timed_out,
             "token_required": self.guard.token_required,
             "lockout_reset_supported": self._on_lockout_reset is not None,
+            "reason_hints": {r.value: h for r, h in REASON_HINTS.items()},
             **_finite(self.info),
         }
         if self._status_extra is not None:
@@ -283,16 +339,19 @@ class LivenessService:
 
     def _preview(self, h: Handler, m: Modality, fmt: str, query: Mapping[str, list[str]]) -> None:
         box = _int_param(query, "box", default=1, lo=0, hi=1)
+        overlay = _int_param(query, "overlay", default=0, lo=0, hi=1)
         latest = self.hub.latest()
-        img = None if latest is None else latest.frames.get(m)
-        if img is None:
+        if latest is None or latest.frames.get(m) is None:
             raise HttpError(404, "no_frame", f"no {m} frame yet (the source may not provide {m})",
                             headers={"Retry-After": "1"})
-        key = (latest.frames_seq, m, fmt, box)
+        key = (latest.frames_seq, m, fmt, box, overlay)
         with self._lock:
             body = self._preview_cache.get(key)
         if body is None:
-            bgr = render_preview(m, img, latest.boxes.get(m) if box else None, latest.frames_verdict)
+            bgr = render_published(latest, m, box=bool(box), overlay=bool(overlay))
+            if bgr is None:
+                raise HttpError(404, "no_frame", "no rgb->ir overlay (it needs ir and rgb frames, a rig and a face)",
+                                headers={"Retry-After": "1"})
             body = encode_image(bgr, fmt)
             with self._lock:
                 if len(self._preview_cache) >= 12:
@@ -373,6 +432,8 @@ class ServeOptions:
         restart_s: rebuild the pipeline this many seconds after a source failure (None = stop instead).
         audit: the audit log (None = no log).
         public_key: vendor Ed25519 public key; the model's manifest must be signed by it (None = no check).
+        startup_timeout_s: the source must yield its first frame set within this many seconds of opening, or
+            the service does not start.
     """
 
     source: str | list[str]
@@ -387,15 +448,23 @@ class ServeOptions:
     restart_s: float | None = 2.0
     audit: AuditOptions | None = None
     public_key: str | Path | None = None
+    startup_timeout_s: float = 10.0
 
 
 def run_service(options: ServeOptions, *, stop: threading.Event | None = None,
                 on_ready: Callable[[LivenessService], None] | None = None) -> int:
     """Run the service until ``stop`` is set: pipeline → hub → HTTP API (and the audit log).
 
-    Start-up fails fast and closed, in this order (``security.py``): the network exposure (no token off loopback:
-    refuse), then the model's integrity (sha256, and the vendor signature with ``public_key``), then the pipeline
-    is built once in the foreground so a bad source or model raises here, not in a thread.
+    Start-up fails fast and closed, before anything listens, in this order: the network exposure (no token off
+    loopback: refuse, ``security.py``), the address (bound now; the Unix socket path locked against a second
+    service), the model's integrity (sha256, and the vendor signature with ``public_key``), the audit log
+    (opened and the ``service_start`` event committed: writable), then the pipeline is built and opened in the
+    foreground: the backend loads the verified bytes, checks the input names and shapes against the manifest
+    and runs one warm-up inference, and the source must yield its first frame set within
+    ``startup_timeout_s``. Only then does the service accept connections (and ``on_ready`` run).
+
+    After start, a producer that fails (a source that cannot be rebuilt, a crash) ends the service with that
+    error; a recording that ends leaves it answering, unhealthy ``producer_stopped``.
 
     Args:
         options: what to serve and how.
@@ -406,71 +475,86 @@ def run_service(options: ServeOptions, *, stop: threading.Event | None = None,
         the number of decisions published.
 
     Raises:
-        ConfigError: exposed without a token, missing model, bad source or rig, address in use.
-        IntegrityError: the model's hash, signature or manifest does not check out.
+        ConfigError: exposed without a token, missing model, bad rig, address in use, another service on the
+            Unix socket.
+        IntegrityError / ManifestError: the model's hash, signature, manifest, input names or shapes do not
+            check out.
+        EngineBuildError: the model does not load.
+        SourceError: the source does not open or yields no frame set within ``startup_timeout_s``, or fails
+            for good after start.
+        EdgePadError: the audit log cannot be opened or written.
     """
     cfg = options.service
     check_exposure(cfg)
-    model = Path(options.model)
-    manifest = verify_model_at_start(model, options.public_key)
-    uri = options.source
-
-    def build() -> Any:
-        pipe = open_pipeline(uri, model, rig=options.rig, locator=options.locator, config=options.pipeline,
-                             fps=options.fps, threads=options.threads)
-        check_loaded_manifest(pipe.manifest, manifest, model)     # the verified manifest is the one in use
-        return pipe
-
-    first = [build()]
-
-    def factory() -> Any:
-        return first.pop() if first else build()
-
-    audit = options.audit
-    producer = PipelineProducer(factory, preview_fps=options.preview_fps,
-                                audit_images=bool(audit is not None and audit.store_images),
-                                restart_s=options.restart_s)
-    writer = None
-    if audit is not None:
-        writer = AuditWriter(lambda: AuditLog(audit.path, model_sha256=manifest.artifact_sha256,
-                                              retention_days=audit.retention_days, max_rows=audit.max_rows,
-                                              store_images=audit.store_images,
-                                              synchronous=audit.synchronous)).start()
-        writer.submit_event("service_start", {"model": str(model), "model_sha256": manifest.artifact_sha256,
-                                              "source": str(uri), "signed": options.public_key is not None})
-
-    def on_reset(body: dict) -> Mapping[str, Any]:
-        result = producer.reset_lockout(body)
-        if writer is not None:
-            writer.submit_event("lockout_reset", {**body, **result})
-        return result
-
-    def status_extra() -> Mapping[str, Any]:
-        out = dict(producer.status())
-        if writer is not None:
-            out["audit"] = {"path": str(audit.path), **writer.stats()}
-        return out
-
     hub = DecisionHub()
-    operating_point = options.pipeline.policy.operating_point
-    info = {"model": {"name": manifest.model, "path": str(model), "sha256": manifest.artifact_sha256,
-                      "format": manifest.format, "precision": manifest.precision,
-                      "modalities": [m.value for m in manifest.modalities], "threshold": manifest.threshold,
-                      "threshold_criterion": manifest.threshold_criterion,
-                      "operating_point": operating_point or manifest.threshold_criterion,
-                      "signature_checked": options.public_key is not None},
-            "source": str(uri)}
-    service = LivenessService(hub, cfg, info=info, on_lockout_reset=on_reset, status_extra=status_extra)
-    thread = ProducerThread(hub, producer, audit=writer, model_sha256=manifest.artifact_sha256)
+    service = LivenessService(hub, cfg)
+    service.bind()
+    producer: PipelineProducer | None = None
+    writer: AuditWriter | None = None
+    thread: ProducerThread | None = None
     try:
+        model = Path(options.model)
+        manifest = verify_model_at_start(model, options.public_key)
+        uri = options.source
+        audit = options.audit
+        if audit is not None:
+            writer = AuditWriter(lambda: AuditLog(audit.path, model_sha256=manifest.artifact_sha256,
+                                                  retention_days=audit.retention_days, max_rows=audit.max_rows,
+                                                  store_images=audit.store_images,
+                                                  synchronous=audit.synchronous))
+            writer.start(first_event=("service_start", {
+                "model": str(model), "model_sha256": manifest.artifact_sha256, "source": str(uri),
+                "signed": options.public_key is not None}))
+
+        def build() -> Any:
+            pipe = open_pipeline(uri, model, rig=options.rig, locator=options.locator, config=options.pipeline,
+                                 fps=options.fps, threads=options.threads)
+            check_loaded_manifest(pipe.manifest, manifest, model)     # the verified manifest is the one in use
+            return pipe
+
+        producer = PipelineProducer(build, preview_fps=options.preview_fps,
+                                    audit_images=bool(audit is not None and audit.store_images),
+                                    restart_s=options.restart_s)
+        producer.prime(options.startup_timeout_s, str(uri))
+
+        def on_reset(body: dict) -> Mapping[str, Any]:
+            result = producer.reset_lockout(body)
+            if writer is not None:
+                writer.submit_event("lockout_reset", {**body, **result})
+            return result
+
+        def status_extra() -> Mapping[str, Any]:
+            out = dict(producer.status())
+            if writer is not None:
+                out["audit"] = {"path": str(audit.path), **writer.stats()}
+            return out
+
+        operating_point = options.pipeline.policy.operating_point
+        service.info = {"model": {"name": manifest.model, "path": str(model), "sha256": manifest.artifact_sha256,
+                                  "format": manifest.format, "precision": manifest.precision,
+                                  "modalities": [m.value for m in manifest.modalities],
+                                  "threshold": manifest.threshold,
+                                  "threshold_criterion": manifest.threshold_criterion,
+                                  "operating_point": operating_point or manifest.threshold_criterion,
+                                  "signature_checked": options.public_key is not None},
+                        "source": str(uri)}
+        service._on_lockout_reset = on_reset
+        service._status_extra = status_extra
+        service._audit_unavailable = writer.unavailable if writer is not None else None
+        thread = ProducerThread(hub, producer, audit=writer, model_sha256=manifest.artifact_sha256)
         service.start()
         thread.start()
         if on_ready is not None:
             on_ready(service)
-        service.serve_forever(stop)
+        ev = stop or threading.Event()
+        while not ev.wait(0.2):
+            if not thread.running and thread.exception is not None:
+                raise thread.exception              # the producer failed for good: exit, do not sit unhealthy
     finally:
-        producer.close()
-        thread.stop()
+        if producer is not None:
+            producer.close()
+        if thread is not None:
+            thread.stop()
         service.stop()
         if writer is not None:
             writer.submit_event("service_stop", {"decisions": hub.count})

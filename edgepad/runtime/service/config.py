@@ -31,7 +31,14 @@ class ServiceConfig:
         token: bearer token; required when ``host`` is not loopback. At least 16 characters.
         health_max_age_ms: ``/v1/health`` is unhealthy when the newest decision is older than this.
         max_sse_clients: concurrent ``/v1/decisions/stream`` clients; more get 503.
-        max_connections: concurrent connections (each holds a thread); more get 503 immediately.
+        max_connections: concurrent connections (each holds a thread); when all are taken, the one waiting
+            longest for its request headers is closed for a new one; only when all are serving requests does a
+            new connection get 503.
+        max_connections_per_client: concurrent connections of one peer (TCP address; uid on the Unix socket).
+        header_timeout_s: a connection must complete its request headers within this many seconds of
+            connecting (or of its previous response) or it is closed (before authentication: slow clients).
+        health_window_s: ``/v1/health`` judges the decisions of this many recent seconds (all unusable:
+            unhealthy; some: degraded).
         max_body_bytes: larger request bodies get 413.
         sse_keepalive_s: comment line sent on an idle stream so proxies and clients see it alive.
         request_timeout_s: socket timeout per connection (slow or stalled clients are dropped).
@@ -44,6 +51,9 @@ class ServiceConfig:
     health_max_age_ms: float = 1000.0
     max_sse_clients: int = 8
     max_connections: int = 32
+    max_connections_per_client: int = 16
+    header_timeout_s: float = 5.0
+    health_window_s: float = 2.0
     max_body_bytes: int = 16 * 1024
     sse_keepalive_s: float = 15.0
     request_timeout_s: float = 10.0
@@ -53,11 +63,12 @@ class ServiceConfig:
             raise ConfigError(f"the service token must be at least {MIN_TOKEN_CHARS} characters "
                               "(e.g. `openssl rand -hex 24`)",
                               key="token")
-        for name in ("health_max_age_ms", "sse_keepalive_s", "request_timeout_s"):
+        for name in ("health_max_age_ms", "sse_keepalive_s", "request_timeout_s", "header_timeout_s",
+                     "health_window_s"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ConfigError(f"{name} must be a positive number, got {v!r}", key=name)
-        for name in ("max_sse_clients", "max_connections", "max_body_bytes"):
+        for name in ("max_sse_clients", "max_connections", "max_connections_per_client", "max_body_bytes"):
             v = getattr(self, name)
             if not (isinstance(v, int) and v >= 1):
                 raise ConfigError(f"{name} must be an integer >= 1, got {v!r}", key=name)

@@ -70,6 +70,17 @@ class Handler(BaseHTTPRequestHandler):
         self.timeout = self.service.config.request_timeout_s
         super().setup()
 
+    def handle_one_request(self) -> None:
+        # the header deadline (security.ConnectionLimit) runs while the next request's headers are awaited
+        self.service.connections.waiting(self.connection)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()      # reads the request line's headers
+        if ok:
+            self.service.connections.serving(self.connection)
+        return ok
+
     # ---------------------------------------------------------------- plumbing
     def version_string(self) -> str:
         return self.server_version
@@ -103,9 +114,12 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
-        self.end_headers()
+        # status line, headers and body leave in one write: a separate body write waits for the client's
+        # delayed ACK under Nagle (≈ 40 ms per keep-alive request; docs/SERVICE.md, "Fault figures")
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._headers_buffer.append(body)
+        self.flush_headers()
 
     def _send_json(self, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> None:
         body = (json.dumps(obj, allow_nan=False, separators=(",", ":")) + "\n").encode()
@@ -189,16 +203,23 @@ class _ConnectionLimit:
     service: "LivenessService"
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.service.connections.admit(request):
+        if not self.service.connections.admit(request, client_address):
             self.shutdown_request(request)  # type: ignore[attr-defined]
             return
+        if request.family in (socket.AF_INET, socket.AF_INET6):
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # SSE events leave at once
         super().process_request(request, client_address)  # type: ignore[misc]
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)  # type: ignore[misc]
         finally:
-            self.service.connections.release()
+            self.service.connections.release(request)
+
+    def service_actions(self) -> None:
+        """Called by ``serve_forever`` between accepts (every ``poll_interval``): apply the header deadline."""
+        super().service_actions()  # type: ignore[misc]
+        self.service.connections.reap()
 
 
 class TcpServer(_ConnectionLimit, ThreadingHTTPServer):

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -18,10 +19,26 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 
 from edgepad.errors import EdgePadError, EndOfStream, SourceError
-from edgepad.runtime.service.preview import face_boxes, face_crops_for_audit
-from edgepad.types import Decision, Modality, Verdict
+from edgepad.runtime.service.preview import StreamMeter, face_boxes, face_crops_for_audit, installer_view
+from edgepad.types import Decision, Modality, Reason, Verdict
 
 log = logging.getLogger(__name__)
+
+#: reasons of an UNKNOWN decision that say the evidence itself was unusable (old or missing frames, a failed
+#: stage, a sensor fault), unlike scene reasons (no face, pose, vote pending) that a working terminal gives
+UNUSABLE_REASONS = frozenset({Reason.STALE, Reason.NO_FRAMES, Reason.SENSOR_INTEGRITY, Reason.ERROR_CAPTURE,
+                              Reason.ERROR_SYNC, Reason.ERROR_REGISTER, Reason.ERROR_LOCATE,
+                              Reason.ERROR_PREPROCESS, Reason.ERROR_INFER, Reason.ERROR_POLICY})
+
+
+def unusable_reason(d: Decision) -> str | None:
+    """The first reason that makes ``d`` unusable evidence (see :data:`UNUSABLE_REASONS`), or None."""
+    if d.verdict is not Verdict.UNKNOWN:
+        return None
+    for r in d.reasons:
+        if r in UNUSABLE_REASONS:
+            return Reason(r).value
+    return None
 
 
 @dataclass(frozen=True)
@@ -36,12 +53,14 @@ class Update:
             ``face_box`` (rgb pixels) is drawn on rgb, and on depth when the depth frame has the rgb frame's size
             (registered to rgb).
         images: face crops for the audit log (stored only when images are enabled).
+        view: the live view's measurements for these frames (``preview.installer_view``).
     """
 
     decision: Decision
     frames: Mapping[Modality, np.ndarray] = field(default_factory=dict)
     boxes: Mapping[Modality, tuple[int, int, int, int]] = field(default_factory=dict)
     images: Mapping[Modality, Any] | None = None
+    view: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,7 @@ class Published:
     frames: Mapping[Modality, np.ndarray]
     boxes: Mapping[Modality, tuple[int, int, int, int]]
     frames_verdict: Verdict                  # verdict of the update that carried the frames (box colour)
+    view: Mapping[str, Any] = field(default_factory=dict)   # live-view measurements of those frames
 
 
 class DecisionHub:
@@ -72,6 +92,7 @@ class DecisionHub:
         self._cond = threading.Condition()
         self._latest: Published | None = None
         self._times: deque[int] = deque(maxlen=256)
+        self._recent: deque[tuple[int, str | None]] = deque(maxlen=4096)   # (published ns, unusable reason)
         self._window_ns = int(fps_window_s * 1e9)
         self._closed = False
         self.error: str | None = None
@@ -89,7 +110,7 @@ class DecisionHub:
             if upd.frames or prev is None:
                 frames = {Modality.parse(k): v for k, v in upd.frames.items()}
                 boxes = {Modality.parse(k): tuple(int(x) for x in v) for k, v in upd.boxes.items()}
-                fseq, fverdict = seq, upd.decision.verdict
+                fseq, fverdict, view = seq, upd.decision.verdict, upd.view
                 if upd.decision.face_box and Modality.RGB not in boxes:
                     boxes[Modality.RGB] = tuple(int(x) for x in upd.decision.face_box)
                     rgb, depth = frames.get(Modality.RGB), frames.get(Modality.DEPTH)
@@ -98,9 +119,11 @@ class DecisionHub:
                         boxes[Modality.DEPTH] = boxes[Modality.RGB]
             else:
                 frames, boxes, fseq, fverdict = prev.frames, prev.boxes, prev.frames_seq, prev.frames_verdict
-            self._latest = Published(seq, upd.decision, now, fseq, frames, boxes, fverdict)
+                view = prev.view
+            self._latest = Published(seq, upd.decision, now, fseq, frames, boxes, fverdict, view)
             self.count = seq
             self._times.append(now)
+            self._recent.append((now, unusable_reason(upd.decision)))
             self._cond.notify_all()
         return seq
 
@@ -137,6 +160,17 @@ class DecisionHub:
         latest = self.latest()
         return None if latest is None else (self._clock_ns() - latest.published_ns) / 1e6
 
+    def recent(self, window_s: float) -> dict:
+        """Decisions of the last ``window_s`` seconds: ``{"decisions": n, "unusable": k, "by_reason": {r: c}}``."""
+        cutoff = self._clock_ns() - int(window_s * 1e9)
+        with self._cond:
+            items = [r for t, r in self._recent if t >= cutoff]
+        by: dict[str, int] = {}
+        for r in items:
+            if r is not None:
+                by[r] = by.get(r, 0) + 1
+        return {"decisions": len(items), "unusable": sum(by.values()), "by_reason": by}
+
     def fps(self) -> float:
         """Decisions per second over the last ``fps_window_s`` (0 when idle)."""
         now = self._clock_ns()
@@ -165,6 +199,7 @@ class ProducerThread:
         self._audit = audit
         self._sha = model_sha256
         self._on_exit = on_exit
+        self.exception: BaseException | None = None     # what ended the producer, when it failed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgepad-producer", daemon=True)
 
@@ -196,17 +231,22 @@ class ProducerThread:
         try:
             it: Iterator = iter(self._producer)
             for item in it:
-                self.hub.publish(item)
                 if self._audit is not None:
+                    # queued for the audit log before anyone sees it; blocks while the log's queue is full
+                    # (back-pressure: docs/SERVICE.md, "Audit back-pressure")
                     upd = item if isinstance(item, Update) else Update(item)
-                    self._audit.submit(upd.decision, upd.images, self._sha)
+                    if not self._audit.submit(upd.decision, upd.images, self._sha):
+                        break                                  # the audit writer is closing
+                self.hub.publish(item)
                 if self._stop.is_set():
                     break
         except EdgePadError as exc:
             error = f"{type(exc).__name__}: {exc}"
+            self.exception = exc
             log.error("decision producer stopped: %s", error)
         except Exception as exc:  # a bug in the producer must not leave the service healthy
             error = f"{type(exc).__name__}: {exc}"
+            self.exception = exc
             log.exception("decision producer crashed")
         finally:
             self.hub.close(error)
@@ -236,8 +276,40 @@ class PipelineProducer:
         self._audit_images = audit_images
         self._restart_s = restart_s
         self._stop = threading.Event()
+        self._primed: tuple[Any, Iterator[Any], list] | None = None
         self.pipeline: Any = None
         self.restarts = 0
+
+    def prime(self, timeout_s: float, what: str = "the source") -> None:
+        """Start-up validation: build and open the first pipeline (the backend loads, checks its inputs and
+        warms up) and wait for its first frame-set decision; iteration then continues from it.
+
+        Raises:
+            SourceError: the source yields no frame set within ``timeout_s`` (only ``no_frames`` decisions), or
+                ends / fails before its first one.
+            EdgePadError: building or opening the pipeline failed (model, rig, source URI).
+        """
+        pipe = self._factory()
+        try:
+            pipe.open()
+            it = iter(pipe.decisions())
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    d = next(it)
+                except StopIteration:
+                    raise SourceError(f"{what} ended before its first frame set") from None
+                except EndOfStream:
+                    raise SourceError(f"{what} ended before its first frame set") from None
+                if Reason.NO_FRAMES not in d.reasons and Reason.ERROR_CAPTURE not in d.reasons:
+                    break                                  # a frame set arrived (a failed read raises next)
+                if time.monotonic() >= deadline:
+                    raise SourceError(f"{what} yielded no frame set within {timeout_s:g} s of opening; check the "
+                                      "camera connection or the recording")
+        except BaseException:
+            pipe.close()
+            raise
+        self._primed = (pipe, it, [d])
 
     def close(self) -> None:
         self._stop.set()
@@ -265,26 +337,36 @@ class PipelineProducer:
     def __iter__(self) -> Iterator[Update]:
         last_preview = 0
         while not self._stop.is_set():
-            pipe = self._factory()
+            if self._primed is not None:
+                pipe, it, first = self._primed
+                self._primed = None
+            else:
+                pipe, it, first = self._factory(), None, []
+            meter = StreamMeter()
             self.pipeline = pipe
             try:
-                with pipe:
-                    for d in pipe.decisions():
-                        fs = getattr(pipe, "last_frameset", None)
-                        frames: dict = {}
-                        boxes: dict = {}
-                        now = time.monotonic_ns()
-                        if fs is not None and self._preview_period_ns is not None and \
-                                now - last_preview >= self._preview_period_ns:
-                            last_preview = now
-                            frames = {m: f.data for m, f in fs.frames.items()}
-                            boxes = face_boxes(fs, d.face_box, getattr(pipe, "rig", None))
-                        images = None
-                        if self._audit_images and fs is not None and d.face_box:
-                            images = face_crops_for_audit(fs, face_boxes(fs, d.face_box, getattr(pipe, "rig", None)))
-                        yield Update(d, frames, boxes, images)
-                        if self._stop.is_set():
-                            return
+                if it is None:
+                    pipe.open()
+                    it = iter(pipe.decisions())
+                for d in itertools.chain(first, it):
+                    fs = getattr(pipe, "last_frameset", None)
+                    frames: dict = {}
+                    boxes: dict = {}
+                    view: dict = {}
+                    now = time.monotonic_ns()
+                    if fs is not None:
+                        meter.update(fs)
+                    if fs is not None and self._preview_period_ns is not None and \
+                            now - last_preview >= self._preview_period_ns:
+                        last_preview = now
+                        frames = {m: f.data for m, f in fs.frames.items()}
+                        boxes, view = installer_view(fs, d.face_box, getattr(pipe, "rig", None), meter)
+                    images = None
+                    if self._audit_images and fs is not None and d.face_box:
+                        images = face_crops_for_audit(fs, face_boxes(fs, d.face_box, getattr(pipe, "rig", None)))
+                    yield Update(d, frames, boxes, images, view)
+                    if self._stop.is_set():
+                        return
                 return                                    # the pipeline ended (EndOfStream inside decisions())
             except EndOfStream:
                 return
@@ -295,4 +377,5 @@ class PipelineProducer:
                 log.error("source failed (%s); rebuilding the pipeline in %.1f s", exc, self._restart_s)
                 if self._stop.wait(self._restart_s):
                     return
-
+            finally:
+                pipe.close()

@@ -8,8 +8,16 @@ At start-up, fail closed, in this order:
    of the manifest when a public key is configured (the cryptography is in :mod:`edgepad.runtime.integrity`).
 3. :func:`check_loaded_manifest`: the manifest the backend loaded is the one that was verified.
 
-Per connection: :class:`ConnectionLimit` (a connection beyond the limit gets 503 and no thread); decision
-streams are counted with :class:`Slots`.
+One service per Unix socket path: :class:`SocketLock` (an exclusive ``flock`` on ``<socket>.lock``); a second
+``serve`` on the same path is refused and leaves the first one's socket alone.
+
+Per connection: :class:`ConnectionLimit`: at most ``max_connections`` at once and ``max_connections_per_client``
+per peer (TCP address; uid on the Unix socket). A connection must complete its request headers within
+``header_timeout_s`` of connecting (or of its previous response, keep-alive) or it is closed; when a new
+connection finds no free slot, the connection that has waited longest for its headers (of the same peer when
+the per-peer limit is the one reached) is closed to make room, so slow or idle clients cannot starve
+others. Only when every slot is serving a request does a new connection get 503. Decision streams are counted
+with :class:`Slots`.
 
 Per request (:class:`RequestGuard`, called by the handler in ``http.py``):
 
@@ -23,9 +31,16 @@ Per request (:class:`RequestGuard`, called by the handler in ``http.py``):
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import hmac
 import logging
+import os
+import socket
+import struct
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -122,13 +137,148 @@ class Slots:
             self.in_use -= 1
 
 
-class ConnectionLimit(Slots):
-    """Concurrent connections (each holds a handler thread); one beyond the limit gets 503 at once."""
+class SocketLock:
+    """Exclusive ownership of a Unix socket path: ``flock`` on ``<path>.lock`` (the lock file holds the owner's pid).
 
-    def admit(self, sock: Any) -> bool:
-        """Take a slot for a new connection, or answer 503 on ``sock`` and return False (the caller closes it)."""
-        if self.acquire():
-            return True
+    The lock is released when the process exits, however it exits; the lock file itself stays (removing it
+    would let two processes lock two different files of the same name).
+
+    Raises:
+        ConfigError: another process holds the lock (a running ``edgepad serve`` on that path).
+    """
+
+    def __init__(self, socket_path: str | os.PathLike) -> None:
+        self.path = Path(str(socket_path) + ".lock")
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the socket lock {self.path}: {exc}", key="unix_socket") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise ConfigError(f"another edgepad serve (pid {owner}) is serving {socket_path} (it holds "
+                                  f"{self.path}); stop it or choose another --unix-socket path",
+                                  key="unix_socket") from None
+            raise ConfigError(f"cannot lock {self.path}: {exc}", key="unix_socket") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)          # closing the only descriptor drops the flock
+
+
+@dataclass
+class _Conn:
+    peer: str
+    waiting_since: float | None     # monotonic s while waiting for request headers; None while serving
+    sock: Any
+
+
+def peer_key(sock: Any, client_address: Any) -> str:
+    """Who a connection belongs to for the per-client limit: ``ip:<address>`` on TCP, ``uid:<n>`` on a Unix
+    socket (``SO_PEERCRED``)."""
+    if isinstance(client_address, tuple) and client_address:
+        return f"ip:{client_address[0]}"
+    try:
+        _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                        struct.calcsize("3i")))
+        return f"uid:{uid}"
+    except (OSError, AttributeError):
+        return "unix"
+
+
+class ConnectionLimit(Slots):
+    """Concurrent connections (each holds a handler thread): the global and per-client limits, the header
+    deadline and eviction of the longest-waiting connection (module docstring).
+
+    Args:
+        limit: most connections at once.
+        per_client: most connections of one peer at once.
+        header_timeout_s: a connection waiting longer than this for its request headers is closed.
+        clock: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(self, limit: int, per_client: int | None = None, header_timeout_s: float = 5.0,
+                 clock: Any = time.monotonic) -> None:
+        super().__init__(limit)
+        self.per_client = int(per_client or limit)
+        self.header_timeout_s = float(header_timeout_s)
+        self.evicted = 0
+        self.timed_out = 0
+        self._clock = clock
+        self._conns: dict[int, _Conn] = {}
+
+    def admit(self, sock: Any, client_address: Any = None) -> bool:
+        """Take a slot for a new connection (closing the longest-waiting one when full), or answer 503 on
+        ``sock`` and return False (the caller closes it)."""
+        peer = peer_key(sock, client_address)
+        with self._lock:
+            mine = [c for c in self._conns.values() if c.peer == peer]
+            if len(mine) >= self.per_client:
+                self._evict_locked(mine)
+            elif self.in_use >= self.limit:
+                self._evict_locked(list(self._conns.values()))
+            if self.in_use < self.limit and sum(c.peer == peer for c in self._conns.values()) < self.per_client:
+                self.in_use += 1
+                self._conns[id(sock)] = _Conn(peer, self._clock(), sock)
+                return True
+            self.rejected += 1
+        self._refuse(sock)
+        return False
+
+    def _evict_locked(self, candidates: list[_Conn]) -> None:
+        waiting = [c for c in candidates if c.waiting_since is not None]
+        if waiting:
+            victim = min(waiting, key=lambda c: c.waiting_since)
+            self.evicted += 1
+            self._drop_locked(victim)
+
+    def _drop_locked(self, conn: _Conn) -> None:
+        if self._conns.pop(id(conn.sock), None) is not None:
+            self.in_use -= 1
+        try:
+            conn.sock.shutdown(socket.SHUT_RDWR)     # its handler thread reads EOF and ends
+        except OSError:
+            pass
+
+    def serving(self, sock: Any) -> None:
+        """The connection's request headers are complete: not evictable until :meth:`waiting`."""
+        with self._lock:
+            c = self._conns.get(id(sock))
+            if c is not None:
+                c.waiting_since = None
+
+    def waiting(self, sock: Any) -> None:
+        """The connection waits for (the next) request headers: the header deadline runs from now."""
+        with self._lock:
+            c = self._conns.get(id(sock))
+            if c is not None:
+                c.waiting_since = self._clock()
+
+    def reap(self) -> int:
+        """Close connections past the header deadline; returns how many."""
+        now = self._clock()
+        with self._lock:
+            late = [c for c in self._conns.values()
+                    if c.waiting_since is not None and now - c.waiting_since > self.header_timeout_s]
+            for c in late:
+                self._drop_locked(c)
+            self.timed_out += len(late)
+        return len(late)
+
+    def release(self, sock: Any = None) -> None:  # type: ignore[override]
+        """The connection's thread ended (a no-op for one already evicted)."""
+        with self._lock:
+            if sock is None or self._conns.pop(id(sock), None) is not None:
+                self.in_use -= 1
+
+    def _refuse(self, sock: Any) -> None:
         try:
             sock.settimeout(1.0)
             sock.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
@@ -136,7 +286,6 @@ class ConnectionLimit(Slots):
                          + str(len(_REFUSAL_503)).encode() + b"\r\n\r\n" + _REFUSAL_503)
         except OSError:
             pass
-        return False
 
 
 # ---------------------------------------------------------------------------------------------- requests

@@ -4,12 +4,14 @@
 (function () {
   const STAGES = ["capture", "sync", "register", "locate", "preprocess", "infer", "policy", "total"];
   const MODALITIES = ["rgb", "ir", "depth"];
+  const PREVIEWS = { rgb: "rgb.jpg", ir: "ir.jpg", depth: "depth.jpg", overlay: "ir.jpg?overlay=1&" };
   const $ = (id) => document.getElementById(id);
   let staleMs = 1000;
   let lastEventAt = 0;
   let lastSeq = 0;
   const loading = {};
   const fpsTimes = [];
+  let reasonHints = {};
 
   function setText(id, text) { const el = $(id); if (el.textContent !== text) el.textContent = text; }
 
@@ -20,11 +22,71 @@
 
   function fmt(x, digits) { return (x === null || x === undefined) ? "—" : Number(x).toFixed(digits); }
 
-  function chips(id, items) {
-    const el = $(id);
+  function renderReasons(items) {
+    const el = $("reasons");
+    const key = (items || []).join(",") + "|" + Object.keys(reasonHints).length;
+    if (el.dataset.key === key) return;
+    el.dataset.key = key;
     el.replaceChildren();
-    if (!items || !items.length) { el.textContent = "—"; return; }
-    for (const r of items) { const s = document.createElement("span"); s.textContent = r; el.appendChild(s); }
+    // the first reason's hint also goes on the verdict card (above the fold on a phone)
+    const first = (items || []).find((r) => r !== "ok" && r !== "live_votes");
+    setText("verdict-hint", first ? (reasonHints[first] || first.replace(/_/g, " ")) : "");
+    for (const r of (items && items.length ? items : ["—"])) {
+      const li = document.createElement("li");
+      li.dataset.reason = r;
+      const code = document.createElement("code"); code.textContent = r;
+      const hint = document.createElement("span"); hint.className = "hint"; hint.textContent = reasonHints[r] || "";
+      li.append(code, hint);
+      el.appendChild(li);
+    }
+  }
+
+  function pct(x) { return (100 * Math.max(0, Math.min(1, Number(x) || 0))).toFixed(0) + "%"; }
+
+  function renderView(v) {
+    if (!v) return;
+    const dist = v.face_distance_m;
+    const dtext = dist === null || dist === undefined ? "no face depth"
+      : Number(dist).toFixed(2) + " m" + (v.distance_measured ? "" : " (guessed from face size)");
+    setText("distance", dtext);
+    setText("distance-badge", "face " + (dist === null || dist === undefined ? "—" : Number(dist).toFixed(2) + " m"));
+    const fill = v.depth_fill;
+    setText("fill", fill === null || fill === undefined ? "—" : pct(fill));
+    $("fill-bar").style.width = fill ? pct(fill) : "0";
+    $("fill-bar").dataset.level = fill === null || fill === undefined ? "none"
+      : fill < 0.5 ? "bad" : fill < 0.8 ? "warn" : "ok";
+    const ir = v.ir;
+    const sat = ir && ir.saturated > 0.01 ? " · " + pct(ir.saturated) + " saturated" : "";
+    setText("ir-level", ir ? pct(ir.level) + " · " + ir.exposure + sat : "—");
+    $("ir-bar").style.width = ir ? pct(ir.level) : "0";
+    $("ir-bar").dataset.level = ir ? (ir.exposure === "ok" ? "ok" : "bad") : "none";
+    if (v.depth_range_m) {
+      setText("range-near", Number(v.depth_range_m[0]).toFixed(2) + " m");
+      setText("range-far", Number(v.depth_range_m[1]).toFixed(2) + " m");
+    }
+    const streams = v.streams || {};
+    for (const m of MODALITIES) {
+      const s = streams[m];
+      const rate = s ? (s.fps === null ? "—" : Number(s.fps).toFixed(1)) + " fps" : "—";
+      setText("fps-" + m, s && s.drops ? rate + " · " + s.drops + " dropped" : rate);
+    }
+    const body = $("streams").tBodies[0];
+    body.replaceChildren();
+    for (const [m, s] of Object.entries(streams)) {
+      const tr = document.createElement("tr");
+      tr.dataset.stream = m;
+      for (const t of [m, s.fps === null ? "—" : Number(s.fps).toFixed(1), String(s.drops)]) {
+        const td = document.createElement("td"); td.textContent = t; tr.appendChild(td);
+      }
+      if (s.drops) tr.className = "drops";
+      body.appendChild(tr);
+    }
+    const boxes = v.boxes || {};
+    for (const m of Object.keys(PREVIEWS)) {
+      const b = boxes[m === "overlay" ? "ir" : m];
+      const fig = document.querySelector('.preview[data-modality="' + m + '"]');
+      if (b) fig.dataset.box = b.join(","); else delete fig.dataset.box;
+    }
   }
 
   function renderLatency(lat) {
@@ -55,7 +117,8 @@
     const probe = new Image();
     probe.onload = () => { img.src = probe.src; frame.classList.remove("empty"); loading[m] = false; };
     probe.onerror = () => { frame.classList.add("empty"); loading[m] = false; };
-    probe.src = "/v1/preview/" + m + ".jpg?seq=" + seq;
+    const q = PREVIEWS[m];
+    probe.src = "/v1/preview/" + q + (q.includes("?") ? "" : "?") + "seq=" + seq;
   }
 
   function onDecision(env) {
@@ -75,13 +138,14 @@
     setText("modalities", (d.modalities || []).join(" + ") || "none");
     const ev = Object.entries(d.evidence || {}).map(([k, v]) => k + " " + Number(v).toFixed(2));
     setText("evidence", ev.join(", ") || "—");
-    chips("reasons", d.reasons);
+    renderReasons(d.reasons);
+    if (env.view && Object.keys(env.view).length) renderView(env.view);
     setText("hints", (d.hints || []).join(", ").replace(/_/g, " ") || "—");
     renderLatency(d.latency_ms || {});
     setText("seq", String(env.seq));
     const fps = fpsTimes.length > 1 ? 1000 * (fpsTimes.length - 1) / (fpsTimes[fpsTimes.length - 1] - fpsTimes[0]) : 0;
     setText("fps", fps.toFixed(1));
-    for (const m of MODALITIES) refreshPreview(m, env.seq);
+    for (const m of Object.keys(PREVIEWS)) refreshPreview(m, env.seq);
   }
 
   function checkStale() {
@@ -119,6 +183,7 @@
       setText("model", (model.name || "—") + (model.sha256 ? " · " + String(model.sha256).slice(0, 12) : ""));
       setText("source", s.source || "—");
       $("reset-lockout").hidden = !s.lockout_reset_supported;
+      reasonHints = s.reason_hints || {};
     } catch (err) { setConn("error", "status unavailable"); }
   }
 
