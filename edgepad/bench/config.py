@@ -22,7 +22,7 @@ class DeviceBenchConfig:
         warmup_s: warm-up time whose decisions are discarded (at least one decision is).
         budget_s: measurement time; frames: stop after this many measured decisions (0 = budget only).
         clip_k: k of the k-sigma outlier clipping reported beside raw figures (None = off).
-        locator: face locator (``haar``, ``truth``, ``fixed:x,y,w,h``).
+        locator: face locator (``learned`` default, ``haar``, ``truth``, ``fixed:x,y,w,h``).
         threads: ONNX Runtime intra-op threads (None = all cores).
         threaded: run the pipeline's threaded mode.
         components: run the component benchmarks; component_s: time per component measurement.
@@ -42,7 +42,7 @@ class DeviceBenchConfig:
     budget_s: float = 20.0
     frames: int = 0
     clip_k: float | None = None
-    locator: str = "haar"
+    locator: str = "learned"
     threads: int | None = None
     threaded: bool = False
     components: bool = False

@@ -32,7 +32,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after this many measured decisions (0 = the time budget decides)")
     parser.add_argument("--clip-outliers", nargs="?", type=positive_float, const=3.0, default=None, metavar="K",
                         help="also report figures after one pass of K-sigma clipping (K = 3 when omitted)")
-    parser.add_argument("--locator", default="haar", help="face locator: haar, truth (synthetic), fixed:x,y,w,h")
+    parser.add_argument("--locator", default="learned",
+                        help="face locator: learned (default), haar, truth (synthetic), fixed:x,y,w,h")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="ONNX Runtime intra-op threads (default: all)")
     parser.add_argument("--threaded", action="store_true", help="run the pipeline in its threaded mode")

@@ -17,8 +17,9 @@ DEFAULT_MODEL = "edgepad/assets/default.onnx"
 
 def add_policy_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Face locator, decision-policy and backend options shared by ``demo``, ``run`` and ``serve``."""
-    parser.add_argument("--locator", default="haar",
-                        help="face locator: haar (default), truth (synthetic sources only), fixed:x,y,w,h")
+    parser.add_argument("--locator", default="learned",
+                        help="face locator: learned (default; MTCNN with landmarks), haar, truth (synthetic sources "
+                             "only), fixed:x,y,w,h")
     parser.add_argument("--operating-point", default=None,
                         help="manifest operating point (threshold criterion), e.g. bpcer20; default: the manifest's")
     parser.add_argument("--k", type=positive_int, default=3, help="live votes needed among the last n (default 3)")
@@ -40,6 +41,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     add_policy_arguments(parser)
     parser.add_argument("--every", type=positive_int, default=1, help="print every N-th decision (default 1)")
     parser.add_argument("--json", action="store_true", help="one JSON object per decision instead of text")
+    parser.add_argument("--events", action="store_true",
+                        help="print presentation events (started / decided live|spoof / ended): one decision per "
+                             "person; with --json as JSON objects")
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +79,7 @@ def demo_options(args: argparse.Namespace) -> DemoOptions:
     return DemoOptions(model=Path(args.model) if args.model else None, frames=args.frames, seed=args.seed,
                        realtime=bool(args.realtime), fps=args.fps, presentation_frames=args.presentation_frames,
                        locator=args.locator, threads=args.threads, pipeline=pipeline_config(args),
-                       every=args.every, json=bool(args.json))
+                       every=args.every, json=bool(args.json), events=bool(args.events))
 
 
 def demo_main(args: argparse.Namespace) -> int:
@@ -110,7 +114,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(source=source_uri(args), model=Path(args.model) if args.model else None, rig=args.rig,
                       fps=args.fps, sync_tolerance_ms=args.sync_tolerance_ms, frames=args.frames,
                       locator=args.locator, threads=args.threads, pipeline=pipeline_config(args),
-                      every=args.every, json=bool(args.json))
+                      every=args.every, json=bool(args.json), events=bool(args.events))
 
 
 def run_main(args: argparse.Namespace) -> int:

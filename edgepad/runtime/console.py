@@ -21,6 +21,7 @@ from edgepad.drivers.sync import Synchronizer
 from edgepad.drivers.synthetic import SyntheticSource
 from edgepad.errors import ConfigError, EndOfStream
 from edgepad.runtime.pipeline import PipelineConfig, open_pipeline
+from edgepad.runtime.presentation import DECIDED, ENDED, PresentationEvent
 from edgepad.types import STAGES, Decision, Modality, Verdict
 
 _SHORT = {"capture": "cap", "sync": "sync", "register": "reg", "locate": "loc", "preprocess": "pre",
@@ -38,11 +39,12 @@ class DemoOptions:
         realtime: pace the synthetic camera to ``fps``.
         fps: synthetic frame rate (frames/s).
         presentation_frames: frame sets per synthetic presentation.
-        locator: face locator spec (``haar``, ``truth``, ``fixed:x,y,w,h``).
+        locator: face locator spec (``learned`` default, ``haar``, ``truth``, ``fixed:x,y,w,h``).
         threads: ONNX Runtime intra-op threads (None = its default).
         pipeline: pipeline and decision-policy settings.
         every: print every N-th decision.
         json: one JSON object per decision instead of text.
+        events: also print the presentation events (one decision per person).
     """
 
     model: Path | None = None
@@ -51,11 +53,12 @@ class DemoOptions:
     realtime: bool = False
     fps: float = 30.0
     presentation_frames: int = 45
-    locator: str = "haar"
+    locator: str = "learned"
     threads: int | None = None
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     every: int = 1
     json: bool = False
+    events: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class RunOptions:
         fps: stream rate for the sync tolerance (frames/s; None = the source's).
         sync_tolerance_ms: max time between the frames of a set (ms; None = half the slowest stream's period).
         frames: stop after N frame sets (0 = until the stream ends).
-        locator, threads, pipeline, every, json: as in :class:`DemoOptions`.
+        locator, threads, pipeline, every, json, events: as in :class:`DemoOptions`.
     """
 
     source: str | list[str]
@@ -78,11 +81,12 @@ class RunOptions:
     fps: float | None = None
     sync_tolerance_ms: float | None = None
     frames: int = 0
-    locator: str = "haar"
+    locator: str = "learned"
     threads: int | None = None
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     every: int = 1
     json: bool = False
+    events: bool = False
 
 
 def _model_path(model: Path | str | None) -> Path:
@@ -118,6 +122,29 @@ def format_decision(d: Decision, fps: float, prefix: str = "", suffix: str = "")
             f"| {reasons}{hints}{suffix}")
 
 
+def format_event(ev: PresentationEvent) -> str:
+    """One console line per presentation event: ``EVENT presentation 3 decided LIVE score 0.910 …``."""
+    text = f"EVENT presentation {ev.presentation} {ev.kind}"
+    if ev.kind == DECIDED and ev.decision is not None:
+        d = ev.decision
+        score = "-" if d.score is None else f"{d.score:.3f}"
+        ev_s = " ".join(f"{m.value} {v:.3f}" for m, v in d.evidence.items())
+        text += f" {ev.verdict.value.upper()} score {score} thr {d.threshold:.3f} after {ev.frames} frames"
+        text += f" | evidence {ev_s}" if ev_s else ""
+    elif ev.kind == ENDED:
+        text += (f" ({ev.cause}) verdict {ev.verdict.value} after {ev.frames} frames; live {ev.live_decisions} "
+                 f"spoof {ev.spoof_decisions}")
+    else:
+        text += f" ({ev.cause})"
+    return text
+
+
+def _print_events(pipe: Any, options: Any, out: TextIO) -> None:
+    for ev in pipe.events():
+        if options.events:
+            print(json.dumps(ev.to_dict()) if options.json else format_event(ev), file=out, flush=True)
+
+
 def _print_latency_summary(lats: dict[str, list[float]], out: TextIO) -> None:
     if not lats.get("total"):
         return
@@ -129,7 +156,8 @@ def _print_latency_summary(lats: dict[str, list[float]], out: TextIO) -> None:
 
 
 def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
-    """``edgepad demo``: synthetic camera → capture → Haar → crops → ONNX Runtime → policy, with ground truth.
+    """``edgepad demo``: synthetic camera → capture → face locator → crops → ONNX Runtime → policy, with ground
+    truth; per presentation: frames without a face, the first definitive verdict, the presentation events.
 
     Args:
         options: demo settings.
@@ -168,10 +196,18 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
             truth = src.truth(seq) if seq is not None else None
             if truth is not None:
                 rec = per_pres.setdefault(truth.index, {"species": truth.species, "bonafide": truth.is_bonafide,
-                                                         "verdicts": collections.Counter(), "first": None})
+                                                         "verdicts": collections.Counter(), "first": None,
+                                                         "no_face": 0, "decided": []})
                 rec["verdicts"][d.verdict.value] += 1
+                rec["no_face"] += d.face_box is None
                 if rec["first"] is None and d.verdict is not Verdict.UNKNOWN:
                     rec["first"] = d.verdict.value
+            for ev in pipe.events():
+                if options.events:
+                    print(json.dumps(ev.to_dict()) if options.json else format_event(ev), file=out)
+                s_ev = pipe.sequence_of(ev.decision) if ev.kind == DECIDED and ev.decision is not None else None
+                if s_ev is not None and src.truth(s_ev).index in per_pres:
+                    per_pres[src.truth(s_ev).index]["decided"].append(ev.verdict.value)
             for k, v in d.latency_ms.items():
                 lats[k].append(v)
             n += 1
@@ -189,8 +225,10 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
           f"{pipe.stats.to_dict()['decisions']}", file=human)
     _print_latency_summary(lats, human)
     ok_b = tot_b = ok_a = tot_a = 0
-    print("\nper presentation (verdict = the majority of its live/spoof decisions; unknown if none):", file=human)
-    print("  #  species         truth      verdict   live spoof unknown  first", file=human)
+    located = first_live = attack_live = 0
+    print("\nper presentation (verdict = the majority of its live/spoof decisions, unknown if none; first = its first "
+          "definitive verdict; decided = the 'decided' presentation events that fell in it):", file=human)
+    print("  #  species         truth      verdict   live spoof unknown no_face  first  decided", file=human)
     for idx, rec in per_pres.items():
         c = rec["verdicts"]
         if c["live"] == c["spoof"] == 0:
@@ -202,12 +240,19 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
         if rec["bonafide"]:
             tot_b += 1
             ok_b += right
+            located += rec["no_face"] < sum(c.values())
+            first_live += rec["first"] == "live"
         else:
             tot_a += 1
             ok_a += right
+            attack_live += c["live"] > 0
         print(f"  {idx:<3d}{rec['species']:16s}{truth:11s}{verdict:9s}{c['live']:5d}{c['spoof']:6d}{c['unknown']:8d}"
-              f"  {rec['first'] or '-'}  {'ok' if right else 'WRONG'}", file=human)
+              f"{rec['no_face']:8d}  {rec['first'] or '-':6s} {','.join(rec['decided']) or '-':8s} "
+              f"{'ok' if right else 'WRONG'}", file=human)
     print(f"\nbona fide presentations right: {ok_b}/{tot_b}; attack presentations right: {ok_a}/{tot_a}", file=human)
+    print(f"bona fide located: {located}/{tot_b}; first definitive verdict LIVE: {first_live}/{tot_b}; attack "
+          f"presentations with a LIVE decision: {attack_live}/{tot_a}; presentations tracked: "
+          f"{pipe.presentations.count}", file=human)
     good = (tot_b == 0 or ok_b * 2 > tot_b) and (tot_a == 0 or ok_a * 2 > tot_a)
     return 0 if good else 1
 
@@ -277,8 +322,10 @@ def run_console(options: RunOptions, out: TextIO | None = None) -> int:
                     print(json.dumps(row), file=out, flush=True)
                 elif n % max(1, options.every) == 0:
                     print(format_decision(d, fps, prefix=f"#{n:5d} "), file=out, flush=True)
+                _print_events(pipe, options, out)
     except EndOfStream:
         pass
+    _print_events(pipe, options, out)  # the last presentation's 'ended'
     st = cap.sync.stats
     print(stats_summary(n, pipe.stats.to_dict()), file=sys.stderr)
     print(f"sync: {st.matched} frame set(s); max skew {st.max_skew_ns / 1e6:.1f} ms on the matching clock, "

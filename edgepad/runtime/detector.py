@@ -311,13 +311,14 @@ class LearnedFaceDetector:
                       for k, f in STAGE_FILES.items()}
 
     # stage 1
-    def _stage_pnet(self, rgb: np.ndarray) -> np.ndarray:
+    def _stage_pnet(self, rgb: np.ndarray, face_px: tuple[float, float] | None = None) -> np.ndarray:
         h, w = rgb.shape[:2]
         sess = self._sess["pnet"]
         found = []
         level = rgb
-        for s in pyramid_scales(h, w, self.min_face_px, self.pyramid_factor):
-            if self.max_face_px and PNET_CELL / s > self.max_face_px * 1.5:
+        lo, hi = face_px if face_px is not None else (self.min_face_px, self.max_face_px)
+        for s in pyramid_scales(h, w, max(float(lo), PNET_CELL), self.pyramid_factor):
+            if hi and PNET_CELL / s > hi * 1.5:
                 break
             # each level is shrunk from the previous one (a full-image resize per level costs ~1 ms each)
             lw, lh = int(math.ceil(w * s)), int(math.ceil(h * s))
@@ -340,13 +341,16 @@ class LearnedFaceDetector:
         keep = np.flatnonzero(p >= threshold)
         return boxes[keep], p[keep], [o[keep] for o in outs[1:]]
 
-    def detect(self, rgb: np.ndarray, region: tuple[int, int, int, int] | None = None) -> list[DetectedFace]:
+    def detect(self, rgb: np.ndarray, region: tuple[int, int, int, int] | None = None,
+               face_px: tuple[float, float] | None = None) -> list[DetectedFace]:
         """Faces in one RGB image, highest score first.
 
         Args:
             rgb: uint8 ``H×W×3`` RGB (a BGR image must be converted first).
             region: optional ``(x0, y0, x1, y1)`` window to search (e.g. around the last face when tracking);
                 boxes and landmarks are still in full-image pixels.
+            face_px: optional ``(min, max)`` face side searched in px (max 0 = no limit), instead of
+                ``min_face_px`` / ``max_face_px`` (tracking searches only sizes near the last face's).
 
         Raises:
             ConfigError: not a uint8 H×W×3 array.
@@ -362,9 +366,9 @@ class LearnedFaceDetector:
                 return []
             off = np.array([x0, y0], np.float32)
             return [DetectedFace((f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3]), f.landmarks + off, f.score)
-                    for f in self.detect(rgb[y0:y1, x0:x1])]
+                    for f in self.detect(rgb[y0:y1, x0:x1], face_px=face_px)]
         rgb = np.ascontiguousarray(rgb)
-        boxes = self._stage_pnet(rgb)
+        boxes = self._stage_pnet(rgb, face_px)
         if not len(boxes):
             return []
         boxes, p, (reg,) = self._stage("rnet", rgb, boxes, 24, self.stage_thresholds[1])
@@ -381,7 +385,8 @@ class LearnedFaceDetector:
         return [DetectedFace((float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])), points[i],
                              float(p[i])) for i, b in zip(keep, boxes[keep])]
 
-    def largest(self, rgb: np.ndarray, region: tuple[int, int, int, int] | None = None) -> DetectedFace | None:
+    def largest(self, rgb: np.ndarray, region: tuple[int, int, int, int] | None = None,
+                face_px: tuple[float, float] | None = None) -> DetectedFace | None:
         """The detection with the largest box area (the face to decide on), or None."""
-        faces = self.detect(rgb, region)
+        faces = self.detect(rgb, region, face_px)
         return max(faces, key=lambda f: f.box[2] * f.box[3]) if faces else None

@@ -1,9 +1,11 @@
 """Face locators: where the face is in the rgb image (the crops of every modality follow from the box).
 
-One protocol, :class:`FaceLocator` (``locate(frameset) -> FaceDetection | None``), and three locators:
+One protocol, :class:`FaceLocator` (``locate(frameset) -> FaceDetection | None``), and four locators:
 
-- :class:`HaarFaceLocator`: OpenCV's Haar cascade shipped in the opencv 4.x wheels, the embedded default
-  (offline, no landmarks). OpenCV builds without ``cv2.CascadeClassifier`` (5.x) or without the cascade file
+- :class:`LearnedFaceLocator`: the shipped MTCNN detector (:mod:`edgepad.runtime.detector`, five landmarks),
+  detecting on a schedule and tracking in between; the embedded default (``"learned"``).
+- :class:`HaarFaceLocator`: OpenCV's Haar cascade shipped in the opencv 4.x wheels (``"haar"``; offline, no
+  landmarks). OpenCV builds without ``cv2.CascadeClassifier`` (5.x) or without the cascade file
   raise :class:`MissingDependencyError` / :class:`ConfigError` naming the fix.
 - :class:`FixedBoxLocator`: a fixed box (fixed terminals with a face guide, tests).
 - :class:`TruthLocator`: the ground-truth box of a synthetic source (tests, demos of the decision stage alone).
@@ -23,6 +25,7 @@ import numpy as np
 from edgepad._optional import lazy
 from edgepad.config import suggest
 from edgepad.errors import ConfigError, MissingDependencyError
+from edgepad.runtime.detector import MTCNN_TO_FACE_BOX, LearnedFaceDetector, map_box
 from edgepad.types import FrameSet, Modality
 
 log = logging.getLogger(__name__)
@@ -39,7 +42,8 @@ class FaceDetection:
         box: ``(x, y, w, h)`` in rgb pixels.
         score: detector confidence (locator-specific scale; 1.0 for fixed/truth boxes).
         landmarks: ``5×2`` (right eye, left eye, nose tip, right and left mouth corners) in rgb pixels, or None
-            when the locator gives none (Haar gives none: pose and inter-eye gates are then skipped).
+            when the locator gives none (Haar gives none: pose and inter-eye gates are then skipped; the learned
+            locator gives them).
     """
 
     box: Box
@@ -121,8 +125,82 @@ def haar_cascade_path(name: str = "haarcascade_frontalface_default.xml") -> Path
 HAAR_TO_FACE_BOX = (0.0, 0.13, 0.81, 0.95)
 
 
+class LearnedFaceLocator:
+    """The learned MTCNN detector with five landmarks (the embedded default), detecting on a schedule and
+    tracking in between.
+
+    Every ``detect_every``-th frame, and whenever no face is being tracked, the whole frame is searched
+    (:meth:`LearnedFaceDetector.largest`). In between, only a square of ``roi_scale`` × the last face's side
+    around it is searched, at face sizes 1/``roi_size_range`` .. ``roi_size_range`` × the last one (a handful of
+    P-Net levels on a small window: a fraction of a full search). Every box and landmark comes from a detection
+    on the current frame's pixels; nothing is carried over. When the region search finds nothing the frame has
+    no face (the next frame gets a full search): a lost face costs one ``no_face`` frame instead of a region
+    search *plus* a full search on one frame, which keeps the locate stage's p99 at the cost of one full search.
+
+    Args:
+        detect_every: full-frame search every N frames, region search in between (1 = always the full frame).
+        roi_scale: side of the search region relative to the last face's (MTCNN) box side.
+        roi_size_range: size range of the region search relative to the last face (> 1).
+        box_adjust: ``(dx, dy, sw, sh)`` mapping MTCNN's tight box onto the crop convention
+            (:data:`~edgepad.runtime.detector.MTCNN_TO_FACE_BOX`).
+        detector: a ready :class:`LearnedFaceDetector`; else one is built from ``detector_kw``
+            (``min_face_px``, ``score_threshold``, ``threads`` …).
+
+    Raises:
+        ConfigError: a parameter out of range or a missing model file.
+        MissingDependencyError: onnxruntime is not installed (when the detector is built).
+    """
+
+    def __init__(self, detect_every: int = 10, roi_scale: float = 2.0, roi_size_range: float = 1.4,
+                 box_adjust: tuple[float, float, float, float] = MTCNN_TO_FACE_BOX,
+                 detector: LearnedFaceDetector | None = None, **detector_kw: Any) -> None:
+        if not (isinstance(detect_every, int) and detect_every >= 1 and roi_scale >= 1.0 and roi_size_range > 1.0):
+            raise ConfigError("learned locator needs detect_every >= 1, roi_scale >= 1 and roi_size_range > 1",
+                              key="detect_every")
+        if len(box_adjust) != 4 or not (box_adjust[2] > 0 and box_adjust[3] > 0):
+            raise ConfigError(f"box_adjust must be (dx, dy, sw, sh) with sw, sh > 0, got {box_adjust!r}",
+                              key="box_adjust")
+        self.detector = detector if detector is not None else LearnedFaceDetector(**detector_kw)
+        self.detect_every, self.roi_scale, self.roi_size_range = detect_every, float(roi_scale), float(roi_size_range)
+        self.box_adjust = tuple(float(v) for v in box_adjust)
+        self._last: tuple[float, float, float, float] | None = None  # last raw MTCNN box (px)
+        self._since_full = 0
+        self.searches = {"full": 0, "roi": 0}
+
+    def reset(self) -> None:
+        """Forget the tracked face (the next frame is searched in full)."""
+        self._last = None
+
+    def locate(self, frameset: FrameSet) -> FaceDetection | None:
+        rgb = frameset.get(Modality.RGB)
+        if rgb is None:
+            return None
+        img = rgb.data
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        if self._last is not None and self._since_full < self.detect_every - 1:
+            lx, ly, lw, lh = self._last
+            side = max(lw, lh)
+            half = side * self.roi_scale / 2.0
+            cx, cy = lx + lw / 2.0, ly + lh / 2.0
+            region = (max(0, int(cx - half)), max(0, int(cy - half)), min(img.shape[1], int(math.ceil(cx + half))),
+                      min(img.shape[0], int(math.ceil(cy + half))))
+            self.searches["roi"] += 1
+            self._since_full += 1
+            f = self.detector.largest(img, region, (side / self.roi_size_range, side * self.roi_size_range))
+        else:
+            self.searches["full"] += 1
+            self._since_full = 0
+            f = self.detector.largest(img)
+        if f is None:
+            self._last = None
+            return None
+        self._last = tuple(float(v) for v in f.box)  # type: ignore[assignment]
+        return FaceDetection(map_box(f.box, self.box_adjust), float(f.score), np.array(f.landmarks, copy=True))
+
+
 class HaarFaceLocator:
-    """OpenCV Haar-cascade face detector on the rgb frame (the embedded default; no landmarks).
+    """OpenCV Haar-cascade face detector on the rgb frame (``"haar"``; no landmarks).
 
     The image is converted to grey and shrunk so that its width is at most ``work_width_px`` before detection
     (Haar cost grows with pixels); the largest detection wins.
@@ -254,13 +332,20 @@ class HaarFaceLocator:
                               max(1, int(round(h)))), score)
 
 
-def make_locator(spec: str | FaceLocator | None = "haar", source: Any = None) -> FaceLocator:
-    """Locator from a short spec: ``"haar"``, ``"truth"`` (needs ``source``), ``"fixed:x,y,w,h"``, or an object.
+#: the embedded default locator spec
+DEFAULT_LOCATOR = "learned"
+
+
+def make_locator(spec: str | FaceLocator | None = DEFAULT_LOCATOR, source: Any = None) -> FaceLocator:
+    """Locator from a short spec: ``"learned"`` (default), ``"haar"``, ``"truth"`` (needs ``source``),
+    ``"fixed:x,y,w,h"``, or an object.
 
     Raises:
         ConfigError: unknown spec (with suggestions).
     """
-    if spec is None or spec == "haar":
+    if spec is None or spec == "learned":
+        return LearnedFaceLocator()
+    if spec == "haar":
         return HaarFaceLocator()
     if not isinstance(spec, str):
         if not callable(getattr(spec, "locate", None)):
@@ -274,5 +359,5 @@ def make_locator(spec: str | FaceLocator | None = "haar", source: Any = None) ->
         except ValueError:
             raise ConfigError(f"fixed locator needs fixed:x,y,w,h, got {spec!r}", key="locator") from None
         return FixedBoxLocator(vals)  # type: ignore[arg-type]
-    raise ConfigError(f"unknown face locator {spec!r}; use haar, truth or fixed:x,y,w,h", key="locator",
-                      suggestions=suggest(spec, ["haar", "truth", "fixed"]))
+    raise ConfigError(f"unknown face locator {spec!r}; use learned, haar, truth or fixed:x,y,w,h", key="locator",
+                      suggestions=suggest(spec, ["learned", "haar", "truth", "fixed"]))

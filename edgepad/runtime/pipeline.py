@@ -45,6 +45,7 @@ from edgepad.errors import ConfigError, EndOfStream, SourceError
 from edgepad.geometry import load_rig
 from edgepad.runtime.face import FaceDetection, FaceLocator, make_locator
 from edgepad.runtime.policy import DecisionPolicy, PolicyConfig
+from edgepad.runtime.presentation import PresentationConfig, PresentationEvent, PresentationTracker, face_colour
 from edgepad.runtime.quality import HINT_NO_FACE, QualityConfig, check_quality, depth_valid_sample
 from edgepad.runtime.sensors import SensorMonitor
 from edgepad.types import STAGES, Decision, FrameSet, Modality, Reason, Verdict
@@ -73,7 +74,8 @@ class PipelineConfig:
             whose clock runs ahead of the host's needs ``source`` explicitly.
         max_skew_ms: the largest forward step of a source clock beyond the host time elapsed between two reads
             (ms; > the longest frame interval, drops included, of a non-realtime playback).
-        face_jump: box-centre jump, in box widths, between consecutive frames that starts a new attempt.
+        face_jump: limit of the box-centre move between consecutive face frames, in box widths, in the change
+            score that starts a new presentation (:mod:`edgepad.runtime.presentation`).
         read_timeout_s: capture read timeout used by :meth:`LivenessPipeline.run` / iteration.
         threaded: run capture, inference and decision in their own threads.
         queue_size: capacity of each inter-stage queue in threaded mode (oldest item dropped when full).
@@ -87,13 +89,14 @@ class PipelineConfig:
         blas_threads: BLAS threads of the process while the pipeline is open (restored at close; None = leave
             as is). The crops' small matrix products are slower with threads that compete with the inference
             threads for the same cores (measured 10x on the shared 2-core development VM).
-        policy / quality: see :class:`PolicyConfig` and :class:`QualityConfig`.
+        policy / quality / presentation: see :class:`PolicyConfig`, :class:`QualityConfig` and
+            :class:`~edgepad.runtime.presentation.PresentationConfig` (when a face's presentation ends).
     """
 
     margin: float = 0.25
     clock: Literal["auto", "host", "source"] = "auto"
     max_skew_ms: float = 250.0
-    face_jump: float = 0.6
+    face_jump: float = 0.2
     read_timeout_s: float = 1.0
     threaded: bool = False
     queue_size: int = 2
@@ -102,6 +105,7 @@ class PipelineConfig:
     blas_threads: int | None = 1
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    presentation: PresentationConfig = field(default_factory=PresentationConfig)
 
     @property
     def capture_mode(self) -> RegistrationMode:
@@ -161,7 +165,8 @@ class _Scored:
     used: frozenset[Modality] | None = None
     detection: FaceDetection | None = None
     face: bool = True
-    new_attempt: bool = False
+    face_depth_m: float | None = None
+    colour: tuple[float, float, float] | None = None
     quality: Mapping[str, float] = field(default_factory=dict)
     read_ms: float = 0.0
     clock_ok: bool = True
@@ -174,7 +179,7 @@ class LivenessPipeline:
         capture: object with ``read(timeout_s) -> FrameSet | None`` (a drivers ``Capture``); optional
             ``open``/``close``, ``rig``. None for :meth:`process`-only use.
         backend: an inference backend (``edgepad.engines.backend.load_backend``); activated by :meth:`open`.
-        locator: a :class:`FaceLocator` or spec (``"haar"``, ``"fixed:x,y,w,h"``); default Haar.
+        locator: a :class:`FaceLocator` or spec (``"learned"``, ``"haar"``, ``"fixed:x,y,w,h"``); default learned.
         rig: camera rig; default ``capture.rig``.
         config: :class:`PipelineConfig`.
         policy: a ready :class:`DecisionPolicy` (default: built from ``backend.manifest`` and ``config.policy``).
@@ -192,13 +197,15 @@ class LivenessPipeline:
         self.backend = backend
         self.manifest = backend.manifest
         self.rig = rig if rig is not None else getattr(capture, "rig", None)
-        self.locator = make_locator(locator if locator is not None else "haar")
+        self.locator = make_locator(locator if locator is not None else "learned")
         self.policy = policy or DecisionPolicy(self.manifest, self.config.policy)
         self.size_px = _crop_size(self.manifest)
         self.sensors = SensorMonitor() if self.config.integrity else None
         self.stats = PipelineStats()
         self._callbacks: list[Callable[[Decision], None]] = []
-        self._last_box: tuple[int, int, int, int] | None = None
+        self.presentations = PresentationTracker(self.config.presentation, max_jump=self.config.face_jump)
+        self._event_callbacks: list[Callable[[PresentationEvent], None]] = []
+        self._events: collections.deque[PresentationEvent] = collections.deque(maxlen=1024)
         self.clock = FrameClock(self.config.clock, self.config.max_skew_ms)
         self._opened = False
         self._owns_backend = False
@@ -335,11 +342,10 @@ class LivenessPipeline:
         if det is None:
             item.face = False
             item.hints.append(HINT_NO_FACE)
-            self._last_box = None
             return item
         item.detection = det
-        item.new_attempt = self._face_jumped(det.box)
-        self._last_box = det.box
+        item.colour = face_colour(fs.frames[Modality.RGB].data, det.box) if fs.frames[Modality.RGB].data.ndim == 3 \
+            else None
         t = time.perf_counter_ns()
         try:
             if self.rig is None:
@@ -365,6 +371,7 @@ class LivenessPipeline:
             # the face distance for IR fall-off compensation: from the depth crop when it is used (as in
             # training), else the measured/box-size estimate of crop_face
             z = None if Modality.DEPTH in crops else res.face_depth_m
+            item.face_depth_m = None if res.nominal_depth else float(res.face_depth_m)
             feed = preprocess.normalise(crops, self.manifest.inputs, scale, face_depth_m=z)
             bad = [k for k, v in feed.items() if not np.isfinite(v).all()]
             if bad:  # never score garbage (e.g. crops through a corrupt rig): error_preprocess, no vote
@@ -425,8 +432,9 @@ class LivenessPipeline:
             self._seq_by_ts[fs.timestamp_ns] = rgb.sequence
             while len(self._seq_by_ts) > 512:
                 self._seq_by_ts.popitem(last=False)
-        if item.new_attempt or not item.face:
-            self.policy.reset()
+        new, events = self.presentations.observe(item.detection, fs.timestamp_ns, item.face_depth_m, item.colour)
+        if new or not item.face:
+            self.policy.reset()  # no vote of one presentation reaches the next
         if now_ns is None:
             now_ns = self.clock.now(fs.timestamp_ns, item.ready_perf_ns)
         if not item.clock_ok:  # a clock that stood still, went back or jumped: no vote, restart the attempt
@@ -445,7 +453,10 @@ class LivenessPipeline:
         lat["total"] = (time.perf_counter_ns() - item.ready_perf_ns) / 1e6 + item.read_ms
         lat = {k: float(lat.get(k, 0.0)) for k in STAGES}
         d = _with(d, latency_ms=lat)
-        return self._emit(d)
+        events += self.presentations.decided(d)
+        d = self._emit(d)
+        self._emit_events(events)
+        return d
 
     def _emit(self, d: Decision) -> Decision:
         self.stats.decisions[d.verdict.value] += 1
@@ -457,6 +468,36 @@ class LivenessPipeline:
                 log.exception("decision callback failed")
         return d
 
+    def on_event(self, callback: Callable[[PresentationEvent], None]) -> None:
+        """Call ``callback(event)`` for every :class:`PresentationEvent` (started / decided / ended), right after
+        the decision that caused it (from the decision thread in threaded mode)."""
+        self._event_callbacks.append(callback)
+
+    def events(self) -> list[PresentationEvent]:
+        """The presentation events since the last call (oldest first; at most the last 1024 are kept)."""
+        out = []
+        while True:
+            try:
+                out.append(self._events.popleft())
+            except IndexError:
+                return out
+
+    def end_presentation(self, cause: str = "stream_end") -> list[PresentationEvent]:
+        """End the current presentation now (emits and returns its ``ended`` event); the next face starts one."""
+        self.policy.reset()
+        events = self.presentations.finish(cause)
+        self._emit_events(events)
+        return events
+
+    def _emit_events(self, events: list[PresentationEvent]) -> None:
+        for ev in events:
+            self._events.append(ev)
+            for cb in list(self._event_callbacks):
+                try:
+                    cb(ev)
+                except Exception:  # noqa: BLE001 - an integrator callback must not stop the runtime
+                    log.exception("presentation event callback failed")
+
     def _no_frames(self) -> Decision:
         self.stats.timeouts += 1
         now = time.monotonic_ns()
@@ -466,7 +507,7 @@ class LivenessPipeline:
 
     def _capture_error(self, exc: BaseException) -> Decision:
         self._error("capture", exc)
-        self.policy.reset()
+        self.end_presentation("capture_error")
         d = Decision(Verdict.UNKNOWN, None, self.policy.threshold, reasons=(Reason.ERROR_CAPTURE,),
                      timestamp_ns=time.monotonic_ns(), latency_ms={k: 0.0 for k in STAGES})
         return self._emit(d)
@@ -523,6 +564,8 @@ class LivenessPipeline:
                 if isinstance(item, _Stop):
                     if isinstance(item.exc, SourceError):
                         raise item.exc
+                    if isinstance(item.exc, EndOfStream):
+                        self.end_presentation()
                     return
                 n += 1
                 yield item
@@ -530,6 +573,7 @@ class LivenessPipeline:
             try:
                 d = self.step(timeout_s)
             except EndOfStream:
+                self.end_presentation()
                 return
             if d is None:
                 yield self._no_frames()
@@ -634,13 +678,6 @@ class LivenessPipeline:
         t.setdefault("capture", max(0.0, read_ms - t.get("sync", 0.0) - t.get("register", 0.0)))
         return t
 
-    def _face_jumped(self, box: tuple[int, int, int, int]) -> bool:
-        last = self._last_box
-        if last is None:
-            return False
-        cx0, cy0 = last[0] + last[2] / 2, last[1] + last[3] / 2
-        cx1, cy1 = box[0] + box[2] / 2, box[1] + box[3] / 2
-        return math.hypot(cx1 - cx0, cy1 - cy0) > self.config.face_jump * max(last[2], 1)
 
     def _error(self, stage: str, exc: BaseException) -> None:
         self.stats.errors[stage] = self.stats.errors.get(stage, 0) + 1
@@ -735,7 +772,8 @@ def _with(d: Decision, **changes: Any) -> Decision:
 
 
 # ---------------------------------------------------------------------------------------------- integrator API
-def open_pipeline(source: Any, model: Path | str | Any, *, rig: Any = None, locator: FaceLocator | str | None = "haar",
+def open_pipeline(source: Any, model: Path | str | Any, *, rig: Any = None,
+                  locator: FaceLocator | str | None = "learned",
                   config: PipelineConfig | None = None, backend: str = "auto", fps: float | None = None,
                   threads: int | None = None, **policy: Any) -> LivenessPipeline:
     """Build a pipeline from a source URI (or a capture) and a model artifact (or a backend).
@@ -745,7 +783,8 @@ def open_pipeline(source: Any, model: Path | str | Any, *, rig: Any = None, loca
             ``config.registration``) or an object with ``read(timeout_s)``.
         model: ``.onnx``/``.engine``/``.pt`` with its sidecar manifest, or a ready backend.
         rig: rig file or Rig (default: the source's own).
-        locator: ``"haar"`` (default), ``"truth"`` (synthetic sources), ``"fixed:x,y,w,h"`` or a FaceLocator.
+        locator: ``"learned"`` (default, MTCNN), ``"haar"``, ``"truth"`` (synthetic sources), ``"fixed:x,y,w,h"``
+            or a FaceLocator.
         config: :class:`PipelineConfig`; ``policy`` keywords (``k=3``, ``operating_point="bpcer20"`` …) override
             its policy settings.
         backend: backend kind for ``load_backend``; threads: ONNX Runtime intra-op threads.

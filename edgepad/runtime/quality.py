@@ -1,5 +1,5 @@
-"""Quality gates on a located face: size, border, blur, depth validity, IR illumination (and pose/inter-eye
-distance when the locator gives landmarks — Haar does not, so those two gates are then skipped).
+"""Quality gates on a located face: size, border, blur, depth validity, IR illumination, and pose/inter-eye
+distance from the landmarks of the learned locator (Haar gives none: those two gates are then skipped).
 
 Gates either *block* the frame from voting (face size, border, blur, pose: the decision is unknown with a hint
 for the user) or *invalidate a modality* when its **sensor** fails (a depth frame with almost no valid pixel, an
@@ -29,6 +29,9 @@ HINT_CENTRE = "centre_your_face"
 HINT_HOLD_STILL = "hold_still"
 HINT_FACE_CAMERA = "face_the_camera"
 HINT_NO_FACE = "look_at_the_camera"
+#: head turned too far: turn to the subject's own left / right (landmark yaw; for an unmirrored camera)
+HINT_TURN_LEFT = "turn_left"
+HINT_TURN_RIGHT = "turn_right"
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,15 @@ class QualityConfig:
             has failed (depth dropped).
         min_ir_mean / min_ir_std: whole IR frame mean / standard deviation (8-bit) below which the illuminator
             is off (IR dropped).
-        min_inter_eye_px / max_roll_deg / max_yaw_ratio: landmark gates (skipped without landmarks).
+        min_inter_eye_px: inter-eye distance (px) below which the face is too far (``move_closer``). 22 px =
+            1.5 m, the far end of access control, for a 54 mm inter-pupillary distance (5th percentile of adults)
+            at fx 615 px (RealSense 640×480 colour): ``fx · ipd / z``.
+        max_roll_deg: eye-line tilt above which the pose blocks (``face_the_camera``).
+        max_yaw_ratio: nose-tip offset from the eyes' midpoint, over the inter-eye distance, above which the head
+            is turned too far (``turn_left`` / ``turn_right``). The nose tip stands ~1/3 of the inter-eye distance
+            in front of the eye plane, so the ratio is ~0.33·tan(yaw): 0.35 ≈ 45°. Frames within the model's
+            ±30° training range reach 0.32 (p99) through landmark noise (docs/RUNTIME.md), so it is not lower.
+        Landmark gates are skipped without landmarks (Haar).
     """
 
     min_face_px: int = 48
@@ -56,7 +67,7 @@ class QualityConfig:
     min_depth_frame_valid: float = 0.05
     min_ir_mean: float = 8.0
     min_ir_std: float = 1.0
-    min_inter_eye_px: float = 20.0
+    min_inter_eye_px: float = 22.0
     max_roll_deg: float = 25.0
     max_yaw_ratio: float = 0.35
 
@@ -192,5 +203,10 @@ def check_quality(frameset: FrameSet, box: tuple[int, int, int, int], crops: Map
             metrics["roll_deg"], metrics["yaw_ratio"] = roll, yaw_ratio
             if roll > cfg.max_roll_deg or yaw_ratio > cfg.max_yaw_ratio:
                 reasons.append(Reason.FACE_POSE)
-                hints.append(HINT_FACE_CAMERA)
+                if yaw_ratio > cfg.max_yaw_ratio:
+                    # landmark 0 is the image-left eye (the subject's right eye, unmirrored camera): a nose right
+                    # of the eyes' midpoint in the image = head turned to the subject's left -> turn right
+                    hints.append(HINT_TURN_RIGHT if nose[0] > mid[0] else HINT_TURN_LEFT)
+                else:
+                    hints.append(HINT_FACE_CAMERA)
     return QualityReport(tuple(dict.fromkeys(reasons)), tuple(dict.fromkeys(hints)), frozenset(invalid), metrics)

@@ -124,9 +124,15 @@ def test_landmark_gates_only_with_landmarks():
     frontal = np.array([[65, 50], [90, 50], [78, 62], [68, 75], [88, 75]], float)
     assert check_quality(fs, box, crops, landmarks=frontal).reasons == ()
     turned = frontal.copy()
-    turned[2, 0] = 98  # nose far off the eye midline: yawed head
+    turned[2, 0] = 98  # nose far right of the eye midline in the image: head turned to the subject's left
     q = check_quality(fs, box, crops, landmarks=turned)
-    assert Reason.FACE_POSE in q.reasons and "face_the_camera" in q.hints
+    assert Reason.FACE_POSE in q.reasons and q.hints == ("turn_right",)
+    turned[2, 0] = 58  # nose far left: turned to the subject's right
+    assert check_quality(fs, box, crops, landmarks=turned).hints == ("turn_left",)
+    rolled = frontal.copy()
+    rolled[1, 1] = 70  # eye line tilted 39 degrees: rolled head, no yaw
+    q = check_quality(fs, box, crops, landmarks=rolled)
+    assert Reason.FACE_POSE in q.reasons and q.hints == ("face_the_camera",)
     close_eyes = frontal.copy()
     close_eyes[1, 0] = 75
     assert Reason.FACE_TOO_SMALL in check_quality(fs, box, crops, landmarks=close_eyes).reasons

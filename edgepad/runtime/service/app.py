@@ -424,7 +424,7 @@ class ServeOptions:
         model: model artifact (``.onnx``, ``.engine``, ``.pt``) with its sidecar manifest.
         rig: rig file from ``edgepad calibrate`` (None = the source's own).
         fps: stream rate for the sync tolerance (frames/s; None = the source's).
-        locator: face locator spec (``haar``, ``truth``, ``fixed:x,y,w,h``).
+        locator: face locator spec (``learned`` default, ``haar``, ``truth``, ``fixed:x,y,w,h``).
         threads: ONNX Runtime intra-op threads (None = its default).
         pipeline: pipeline and decision-policy settings.
         service: HTTP settings (address, token, limits).
@@ -440,7 +440,7 @@ class ServeOptions:
     model: Path
     rig: str | Path | None = None
     fps: float | None = None
-    locator: str = "haar"
+    locator: str = "learned"
     threads: int | None = None
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
