@@ -144,7 +144,8 @@ def test_run_defaults_to_the_embedded_model_json_is_pure_and_summary_readable(ca
     assert len(rows) == 3 and all("verdict" in r for r in rows)
     err = cap.err.strip().splitlines()
     assert err[-1].startswith("edgepad run: PASS")
-    assert err[-2].startswith("3 decisions (") and "frame sets" in err[-2] and "{" not in err[-2]
+    summary = [line for line in err if line.startswith("3 decisions (")]
+    assert len(summary) == 1 and "frame sets" in summary[0] and "{" not in summary[0]
 
 
 def test_record_ends_with_a_verdict_naming_the_session(tmp_path, capsys):
