@@ -397,8 +397,9 @@ def train(cfg: TrainConfig, *, resume: bool = False,
     Args:
         cfg: the run configuration.
         resume: continue from ``<out>/last.pt`` (error if absent).
-        progress: called with ``{"epoch", "step", "steps", "loss", "samples_per_s"}`` during training and
-            ``{"epoch", "done": True, ...epoch record}`` after each epoch (the CLI draws a progress bar).
+        progress: called with ``{"epoch", "epoch_1based", "epochs", "step", "steps", "loss", "samples_per_s"}``
+            during training and ``{"done": True, "epochs", ...epoch record}`` after each epoch (the CLI prints
+            one line per finished epoch).
 
     Raises:
         ConfigError: bad configuration; DatasetError: unreadable data.
@@ -503,8 +504,8 @@ def train(cfg: TrainConfig, *, resume: bool = False,
                     parts_sum[k] = parts_sum.get(k, 0.0) + v * b
                 if progress is not None and main and (step % max(1, cfg.log_every) == 0 or step == steps - 1):
                     el = time.perf_counter() - t0
-                    progress({"epoch": epoch, "epochs": cfg.epochs, "step": step + 1, "steps": steps,
-                              "loss": tot / seen, "samples_per_s": seen * world / max(el, 1e-9)})
+                    progress({"epoch": epoch, "epoch_1based": epoch + 1, "epochs": cfg.epochs, "step": step + 1,
+                              "steps": steps, "loss": tot / seen, "samples_per_s": seen * world / max(el, 1e-9)})
                 t_data = time.perf_counter()
             lr_used = opt.param_groups[0]["lr"]
             if sch is not None:
