@@ -16,6 +16,7 @@ import traceback
 from typing import Sequence
 
 from edgepad import __version__
+from edgepad._console import run_logging
 from edgepad.errors import EdgePadError, MissingDependencyError, UsageError
 
 #: name -> (one-line help, command module). The module exposes add_<name>_arguments and <name>_main.
@@ -162,10 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 0
         prog = f"edgepad {args.command}"
-        logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
-                            format="%(levelname)s %(name)s: %(message)s")
         module = importlib.import_module(args._module)
-        return int(getattr(module, f"{args._name}_main")(args) or 0)
+        # one stderr handler for the run: a repeated log line or Python warning shows once, then its count
+        with run_logging(logging.WARNING - 10 * min(args.verbose, 2)):
+            return int(getattr(module, f"{args._name}_main")(args) or 0)
     except SystemExit:
         raise  # --help / --version
     except BaseException as exc:  # noqa: BLE001 - the one top-level handler: one line + a stable exit code

@@ -206,3 +206,36 @@ def test_calibration_rejections_keep_the_whole_reason():
     reason = c.offer({Modality.RGB: np.zeros((48, 64, 3), np.uint8)})
     assert reason == "rgb: no board"
     assert c.coverage.rejected == {"no board": 1} and "last: rejected: rgb: no board" in c.coverage.text()
+
+
+def test_run_logging_prints_a_repeated_message_once_then_its_count_before_the_verdict(capsys):
+    import argparse
+    import io
+    import logging
+    import warnings
+
+    from edgepad._console import run_logging
+    from edgepad.commands.common import verdict
+
+    buf = io.StringIO()
+    root = logging.getLogger()
+    before, show = list(root.handlers), warnings.showwarning
+    with run_logging(logging.INFO, stream=buf):
+        for i in range(14):
+            logging.getLogger("edgepad.x").warning("same %s", "thing")
+        logging.getLogger("edgepad.x").info("other")
+        logging.getLogger("edgepad.x").info("other")
+        logging.getLogger("edgepad.x").debug("hidden")
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            for _ in range(3):
+                warnings.warn("python says so", UserWarning)
+        verdict(argparse.Namespace(command="x"), True, "done", stream=buf)
+    lines = buf.getvalue().splitlines()
+    assert lines[:2] == ["WARNING edgepad.x: same thing", "INFO edgepad.x: other"]
+    assert sum("UserWarning: python says so" in x for x in lines) == 2     # once, then once with its count
+    assert lines[-4:-2] == ["WARNING edgepad.x: same thing (repeated 13 times)",
+                            "INFO edgepad.x: other (repeated 1 time)"]
+    assert lines[-2].startswith("WARNING py.warnings: ") and lines[-2].endswith("python says so (repeated 2 times)")
+    assert lines[-1] == "edgepad x: PASS: done" and "hidden" not in buf.getvalue()
+    assert root.handlers == before and warnings.showwarning is show      # the run's handler is gone again

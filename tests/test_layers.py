@@ -3,7 +3,7 @@
 Every import statement counts, at module top and inside functions alike (``if TYPE_CHECKING:`` blocks do not:
 they never run). Layers, lowest first:
 
-    L0 foundation    errors, _optional, config, types, geometry, specs, blas (and the package root)
+    L0 foundation    errors, _optional, _console, config, types, geometry, specs, blas (and the package root)
     L1 algorithms    preprocess, metrics, report, synthesis (the synthetic renderer)
     L2 platform      drivers | engines | the torch side (models, losses, data); assets
     L3 applications  runtime, training, evaluation, calibration
@@ -28,7 +28,7 @@ PACKAGE_DIRS = {"edgepad": "edgepad", "edgepad.drivers": "drivers", "edgepad.eng
 
 #: unit (the first name below ``edgepad``; "" is the package root) -> layer
 LAYERS: dict[str, int] = {
-    "": 0, "errors": 0, "_optional": 0, "config": 0, "types": 0, "geometry": 0, "specs": 0, "blas": 0,
+    "": 0, "errors": 0, "_optional": 0, "_console": 0, "config": 0, "types": 0, "geometry": 0, "specs": 0, "blas": 0,
     "preprocess": 1, "metrics": 1, "report": 1, "synthesis": 1,
     "drivers": 2, "engines": 2, "models": 2, "losses": 2, "data": 2, "assets": 2,
     "runtime": 3, "training": 3, "evaluation": 3, "calibration": 3,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -30,8 +30,11 @@ def _load_backend(path: Path, kind: str, threads: int | None) -> Any:
     return load_backend(path, kind, **opts)
 
 
-def run_pipeline(config: DeviceBenchConfig, model: Path) -> dict[str, Any]:
+def run_pipeline(config: DeviceBenchConfig, model: Path,
+                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the liveness pipeline on ``config.source`` and measure it (see the module docstring).
+
+    ``progress`` (when given) gets one line per phase: ``warming up N s`` and ``measuring N s``.
 
     Returns:
         the ``pipeline`` section of the result (stage stats, e2e, fps, drops, verdicts, series, resources, soak).
@@ -54,7 +57,12 @@ def run_pipeline(config: DeviceBenchConfig, model: Path) -> dict[str, Any]:
     ended = "budget"
     soak_temps: list[tuple[float, dict[str, float]]] = []
     monitor = ResourceMonitor()
+    say = progress or (lambda _line: None)
+    what = f"{config.soak_min:g} min (soak)" if config.soak_min else f"{budget_s:g} s"
+    if config.frames:
+        what += f" or {config.frames} decisions"
     with pipe:
+        say(f"warming up {config.warmup_s:g} s")
         t_start = time.perf_counter()
         t_meas: float | None = None
         next_temp = 0.0
@@ -72,6 +80,7 @@ def run_pipeline(config: DeviceBenchConfig, model: Path) -> dict[str, Any]:
             if t_meas is None:
                 warm_decisions += 1
                 if now - t_start >= config.warmup_s:
+                    say(f"measuring {what}")
                     t_meas = time.perf_counter()
                     monitor.start()
                 continue

@@ -6,7 +6,7 @@ import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from edgepad.bench.components import run_components
 from edgepad.bench.config import DeviceBenchConfig, manifest_info, resolve_model
@@ -56,8 +56,11 @@ def evaluate_targets(result: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_bench(config: DeviceBenchConfig, out_dir: Path | str | None = None) -> dict[str, Any]:
+def run_bench(config: DeviceBenchConfig, out_dir: Path | str | None = None,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the pipeline benchmark (and the components when asked); write JSON/Markdown/PNG into ``out_dir``.
+
+    ``progress`` (when given) gets one plain line per phase (warm-up, measurement, components).
 
     Returns:
         the result document (see :func:`check_schema`).
@@ -69,8 +72,10 @@ def run_bench(config: DeviceBenchConfig, out_dir: Path | str | None = None) -> d
     doc: dict[str, Any] = {"schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
                            "command": " ".join(sys.argv), "config": asdict(config), "model": manifest_info(model),
                            "device": device_info(peak)}
-    doc["pipeline"] = run_pipeline(config, model)
+    doc["pipeline"] = run_pipeline(config, model, progress)
     if config.components:
+        if progress is not None:
+            progress(f"component benchmarks ({config.component_s:g} s per measurement)")
         doc["components"] = run_components(config, model, out, peak)
     doc["targets"] = evaluate_targets(doc)
     doc["versions"] = versions()  # after the measurements: it imports every optional package

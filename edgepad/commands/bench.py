@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,13 @@ def config_from_args(args: argparse.Namespace) -> "DeviceBenchConfig":
         plots=not args.no_plots)
 
 
+def phase_printer(stream=None):
+    """``bench: <phase>`` lines on stderr, one per phase (plain lines: no bar, also in logs and CI)."""
+    def say(line: str) -> None:
+        print(f"bench: {line}", file=stream or sys.stderr, flush=True)
+    return say
+
+
 def bench_main(args: argparse.Namespace) -> int:
     """Run ``edgepad bench`` (or ``--compare``); prints the Markdown report."""
     from edgepad.bench import compare_files, run_bench, to_markdown
@@ -80,6 +88,6 @@ def bench_main(args: argparse.Namespace) -> int:
         doc, md = compare_files(args.compare[0], args.compare[1], out)
         print(json.dumps(doc, indent=2, default=str) if args.json else md)
         return verdict(args, True, f"compared {args.compare[1]} against {args.compare[0]}", [out])
-    doc = run_bench(config_from_args(args), args.out)
+    doc = run_bench(config_from_args(args), args.out, progress=phase_printer())
     print(json.dumps(doc, indent=2, default=str) if args.json else to_markdown(doc))
     return verdict(args, True, "measured (figures above)", [Path(args.out) / "bench.json", Path(args.out) / "bench.md"])

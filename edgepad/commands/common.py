@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterable, TextIO
 
+from edgepad._console import flush_repeats
+
 
 def _number(kind: type, low: float, inclusive: bool) -> Callable[[str], float]:
     bound = f">= {low:g}" if inclusive else f"> {low:g}"
@@ -77,5 +79,6 @@ def verdict(args: argparse.Namespace, passed: bool, why: str, written: Iterable[
     if files:
         line += "; wrote " + ", ".join(files)
     stream = stream or (sys.stderr if getattr(args, "json", False) else sys.stdout)
+    flush_repeats()     # the counts of repeated warnings come before the verdict, which stays the last line
     print(line, file=stream, flush=True)
     return 0 if passed else 1

@@ -31,7 +31,9 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("--throughput", type=nonneg_int, metavar="STEPS", default=0,
                         help="measure samples/s (data pipeline vs forward+backward vs both) for STEPS batches "
                              "and exit")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    parser.add_argument("--json", action="store_true",
+                        help="print the run summary as JSON on stdout instead of the readable summary")
 
 
 def _overrides(items) -> dict:
@@ -47,22 +49,38 @@ def _overrides(items) -> dict:
     return out
 
 
-def _progress_printer(quiet: bool):
+def _progress_printer(quiet: bool, stream=None):
+    """One plain line per finished epoch on stderr (no ``\\r`` bar: tqdm is not a dependency); 1-based numbers."""
     def show(p) -> None:
-        if quiet:
+        if quiet or not p.get("done"):
             return
-        if p.get("done"):
-            sel = p.get("select", "")
-            print(f"\repoch {p['epoch'] + 1}/{p['epochs']}: train loss {p['train_loss']:.4f}  dev loss "
-                  f"{p.get('dev_loss', float('nan')):.4f}  dev {sel} {p.get('select_value', float('nan')):.4f}  "
-                  f"best epoch {p.get('best_epoch', -1) + 1}  {p['samples_per_s']:.1f} samples/s", file=sys.stderr)
-            return
-        width = 24
-        frac = p["step"] / max(p["steps"], 1)
-        bar = "#" * int(width * frac) + "." * (width - int(width * frac))
-        print(f"\repoch {p['epoch'] + 1}/{p['epochs']} [{bar}] {p['step']}/{p['steps']} loss {p['loss']:.4f} "
-              f"{p['samples_per_s']:.1f} samples/s", end="", file=sys.stderr, flush=True)
+        print(epoch_line(p), file=stream or sys.stderr, flush=True)
     return show
+
+
+def epoch_line(rec) -> str:
+    """``epoch N/M: ...`` for one epoch record; N is the record's ``epoch_1based``."""
+    sel = rec.get("select", "")
+    best = rec.get("best_epoch_1based")
+    return (f"epoch {rec['epoch_1based']}/{rec['epochs']}: train loss {rec['train_loss']:.4f}  dev loss "
+            f"{rec.get('dev_loss', float('nan')):.4f}  dev {sel} {rec.get('select_value', float('nan')):.4f}  "
+            f"best epoch {best if best is not None else '-'}  {rec['samples_per_s']:.1f} samples/s  "
+            f"{rec.get('time_s', float('nan')):.1f} s")
+
+
+def summary_lines(summary) -> list[str]:
+    """The readable end of a training run (1-based epoch numbers, as in the per-epoch lines)."""
+    best = summary.get("best") or {}
+    lines = [f"trained {summary['epochs_run']} epoch(s)"
+             + (f" ({summary['start_epoch_1based']}..{summary['last_epoch_1based']} of {summary['epochs']})"
+                if summary.get("epochs_run") else f" (already at {summary.get('epochs')} epochs)")
+             + f", world size {summary.get('world_size', 1)}"
+             + (f", {summary['samples_per_s']:.1f} samples/s" if "samples_per_s" in summary else "")]
+    if best.get("epoch_1based") is not None:
+        lines.append(f"best epoch {best['epoch_1based']}: dev {best.get('select')} "
+                     f"{best.get('value', float('nan')):.4f}  dev loss {best.get('dev_loss', float('nan')):.4f}")
+    lines.append(f"run folder {summary['out']}" + (f"  curves {summary['curves']}" if summary.get("curves") else ""))
+    return lines
 
 
 def train_main(args) -> int:
@@ -74,21 +92,28 @@ def train_main(args) -> int:
         res = training.throughput(cfg, steps=args.throughput)
         print(json.dumps(res, indent=2))
         return verdict(args, True, f"throughput measured over {args.throughput} steps", stream=sys.stderr)
+    why = "exported"
     if not args.export_only:
         summary = training.train(cfg, resume=args.resume, progress=_progress_printer(args.quiet))
         if int(os.environ.get("RANK", "0")) == 0:
-            print(json.dumps(summary, default=str))
+            if args.json:
+                print(json.dumps(summary, default=str))
+            else:
+                print("\n".join(summary_lines(summary)))
+        best = summary.get("best") or {}
+        why = f"trained {summary['epochs_run']} epoch(s)" + (
+            f", best epoch {best['epoch_1based']} (dev {best.get('select')} {best.get('value', float('nan')):.4f})"
+            if best.get("epoch_1based") is not None else "")
     if args.export or args.export_only:
         if int(os.environ.get("RANK", "0")) != 0:
             return 0
         if not args.export:
             raise ConfigError("--export-only needs --export PATH.onnx", key="--export")
-        best = Path(cfg.out) / "best.pt"
-        manifest = training.export_checkpoint(best, args.export, cfg)
+        manifest = training.export_checkpoint(Path(cfg.out) / "best.pt", args.export, cfg)
         print(json.dumps({"exported": args.export, "threshold": manifest.threshold,
                           "criterion": manifest.threshold_criterion,
                           "operating_points": manifest.operating_points}, default=str))
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    return verdict(args, True, "trained" if not args.export_only else "exported",
+    return verdict(args, True, why + (" and exported" if args.export and not args.export_only else ""),
                    [cfg.out, args.export], stream=sys.stderr)

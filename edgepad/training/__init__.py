@@ -13,7 +13,8 @@ Modules: :mod:`~edgepad.training.config` (the ``*Config`` dataclasses, :func:`lo
 Run folder: ``config.yaml`` (resolved), ``last.pt``, ``best.pt``, ``metrics.jsonl``, ``metrics.csv``, ``tb/``
 (optional), ``training_curves.png`` (with matplotlib: :mod:`~edgepad.training.plots`).
 Checkpoint: ``{"model", "model_kwargs", "state_dict", "inputs", "objective", "optimizer",
-"scheduler", "scaler", "epoch", "best", "rng", "config"}``, read back by ``edgepad.models.checkpoint``
+"scheduler", "scaler", "epoch", "epoch_1based", "best", "rng", "config"}`` (``epoch`` 0-based for
+``--resume``, ``epoch_1based`` as printed), read back by ``edgepad.models.checkpoint``
 (docs/MODELS.md).
 """
 from edgepad.models.checkpoint import load_checkpoint

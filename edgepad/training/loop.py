@@ -375,7 +375,8 @@ def _checkpoint(model, objective, opt, sch, scaler, epoch: int, best: Mapping[st
             "state_dict": model.state_dict(), "inputs": {k: to_mapping(v) for k, v in inputs.items()},
             "objective": objective.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sch.state_dict() if sch is not None else None,
-            "scaler": scaler.state_dict() if scaler is not None else None, "epoch": epoch, "best": dict(best),
+            "scaler": scaler.state_dict() if scaler is not None else None, "epoch": epoch,
+            "epoch_1based": epoch + 1, "best": dict(best),
             "rng": _rng_state(), "config": to_mapping(cfg)}
 
 
@@ -389,11 +390,16 @@ def train(cfg: TrainConfig, *, resume: bool = False,
           progress: Callable[[Mapping[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train per ``cfg``; returns a summary (epochs run, best epoch and value, run folder, samples/s).
 
+    Epoch numbering: ``epoch`` in files (metrics rows, checkpoints, ``best``) is the 0-based index that
+    ``--resume`` uses; every human-facing number is 1-based and the files carry it too (``epoch_1based``,
+    ``best_epoch_1based``), so what the CLI prints is found verbatim in the files (docs/MODELS.md).
+
     Args:
         cfg: the run configuration.
         resume: continue from ``<out>/last.pt`` (error if absent).
-        progress: called with ``{"epoch", "step", "steps", "loss", "samples_per_s"}`` during training and
-            ``{"epoch", "done": True, ...epoch record}`` after each epoch (the CLI draws a progress bar).
+        progress: called with ``{"epoch", "epoch_1based", "epochs", "step", "steps", "loss", "samples_per_s"}``
+            during training and ``{"done": True, "epochs", ...epoch record}`` after each epoch (the CLI prints
+            one line per finished epoch).
 
     Raises:
         ConfigError: bad configuration; DatasetError: unreadable data.
@@ -447,15 +453,18 @@ def train(cfg: TrainConfig, *, resume: bool = False,
         if scaler is not None and ck.get("scaler") is not None:
             scaler.load_state_dict(ck["scaler"])
         start_epoch, best = int(ck["epoch"]) + 1, dict(ck["best"])
+        if int(best.get("epoch", -1)) >= 0:
+            best.setdefault("epoch_1based", int(best["epoch"]) + 1)     # checkpoints written before the field
         _set_rng_state(ck["rng"])
-        log.info("resumed from %s at epoch %d", last_path, start_epoch)
+        log.info("resumed from %s: continuing with epoch %d of %d", last_path, start_epoch + 1, cfg.epochs)
     net = model
     if distributed:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
     logger = _Logger(out_dir, main, cfg.tensorboard, start_epoch)
-    summary: dict[str, Any] = {"out": str(out_dir), "world_size": world, "epochs_run": 0}
+    summary: dict[str, Any] = {"out": str(out_dir), "world_size": world, "epochs": cfg.epochs, "epochs_run": 0,
+                               "start_epoch_1based": start_epoch + 1}
     try:
         for epoch in range(start_epoch, cfg.epochs):
             sampler = EpochSampler(len(train_ds), epoch, cfg.seed, True, rank, world)
@@ -486,7 +495,8 @@ def train(cfg: TrainConfig, *, resume: bool = False,
                     opt.step()
                 lv = float(loss.detach())
                 if not math.isfinite(lv):
-                    raise ConfigError(f"loss became {lv} at epoch {epoch} step {step}; lower optim.lr", key="optim.lr")
+                    raise ConfigError(f"loss became {lv} at epoch {epoch + 1} step {step + 1}; lower optim.lr",
+                                      key="optim.lr")
                 b = int(target.shape[0])
                 tot += lv * b
                 seen += b
@@ -494,14 +504,14 @@ def train(cfg: TrainConfig, *, resume: bool = False,
                     parts_sum[k] = parts_sum.get(k, 0.0) + v * b
                 if progress is not None and main and (step % max(1, cfg.log_every) == 0 or step == steps - 1):
                     el = time.perf_counter() - t0
-                    progress({"epoch": epoch, "epochs": cfg.epochs, "step": step + 1, "steps": steps,
-                              "loss": tot / seen, "samples_per_s": seen * world / max(el, 1e-9)})
+                    progress({"epoch": epoch, "epoch_1based": epoch + 1, "epochs": cfg.epochs, "step": step + 1,
+                              "steps": steps, "loss": tot / seen, "samples_per_s": seen * world / max(el, 1e-9)})
                 t_data = time.perf_counter()
             lr_used = opt.param_groups[0]["lr"]
             if sch is not None:
                 sch.step()
             train_s = time.perf_counter() - t0
-            rec: dict[str, Any] = {"epoch": epoch, "train_loss": tot / max(seen, 1),
+            rec: dict[str, Any] = {"epoch": epoch, "epoch_1based": epoch + 1, "train_loss": tot / max(seen, 1),
                                    **{f"train_{k}": v / max(seen, 1) for k, v in parts_sum.items()},
                                    "lr": lr_used, "samples": seen * world,
                                    "samples_per_s": seen * world / max(train_s, 1e-9),
@@ -516,9 +526,10 @@ def train(cfg: TrainConfig, *, resume: bool = False,
                 improved = best["epoch"] < 0 or ev["select_value"] < best["value"] or (
                     ev["select_value"] == best["value"] and ev["dev_loss"] < best.get("dev_loss", math.inf))
                 if improved:
-                    best = {"epoch": epoch, "value": float(ev["select_value"]), "select": ev["select"],
-                            "dev_loss": float(ev["dev_loss"])}
+                    best = {"epoch": epoch, "epoch_1based": epoch + 1, "value": float(ev["select_value"]),
+                            "select": ev["select"], "dev_loss": float(ev["dev_loss"])}
                 rec["best_epoch"] = best["epoch"]
+                rec["best_epoch_1based"] = best["epoch"] + 1
                 ck = _checkpoint(model, objective, opt, sch, scaler, epoch, best, cfg, inputs)
                 _save(ck, last_path)
                 if improved:
@@ -531,6 +542,7 @@ def train(cfg: TrainConfig, *, resume: bool = False,
                 torch.distributed.barrier()
             summary["epochs_run"] += 1
             summary["samples_per_s"] = rec["samples_per_s"]
+            summary["last_epoch_1based"] = epoch + 1
     finally:
         logger.close()
         if distributed and torch.distributed.is_initialized():

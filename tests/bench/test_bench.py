@@ -192,7 +192,9 @@ def bench_run(tmp_path_factory):
     model = tiny_model(d / "tiny.onnx", size=32)
     cfg = B.DeviceBenchConfig(source=SOURCE, model=str(model), warmup_s=0.0, budget_s=120.0, frames=10, clip_k=3.0,
                         locator="truth", components=True, component_s=0.05, seed_models=False, int8_samples=2)
-    doc = B.run_bench(cfg, d / "out")
+    phases: list[str] = []
+    doc = B.run_bench(cfg, d / "out", progress=phases.append)
+    (d / "phases.json").write_text(json.dumps(phases))
     return doc, d
 
 
@@ -223,6 +225,12 @@ def test_bench_run_produces_json_markdown_and_plots(bench_run):
     if available("matplotlib"):
         for name in ("latency_hist.png", "latency_cdf.png", "latency_time.png"):
             assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_run_reports_each_phase_once(bench_run):
+    _, d = bench_run
+    assert json.loads((d / "phases.json").read_text()) == [
+        "warming up 0 s", "measuring 120 s or 10 decisions", "component benchmarks (0.05 s per measurement)"]
 
 
 def test_bench_run_counts_drops(bench_run):
@@ -343,6 +351,10 @@ def test_bench_runs_without_torch(tmp_path):
     r = subprocess.run([sys.executable, "-c", NO_TORCH, str(tmp_path / "o"), str(model)], capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+    # not a terminal: no \r bar, one plain line per phase, so the run is never silent
+    assert "\r" not in r.stdout + r.stderr
+    phases = [x for x in r.stderr.splitlines() if x.startswith("bench: ")]
+    assert phases == ["bench: warming up 0 s", "bench: measuring 60 s or 3 decisions"]
     first = json.loads(r.stdout.splitlines()[0])
     assert "torch" in first["seed"]["skipped"]
     doc = json.loads((tmp_path / "o" / "bench.json").read_text())

@@ -150,3 +150,53 @@ def test_csv_header_grows_with_new_keys_in_stable_order(tmp_path):
     other.mkdir()
     _Logger(other, False, True).write({"epoch": 0, "x": 1.0})
     assert list(other.iterdir()) == []
+
+
+def test_cli_train_output_is_plain_lines_with_1based_epochs_matching_the_files(tmp_path, bench, monkeypatch,
+                                                                               capsys):
+    """No ``\\r`` off a terminal, one line per epoch, a repeated warning once + its count, numbers == files."""
+    import warnings
+
+    import edgepad.training.loop as loop
+    from edgepad.cli import main
+    from edgepad.commands.models import epoch_line
+
+    real = loop._evaluate
+
+    def noisy(*a, **k):
+        for _ in range(7):
+            logging.getLogger("edgepad.training.loop").warning("dev set is tiny")
+        warnings.warn("a python warning each epoch", UserWarning)
+        return real(*a, **k)
+
+    monkeypatch.setattr(loop, "_evaluate", noisy)
+    path = write_cfg(tmp_path, bench)
+    assert main(["train", str(path), "--set", "epochs=2"]) == 0
+    cap = capsys.readouterr()
+    assert "\r" not in cap.out + cap.err
+    lines = [x for x in cap.err.splitlines() if x.startswith("epoch ")]
+    recs = jsonl(tmp_path / "run")
+    assert len(lines) == 2 == len(recs)
+    assert [x.split(":")[0] for x in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert [r["epoch_1based"] for r in recs] == [r["epoch"] + 1 for r in recs] == [1, 2]
+    assert lines == [epoch_line({**r, "epochs": 2}) for r in recs]
+    assert f"best epoch {recs[-1]['best_epoch_1based']} " in lines[-1]
+    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert (ck["epoch"], ck["epoch_1based"]) == (1, 2)
+    # the 14 warnings: printed once when first seen, then one count line at the end of the run
+    said = [x for x in cap.err.splitlines() if "dev set is tiny" in x]
+    assert said == ["WARNING edgepad.training.loop: dev set is tiny",
+                    "WARNING edgepad.training.loop: dev set is tiny (repeated 13 times)"]
+    assert sum("UserWarning: a python warning each epoch" in x for x in cap.err.splitlines()) == 1
+    # the end: a readable summary on stdout (not JSON) and the verdict naming the best epoch (1-based)
+    assert cap.out.startswith("trained 2 epoch(s) (1..2 of 2)")
+    best = recs[-1]["best_epoch_1based"]
+    assert f"best epoch {best}:" in cap.out
+    assert cap.err.rstrip().splitlines()[-1].startswith(f"edgepad train: PASS: trained 2 epoch(s), best epoch {best} ")
+    # --resume --json: stdout is the summary as JSON only, counting on from the checkpoint
+    assert main(["train", str(path), "--set", "epochs=3", "--resume", "--json", "--quiet"]) == 0
+    cap = capsys.readouterr()
+    doc = json.loads(cap.out)
+    assert (doc["epochs_run"], doc["start_epoch_1based"], doc["last_epoch_1based"]) == (1, 3, 3)
+    assert [r["epoch_1based"] for r in jsonl(tmp_path / "run")] == [1, 2, 3]
+    assert not [x for x in cap.err.splitlines() if x.startswith("epoch ")]
