@@ -31,6 +31,7 @@ EXTRAS: dict[str, tuple[str | None, str]] = {
     "rosbags": ("test", ""),
     "scipy": ("data", ""),
     "matplotlib": ("plot", ""),
+    "tqdm": ("torch", ""),
     "cryptography": ("integrity", ""),
 }
 

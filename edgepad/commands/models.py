@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 
 from edgepad import training
-from edgepad._optional import lazy
+from edgepad._optional import available, lazy
 from edgepad.commands.common import nonneg_int, verdict
 from edgepad.errors import ConfigError
 
+tqdm = lazy("tqdm")
 yaml = lazy("yaml")
 
 
@@ -50,11 +51,29 @@ def _overrides(items) -> dict:
 
 
 def _progress_printer(quiet: bool, stream=None):
-    """One plain line per finished epoch on stderr (no ``\\r`` bar: tqdm is not a dependency); 1-based numbers."""
+    """One plain line per finished epoch on stderr (1-based numbers); on a terminal also a tqdm bar over the
+    epoch's steps (never in logs or pipes: no ``\\r`` there)."""
+    out = stream or sys.stderr
+    use_bar = not quiet and getattr(out, "isatty", lambda: False)() and available("tqdm")
+    state: dict = {"bar": None}
+
     def show(p) -> None:
-        if quiet or not p.get("done"):
+        if quiet:
             return
-        print(epoch_line(p), file=stream or sys.stderr, flush=True)
+        bar = state["bar"]
+        if p.get("done"):
+            if bar is not None:
+                bar.close()
+                state["bar"] = None
+            print(epoch_line(p), file=out, flush=True)
+            return
+        if use_bar:
+            if bar is None:
+                bar = state["bar"] = tqdm.tqdm(total=p["steps"], desc=f"epoch {p['epoch_1based']}/{p['epochs']}",
+                                               file=out, leave=False, unit="step", dynamic_ncols=True)
+            bar.n = p["step"]
+            bar.set_postfix(loss=f"{p['loss']:.4f}", refresh=False)
+            bar.refresh()
     return show
 
 

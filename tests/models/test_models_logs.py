@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import sys
@@ -200,3 +201,24 @@ def test_cli_train_output_is_plain_lines_with_1based_epochs_matching_the_files(t
     assert (doc["epochs_run"], doc["start_epoch_1based"], doc["last_epoch_1based"]) == (1, 3, 3)
     assert [r["epoch_1based"] for r in jsonl(tmp_path / "run")] == [1, 2, 3]
     assert not [x for x in cap.err.splitlines() if x.startswith("epoch ")]
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_train_progress_bar_only_on_a_terminal(tty):
+    """A tqdm bar over the epoch's steps on a terminal; in logs and pipes no ``\\r`` at all, one line per epoch."""
+    pytest.importorskip("tqdm")
+    from edgepad.commands.models import _progress_printer
+    out = _Tty() if tty else io.StringIO()
+    show = _progress_printer(False, out)
+    for step in (1, 2, 3):
+        show({"epoch": 0, "epoch_1based": 1, "epochs": 2, "step": step, "steps": 3, "loss": 0.5, "samples_per_s": 9.0})
+    show({"done": True, "epoch": 0, "epoch_1based": 1, "epochs": 2, "train_loss": 0.5, "samples_per_s": 9.0,
+          "select": "bpcer20", "select_value": 0.1, "dev_loss": 0.4, "best_epoch_1based": 1, "time_s": 1.0})
+    text = out.getvalue()
+    assert ("\r" in text) is tty and ("epoch 1/2" in text)
+    assert text.rstrip("\n").splitlines()[-1].lstrip("\r").startswith("epoch 1/2: train loss 0.5000")
