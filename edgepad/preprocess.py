@@ -444,10 +444,12 @@ def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float, *,
             if x is None:
                 out[name] = np.full(shape, float(spec.missing_fill), dtype=np.float32)
                 continue
-            holes = crop == 0
-            x = _mean_std(x[None], spec, 1)
+            y = np.empty(shape, dtype=np.float32)
+            _mean_std(x[None], spec, 1, y[0])
             if spec.depth_norm != "mad":
-                x[0][holes] = DEPTH_HOLE_VALUE
+                y[0, 0][crop == 0] = DEPTH_HOLE_VALUE
+            out[name] = y
+            continue
         else:
             lo, hi = spec.clip if spec.clip is not None else (0.0, 255.0)
             if not hi > lo:
@@ -462,24 +464,42 @@ def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float, *,
                 if z is None and "depth" in by_name:
                     z = depth_ref()
                 if z is not None and math.isfinite(z) and z > 0:
-                    xs = xs * np.float32((z / float(ref)) ** 2)
-            xs = np.clip((xs - lo) / (hi - lo), 0.0, 1.0)
+                    np.multiply(xs, np.float32((z / float(ref)) ** 2), out=xs)
+            if type(lo) in (int, float) and type(hi) in (int, float):
+                # in place, same float32 operations as the expression below (python scalars are weak)
+                np.subtract(xs, lo, out=xs)
+                np.divide(xs, hi - lo, out=xs)
+                np.clip(xs, 0.0, 1.0, out=xs)
+            else:
+                xs = np.clip((xs - lo) / (hi - lo), 0.0, 1.0)
             xs = xs.transpose(2, 0, 1) if xs.ndim == 3 else xs[None]
             if xs.shape[0] != c:
                 raise ShapeError(f"crop {m.value} channels", c, xs.shape[0])
-            x = _mean_std(xs, spec, c)
-        out[name] = np.ascontiguousarray(x[None], dtype=np.float32)
+            if xs.dtype != np.float32:
+                out[name] = np.ascontiguousarray(_mean_std(xs, spec, c)[None], dtype=np.float32)
+                continue
+            y = np.empty(shape, dtype=np.float32)
+            _mean_std(xs, spec, c, y[0])
+            out[name] = y
     return out
 
 
-def _mean_std(x: np.ndarray, spec, c: int) -> np.ndarray:
+def _mean_std(x: np.ndarray, spec, c: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``(x − mean) / std`` per channel as float32; written into ``out`` (C×S×S float32) when given."""
     mean = np.asarray(spec.mean, dtype=np.float32).reshape(-1, 1, 1)
     std = np.asarray(spec.std, dtype=np.float32).reshape(-1, 1, 1)
     if mean.shape[0] not in (1, c) or std.shape[0] not in (1, c):
         raise ShapeError(f"inputs[{spec.name}].mean/std", f"1 or {c} values", (len(spec.mean), len(spec.std)))
     if np.any(std == 0):
         raise ConfigError(f"inputs[{spec.name}].std must be non-zero", key="std")
-    return ((x - mean) / std).astype(np.float32)
+    if out is None or x.dtype != np.float32:
+        r = ((x - mean) / std).astype(np.float32)
+        if out is not None:
+            out[...] = r
+        return r
+    np.subtract(x, mean, out=out)
+    np.divide(out, std, out=out)
+    return out
 
 
 def _central(a: np.ndarray) -> np.ndarray:
@@ -499,9 +519,10 @@ def _depth_scaled(crop: np.ndarray, spec, depth_scale_m: float,
     ref = ref_m()
     if ref is None:
         return None
-    valid = crop > 0
-    d = crop.astype(np.float32) * np.float32(depth_scale_m)
+    d = crop.astype(np.float32)
+    np.multiply(d, np.float32(depth_scale_m), out=d)
     if norm == "mad":
+        valid = crop > 0
         centre = _central(d)[_central(valid)]
         mad = float(np.median(np.abs(centre - ref))) if centre.size else float(np.median(np.abs(d[valid] - ref)))
         mad = max(mad, 0.001)
@@ -509,10 +530,12 @@ def _depth_scaled(crop: np.ndarray, spec, depth_scale_m: float,
         x[~valid] = 0.0
         return x.astype(np.float32)
     if norm == "face_relative":
-        d = d - np.float32(ref)
+        np.subtract(d, np.float32(ref), out=d)
         lo, hi = spec.clip if spec.clip is not None else (-0.1, 0.1)
     else:
         lo, hi = spec.clip if spec.clip is not None else (0.2, 1.5)
     if not hi > lo:
         raise ConfigError(f"inputs[{spec.name}].clip must have hi > lo, got {spec.clip}", key="clip")
-    return np.clip((d - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0).astype(np.float32)
+    np.subtract(d, np.float32(lo), out=d)       # in place: the same float32 operations, one buffer
+    np.divide(d, np.float32(hi - lo), out=d)
+    return np.clip(d, 0.0, 1.0, out=d)
