@@ -327,15 +327,31 @@ def _bilinear(img: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
     # neighbour (0, 0) index in the padded image; anything left/above of -1 or right/below of w/h reads the border
     xi = np.clip(xf, -2, w).astype(np.intp)
     yi = np.clip(yf, -2, h).astype(np.intp)
-    pw = w + 4
-    pad = np.zeros((h + 4, pw), dtype=img.dtype)
-    pad[2:h + 2, 2:w + 2] = img
+    # pad only the window the samples touch (rows ya..yb, columns xa..xb of the zero-bordered image): same values
+    xa, xb = int(xi.min()), int(xi.max()) + 2
+    ya, yb = int(yi.min()), int(yi.max()) + 2
+    pw = xb - xa
+    pad = np.zeros((yb - ya, pw), dtype=img.dtype)
+    sy, sx = max(ya, 0), max(xa, 0)
+    ey, ex = min(yb, h), min(xb, w)
+    if ey > sy and ex > sx:
+        pad[sy - ya:ey - ya, sx - xa:ex - xa] = img[sy:ey, sx:ex]
     flat = pad.reshape(-1)
-    base = (yi + 2) * pw + (xi + 2)
+    base = yi - ya
+    base *= pw
+    base += xi - xa
     gx, gy = 1.0 - fx, 1.0 - fy
-    out = np.multiply(flat[base], gx * gy).astype(np.float32)
-    for off, wgt in ((1, fx * gy), (pw, gx * fy), (pw + 1, fx * fy)):
-        out += np.multiply(flat[base + off], wgt).astype(np.float32)
+    wgt = gx * gy
+    prod = np.multiply(flat[base], wgt)
+    out = prod.astype(np.float32)
+    part = np.empty_like(out)
+    idx = np.empty_like(base)
+    for off, a, b in ((1, fx, gy), (pw, gx, fy), (pw + 1, fx, fy)):
+        np.multiply(a, b, out=wgt)
+        np.add(base, off, out=idx)
+        np.multiply(flat[idx], wgt, out=prod)
+        np.copyto(part, prod, casting="same_kind")     # float32(v·w), then accumulated in float32, as before
+        out += part
     return out
 
 
