@@ -5,10 +5,11 @@ logging; dev evaluation, checkpointing and metrics logging once per epoch). B = 
 threads) doing forward + backward + optimizer step over the SAME batches (same sampler order and augmentation
 seeds), collected into memory beforehand. A and B alternate ``--repeats`` times in one process; medians reported.
 
-    python scripts/train_throughput.py --bench /tmp/bench64 --epochs 2 --steps 6 --repeats 3
+    python scripts/train_throughput.py --bench /tmp/bench64 --epochs 4 --steps 3 --repeats 5
 
 ``loop`` = training samples / time of the epoch's step loop (what ``metrics.jsonl`` calls samples_per_s);
-``epoch`` = training samples / whole epoch time including dev evaluation, checkpoints and logging.
+``epoch`` = training samples / whole epoch time including dev evaluation, checkpoints and logging;
+``train_data_wait_fraction`` = the loop's time spent waiting for the next batch (``metrics.jsonl``).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=6, help="max steps per epoch")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--discard", type=int, default=1, help="unmeasured A+B runs first (default 1)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more config overrides (YAML)")
     a = ap.parse_args(argv)
 
@@ -85,18 +87,23 @@ def main(argv=None) -> int:
             float(loss.detach())
         return n_samples / (time.perf_counter() - t0)
 
-    def real() -> tuple[float, float]:
+    def real() -> tuple[float, float, float]:
         recs = []
         train(cfg, progress=lambda p: recs.append(p) if p.get("done") else None)
         seen = sum(r["samples"] for r in recs)
-        loop_s = sum(r["samples"] / r["samples_per_s"] for r in recs)
-        return seen / loop_s, seen / sum(r["time_s"] for r in recs)
+        loop = [r["samples"] / r["samples_per_s"] for r in recs]
+        wait = sum(r["data_wait_fraction"] * t for r, t in zip(recs, loop)) / sum(loop)
+        return seen / sum(loop), seen / sum(r["time_s"] for r in recs), wait
 
-    res = {"A_loop": [], "A_epoch": [], "B": []}
+    for _ in range(a.discard):                        # the first run in a process pays one-off start-up costs
+        real()
+        ref()
+    res = {"A_loop": [], "A_epoch": [], "B": [], "data_wait": []}
     for _ in range(a.repeats):
-        lo, ep = real()
+        lo, ep, wait = real()
         res["A_loop"].append(lo)
         res["A_epoch"].append(ep)
+        res["data_wait"].append(wait)
         res["B"].append(ref())
     med = {k: statistics.median(v) for k, v in res.items()}
     report = {"train_loop_samples_per_s": round(med["A_loop"], 1),
@@ -104,6 +111,7 @@ def main(argv=None) -> int:
               "fwd_bwd_samples_per_s": round(med["B"], 1),
               "ratio_loop": round(med["A_loop"] / med["B"], 3),
               "ratio_epoch": round(med["A_epoch"] / med["B"], 3),
+              "train_data_wait_fraction": round(med["data_wait"], 3),
               "runs": {k: [round(x, 1) for x in v] for k, v in res.items()},
               "samples_per_run": n_samples, "batch_size": cfg.batch_size, "size_px": cfg.inputs.size_px,
               "threads": torch.get_num_threads(), "workers": cfg.workers, "loadavg": os.getloadavg()}
