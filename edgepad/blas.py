@@ -1,8 +1,10 @@
-"""Process-wide BLAS thread control: the thread count of every OpenBLAS loaded in this process (numpy's and, e.g.,
-the copy bundled with the OpenCV wheel). The runtime pins it while a pipeline is open (docs/RUNTIME.md)."""
+"""Process-wide numeric runtime settings: the thread count of every OpenBLAS loaded in this process (numpy's and,
+e.g., the copy bundled with the OpenCV wheel; the runtime pins it while a pipeline is open, docs/RUNTIME.md) and
+glibc's malloc thresholds (:func:`keep_freed_memory`)."""
 from __future__ import annotations
 
 import ctypes
+import os
 import logging
 import sys
 from typing import Any, Mapping
@@ -64,3 +66,41 @@ def set_blas_threads(n: int | Mapping[str, int]) -> dict[str, int]:
     if not prev:
         log.debug("no OpenBLAS thread control in this process; BLAS threads left as they are")
     return prev
+
+
+#: glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: the heap settings :func:`keep_freed_memory` applies (bytes)
+MMAP_THRESHOLD_B, TRIM_THRESHOLD_B = 32 << 20, 128 << 20
+_HEAP_SET: list[bool] = []
+
+
+def keep_freed_memory() -> bool:
+    """Serve numpy's per-frame temporaries (0.1–5 MB) from the reused heap instead of fresh ``mmap`` pages.
+
+    glibc maps every block above its mmap threshold (128 KiB until it adapts) anew and returns it at free: each
+    such array then costs a page fault per 4 KiB on first touch (≈ 1 150 faults per IR crop resample), which on a
+    loaded CPU stretches the call ~10× in wall time. Sets ``M_MMAP_THRESHOLD`` 32 MiB and ``M_TRIM_THRESHOLD``
+    128 MiB, once per process (no getter exists, so it is not undone); skipped where the user tuned malloc through
+    ``MALLOC_*_THRESHOLD_`` / ``GLIBC_TUNABLES`` or the C library has no ``mallopt``.
+
+    Returns:
+        True when the settings are in force (now or from an earlier call).
+    """
+    if _HEAP_SET:
+        return _HEAP_SET[0]
+    ok = False
+    env = os.environ
+    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in env or "MALLOC_TRIM_THRESHOLD_" in env \
+            or "malloc" in env.get("GLIBC_TUNABLES", ""):
+        log.debug("malloc thresholds left as they are")
+    else:
+        try:
+            mallopt = ctypes.CDLL(None).mallopt
+            mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+            ok = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_B))
+            ok = bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_B)) and ok
+        except (OSError, AttributeError):
+            ok = False
+    _HEAP_SET.append(ok)
+    return ok

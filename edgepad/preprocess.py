@@ -327,15 +327,31 @@ def _bilinear(img: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
     # neighbour (0, 0) index in the padded image; anything left/above of -1 or right/below of w/h reads the border
     xi = np.clip(xf, -2, w).astype(np.intp)
     yi = np.clip(yf, -2, h).astype(np.intp)
-    pw = w + 4
-    pad = np.zeros((h + 4, pw), dtype=img.dtype)
-    pad[2:h + 2, 2:w + 2] = img
+    # pad only the window the samples touch (rows ya..yb, columns xa..xb of the zero-bordered image): same values
+    xa, xb = int(xi.min()), int(xi.max()) + 2
+    ya, yb = int(yi.min()), int(yi.max()) + 2
+    pw = xb - xa
+    pad = np.zeros((yb - ya, pw), dtype=img.dtype)
+    sy, sx = max(ya, 0), max(xa, 0)
+    ey, ex = min(yb, h), min(xb, w)
+    if ey > sy and ex > sx:
+        pad[sy - ya:ey - ya, sx - xa:ex - xa] = img[sy:ey, sx:ex]
     flat = pad.reshape(-1)
-    base = (yi + 2) * pw + (xi + 2)
+    base = yi - ya
+    base *= pw
+    base += xi - xa
     gx, gy = 1.0 - fx, 1.0 - fy
-    out = np.multiply(flat[base], gx * gy).astype(np.float32)
-    for off, wgt in ((1, fx * gy), (pw, gx * fy), (pw + 1, fx * fy)):
-        out += np.multiply(flat[base + off], wgt).astype(np.float32)
+    wgt = gx * gy
+    prod = np.multiply(flat[base], wgt)
+    out = prod.astype(np.float32)
+    part = np.empty_like(out)
+    idx = np.empty_like(base)
+    for off, a, b in ((1, fx, gy), (pw, gx, fy), (pw + 1, fx, fy)):
+        np.multiply(a, b, out=wgt)
+        np.add(base, off, out=idx)
+        np.multiply(flat[idx], wgt, out=prod)
+        np.copyto(part, prod, casting="same_kind")     # float32(v·w), then accumulated in float32, as before
+        out += part
     return out
 
 
@@ -444,10 +460,12 @@ def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float, *,
             if x is None:
                 out[name] = np.full(shape, float(spec.missing_fill), dtype=np.float32)
                 continue
-            holes = crop == 0
-            x = _mean_std(x[None], spec, 1)
+            y = np.empty(shape, dtype=np.float32)
+            _mean_std(x[None], spec, 1, y[0])
             if spec.depth_norm != "mad":
-                x[0][holes] = DEPTH_HOLE_VALUE
+                y[0, 0][crop == 0] = DEPTH_HOLE_VALUE
+            out[name] = y
+            continue
         else:
             lo, hi = spec.clip if spec.clip is not None else (0.0, 255.0)
             if not hi > lo:
@@ -462,24 +480,42 @@ def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float, *,
                 if z is None and "depth" in by_name:
                     z = depth_ref()
                 if z is not None and math.isfinite(z) and z > 0:
-                    xs = xs * np.float32((z / float(ref)) ** 2)
-            xs = np.clip((xs - lo) / (hi - lo), 0.0, 1.0)
+                    np.multiply(xs, np.float32((z / float(ref)) ** 2), out=xs)
+            if type(lo) in (int, float) and type(hi) in (int, float):
+                # in place, same float32 operations as the expression below (python scalars are weak)
+                np.subtract(xs, lo, out=xs)
+                np.divide(xs, hi - lo, out=xs)
+                np.clip(xs, 0.0, 1.0, out=xs)
+            else:
+                xs = np.clip((xs - lo) / (hi - lo), 0.0, 1.0)
             xs = xs.transpose(2, 0, 1) if xs.ndim == 3 else xs[None]
             if xs.shape[0] != c:
                 raise ShapeError(f"crop {m.value} channels", c, xs.shape[0])
-            x = _mean_std(xs, spec, c)
-        out[name] = np.ascontiguousarray(x[None], dtype=np.float32)
+            if xs.dtype != np.float32:
+                out[name] = np.ascontiguousarray(_mean_std(xs, spec, c)[None], dtype=np.float32)
+                continue
+            y = np.empty(shape, dtype=np.float32)
+            _mean_std(xs, spec, c, y[0])
+            out[name] = y
     return out
 
 
-def _mean_std(x: np.ndarray, spec, c: int) -> np.ndarray:
+def _mean_std(x: np.ndarray, spec, c: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``(x − mean) / std`` per channel as float32; written into ``out`` (C×S×S float32) when given."""
     mean = np.asarray(spec.mean, dtype=np.float32).reshape(-1, 1, 1)
     std = np.asarray(spec.std, dtype=np.float32).reshape(-1, 1, 1)
     if mean.shape[0] not in (1, c) or std.shape[0] not in (1, c):
         raise ShapeError(f"inputs[{spec.name}].mean/std", f"1 or {c} values", (len(spec.mean), len(spec.std)))
     if np.any(std == 0):
         raise ConfigError(f"inputs[{spec.name}].std must be non-zero", key="std")
-    return ((x - mean) / std).astype(np.float32)
+    if out is None or x.dtype != np.float32:
+        r = ((x - mean) / std).astype(np.float32)
+        if out is not None:
+            out[...] = r
+        return r
+    np.subtract(x, mean, out=out)
+    np.divide(out, std, out=out)
+    return out
 
 
 def _central(a: np.ndarray) -> np.ndarray:
@@ -499,9 +535,10 @@ def _depth_scaled(crop: np.ndarray, spec, depth_scale_m: float,
     ref = ref_m()
     if ref is None:
         return None
-    valid = crop > 0
-    d = crop.astype(np.float32) * np.float32(depth_scale_m)
+    d = crop.astype(np.float32)
+    np.multiply(d, np.float32(depth_scale_m), out=d)
     if norm == "mad":
+        valid = crop > 0
         centre = _central(d)[_central(valid)]
         mad = float(np.median(np.abs(centre - ref))) if centre.size else float(np.median(np.abs(d[valid] - ref)))
         mad = max(mad, 0.001)
@@ -509,10 +546,12 @@ def _depth_scaled(crop: np.ndarray, spec, depth_scale_m: float,
         x[~valid] = 0.0
         return x.astype(np.float32)
     if norm == "face_relative":
-        d = d - np.float32(ref)
+        np.subtract(d, np.float32(ref), out=d)
         lo, hi = spec.clip if spec.clip is not None else (-0.1, 0.1)
     else:
         lo, hi = spec.clip if spec.clip is not None else (0.2, 1.5)
     if not hi > lo:
         raise ConfigError(f"inputs[{spec.name}].clip must have hi > lo, got {spec.clip}", key="clip")
-    return np.clip((d - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0).astype(np.float32)
+    np.subtract(d, np.float32(lo), out=d)       # in place: the same float32 operations, one buffer
+    np.divide(d, np.float32(hi - lo), out=d)
+    return np.clip(d, 0.0, 1.0, out=d)

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping
 import numpy as np
 
 from edgepad import preprocess
-from edgepad.blas import set_blas_threads
+from edgepad.blas import keep_freed_memory, set_blas_threads
 from edgepad.config import suggest
 from edgepad.drivers.base import DropOldestQueue
 from edgepad.drivers.capture import open_capture
@@ -245,6 +245,7 @@ class LivenessPipeline:
         self.registrar = self._find_registrar()
         if self.config.blas_threads is not None:
             self._blas_prev = set_blas_threads(self.config.blas_threads)
+        keep_freed_memory()  # per-frame numpy temporaries from the heap, not fresh mmap pages (docs/PERFORMANCE.md)
         self._opened = True
         if self.config.threaded and self.capture is not None:
             self._start_threads()

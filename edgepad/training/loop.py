@@ -24,6 +24,7 @@ import numpy as np
 
 from edgepad import metrics as M
 from edgepad._optional import lazy
+from edgepad.blas import keep_freed_memory
 from edgepad.config import to_mapping, write_mapping
 from edgepad.data.transforms import PADDataset, build_transform
 from edgepad.errors import ConfigError, DatasetError, MetricError
@@ -413,6 +414,7 @@ def train(cfg: TrainConfig, *, resume: bool = False,
     main = rank == 0
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    keep_freed_memory()  # augmentation / normalise temporaries from the heap (docs/PERFORMANCE.md)
     device = _device(cfg, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -566,6 +568,7 @@ def throughput(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict[str, 
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    keep_freed_memory()
     seed_everything(cfg.seed)
     inputs = input_specs(cfg)
     base = build_dataset(cfg.data, cfg.data.train_split, cfg.data.frames_per_video)

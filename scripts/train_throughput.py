@@ -1,0 +1,123 @@
+"""Training throughput: ``edgepad train``'s real loop against forward+backward on the same batches in memory.
+
+A = :func:`edgepad.training.train` (loader, HDF5 reads/cache, augmentation, normalise, collation, per-step progress
+logging; dev evaluation, checkpointing and metrics logging once per epoch). B = the same model (same seed, batch size,
+threads) doing forward + backward + optimizer step over the SAME batches (same sampler order and augmentation
+seeds), collected into memory beforehand. A and B alternate ``--repeats`` times in one process; medians reported.
+
+    python scripts/train_throughput.py --bench /tmp/bench64 --epochs 4 --steps 3 --repeats 5
+
+``loop`` = training samples / time of the epoch's step loop (what ``metrics.jsonl`` calls samples_per_s);
+``epoch`` = training samples / whole epoch time including dev evaluation, checkpoints and logging;
+``train_data_wait_fraction`` = the loop's time spent waiting for the next batch (``metrics.jsonl``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(ROOT / "configs" / "default_edge.yaml"))
+    ap.add_argument("--bench", required=True, help="a synthetic benchmark folder (edgepad synth)")
+    ap.add_argument("--size", type=int, default=64, help="inputs.size_px (default 64)")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=6, help="max steps per epoch")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--discard", type=int, default=1, help="unmeasured A+B runs first (default 1)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more config overrides (YAML)")
+    a = ap.parse_args(argv)
+
+    import yaml
+    import torch
+    from edgepad.training import load_train_config, train
+    from edgepad.training.build import build_model, build_objective, build_optimizer, input_specs, train_transform
+    from edgepad.training.loop import EpochSampler, _loader, _to_device, seed_everything
+    from edgepad.data.transforms import PADDataset
+    from edgepad.data.sources import build_dataset
+
+    out = Path(tempfile.mkdtemp(prefix="train_tp_"))
+    over = {"data.root": str(Path(a.bench).resolve()), "inputs.size_px": a.size, "epochs": a.epochs,
+            "max_steps_per_epoch": a.steps, "out": str(out / "run")}
+    if a.batch_size:
+        over["batch_size"] = a.batch_size
+    for kv in a.set:
+        k, v = kv.split("=", 1)
+        over[k] = yaml.safe_load(v)
+    cfg = load_train_config(a.config, over)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+
+    # the batches train() sees: same dataset, transform, sampler (epoch, seed) and step count
+    inputs = input_specs(cfg)
+    ds = PADDataset(build_dataset(cfg.data, cfg.data.train_split, cfg.data.frames_per_video), inputs,
+                    train_transform(cfg), seed=cfg.seed)
+    batches = []
+    for epoch in range(cfg.epochs):
+        sampler = EpochSampler(len(ds), epoch, cfg.seed, True)
+        steps = min(len(sampler) // cfg.batch_size, cfg.max_steps_per_epoch or 10 ** 9)
+        for i, b in enumerate(_loader(ds, sampler, cfg.batch_size, cfg.workers, True, False)):
+            if i >= steps:
+                break
+            batches.append(_to_device(b, torch.device("cpu")))
+    n_samples = sum(int(t.shape[0]) for _, t in batches)
+
+    def ref() -> float:
+        seed_everything(cfg.seed)
+        model = build_model(cfg, inputs).train()
+        objective = build_objective(cfg, model)
+        opt, sch = build_optimizer(cfg, model, objective)
+        t0 = time.perf_counter()
+        for feed, target in batches:
+            loss, _ = objective(model(feed), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            float(loss.detach())
+        return n_samples / (time.perf_counter() - t0)
+
+    def real() -> tuple[float, float, float]:
+        recs = []
+        train(cfg, progress=lambda p: recs.append(p) if p.get("done") else None)
+        seen = sum(r["samples"] for r in recs)
+        loop = [r["samples"] / r["samples_per_s"] for r in recs]
+        wait = sum(r["data_wait_fraction"] * t for r, t in zip(recs, loop)) / sum(loop)
+        return seen / sum(loop), seen / sum(r["time_s"] for r in recs), wait
+
+    for _ in range(a.discard):                        # the first run in a process pays one-off start-up costs
+        real()
+        ref()
+    res = {"A_loop": [], "A_epoch": [], "B": [], "data_wait": []}
+    for _ in range(a.repeats):
+        lo, ep, wait = real()
+        res["A_loop"].append(lo)
+        res["A_epoch"].append(ep)
+        res["data_wait"].append(wait)
+        res["B"].append(ref())
+    med = {k: statistics.median(v) for k, v in res.items()}
+    report = {"train_loop_samples_per_s": round(med["A_loop"], 1),
+              "train_epoch_samples_per_s": round(med["A_epoch"], 1),
+              "fwd_bwd_samples_per_s": round(med["B"], 1),
+              "ratio_loop": round(med["A_loop"] / med["B"], 3),
+              "ratio_epoch": round(med["A_epoch"] / med["B"], 3),
+              "train_data_wait_fraction": round(med["data_wait"], 3),
+              "runs": {k: [round(x, 1) for x in v] for k, v in res.items()},
+              "samples_per_run": n_samples, "batch_size": cfg.batch_size, "size_px": cfg.inputs.size_px,
+              "threads": torch.get_num_threads(), "workers": cfg.workers, "loadavg": os.getloadavg()}
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
