@@ -267,9 +267,9 @@ class ConnectionLimit(Slots):
         with self._lock:
             late = [c for c in self._conns.values()
                     if c.waiting_since is not None and now - c.waiting_since > self.header_timeout_s]
+            self.timed_out += len(late)  # counted before the close a client can observe
             for c in late:
                 self._drop_locked(c)
-            self.timed_out += len(late)
         return len(late)
 
     def release(self, sock: Any = None) -> None:  # type: ignore[override]
