@@ -177,6 +177,21 @@ def render_html(blocks: Sequence[tuple], root: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ plots
+def headless_pyplot(what: str) -> Any | None:
+    """``matplotlib.pyplot`` on the Agg backend (no display needed), or None — logged as "no ``what``" — when
+    matplotlib is not installed or cannot load. The one place plots are set up (reports, bench, training,
+    benchmark charts)."""
+    if not mpl:
+        log.info("matplotlib not installed: no %s", what)
+        return None
+    try:
+        mpl.use("Agg")
+        return plt()
+    except MissingDependencyError as exc:  # installed but broken (e.g. a missing shared library)
+        log.info("matplotlib not usable (%s): no %s", exc, what)
+        return None
+
+
 def write_plots(out: Path, res: Mapping[str, Any], dev, eval_) -> list[tuple[str, str]]:
     """ROC, DET and per-species histograms as PNG files in ``out``; returns ``[(file name, caption)]``.
 

@@ -8,14 +8,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from edgepad._optional import lazy
 from edgepad.bench.stats import PERCENTILES
-from edgepad.errors import ConfigError, MissingDependencyError, ValidationError
+from edgepad.errors import ConfigError, ValidationError
+from edgepad.report import headless_pyplot
 from edgepad.types import STAGES
 
 log = logging.getLogger(__name__)
-matplotlib = lazy("matplotlib")
-plt = lazy("matplotlib.pyplot")
 
 SCHEMA = "edgepad.bench/1"
 REQUIRED_KEYS = {"schema": str, "created": str, "config": dict, "model": dict, "device": dict, "pipeline": dict,
@@ -245,14 +243,8 @@ def write_plots(doc: Mapping[str, Any], out: Path) -> dict[str, Path]:
     """Latency histogram and CDF per stage (decisions with a face; the no-face decisions, which skip inference,
     are counted in the titles), p50 / p99 and the frame budget marked, and latency over time with capture and
     the no-face decisions marked (PNG); {} without matplotlib."""
-    if not matplotlib:
-        log.info("matplotlib not installed: no plots")
-        return {}
-    try:
-        matplotlib.use("Agg")
-        plt()
-    except MissingDependencyError as exc:  # installed but broken (e.g. a missing shared library)
-        log.info("matplotlib not usable (%s): no plots", exc)
+    plt = headless_pyplot("plots")
+    if plt is None:
         return {}
     series = doc["pipeline"]["series"]
     names = list(STAGES) + ["e2e"]

@@ -7,13 +7,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from edgepad._optional import lazy
 from edgepad.benchmark.tables import _first_subset, _vals, mean_std
-from edgepad.errors import MissingDependencyError
+from edgepad.report import headless_pyplot
 
 log = logging.getLogger(__name__)
-mpl = lazy("matplotlib", "plot")
-plt = lazy("matplotlib.pyplot", "plot")
 
 #: the chart ``edgepad benchmark`` writes into its output folder
 CHART_PNG = "acer_by_model.png"
@@ -38,11 +35,8 @@ def acer_chart(records: Sequence[Mapping], out_png: Path | str) -> Path | None:
     the bars; a missing result is marked ``n/a``. None without matplotlib or without records."""
     if not records:
         return None
-    try:
-        mpl.use("Agg")
-        plt()
-    except MissingDependencyError as exc:
-        log.info("matplotlib not usable (%s): no benchmark chart", exc)
+    plt = headless_pyplot("benchmark chart")
+    if plt is None:
         return None
     models, protos, mean, std = acer_table(records)
     width = 0.8 / max(1, len(models))

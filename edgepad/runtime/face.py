@@ -34,6 +34,18 @@ cv2 = lazy("cv2")
 Box = tuple[int, int, int, int]
 
 
+def track_region(last: tuple[int, int, int, int], scale: float, shape: tuple[int, ...]
+                 ) -> tuple[float, tuple[int, int, int, int]]:
+    """The search window around the last face box ``(x, y, w, h)``: a square ``scale`` × its larger side, centred
+    on it and clipped to the image ``shape`` (H, W, ...). Returns ``(side px, (x0, y0, x1, y1))``."""
+    lx, ly, lw, lh = last
+    side = max(lw, lh)
+    half = side * scale / 2.0
+    cx, cy = lx + lw / 2.0, ly + lh / 2.0
+    return side, (max(0, int(cx - half)), max(0, int(cy - half)), min(shape[1], int(math.ceil(cx + half))),
+                  min(shape[0], int(math.ceil(cy + half))))
+
+
 @dataclass(frozen=True)
 class FaceDetection:
     """A face in the rgb image.
@@ -179,12 +191,7 @@ class LearnedFaceLocator:
         if img.ndim == 2:
             img = np.repeat(img[:, :, None], 3, axis=2)
         if self._last is not None and self._since_full < self.detect_every - 1:
-            lx, ly, lw, lh = self._last
-            side = max(lw, lh)
-            half = side * self.roi_scale / 2.0
-            cx, cy = lx + lw / 2.0, ly + lh / 2.0
-            region = (max(0, int(cx - half)), max(0, int(cy - half)), min(img.shape[1], int(math.ceil(cx + half))),
-                      min(img.shape[0], int(math.ceil(cy + half))))
+            side, region = track_region(self._last, self.roi_scale, img.shape)
             self.searches["roi"] += 1
             self._since_full += 1
             f = self.detector.largest(img, region, (side / self.roi_size_range, side * self.roi_size_range))
@@ -305,12 +312,7 @@ class HaarFaceLocator:
         img = rgb.data
         found = None
         if self._last is not None and self._since_full < self.roi_every - 1:
-            lx, ly, lw, lh = self._last
-            side = max(lw, lh)
-            half = side * self.roi_scale / 2.0
-            cx, cy = lx + lw / 2.0, ly + lh / 2.0
-            region = (max(0, int(cx - half)), max(0, int(cy - half)), min(img.shape[1], int(math.ceil(cx + half))),
-                      min(img.shape[0], int(math.ceil(cy + half))))
+            side, region = track_region(self._last, self.roi_scale, img.shape)
             self.searches["roi"] += 1
             found = self._detect(img, region, (side / self.roi_size_range, side * self.roi_size_range))
             if found is not None:

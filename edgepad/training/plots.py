@@ -5,12 +5,10 @@ import json
 import logging
 from pathlib import Path
 
-from edgepad._optional import lazy
-from edgepad.errors import DatasetError, MissingDependencyError
+from edgepad.errors import DatasetError
+from edgepad.report import headless_pyplot
 
 log = logging.getLogger(__name__)
-mpl = lazy("matplotlib", "plot")
-plt = lazy("matplotlib.pyplot", "plot")
 
 #: the figure ``train`` writes next to ``metrics.jsonl``
 CURVES_PNG = "training_curves.png"
@@ -38,11 +36,8 @@ def plot_training_curves(metrics_jsonl: Path | str, out_png: Path | str | None =
     recs = [r for r in read_metrics(metrics_jsonl) if "epoch" in r]
     if not recs:
         return None
-    try:
-        mpl.use("Agg")
-        plt()
-    except MissingDependencyError as exc:
-        log.info("matplotlib not usable (%s): no training curves", exc)
+    plt = headless_pyplot("training curves")
+    if plt is None:
         return None
     out = Path(out_png) if out_png is not None else Path(metrics_jsonl).with_name(CURVES_PNG)
     ep = [int(r["epoch"]) for r in recs]
