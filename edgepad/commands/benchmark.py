@@ -32,14 +32,24 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
 
 def benchmark_main(args: argparse.Namespace) -> int:
     """Run the benchmark matrix; prints progress and where the tables went."""
-    from edgepad.benchmark import run_benchmark
-
     def progress(msg: str) -> None:
         print(msg, flush=True)
 
-    # per-run chatter (coarse operating points on small dev folds, dev-criterion fallbacks) stays out of the log
-    logging.getLogger("edgepad.training").setLevel(logging.ERROR)
-    logging.getLogger("edgepad.metrics").setLevel(logging.ERROR)
+    # per-run chatter (coarse operating points on small dev folds, dev-criterion fallbacks) stays out of the log,
+    # for this command only (the levels are restored: an embedding process keeps its own)
+    quiet = {name: logging.getLogger(name) for name in ("edgepad.training", "edgepad.metrics")}
+    saved = {name: lg.level for name, lg in quiet.items()}
+    for lg in quiet.values():
+        lg.setLevel(logging.ERROR)
+    try:
+        return _run(args, progress)
+    finally:
+        for name, lg in quiet.items():
+            lg.setLevel(saved[name])
+
+
+def _run(args: argparse.Namespace, progress) -> int:
+    from edgepad.benchmark import run_benchmark
     try:
         seeds = None if args.seeds is None else [int(s) for s in str(args.seeds).split(",") if s.strip()]
     except ValueError:
