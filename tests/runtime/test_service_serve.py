@@ -93,8 +93,12 @@ def test_serve_real_pipeline_with_audit(tiny_model, tmp_path, capsys, monkeypatc
         assert n >= 5
         sha = {r[0] for r in con.execute("SELECT DISTINCT model_sha256 FROM decisions")}
         assert sha == {s["model"]["sha256"]}
-        kinds = [r[0] for r in con.execute("SELECT kind FROM events ORDER BY id")]
-        assert kinds == ["service_start", "lockout_reset", "service_stop"]
+        rows = [(r[0], json.loads(r[1])) for r in con.execute("SELECT kind, detail FROM events ORDER BY id")]
+        assert [k for k, _ in rows if k != "presentation_decided"] == ["service_start", "lockout_reset",
+                                                                        "service_stop"]
+        decided = [d for k, d in rows if k == "presentation_decided"]       # one per decided presentation
+        assert all(d["verdict"] in ("live", "spoof") and d["model_sha256"] == s["model"]["sha256"] for d in decided)
+        assert [d["presentation"] for d in decided] == sorted({d["presentation"] for d in decided})
         assert con.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 0            # privacy default
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:

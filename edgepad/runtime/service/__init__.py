@@ -4,7 +4,7 @@ Standard library only (``http.server``); ``cv2`` encodes preview images and ``cr
 manifests, both imported on first use. Modules (docs/SERVICE.md):
 
 * ``config``: :class:`ServiceConfig`, :func:`is_loopback`, :func:`read_token_file`.
-* ``hub``: :class:`DecisionHub`, :class:`Update`, :class:`Published`, :class:`ProducerThread`,
+* ``hub``: :class:`DecisionHub`, :class:`Update`, :class:`Published`, :class:`PublishedEvent`, :class:`ProducerThread`,
   :class:`PipelineProducer`.
 * ``preview``: :func:`face_boxes`, :func:`render_preview`, :func:`encode_image`, :func:`face_crops_for_audit`.
 * ``http``: the request handler, the TCP / Unix-socket servers, :class:`HttpError`.
@@ -15,11 +15,12 @@ from edgepad.runtime.service.app import (API_VERSION, STATIC_DIR, AuditOptions, 
                                          run_service)
 from edgepad.runtime.service.config import ServiceConfig, is_loopback, read_token_file
 from edgepad.runtime.service.http import HttpError
-from edgepad.runtime.service.hub import DecisionHub, PipelineProducer, ProducerThread, Published, Update
+from edgepad.runtime.service.hub import (DecisionHub, PipelineProducer, ProducerThread, Published, PublishedEvent,
+                                         Update)
 from edgepad.runtime.service.preview import encode_image, face_boxes, face_crops_for_audit, render_preview
 
 __all__ = [
     "API_VERSION", "STATIC_DIR", "AuditOptions", "DecisionHub", "HttpError", "LivenessService", "PipelineProducer",
-    "ProducerThread", "Published", "ServeOptions", "ServiceConfig", "Update", "encode_image", "face_boxes",
+    "ProducerThread", "Published", "PublishedEvent", "ServeOptions", "ServiceConfig", "Update", "encode_image", "face_boxes",
     "face_crops_for_audit", "is_loopback", "read_token_file", "render_preview", "run_service",
 ]

@@ -23,7 +23,7 @@ from edgepad.errors import ConfigError, EdgePadError
 from edgepad.runtime.audit import AuditLog, AuditWriter
 from edgepad.runtime.pipeline import PipelineConfig, open_pipeline
 from edgepad.runtime.service.config import ServiceConfig
-from edgepad.runtime.service.hub import DecisionHub, PipelineProducer, ProducerThread, Published
+from edgepad.runtime.service.hub import DecisionHub, PipelineProducer, ProducerThread, Published, PublishedEvent
 from edgepad.runtime.service.http import (CONTENT_TYPES, PREVIEW_RE, STATIC_RE, HttpError, Handler, TcpServer,
                                           UnixServer)
 from edgepad.runtime.service.preview import REASON_HINTS, encode_image, render_published
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 #: the live-view page and its scripts (package data ``edgepad/runtime/static``)
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 API_VERSION = 1
+#: presentation events shown in ``/v1/status`` (``events.recent``)
+RECENT_EVENTS = 10
 
 
 class LivenessService:
@@ -196,6 +198,8 @@ class LivenessService:
             return h._send_json(200, self._envelope(latest))
         if path == "/v1/decisions/stream":
             return self._stream(h, query)
+        if path == "/v1/events":
+            return self._events(h, query)
         if path == "/v1/lockout/reset":
             return self._lockout_reset(h)
         m = PREVIEW_RE.match(path)
@@ -261,6 +265,8 @@ class LivenessService:
             "health": self.health(),
             "decisions": self.hub.count, "fps": round(self.hub.fps(), 2),
             "last": None if latest is None else self._envelope(latest),
+            "events": {"count": self.hub.event_count,
+                       "recent": [self._event_envelope(e) for e in self.hub.recent_events(RECENT_EVENTS)]},
             "sse_clients": self.streams.in_use, "max_sse_clients": self.config.max_sse_clients,
             "connections": self.connections.in_use, "rejected_connections": self.rejected_connections,
             "evicted_connections": self.connections.evicted, "header_timeouts": self.connections.timed_out,
@@ -295,9 +301,45 @@ class LivenessService:
         h._send_json(200, {"reset": True, **_finite(dict(result))})
 
     def _stream(self, h: Handler, query: Mapping[str, list[str]]) -> None:
+        """``/v1/decisions/stream``: the latest decision now, then each newer one (a slow reader skips)."""
+        def fetch(after: int, timeout_s: float) -> list[tuple[int, str, dict]]:
+            latest = self.hub.latest()
+            if latest is None or latest.seq <= after:
+                latest = self.hub.wait(after, timeout_s) if timeout_s > 0 else None
+            return [] if latest is None else [(latest.seq, "decision", self._envelope(latest))]
+
+        def drained(after: int) -> bool:
+            latest = self.hub.latest()
+            return latest is None or latest.seq <= after
+        self._sse(h, query, 0, fetch, drained)
+
+    def _events(self, h: Handler, query: Mapping[str, list[str]]) -> None:
+        """``/v1/events``: presentation events from now on (or after the ``Last-Event-ID`` a reconnecting client
+        sends), every one in order."""
+        last_id = (h.headers.get("Last-Event-ID") or "").strip()
+        if last_id and not (last_id.isdigit() and len(last_id) <= 18):
+            raise HttpError(400, "bad_last_event_id", "Last-Event-ID must be an event id (a non-negative integer)")
+        start = int(last_id) if last_id else self.hub.event_count
+
+        def fetch(after: int, timeout_s: float) -> list[tuple[int, str, dict]]:
+            return [(e.seq, e.event.kind, self._event_envelope(e)) for e in self.hub.events_after(after, timeout_s)]
+        self._sse(h, query, start, fetch, lambda after: self.hub.event_count <= after)
+
+    def _event_envelope(self, e: PublishedEvent) -> dict:
+        return {"seq": e.seq, "age_ms": round((self._clock_ns() - e.published_ns) / 1e6, 3),
+                **_finite(e.event.to_dict())}
+
+    def _sse(self, h: Handler, query: Mapping[str, list[str]], start: int,
+             fetch: Callable[[int, float], list[tuple[int, str, dict]]], drained: Callable[[int], bool]) -> None:
+        """Serve one Server-Sent-Events stream (every stream endpoint goes through here: one slot pool, one
+        ``limit`` query, keepalives, the ``end`` event when the producer stops).
+
+        ``fetch(after, timeout_s)`` returns ``(id, event name, payload)`` items newer than ``after`` (waiting up to
+        ``timeout_s``; 0 = do not wait); ``drained(after)`` says nothing newer is left.
+        """
         limit = _int_param(query, "limit", default=0, lo=0, hi=1_000_000)
         if not self.streams.acquire():
-            raise HttpError(503, "too_many_streams", f"at most {self.config.max_sse_clients} decision streams; "
+            raise HttpError(503, "too_many_streams", f"at most {self.config.max_sse_clients} streams; "
                             "close one or retry later", headers={"Retry-After": "2"})
         h.close_connection = True
         try:
@@ -309,28 +351,31 @@ class LivenessService:
             h.end_headers()
             h.wfile.write(b"retry: 1000\n\n")
             h.wfile.flush()
-            sent, seq = 0, 0
-            latest = self.hub.latest()
+            sent, cursor = 0, start
+            items = fetch(cursor, 0.0)
             keepalive = float(self.config.sse_keepalive_s)
             last_write = time.monotonic()
             while not self._stopping.is_set():
-                if latest is not None and latest.seq > seq:
-                    seq = latest.seq
-                    data = json.dumps(self._envelope(latest), allow_nan=False, separators=(",", ":"))
-                    h.wfile.write(f"id: {seq}\nevent: decision\ndata: {data}\n\n".encode())
-                    h.wfile.flush()
-                    last_write = time.monotonic()
+                for seq, name, payload in items:
+                    cursor = seq
+                    data = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+                    h.wfile.write(f"id: {seq}\nevent: {name}\ndata: {data}\n\n".encode())
                     sent += 1
                     if limit and sent >= limit:
                         break
-                if self.hub.closed and (self.hub.latest() is None or self.hub.latest().seq <= seq):
+                if items:
+                    h.wfile.flush()
+                    last_write = time.monotonic()
+                    if limit and sent >= limit:
+                        break
+                if self.hub.closed and drained(cursor):
                     end = json.dumps({"error": self.hub.error})
                     h.wfile.write(f"event: end\ndata: {end}\n\n".encode())
                     h.wfile.flush()
                     break
                 left = keepalive - (time.monotonic() - last_write)
-                latest = self.hub.wait(seq, timeout_s=max(0.0, min(0.25, left)))
-                if latest is None and time.monotonic() - last_write >= keepalive:
+                items = fetch(cursor, max(0.001, min(0.25, left)))
+                if not items and time.monotonic() - last_write >= keepalive:
                     h.wfile.write(b": keepalive\n\n")
                     h.wfile.flush()
                     last_write = time.monotonic()

@@ -30,7 +30,8 @@ class ServiceConfig:
         unix_socket: path of a Unix socket to bind instead of TCP (mode 0660).
         token: bearer token; required when ``host`` is not loopback. At least 16 characters.
         health_max_age_ms: ``/v1/health`` is unhealthy when the newest decision is older than this.
-        max_sse_clients: concurrent ``/v1/decisions/stream`` clients; more get 503.
+        max_sse_clients: concurrent stream clients (``/v1/decisions/stream`` and ``/v1/events`` together); more
+            get 503.
         max_connections: concurrent connections (each holds a thread); when all are taken, the one waiting
             longest for its request headers is closed for a new one; only when all are serving requests does a
             new connection get 503.

@@ -44,7 +44,7 @@ CONTENT_TYPES = {"js": "text/javascript; charset=utf-8", "css": "text/css; chars
 #: path -> allowed methods (exact paths; previews and static files are matched by pattern)
 ROUTES: dict[str, tuple[str, ...]] = {
     "/": ("GET",), "/v1/status": ("GET",), "/v1/health": ("GET",), "/v1/decision/latest": ("GET",),
-    "/v1/decisions/stream": ("GET",), "/v1/lockout/reset": ("POST",),
+    "/v1/decisions/stream": ("GET",), "/v1/events": ("GET",), "/v1/lockout/reset": ("POST",),
 }
 
 

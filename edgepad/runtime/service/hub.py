@@ -1,13 +1,17 @@
 """Decision hub: the thread-safe "latest decision" store between a producer and the HTTP handlers.
 
 * :class:`DecisionHub`: a producer publishes decisions (and optionally the frames they were made on); handlers
-  read the latest one or wait for the next one.
-* :class:`ProducerThread`: drives any iterable of decisions into the hub and, optionally, the audit writer.
+  read the latest one or wait for the next one. It also keeps the last presentation events (started / decided /
+  ended), which readers get in order, none skipped while they are buffered.
+* :class:`ProducerThread`: drives any iterable of decisions into the hub and, optionally, the audit writer; it
+  subscribes to a producer's presentation events (``subscribe``) and publishes them.
 * :class:`PipelineProducer`: adapts a :class:`~edgepad.runtime.pipeline.LivenessPipeline` into hub updates
-  (preview frames, face boxes per camera, audit crops) and rebuilds it after a source failure.
+  (preview frames, face boxes per camera, audit crops), forwards its presentation events and rebuilds it after a
+  source failure.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import threading
@@ -19,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 
 from edgepad.errors import EdgePadError, EndOfStream, SourceError
+from edgepad.runtime.presentation import DECIDED, PresentationEvent
 from edgepad.runtime.service.preview import StreamMeter, face_boxes, face_crops_for_audit, installer_view
 from edgepad.types import Decision, Modality, Reason, Verdict
 
@@ -77,17 +82,30 @@ class Published:
     view: Mapping[str, Any] = field(default_factory=dict)   # live-view measurements of those frames
 
 
+@dataclass(frozen=True)
+class PublishedEvent:
+    """One published presentation event: its hub sequence number (1, 2, …; the SSE ``id``) and host time."""
+
+    seq: int
+    event: PresentationEvent
+    published_ns: int                        # host monotonic
+
+
 class DecisionHub:
     """Latest-decision store with blocking waits; safe for one producer and many readers.
 
     Readers that fall behind skip to the newest decision (sequence numbers show the gap); nothing queues up.
+    Presentation events are different: the last ``max_events`` are kept and :meth:`events_after` returns every
+    one after a reader's position, so none is skipped unless it fell out of the buffer.
 
     Args:
         clock_ns: monotonic clock in ns (injectable for tests).
         fps_window_s: window for :meth:`fps`.
+        max_events: presentation events kept for readers (and ``/v1/status``).
     """
 
-    def __init__(self, clock_ns: Callable[[], int] = time.monotonic_ns, fps_window_s: float = 2.0) -> None:
+    def __init__(self, clock_ns: Callable[[], int] = time.monotonic_ns, fps_window_s: float = 2.0,
+                 max_events: int = 256) -> None:
         self._clock_ns = clock_ns
         self._cond = threading.Condition()
         self._latest: Published | None = None
@@ -97,6 +115,8 @@ class DecisionHub:
         self._closed = False
         self.error: str | None = None
         self.count = 0
+        self._events: deque[PublishedEvent] = deque(maxlen=max(1, int(max_events)))
+        self.event_count = 0
 
     def publish(self, item: Decision | Update) -> int:
         """Publish a decision (or an :class:`Update`); returns its sequence number (1, 2, …)."""
@@ -130,6 +150,34 @@ class DecisionHub:
     def latest(self) -> Published | None:
         with self._cond:
             return self._latest
+
+    def publish_event(self, event: PresentationEvent) -> int:
+        """Publish a presentation event; returns its sequence number (1, 2, …)."""
+        if not isinstance(event, PresentationEvent):
+            raise EdgePadError(f"expected a PresentationEvent, got {type(event).__name__}")
+        now = self._clock_ns()
+        with self._cond:
+            self.event_count += 1
+            self._events.append(PublishedEvent(self.event_count, event, now))
+            self._cond.notify_all()
+            return self.event_count
+
+    def events_after(self, after_seq: int, timeout_s: float = 0.0) -> list[PublishedEvent]:
+        """Every buffered event newer than ``after_seq``, oldest first; blocks up to ``timeout_s`` for one (empty
+        on timeout or close)."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not self._closed and self.event_count <= after_seq:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                self._cond.wait(left)
+            return [e for e in self._events if e.seq > after_seq]
+
+    def recent_events(self, n: int) -> list[PublishedEvent]:
+        """The last ``n`` events, oldest first."""
+        with self._cond:
+            return list(self._events)[-n:] if n > 0 else []
 
     def wait(self, after_seq: int, timeout_s: float) -> Published | None:
         """Block until a decision newer than ``after_seq`` exists (returned) or timeout / close (None)."""
@@ -187,7 +235,8 @@ class ProducerThread:
     Args:
         hub: where decisions go.
         producer: e.g. a :class:`~edgepad.runtime.pipeline.LivenessPipeline` adapter, or a test generator.
-        audit: an :class:`~edgepad.runtime.audit.AuditWriter` (optional); every decision is submitted to it.
+        audit: an :class:`~edgepad.runtime.audit.AuditWriter` (optional); every decision is submitted to it,
+            and every ``decided`` presentation event as an operational event ``presentation_decided``.
         model_sha256: recorded with audit rows.
         on_exit: called (in the thread) with the error text or None when the producer ends.
     """
@@ -202,6 +251,19 @@ class ProducerThread:
         self.exception: BaseException | None = None     # what ended the producer, when it failed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgepad-producer", daemon=True)
+        subscribe = getattr(producer, "subscribe", None)
+        if callable(subscribe):
+            subscribe(self._on_event)
+
+    def _on_event(self, event: PresentationEvent) -> None:
+        """Publish a presentation event (called from the producer's thread or the pipeline's decision thread)."""
+        if self._audit is not None and event.kind == DECIDED:
+            d = event.decision
+            self._audit.submit_event("presentation_decided", {
+                "presentation": event.presentation, "verdict": event.verdict.value, "timestamp_ns": event.timestamp_ns,
+                "score": None if d is None else d.score, "threshold": None if d is None else d.threshold,
+                "model_sha256": self._sha})
+        self.hub.publish_event(event)
 
     def start(self) -> "ProducerThread":
         self._thread.start()
@@ -262,6 +324,10 @@ class PipelineProducer:
     ``factory`` after ``restart_s`` seconds (None = stop); meanwhile no decisions arrive, so ``/v1/health`` turns
     unhealthy (fail closed). ``EndOfStream`` (a finished recording) ends the producer.
 
+    Presentation events of every pipeline go to the callbacks given to :meth:`subscribe` (those emitted before
+    the first subscriber, e.g. while :meth:`prime` waits, are held for it). Presentation numbers continue across
+    rebuilds, and a source failure ends the open presentation (cause ``source_error``).
+
     Args:
         factory: builds an unopened pipeline (called again after each source failure).
         preview_fps: preview frame rate limit (0 = no previews).
@@ -279,6 +345,49 @@ class PipelineProducer:
         self._primed: tuple[Any, Iterator[Any], list] | None = None
         self.pipeline: Any = None
         self.restarts = 0
+        self._subscribers: list[Callable[[PresentationEvent], None]] = []
+        self._held: deque[PresentationEvent] = deque(maxlen=64)
+        self._events_lock = threading.Lock()
+        self._numbering = 0            # presentations of the pipelines before this one
+
+    def subscribe(self, callback: Callable[[PresentationEvent], None]) -> None:
+        """Call ``callback(event)`` for every presentation event from now on (held ones first)."""
+        with self._events_lock:
+            self._subscribers.append(callback)
+            held, self._held = list(self._held), deque(maxlen=64)
+        for ev in held:
+            callback(ev)
+
+    def _forward(self, event: PresentationEvent) -> None:
+        if self._numbering:
+            event = dataclasses.replace(event, presentation=event.presentation + self._numbering)
+        with self._events_lock:
+            subs = list(self._subscribers)
+            if not subs:
+                self._held.append(event)
+        for cb in subs:
+            try:
+                cb(event)
+            except Exception:  # noqa: BLE001 - a subscriber must not stop the runtime
+                log.exception("presentation event subscriber failed")
+
+    def _build(self) -> Any:
+        pipe = self._factory()
+        on_event = getattr(pipe, "on_event", None)
+        if callable(on_event):
+            on_event(self._forward)
+        return pipe
+
+    def _retire(self, pipe: Any, cause: str | None) -> None:
+        """End the pipeline's open presentation (``cause``; None = it ended itself) and close it."""
+        try:
+            end = getattr(pipe, "end_presentation", None)
+            if cause is not None and callable(end):
+                end(cause)
+            tracker = getattr(pipe, "presentations", None)
+            self._numbering += int(getattr(tracker, "count", 0) or 0)
+        finally:
+            pipe.close()
 
     def prime(self, timeout_s: float, what: str = "the source") -> None:
         """Start-up validation: build and open the first pipeline (the backend loads, checks its inputs and
@@ -289,7 +398,7 @@ class PipelineProducer:
                 ends / fails before its first one.
             EdgePadError: building or opening the pipeline failed (model, rig, source URI).
         """
-        pipe = self._factory()
+        pipe = self._build()
         try:
             pipe.open()
             it = iter(pipe.decisions())
@@ -341,9 +450,10 @@ class PipelineProducer:
                 pipe, it, first = self._primed
                 self._primed = None
             else:
-                pipe, it, first = self._factory(), None, []
+                pipe, it, first = self._build(), None, []
             meter = StreamMeter()
             self.pipeline = pipe
+            retired = False
             try:
                 if it is None:
                     pipe.open()
@@ -371,6 +481,8 @@ class PipelineProducer:
             except EndOfStream:
                 return
             except SourceError as exc:
+                retired = True
+                self._retire(pipe, "source_error")             # its presentation ends now, not after the wait
                 if self._restart_s is None:
                     raise
                 self.restarts += 1
@@ -378,4 +490,5 @@ class PipelineProducer:
                 if self._stop.wait(self._restart_s):
                     return
             finally:
-                pipe.close()
+                if not retired:
+                    self._retire(pipe, None)
