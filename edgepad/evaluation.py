@@ -689,15 +689,22 @@ def evaluate_model(model: Path | str, data: Path | str | DataSourceConfig | Mapp
         for fold, fs in frames.items():
             per = {h: with_scores(fs, head_frames[fold][h]) for h in heads}
             by_fold[fold] = per if level == "frame" else {h: aggregate_videos(s) for h, s in per.items()}
-        diag = write_head_diagnostics(out, by_fold["dev"], by_fold["eval"],
-                                      (levels[level]["dev"], levels[level]["eval"]), plots=plots,
-                                      context={**context, "protocol": protocol, "sub_protocol": "+".join(mods)})
-        w = diag["weakest_head"]
-        doc["heads"] = {"file": "heads.json", "weakest_head": w,
-                        "eer_dev": {h: r["eer_dev"] for h, r in diag["heads"].items()},
-                        "eval_acer_at_eer_dev": {h: r["eval_at_eer_dev"]["acer"] for h, r in diag["heads"].items()}}
-        context["weakest head"] = (f"{w} (eval ACER {100 * diag['heads'][w]['eval_at_eer_dev']['acer']:.2f} % at "
-                                   f"its own dev-EER τ; all heads: heads.md)")
+        try:
+            diag = write_head_diagnostics(out, by_fold["dev"], by_fold["eval"],
+                                          (levels[level]["dev"], levels[level]["eval"]), plots=plots,
+                                          context={**context, "protocol": protocol, "sub_protocol": "+".join(mods)})
+        except MetricError as exc:  # diagnostics only: never fail the evaluation itself
+            log.warning("per-head diagnostics skipped: %s", exc)
+            doc["heads"] = {"error": str(exc)}
+            context["per-head diagnostics"] = f"skipped: {exc}"
+        else:
+            w = diag["weakest_head"]
+            rows = diag["heads"]
+            doc["heads"] = {"file": "heads.json", "weakest_head": w,
+                            "eer_dev": {h: r["eer_dev"] for h, r in rows.items()},
+                            "eval_acer_at_eer_dev": {h: r["eval_at_eer_dev"]["acer"] for h, r in rows.items()}}
+            context["weakest head"] = (f"{w} (eval ACER {100 * rows[w]['eval_at_eer_dev']['acer']:.2f} % at its own "
+                                       f"dev-EER τ; all heads: heads.md)")
     (out / "metrics.json").write_text(json.dumps(doc, indent=2, default=_json_default) + "\n", encoding="utf-8")
     write_report(out, results[level], levels[level]["dev"], levels[level]["eval"],
                  title=f"{protocol} ({'+'.join(mods)}) — {Path(str(model)).name}", plots=plots,

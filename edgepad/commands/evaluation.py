@@ -45,7 +45,9 @@ def evaluate_main(args: argparse.Namespace) -> int:
                          level=args.level, plots=not args.no_plots, limit=args.limit)
     print(_summary(doc["result"]))
     files = "scores-dev.csv, scores-eval.csv, metrics.json, report.md, report.html"
-    if doc.get("heads"):
+    if doc.get("heads", {}).get("error"):
+        print(f"  per-head diagnostics skipped: {doc['heads']['error']}")
+    elif doc.get("heads"):
         h = doc["heads"]
         print("  per head (own dev-EER τ): " + ", ".join(
             f"{n} EER {pct(h['eer_dev'][n])} / ACER {pct(a)}" for n, a in h["eval_acer_at_eer_dev"].items()))

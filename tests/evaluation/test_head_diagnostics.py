@@ -161,3 +161,20 @@ def test_head_diagnostics_errors_and_markdown():
     with pytest.raises(MetricError):
         nan = _set([np.nan, np.nan, 0.1, 0.2], bf, att)
         head_diagnostics({"score_a": nan}, {"score_a": good})
+
+
+def test_failing_head_diagnostics_do_not_fail_the_evaluation(bench, heads_model, tmp_path,  # noqa: F811
+                                                              monkeypatch, capsys):
+    import edgepad.evaluation as ev
+
+    def boom(*a, **k):
+        raise MetricError("no valid bona fide head scores")
+
+    monkeypatch.setattr(ev, "head_diagnostics", boom)
+    rc = main(["evaluate", "--model", str(heads_model), "--data", str(bench), "--out", str(tmp_path / "o"),
+               "--frames", "1", "--no-plots"])
+    assert rc == 0
+    assert "per-head diagnostics skipped: no valid bona fide head scores" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert doc["heads"] == {"error": "no valid bona fide head scores"} and not (tmp_path / "o" / "heads.json").exists()
+    assert "per-head diagnostics: skipped" in (tmp_path / "o" / "report.md").read_text()
