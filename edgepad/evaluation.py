@@ -364,7 +364,7 @@ def iter_protocol_fold(root: Path | str | DataSourceConfig | Mapping, protocol: 
 
 def score_protocol(backend, root: Path | str, protocol: str, *, folds: Sequence[str] = ("dev", "eval"),
                    subset: Iterable[str] | None = None, max_frames: int | None = None, batch_size: int = 32,
-                   limit: int | None = None) -> dict[str, ScoreSet]:
+                   limit: int | None = None, heads: Sequence[str] = ()) -> dict[str, ScoreSet]:
     """Frame-level scores of ``backend`` on the videos of ``protocol``'s folds.
 
     Each stored crop is resized to its input's S×S (bilinear; depth nearest-neighbour) and goes through
@@ -381,10 +381,12 @@ def score_protocol(backend, root: Path | str, protocol: str, *, folds: Sequence[
         max_frames: frames per video (evenly sampled); None = all.
         batch_size: frames per ``infer`` call when every input has a dynamic batch axis (else 1).
         limit: score at most this many videos per fold (smoke runs).
+        heads: further outputs to collect per frame (per-modality heads, :func:`head_outputs`).
 
     Returns:
         ``{fold: ScoreSet}`` at frame level (``test_label = video#frame``); ``meta["groups"]`` maps each label to
-        the sample's group (skin tone / ethnicity) when the dataset knows it.
+        the sample's group (skin tone / ethnicity) when the dataset knows it; ``meta["head_scores"]`` maps each
+        name in ``heads`` to its (N,) frame scores.
     """
     cfg = resolve_data(root, protocol)
     protocol = protocol_name(cfg)
@@ -397,6 +399,10 @@ def score_protocol(backend, root: Path | str, protocol: str, *, folds: Sequence[
     dynamic = all(spec.shape[0] == -1 for spec in backend.inputs.values())
     bs = max(1, batch_size) if dynamic else 1
     out_name = backend.manifest.score_output
+    heads = list(heads)
+    missing = [h for h in heads if h not in backend.manifest.outputs]
+    if missing:
+        raise DatasetError(f"head outputs {missing} are not among the model's outputs {list(backend.manifest.outputs)}")
     was_active = getattr(backend, "is_active", False)
     if not was_active:
         backend.activate()
@@ -404,16 +410,20 @@ def score_protocol(backend, root: Path | str, protocol: str, *, folds: Sequence[
     try:
         for fold in folds:
             labels, cids, bfs, atts, scores, groups, encodings = [], [], [], [], [], {}, set()
+            head_scores: dict[str, list[float]] = {h: [] for h in heads}
             pending: list[dict] = []
 
             def flush() -> None:
                 if not pending:
                     return
                 feed = {k: np.concatenate([p[k] for p in pending], axis=0) for k in pending[0]}
-                out = np.asarray(backend.infer(feed)[out_name], dtype=np.float64).reshape(-1)
-                if out.size != len(pending):
-                    raise DatasetError(f"backend returned {out.size} scores for a batch of {len(pending)}")
-                scores.extend(out.tolist())
+                res = backend.infer(feed)
+                for name, acc in ((out_name, scores), *head_scores.items()):
+                    out = np.asarray(res[name], dtype=np.float64).reshape(-1)
+                    if out.size != len(pending):
+                        raise DatasetError(f"backend returned {out.size} {name!r} values for a batch of "
+                                           f"{len(pending)}")
+                    acc.extend(out.tolist())
                 pending.clear()
 
             t0 = time.perf_counter()
@@ -446,6 +456,8 @@ def score_protocol(backend, root: Path | str, protocol: str, *, folds: Sequence[
                     "depth_encoding": "+".join(sorted(encodings)) or None}
             if groups:
                 meta["groups"] = groups
+            if heads:
+                meta["head_scores"] = {h: np.array(v, dtype=np.float64) for h, v in head_scores.items()}
             result[fold] = ScoreSet(cids, labels, np.array(bfs, dtype=bool), atts, np.array(scores), meta)
     finally:
         if not was_active:
@@ -484,6 +496,136 @@ def score_metadata(backend, subset: Sequence[str], criterion: str) -> dict:
             "manifest_threshold": man.threshold, "manifest_threshold_criterion": man.threshold_criterion}
 
 
+# ================================================================================================ per-head
+HEAD_PREFIX = "score_"
+
+
+def head_outputs(manifest) -> list[str]:
+    """The manifest's per-modality head outputs (``score_<m>``), in manifest order."""
+    return [n for n in manifest.outputs if n.startswith(HEAD_PREFIX) and n != manifest.score_output]
+
+
+def with_scores(base: ScoreSet, scores: np.ndarray) -> ScoreSet:
+    """``base`` with its score column replaced (same rows; e.g. one head's scores)."""
+    return ScoreSet(base.claimed_id, base.test_label, base.is_bonafide, base.attack_type, scores, dict(base.meta))
+
+
+def _stats(x: np.ndarray) -> dict:
+    if not x.size:
+        return {"n": 0, "mean": math.nan, "median": math.nan, "p5": math.nan, "p95": math.nan}
+    p5, med, p95 = np.percentile(x, [5, 50, 95])
+    return {"n": int(x.size), "mean": float(x.mean()), "median": float(med), "p5": float(p5), "p95": float(p95)}
+
+
+def score_distributions(scores: ScoreSet) -> dict:
+    """Valid-score statistics (n, mean, median, p5, p95) for ``bonafide`` and each PAI species."""
+    sp = split_scores(*scores.args)
+    return {"bonafide": _stats(sp.bonafide), **{p: _stats(a) for p, a in sp.attacks.items()}}
+
+
+def _margin(dist: Mapping[str, Mapping[str, float]]) -> float:
+    """Bona fide p5 minus the highest attack-species p95 (> 0: the classes' bulks do not overlap)."""
+    att = [d["p95"] for c, d in dist.items() if c != "bonafide" and d["n"]]
+    return dist["bonafide"]["p5"] - max(att) if att and dist["bonafide"]["n"] else math.nan
+
+
+def _head_row(dev: ScoreSet, eval_: ScoreSet, alpha: float) -> dict:
+    ds = split_scores(*dev.args)
+    if not ds.bonafide.size or not ds.pooled_attacks.size:
+        raise MetricError("per-head diagnostics need valid bona fide and attack scores on dev")
+    eer, tau = eer_threshold(ds.bonafide, ds.pooled_attacks)
+    m = pad_metrics(*eval_.args, tau, alpha=alpha)
+    dist = {"dev": score_distributions(dev), "eval": score_distributions(eval_)}
+    return {"eer_dev": eer, "threshold_eer_dev": tau,
+            "eval_at_eer_dev": {"apcer": m["apcer"], "bpcer": m["bpcer"], "acer": m["acer"],
+                                "apcer_worst_species": m["apcer_worst_species"],
+                                "apcer_per_species": {p: r["value"] for p, r in m["apcer_per_species"].items()}},
+            "margin_eval": _margin(dist["eval"]), "distribution": dist}
+
+
+def head_diagnostics(dev: Mapping[str, ScoreSet], eval_: Mapping[str, ScoreSet],
+                     fused: tuple[ScoreSet, ScoreSet] | None = None, alpha: float = 0.05) -> dict:
+    """Per-head diagnostics: score distributions per species, EER on dev, eval APCER/BPCER/ACER at the head's own
+    dev-EER τ.
+
+    Args:
+        dev, eval_: head name -> its scores on each fold (same rows as the fused scores).
+        fused: the fused ``score`` (dev, eval), reported alongside for reference.
+
+    Returns:
+        ``{"heads": {name: row}, "fused": row | None, "weakest_head": name, "rule": ...}``; the weakest head has the
+        highest eval ACER, then the higher dev EER, then the smaller eval margin (bona fide p5 − highest species p95).
+
+    Raises:
+        MetricError: no heads, a head missing from one fold, or a fold without valid bona fide/attack scores.
+    """
+    if not dev:
+        raise MetricError("no head outputs to diagnose")
+    if set(dev) != set(eval_):
+        raise MetricError(f"heads differ between dev {sorted(dev)} and eval {sorted(eval_)}")
+    rows = {h: _head_row(dev[h], eval_[h], alpha) for h in dev}
+
+    def weakness(h: str) -> tuple:
+        r = rows[h]
+        margin = r["margin_eval"]
+        return (r["eval_at_eer_dev"]["acer"], r["eer_dev"], -margin if not math.isnan(margin) else math.inf)
+
+    weakest = max(rows, key=weakness)
+    return {"heads": rows, "fused": _head_row(*fused, alpha) if fused else None, "weakest_head": weakest,
+            "rule": "τ per head = its own EER threshold on dev (pooled attacks), applied unchanged to eval; weakest "
+                    "= highest eval ACER, then higher dev EER, then smaller eval margin (bona fide p5 − highest "
+                    "attack-species p95)"}
+
+
+def render_heads_markdown(diag: Mapping[str, Any], fused_name: str = "score") -> str:
+    """Markdown of :func:`head_diagnostics`: one error-rate row per output, then eval distributions per class."""
+    def f(x: float) -> str:
+        return "n/a" if math.isnan(x) else f"{x:.3f}"
+
+    def pc(x: float) -> str:
+        return "n/a" if math.isnan(x) else f"{100 * x:.2f} %"
+
+    rows = ([(f"{fused_name} (fused)", diag["fused"])] if diag.get("fused") else []) + list(diag["heads"].items())
+    out = ["| output | dev EER | τ (dev EER) | eval APCER | eval BPCER | eval ACER | bona fide median (eval) | "
+           "highest attack median (eval) | margin (eval) |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows:
+        e = r["eval_at_eer_dev"]
+        dist = r["distribution"]["eval"]
+        att = {c: d for c, d in dist.items() if c != "bonafide" and d["n"]}
+        top = max(att, key=lambda c: att[c]["median"]) if att else None
+        top_txt = "—" if top is None else f"{f(att[top]['median'])} ({top})"
+        out.append(f"| {name} | {pc(r['eer_dev'])} | {r['threshold_eer_dev']:.4g} | {pc(e['apcer'])} | "
+                   f"{pc(e['bpcer'])} | {pc(e['acer'])} | {f(dist['bonafide']['median'])} | "
+                   f"{top_txt} | "
+                   f"{f(r['margin_eval'])} |")
+    w = diag["weakest_head"]
+    out += ["", f"Weakest head: **{w}** (eval ACER {pc(diag['heads'][w]['eval_at_eer_dev']['acer'])} at its own "
+                f"dev-EER τ, margin {f(diag['heads'][w]['margin_eval'])}). Rule: {diag['rule']}.", "",
+            "Score distributions per class (eval; n, mean, median, p5, p95 of valid scores):", "",
+            "| output | class | n | mean | median | p5 | p95 |", "|---|---|---|---|---|---|---|"]
+    for name, r in rows:
+        for c, d in r["distribution"]["eval"].items():
+            out.append(f"| {name} | {c} | {d['n']} | {f(d['mean'])} | {f(d['median'])} | {f(d['p5'])} | "
+                       f"{f(d['p95'])} |")
+    return "\n".join(out) + "\n"
+
+
+def write_head_diagnostics(out: Path, dev: Mapping[str, ScoreSet], eval_: Mapping[str, ScoreSet],
+                           fused: tuple[ScoreSet, ScoreSet] | None, *, plots: bool = True,
+                           context: Mapping[str, Any] | None = None) -> dict:
+    """Write ``heads.json``, ``heads.md`` and (with matplotlib, ``plots``) ``heads.png``; returns the diagnostics."""
+    from edgepad.report import write_heads_plot
+    diag = head_diagnostics(dev, eval_, fused)
+    if context:
+        diag["context"] = dict(context)
+    (out / "heads.json").write_text(json.dumps(diag, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    (out / "heads.md").write_text("# Per-head diagnostics\n\n" + render_heads_markdown(diag), encoding="utf-8")
+    if plots:
+        png = write_heads_plot(out / "heads.png", eval_, diag)
+        diag["plot"] = png.name if png else None
+    return diag
+
+
 def evaluate_model(model: Path | str, data: Path | str | DataSourceConfig | Mapping, protocol: str | None,
                    out: Path | str, *,
                    criterion: str = "bpcer20", subset: Iterable[str] | None = None, max_frames: int | None = None,
@@ -492,7 +634,9 @@ def evaluate_model(model: Path | str, data: Path | str | DataSourceConfig | Mapp
     """Score ``model`` on ``protocol``'s dev and eval folds, fit τ on dev, write CSVs, metrics JSON and report.
 
     Writes into ``out``: ``scores-dev.csv``/``scores-eval.csv`` (+ sidecars; level ``level``),
-    ``frames/scores-{dev,eval}.csv`` (frame level), ``metrics.json`` (both levels) and ``report.md``/``.html``.
+    ``frames/scores-{dev,eval}.csv`` (frame level), ``metrics.json`` (both levels) and ``report.md``/``.html``;
+    with per-modality head outputs (``score_<m>``) also ``heads.json``/``heads.md``/``heads.png``
+    (:func:`write_head_diagnostics`; the weakest head is named in the report and ``metrics.json["heads"]``).
 
     Args:
         model: ``.onnx``/``.pt``/``.engine`` with its manifest (loaded through ``load_backend``).
@@ -516,10 +660,12 @@ def evaluate_model(model: Path | str, data: Path | str | DataSourceConfig | Mapp
         mods = [m.value for m in parse_modalities(list(subset))]
     cfg = resolve_data(data, protocol)
     protocol = protocol_name(cfg)
+    heads = head_outputs(backend.manifest)
     frames = score_protocol(backend, cfg, None, subset=mods, max_frames=max_frames, batch_size=batch_size,
-                            limit=limit)
+                            limit=limit, heads=heads)
     groups = frames["eval"].meta.pop("groups", None)
     frames["dev"].meta.pop("groups", None)
+    head_frames = {fold: fs.meta.pop("head_scores", {}) for fold, fs in frames.items()}
     meta = score_metadata(backend, mods, parse_criterion(criterion).name)
     meta.update({"protocol": protocol, "data": str(data), "data_kind": cfg.kind,
                  "depth_encoding": frames["eval"].meta.get("depth_encoding")})
@@ -537,11 +683,32 @@ def evaluate_model(model: Path | str, data: Path | str | DataSourceConfig | Mapp
             r["bpcer_per_group"] = bpcer_per_group(levels[lv]["eval"], groups, r["threshold"])
     doc = {"protocol": protocol, "sub_protocol": "+".join(mods), "level": level, "model": meta,
            "result": results[level], "other_level": {k: v for k, v in results.items() if k != level}}
+    context = {"model": str(model), "data": str(data), "level": level, "frames_per_video": max_frames or "all"}
+    if heads:
+        by_fold = {}
+        for fold, fs in frames.items():
+            per = {h: with_scores(fs, head_frames[fold][h]) for h in heads}
+            by_fold[fold] = per if level == "frame" else {h: aggregate_videos(s) for h, s in per.items()}
+        try:
+            diag = write_head_diagnostics(out, by_fold["dev"], by_fold["eval"],
+                                          (levels[level]["dev"], levels[level]["eval"]), plots=plots,
+                                          context={**context, "protocol": protocol, "sub_protocol": "+".join(mods)})
+        except MetricError as exc:  # diagnostics only: never fail the evaluation itself
+            log.warning("per-head diagnostics skipped: %s", exc)
+            doc["heads"] = {"error": str(exc)}
+            context["per-head diagnostics"] = f"skipped: {exc}"
+        else:
+            w = diag["weakest_head"]
+            rows = diag["heads"]
+            doc["heads"] = {"file": "heads.json", "weakest_head": w,
+                            "eer_dev": {h: r["eer_dev"] for h, r in rows.items()},
+                            "eval_acer_at_eer_dev": {h: r["eval_at_eer_dev"]["acer"] for h, r in rows.items()}}
+            context["weakest head"] = (f"{w} (eval ACER {100 * rows[w]['eval_at_eer_dev']['acer']:.2f} % at its own "
+                                       f"dev-EER τ; all heads: heads.md)")
     (out / "metrics.json").write_text(json.dumps(doc, indent=2, default=_json_default) + "\n", encoding="utf-8")
     write_report(out, results[level], levels[level]["dev"], levels[level]["eval"],
                  title=f"{protocol} ({'+'.join(mods)}) — {Path(str(model)).name}", plots=plots,
-                 context={"model": str(model), "data": str(data), "level": level,
-                          "frames_per_video": max_frames or "all"})
+                 context=context)
     return doc
 
 

@@ -276,6 +276,38 @@ def write_plots(out: Path, res: Mapping[str, Any], dev, eval_) -> list[tuple[str
     return files
 
 
+def write_heads_plot(path: Path, eval_: Mapping[str, Any], diag: Mapping[str, Any]) -> Path | None:
+    """``heads.png``: one panel per head, eval score histograms of bona fide and each PAI species, with the head's
+    dev-EER τ. ``eval_`` maps head name -> ScoreSet. None (logged) without matplotlib."""
+    pyplot = headless_pyplot("per-head plot")
+    if pyplot is None:
+        return None
+    names = list(eval_)
+    fig, axes = pyplot.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), dpi=100, squeeze=False)
+    for ax, h in zip(axes[0], names):
+        sp = split_scores(*eval_[h].args)
+        allv = np.concatenate([sp.bonafide, sp.pooled_attacks])
+        lo, hi = (float(allv.min()), float(allv.max())) if allv.size else (0.0, 1.0)
+        lo, hi = min(lo, 0.0), max(hi, 1.0)
+        edges = np.linspace(lo, hi + 1e-12, 41)
+        ax.hist(sp.bonafide, bins=edges, histtype="stepfilled", alpha=0.35, color="tab:green",
+                label=f"bonafide (n={sp.bonafide.size})")
+        for p, a in sp.attacks.items():
+            ax.hist(a, bins=edges, histtype="step", lw=1.5, label=f"{p} (n={a.size})")
+        row = diag["heads"][h]
+        if math.isfinite(row["threshold_eer_dev"]):
+            ax.axvline(row["threshold_eer_dev"], color="k", ls="--", lw=1, label="τ (dev EER)")
+        mark = " (weakest)" if h == diag.get("weakest_head") else ""
+        ax.set_title(f"{h}{mark}: ACER {pct(row['eval_at_eer_dev']['acer'], 1)}", fontsize=9)
+        ax.set_xlabel("head score (eval)")
+        ax.set_ylabel("count")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    pyplot.close(fig)
+    return Path(path)
+
+
 def write_report(out: Path | str, res: Mapping[str, Any], dev, eval_, *, title: str,
                  context: Mapping[str, Any] | None = None, plots: bool = True) -> dict[str, Path]:
     """Write ``report.md``, ``report.html`` and (with matplotlib) ``roc.png``, ``det.png``, ``histograms.png``.

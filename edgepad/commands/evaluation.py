@@ -44,8 +44,16 @@ def evaluate_main(args: argparse.Namespace) -> int:
                          max_frames=args.frames, backend_kind=args.backend, batch_size=args.batch_size,
                          level=args.level, plots=not args.no_plots, limit=args.limit)
     print(_summary(doc["result"]))
-    return verdict(args, True, f"ACER {pct(doc['result']['eval']['acer'])} on eval",
-                   [f"{args.out}/scores-dev.csv, scores-eval.csv, metrics.json, report.md, report.html"])
+    files = "scores-dev.csv, scores-eval.csv, metrics.json, report.md, report.html"
+    if doc.get("heads", {}).get("error"):
+        print(f"  per-head diagnostics skipped: {doc['heads']['error']}")
+    elif doc.get("heads"):
+        h = doc["heads"]
+        print("  per head (own dev-EER τ): " + ", ".join(
+            f"{n} EER {pct(h['eer_dev'][n])} / ACER {pct(a)}" for n, a in h["eval_acer_at_eer_dev"].items()))
+        print(f"  weakest head: {h['weakest_head']} (heads.md, heads.json)")
+        files += ", heads.json, heads.md"
+    return verdict(args, True, f"ACER {pct(doc['result']['eval']['acer'])} on eval", [f"{args.out}/{files}"])
 
 
 def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
