@@ -434,12 +434,14 @@ class LivenessPipeline:
             while len(self._seq_by_ts) > 512:
                 self._seq_by_ts.popitem(last=False)
         new, events = self.presentations.observe(item.detection, fs.timestamp_ns, item.face_depth_m, item.colour)
-        if new or not item.face:
-            self.policy.reset()  # no vote of one presentation reaches the next
+        if new:
+            self.policy.reset()  # a new attempt: no vote of one presentation reaches the next (lockout count kept)
+        elif not item.face:
+            self.policy.clear_votes()  # same presentation, same attempt: the votes restart
         if now_ns is None:
             now_ns = self.clock.now(fs.timestamp_ns, item.ready_perf_ns)
-        if not item.clock_ok:  # a clock that stood still, went back or jumped: no vote, restart the attempt
-            self.policy.reset()
+        if not item.clock_ok:  # a clock that stood still, went back or jumped: no vote, the votes restart
+            self.policy.clear_votes()
             item.reasons.append(Reason.STALE)
         try:
             d = self.policy.update(item.score, evidence=item.evidence, timestamp_ns=fs.timestamp_ns, now_ns=now_ns,

@@ -171,6 +171,34 @@ def test_lockout_through_the_pipeline(backend):
     assert decide(p, frames(1, offset=60, start=9))[0].verdict is Verdict.LIVE
 
 
+class ScriptedLocator:
+    """Face (True) or no face (False) per call, from a script."""
+
+    def __init__(self, script):
+        self.script = list(script)
+
+    def locate(self, fs):
+        return FaceDetection(BOX) if self.script.pop(0) else None
+
+
+def test_lockout_counts_spoof_presentations_not_frames(backend):
+    # three back-to-back spoof presentations, separated by gap_frames (3) frames without a face: lockout
+    script = [True, True, False, False, False] * 3 + [True]
+    p = pipe(backend, locator=ScriptedLocator(script), k=1, n=1, lockout_after=3)
+    ds = decide(p, frames(len(script), offset=-60))
+    assert [d.verdict for d in ds[:2]] == [Verdict.SPOOF, Verdict.SPOOF]
+    assert not any(Reason.LOCKOUT in d.reasons for d in ds[:10])
+    assert p.policy.spoof_attempts == 3 and p.policy.locked
+    assert Reason.LOCKOUT in ds[-1].reasons and ds[-1].verdict is Verdict.UNKNOWN
+    # one spoof presentation with many no-face frames (each gap shorter than gap_frames) is one attempt
+    script = [True, False, False] * 8
+    p = pipe(backend, locator=ScriptedLocator(script), k=1, n=1, lockout_after=3)
+    ds = decide(p, frames(len(script), offset=-60))
+    assert sum(d.verdict is Verdict.SPOOF for d in ds) == 8
+    assert p.policy.spoof_attempts == 1 and not p.policy.locked
+    assert not any(Reason.LOCKOUT in d.reasons for d in ds)
+
+
 # ------------------------------------------------------------------------------------------- with a capture
 class ScriptedCapture:
     """Plays a script of FrameSets, None (timeout) and exceptions."""
