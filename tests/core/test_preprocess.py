@@ -345,3 +345,16 @@ def test_align_spec_and_data_paths_refuse_eyes_without_landmarks():
     with pytest.raises(ConfigError):
         PADDataset([], eyes)
     assert len(PADDataset([], specs)) == 0
+
+
+def test_training_config_align_reaches_every_input_spec():
+    from dataclasses import replace
+
+    from edgepad.training.build import input_specs
+    from edgepad.training.config import InputConfig, TrainConfig
+    cfg = TrainConfig()
+    assert {s.align for s in input_specs(cfg).values()} == {"none"}
+    eyes = input_specs(replace(cfg, inputs=InputConfig(align="eyes")))
+    assert {s.align for s in eyes.values()} == {"eyes"} and preprocess.crop_align(eyes) == "eyes"
+    with pytest.raises(ConfigError):
+        input_specs(replace(cfg, inputs=InputConfig(align="x")))

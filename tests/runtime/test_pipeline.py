@@ -199,6 +199,37 @@ def test_lockout_counts_spoof_presentations_not_frames(backend):
     assert not any(Reason.LOCKOUT in d.reasons for d in ds)
 
 
+def test_eye_aligned_model_gets_the_detector_landmarks(backend, monkeypatch):
+    from dataclasses import replace as dc_replace
+
+    from edgepad import preprocess
+    seen = []
+    real = preprocess.crop_face
+
+    def spy(*a, **kw):
+        seen.append((kw.get("align"), kw.get("landmarks")))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(preprocess, "crop_face", spy)
+    # the shipped-style manifest (align "none"): crops as before, no alignment asked for
+    decide(pipe(backend), frames(1))
+    assert seen[-1][0] == "none"
+    m = backend.manifest.replace(inputs={k: dc_replace(v, align="eyes") for k, v in backend.manifest.inputs.items()})
+    fake = FakeBackend(m, lambda feed: {"score": np.array([0.99], np.float32)})
+    x, y, w, h = BOX
+    lm = np.array([[x + 15, y + 20], [x + 41, y + 26], [x + 28, y + 35], [x + 18, y + 45], [x + 38, y + 49]], float)
+
+    class WithLandmarks:
+        def locate(self, fs):
+            return FaceDetection(BOX, landmarks=lm)
+
+    d = decide(pipe(fake, locator=WithLandmarks()), frames(1))[0]
+    assert seen[-1][0] == "eyes" and seen[-1][1] is lm and Reason.ERROR_PREPROCESS not in d.reasons
+    # a locator without landmarks cannot serve an eye-aligned model: fail closed (error_preprocess), never live
+    ds = decide(pipe(fake, k=1, n=1), frames(3))
+    assert all(d.verdict is Verdict.UNKNOWN and Reason.ERROR_PREPROCESS in d.reasons for d in ds)
+
+
 # ------------------------------------------------------------------------------------------- with a capture
 class ScriptedCapture:
     """Plays a script of FrameSets, None (timeout) and exceptions."""
