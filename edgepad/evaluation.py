@@ -34,7 +34,7 @@ from edgepad.engines.backend import load_backend
 from edgepad.errors import ConfigError, DatasetError, MetricError
 from edgepad.metrics import (aggregate_by_key, bpcer_rate, clopper_pearson, eer_threshold, fit_threshold,
                              pad_metrics, parse_criterion, split_scores, tpr_at_fpr)
-from edgepad.preprocess import crop_face_depth_m
+from edgepad.preprocess import crop_face_depth_m, require_crop_align
 from edgepad.report import write_report
 from edgepad.types import parse_modalities
 
@@ -396,6 +396,7 @@ def score_protocol(backend, root: Path | str, protocol: str, *, folds: Sequence[
     if unknown:
         raise DatasetError(f"subset {mods} has modalities {unknown} the model was not trained with ({model_mods})")
     inputs = backend.manifest.inputs
+    require_crop_align(inputs, "none", "evaluation data")  # stored crops: axis-aligned, no landmarks
     dynamic = all(spec.shape[0] == -1 for spec in backend.inputs.values())
     bs = max(1, batch_size) if dynamic else 1
     out_name = backend.manifest.score_output

@@ -131,32 +131,106 @@ def face_crops(frameset: FrameSet, box_rgb: Box, rig: Rig, size_px: int = 112,
     return crop_face(frameset, box_rgb, rig, size_px=size_px, margin=margin).crops
 
 
+def crop_align(inputs: Mapping) -> str:
+    """The crop alignment (``"none"`` | ``"eyes"``) of a model's input specs (``InputSpec.align``; all must agree).
+
+    Raises:
+        ConfigError: the specs disagree (one crop geometry serves every modality).
+    """
+    modes = {getattr(spec, "align", "none") for spec in inputs.values()} or {"none"}
+    if len(modes) != 1:
+        raise ConfigError(f"input specs disagree on align ({sorted(modes)}): one crop window serves every modality",
+                          key="align")
+    return modes.pop()
+
+
+def require_crop_align(inputs: Mapping, have: str, where: str) -> None:
+    """Raise unless crops cut with alignment ``have`` suit specs ``inputs`` (training/evaluation data paths).
+
+    Stored datasets hold axis-aligned crops and no landmarks (``have="none"``): a model with ``align="eyes"``
+    cannot be trained or evaluated on them, and is refused rather than silently fed unaligned crops.
+
+    Raises:
+        ConfigError: ``key="align"``, the alignments differ.
+    """
+    want = crop_align(inputs)
+    if want != have:
+        raise ConfigError(f"{where}: the model's inputs use align={want!r} but the crops are align={have!r}"
+                          + (" (the dataset has no face landmarks to align the stored crops by; re-cut the crops "
+                             "with preprocess.crop_face(..., align='eyes', landmarks=...) or use align='none')"
+                             if want == "eyes" else ""), key="align")
+
+
+def eye_roll(landmarks: object) -> float:
+    """Roll of the eye line (rad, in (−π/2, π/2]) from 5 landmarks ((5, 2) px; rows 0 and 1 are the eyes).
+
+    ``atan2(dy, dx)`` of the vector from the image-left eye to the image-right eye (whichever order rows 0/1
+    use, so a crop is never turned upside down); positive = the image-right eye is lower (clockwise on screen).
+
+    Raises:
+        ShapeError: not a finite (>= 2, 2) array or the two eyes coincide.
+    """
+    try:
+        lm = np.asarray(landmarks, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ShapeError("landmarks", "(5, 2) px", landmarks) from None
+    if lm.ndim != 2 or lm.shape[0] < 2 or lm.shape[1] != 2 or not np.isfinite(lm[:2]).all():
+        raise ShapeError("landmarks", "(5, 2) finite px (left eye, right eye, nose, mouth corners)", lm.shape)
+    dx, dy = lm[1] - lm[0]
+    if dx < 0 or (dx == 0 and dy < 0):
+        dx, dy = -dx, -dy
+    if math.hypot(dx, dy) < 1e-6:
+        raise ShapeError("landmarks", "two distinct eye points", lm[:2].tolist())
+    return math.atan2(dy, dx)
+
+
 def crop_face(frameset: FrameSet, box_rgb: Box, rig: Rig, size_px: int = 112, margin: float = 0.25, *,
-              face_depth_m: float | None = None) -> CropResult:
+              face_depth_m: float | None = None, align: str = "none", landmarks: object = None) -> CropResult:
     """:func:`face_crops` plus the geometry used (face depth, window, whether the depth was nominal).
 
     Args:
         face_depth_m: override the lifting depth (m); by default the median valid registered depth of the
             central half of the box, or the box-size guess ``fx · FACE_WIDTH_M / w`` when there is none.
+        align: ``"none"`` (axis-aligned window; the default, unchanged crops) or ``"eyes"``: the window is
+            rotated about its centre by :func:`eye_roll` of ``landmarks`` so the eye line is horizontal in the rgb
+            crop; depth (registered to rgb) is sampled at the same rotated points and the rotated window is lifted
+            and projected into the IR camera, so all three crops stay pixel-aligned (``InputSpec.align``).
+        landmarks: (5, 2) rgb px (:attr:`~edgepad.runtime.face.FaceDetection.landmarks`); required for "eyes".
+
+    Raises:
+        ConfigError: unknown ``align``, or ``align="eyes"`` without landmarks (``key="landmarks"``).
     """
     if not isinstance(size_px, int) or size_px < 8:
         raise ConfigError(f"crop size must be an integer >= 8 px, got {size_px!r}", key="size_px")
+    if align not in ("none", "eyes"):
+        raise ConfigError(f"align must be 'none' or 'eyes', got {align!r}", key="align")
+    roll = 0.0
+    if align == "eyes":
+        if landmarks is None:
+            raise ConfigError("align='eyes' needs the face's 5 landmarks (left eye, right eye, ...): the detector "
+                              "or the dataset gave none; use align='none' or a source with landmarks",
+                              key="landmarks")
+        roll = eye_roll(landmarks)
     rgb = frameset.get(Modality.RGB)
     if rgb is None:
         raise ConfigError("face_crops needs an rgb frame: the face box is defined in rgb pixels", key="rgb")
     x0, y0, side = crop_window(box_rgb, margin)
     rgb_intr = rgb.intrinsics
     out: dict[Modality, np.ndarray] = {}
-    ay = _resample_matrix(y0, side, rgb_intr.height, size_px)
-    ax = _resample_matrix(x0, side, rgb_intr.width, size_px)
-    out[Modality.RGB] = _resample_separable(rgb.data, ay, ax)
+    if align == "eyes":
+        out[Modality.RGB] = _crop_rotated(rgb.data, x0, y0, side, size_px, roll)
+    else:
+        ay = _resample_matrix(y0, side, rgb_intr.height, size_px)
+        ax = _resample_matrix(x0, side, rgb_intr.width, size_px)
+        out[Modality.RGB] = _resample_separable(rgb.data, ay, ax)
 
     valid_fraction = 0.0
     measured = None
     depth = frameset.get(Modality.DEPTH)
     if depth is not None:
         _require_registered(depth, rgb_intr)
-        out[Modality.DEPTH] = _crop_nearest(depth.data, x0, y0, side, size_px)
+        out[Modality.DEPTH] = (_crop_nearest_rotated(depth.data, x0, y0, side, size_px, roll) if align == "eyes"
+                               else _crop_nearest(depth.data, x0, y0, side, size_px))
         measured, valid_fraction = median_face_depth(depth.data, box_rgb, depth.depth_scale_m)
     nominal = False
     if face_depth_m is None:
@@ -177,7 +251,8 @@ def crop_face(frameset: FrameSet, box_rgb: Box, rig: Rig, size_px: int = 112, ma
         if img.dtype == np.uint16:
             img = (img.astype(np.float32) / 257.0)
         out[Modality.IR] = _crop_projected(img, rgb_intr, ir.intrinsics, rig.extrinsics(Modality.RGB, Modality.IR),
-                                           x0, y0, side, size_px, float(face_depth_m))
+                                           x0, y0, side, size_px, float(face_depth_m),
+                                           roll=roll if align == "eyes" else None)
     return CropResult(out, (x0, y0, side), float(face_depth_m), nominal, valid_fraction)
 
 
@@ -281,11 +356,50 @@ def _crop_nearest(img: np.ndarray, x0: float, y0: float, side: float, size_px: i
     return out
 
 
+def _rotate_about(uu: np.ndarray, vv: np.ndarray, cx: float, cy: float, roll: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate pixel coordinates by ``roll`` (rad, image axes: x right, y down) about ``(cx, cy)``."""
+    c, s = math.cos(roll), math.sin(roll)
+    du, dv = uu - cx, vv - cy
+    return cx + c * du - s * dv, cy + s * du + c * dv
+
+
+def _crop_rotated(img: np.ndarray, x0: float, y0: float, side: float, size_px: int, roll: float) -> np.ndarray:
+    """Bilinear + k×k box-averaged crop of the window rotated by ``roll`` about its centre; 0 outside; uint8."""
+    k = _supersample(side, size_px)
+    n = size_px * k
+    pos = (np.arange(n, dtype=np.float64) + 0.5) * (side / n)
+    uu, vv = np.meshgrid(x0 + pos, y0 + pos)
+    mx, my = _rotate_about(uu, vv, x0 + side / 2.0, y0 + side / 2.0, roll)
+    chans = [img] if img.ndim == 2 else [img[..., c] for c in range(img.shape[2])]
+    res = []
+    for ch in chans:
+        v = _bilinear(np.ascontiguousarray(ch) if ch.dtype == np.uint8 else np.asarray(ch, np.float32), mx, my)
+        res.append(v.reshape(size_px, k, size_px, k).mean(axis=(1, 3)))
+    out = res[0] if img.ndim == 2 else np.stack(res, axis=-1)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _crop_nearest_rotated(img: np.ndarray, x0: float, y0: float, side: float, size_px: int,
+                          roll: float) -> np.ndarray:
+    """Nearest-neighbour crop of the rotated window (depth: never interpolates across holes); 0 outside."""
+    pos = (np.arange(size_px, dtype=np.float64) + 0.5) * (side / size_px)
+    uu, vv = np.meshgrid(x0 + pos, y0 + pos)
+    mx, my = _rotate_about(uu, vv, x0 + side / 2.0, y0 + side / 2.0, roll)
+    xs = np.floor(mx + 0.5).astype(np.int64)
+    ys = np.floor(my + 0.5).astype(np.int64)
+    h, w = img.shape[:2]
+    ok = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+    out = np.zeros((size_px, size_px) + img.shape[2:], dtype=img.dtype)
+    out[ok] = img[ys[ok], xs[ok]]
+    return out
+
+
 def _crop_projected(img: np.ndarray, src_intr, dst_intr, src_to_dst, x0: float, y0: float, side: float,
-                    size_px: int, depth_m: float, grid: int = 17) -> np.ndarray:
+                    size_px: int, depth_m: float, grid: int = 17, roll: float | None = None) -> np.ndarray:
     """Resample ``img`` (camera dst) at the points seen by the src window on the plane ``z_src = depth_m``.
 
     The map is exact on a ``grid × grid`` lattice and bilinearly interpolated between (the map is smooth).
+    ``roll`` (rad): the src window is rotated about its centre first (in the src camera, before lifting).
     """
     k = _supersample(side * dst_intr.fx / max(src_intr.fx, 1e-9), size_px)
     n = size_px * k
@@ -293,6 +407,8 @@ def _crop_projected(img: np.ndarray, src_intr, dst_intr, src_to_dst, x0: float, 
     first, last = 0.5 * side / n, side - 0.5 * side / n
     t = np.linspace(first, last, grid)
     uu, vv = np.meshgrid(x0 + t, y0 + t)
+    if roll is not None:
+        uu, vv = _rotate_about(uu, vv, x0 + side / 2.0, y0 + side / 2.0, roll)
     pix = reproject(np.stack([uu, vv], axis=-1), depth_m, src_intr, dst_intr, src_to_dst)
     # linear interpolation matrix from the lattice to the n sub-samples (same on both axes)
     s = (np.arange(n, dtype=np.float64) + 0.5) * side / n

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["TensorSpec", "InputSpec"]
+from edgepad.errors import ConfigError
+
+__all__ = ["TensorSpec", "InputSpec", "ALIGN_MODES"]
+
+#: crop alignment modes (:attr:`InputSpec.align`)
+ALIGN_MODES = ("none", "eyes")
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,10 @@ class InputSpec(TensorSpec):
         distance_ref_m: IR only: emitter fall-off compensation, raw ``x · (z_face / distance_ref_m)²`` before
             ``clip`` (active NIR falls as 1/r², so the compensated value tracks reflectance, not distance);
             None = off.
+        align: crop alignment: ``"none"`` (axis-aligned window, the shipped model) or ``"eyes"`` (the window is
+            rotated about its centre by the roll of the eye line, from the face's 5 landmarks, so the eyes are
+            horizontal in every modality's crop; needs landmarks at training, evaluation and run time).
+            Manifests without it read as ``"none"``.
     """
 
     mean: tuple[float, ...] = (0.5,)
@@ -40,3 +49,9 @@ class InputSpec(TensorSpec):
     missing_fill: float = 0.0
     depth_norm: str = "none"
     distance_ref_m: float | None = None
+    align: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.align not in ALIGN_MODES:
+            raise ConfigError(f"input {self.name!r}: align must be one of {ALIGN_MODES}, got {self.align!r}",
+                              key="align")

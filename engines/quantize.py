@@ -181,7 +181,10 @@ def to_fp16(src: Path | str, dst: Path | str, *, keep_ops: Sequence[str] = KEEP_
 # ------------------------------------------------------------------------------------------------ INT8
 def preprocessing_sha256(manifest: ModelManifest) -> str:
     """sha256 of the manifest's input specs (normalisation, clip, fill value, depth_norm): the preprocessing."""
-    spec = {k: manifest.to_dict()["inputs"][k] for k in sorted(manifest.inputs)}
+    spec = {k: dict(manifest.to_dict()["inputs"][k]) for k in sorted(manifest.inputs)}
+    for v in spec.values():  # align "none" is the preprocessing from before the field: same hash as then
+        if v.get("align", "none") == "none":
+            v.pop("align", None)
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 

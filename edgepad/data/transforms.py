@@ -19,7 +19,7 @@ import numpy as np
 
 from edgepad.data.datasets import MM16, UINT8_NORMALISED
 from edgepad.errors import ConfigError, ShapeError
-from edgepad.preprocess import DEPTH_HOLE_VALUE, normalise
+from edgepad.preprocess import DEPTH_HOLE_VALUE, normalise, require_crop_align
 
 log = logging.getLogger(__name__)
 _SAID: set[str] = set()
@@ -341,6 +341,8 @@ class PADDataset:
     """
 
     def __init__(self, base, inputs: Mapping, transform: Callable | None = None, seed: int = 0) -> None:
+        # the stored crops' alignment (datasets without landmarks: "none"); a model with align="eyes" is refused
+        require_crop_align(inputs, getattr(base, "crop_align", "none"), "training data")
         self.base = base
         self.inputs = dict(inputs)
         self.transform = transform

@@ -200,6 +200,7 @@ class LivenessPipeline:
         self.locator = make_locator(locator if locator is not None else "learned")
         self.policy = policy or DecisionPolicy(self.manifest, self.config.policy)
         self.size_px = _crop_size(self.manifest)
+        self.align = preprocess.crop_align(self.manifest.inputs)  # "eyes": crops rotated by the landmarks' roll
         self.sensors = SensorMonitor() if self.config.integrity else None
         self.stats = PipelineStats()
         self._callbacks: list[Callable[[Decision], None]] = []
@@ -356,7 +357,8 @@ class LivenessPipeline:
             reg_ns = time.perf_counter_ns() - t_reg
             lat["register"] = lat.get("register", 0.0) + reg_ns / 1e6
             t += reg_ns  # the registration is reported as its own stage, not as preprocess
-            res = preprocess.crop_face(fs_reg, det.box, self.rig, size_px=self.size_px, margin=self.config.margin)
+            res = preprocess.crop_face(fs_reg, det.box, self.rig, size_px=self.size_px, margin=self.config.margin,
+                                       align=self.align, landmarks=det.landmarks)
             q = check_quality(fs_reg, det.box, res.crops, self.config.quality,
                               depth_valid_fraction=res.valid_depth_fraction if Modality.DEPTH in fs.frames else None,
                               landmarks=det.landmarks, depth_frame_valid_fraction=frame_valid)
@@ -434,12 +436,14 @@ class LivenessPipeline:
             while len(self._seq_by_ts) > 512:
                 self._seq_by_ts.popitem(last=False)
         new, events = self.presentations.observe(item.detection, fs.timestamp_ns, item.face_depth_m, item.colour)
-        if new or not item.face:
-            self.policy.reset()  # no vote of one presentation reaches the next
+        if new:
+            self.policy.reset()  # a new attempt: no vote of one presentation reaches the next (lockout count kept)
+        elif not item.face:
+            self.policy.clear_votes()  # same presentation, same attempt: the votes restart
         if now_ns is None:
             now_ns = self.clock.now(fs.timestamp_ns, item.ready_perf_ns)
-        if not item.clock_ok:  # a clock that stood still, went back or jumped: no vote, restart the attempt
-            self.policy.reset()
+        if not item.clock_ok:  # a clock that stood still, went back or jumped: no vote, the votes restart
+            self.policy.clear_votes()
             item.reasons.append(Reason.STALE)
         try:
             d = self.policy.update(item.score, evidence=item.evidence, timestamp_ns=fs.timestamp_ns, now_ns=now_ns,

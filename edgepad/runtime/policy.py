@@ -11,9 +11,12 @@ threshold is calibrated in the manifest for the modality subset actually used. A
 - SPOOF once LIVE can no longer be reached (``live + (n − votes) < k``);
 - UNKNOWN otherwise (``vote_pending``), and always when the current frame is not a vote (with its reasons).
 
-Lockout: after ``lockout_after`` consecutive spoof *attempts* (an attempt is the span between two
-:meth:`DecisionPolicy.reset` calls, i.e. one presented face) every decision is UNKNOWN with ``lockout`` until
-:meth:`DecisionPolicy.reset_lockout` (or ``lockout_s`` seconds when that is > 0). A live attempt clears the count.
+Lockout: after ``lockout_after`` consecutive spoof *attempts* every decision is UNKNOWN with ``lockout`` until
+:meth:`DecisionPolicy.reset_lockout` (or ``lockout_s`` seconds when that is > 0). An attempt is one presentation:
+the span between two :meth:`DecisionPolicy.reset` calls (the pipeline calls it when the presentation tracker starts
+a new presentation, :mod:`edgepad.runtime.presentation`); it counts once if any of its decisions was SPOOF. Frames
+without a face, or a clock fault, only forget the votes (:meth:`DecisionPolicy.clear_votes`): they do not end the
+attempt, so one spoof presentation with many lost-face frames is one attempt. A live attempt clears the count.
 """
 from __future__ import annotations
 
@@ -141,9 +144,14 @@ class DecisionPolicy:
         return self._spoof_attempts
 
     def reset(self) -> None:
-        """Forget the votes: call when the face is lost or changes (ends the current attempt)."""
+        """New presentation: forget the votes and end the current attempt (the spoof-attempt count is kept)."""
         with self._lock:
             self._end_attempt()
+            self._votes.clear()
+
+    def clear_votes(self) -> None:
+        """Forget the votes only, within the same attempt (a lost-face frame, a clock fault)."""
+        with self._lock:
             self._votes.clear()
 
     def reset_lockout(self) -> None:
@@ -178,7 +186,8 @@ class DecisionPolicy:
             timestamp_ns: the frame set's time; now_ns: the decision time (same clock).
             reasons: reasons gathered upstream (blocking ones prevent a vote).
             modalities: modalities actually used for ``score`` (None = all model modalities).
-            face: whether a face was found (False adds ``no_face`` and resets the votes).
+            face: whether a face was found (False adds ``no_face`` and clears the votes; the attempt goes on
+                until :meth:`reset`).
         """
         with self._lock:
             rs: list[Reason] = list(dict.fromkeys(reasons))
@@ -190,7 +199,7 @@ class DecisionPolicy:
                 self._spoof_attempts = 0
             if not face:
                 _add(rs, Reason.NO_FACE)
-                self.reset()
+                self._votes.clear()
             for m in Modality:
                 if m in self.modalities and m not in used:
                     _add(rs, Reason.missing(m))

@@ -27,6 +27,8 @@ class InputConfig:
     Attributes:
         clip: raw-value range per modality name, e.g. ``{ir: [0, 160]}`` (InputSpec.clip).
         ir_distance_ref_m: IR emitter fall-off compensation reference distance (m; InputSpec.distance_ref_m).
+        align: crop alignment of every input, ``"none"`` | ``"eyes"`` (InputSpec.align); "eyes" needs crops cut
+            with face landmarks: stored datasets (no landmarks) refuse it with a ConfigError.
     """
 
     size_px: int = 112
@@ -34,6 +36,7 @@ class InputConfig:
     depth_norm: str | None = None
     clip: Mapping[str, tuple[float, float]] | None = None
     ir_distance_ref_m: float | None = None
+    align: str = "none"
 
 
 @dataclass(frozen=True)

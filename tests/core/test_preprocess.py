@@ -248,3 +248,113 @@ def test_project_box_lifts_corners_at_depth():
     assert project_box(box, 0.4, src, src, Extrinsics.identity()) == box
     behind = Extrinsics.from_rt(np.diag([1.0, 1.0, 1.0]), (0.0, 0.0, -1.0))  # the plane lies behind dst
     assert project_box(box, 0.4, src, dst, behind) is None
+
+
+# ------------------------------------------------------------------------------------- eye-aligned crops
+def _rolled_scene(roll_deg: float, z_m: float = 0.5):
+    """A textured plane rolled by ``roll_deg`` about the point seen at BOX's centre, seen by rgb (+ registered
+    depth carrying the same texture) and ir; returns (rig, frameset, landmarks (5, 2) rgb px)."""
+    from edgepad.geometry import pixel_rays
+    from edgepad.types import FrameSet, make_frame
+    rig = make_rig(baseline_m=0.05, distort=False)
+    ri = rig.intrinsics[Modality.RGB]
+    x0, y0, side = preprocess.crop_window(BOX)
+    cu, cv = x0 + side / 2, y0 + side / 2
+    px, py = (cu - ri.cx) * z_m / ri.fx, (cv - ri.cy) * z_m / ri.fy  # pivot on the plane
+    a = np.radians(roll_deg)
+
+    def tex(x, y):  # texture rotated by +a about the pivot (asymmetric: a roll shows)
+        dx, dy = x - px, y - py
+        u, v = np.cos(a) * dx + np.sin(a) * dy, -np.sin(a) * dx + np.cos(a) * dy
+        return 128.0 + 90.0 * np.sin(2 * np.pi * u / 0.05 + 0.3) * np.cos(2 * np.pi * v / 0.07) + 200 * u
+
+    def depth_tex(x, y):  # smooth (nearest-neighbour depth crops) and not rotation-symmetric
+        dx, dy = x - px, y - py
+        u, v = np.cos(a) * dx + np.sin(a) * dy, -np.sin(a) * dx + np.cos(a) * dy
+        return 500.0 + 1500.0 * u + 8000.0 * v * v
+
+    def render(cam, tex=tex):
+        intr, ext = rig.intrinsics[cam], rig.to_reference[cam]
+        rx, ry = pixel_rays(intr)
+        rr = np.stack([rx, ry, np.ones_like(rx)], axis=-1) @ ext.r.T
+        s = (z_m - ext.t[2]) / rr[..., 2]
+        p = rr * s[..., None] + ext.t
+        return np.rint(tex(p[..., 0], p[..., 1]))
+
+    g, i = (np.clip(render(c), 0, 255).astype(np.uint8) for c in (Modality.RGB, Modality.IR))
+    d = render(Modality.RGB, depth_tex).astype(np.uint16)
+    frames = {Modality.RGB: make_frame("rgb", np.dstack([g, g, g]), 1, intrinsics=ri),
+              Modality.DEPTH: make_frame("depth", d, 1, intrinsics=ri,
+                                         depth_scale_m=0.001, registered_to=Modality.RGB),
+              Modality.IR: make_frame("ir", i, 1, intrinsics=rig.intrinsics[Modality.IR])}
+    e = 12.0  # half inter-eye distance (px); eyes above the centre, rotated with the face
+    c, s_ = np.cos(a), np.sin(a)
+    pts = [(-e, -8), (e, -8), (0, 4), (-9, 16), (9, 16)]
+    lm = np.array([[cu + c * x - s_ * y, cv + s_ * x + c * y] for x, y in pts])
+    return rig, FrameSet(frames, 1, 0), lm
+
+
+@pytest.mark.parametrize("roll_deg", [17.0, -25.0])
+def test_eye_aligned_crops_undo_a_known_roll_in_every_modality(roll_deg):
+    rig, upright, lm0 = _rolled_scene(0.0)
+    _, rolled, lm = _rolled_scene(roll_deg)
+    assert preprocess.eye_roll(lm) == pytest.approx(np.radians(roll_deg))
+    assert preprocess.eye_roll(lm[[1, 0, 2, 4, 3]]) == pytest.approx(np.radians(roll_deg))  # eye order free
+    ref = preprocess.crop_face(upright, BOX, rig, size_px=48, face_depth_m=0.5).crops
+    got = preprocess.crop_face(rolled, BOX, rig, size_px=48, face_depth_m=0.5, align="eyes", landmarks=lm).crops
+    plain = preprocess.crop_face(rolled, BOX, rig, size_px=48, face_depth_m=0.5).crops
+    inner = np.s_[8:40, 8:40]  # the rotated window's corners reach outside the unrotated one's content
+    for m in (Modality.RGB, Modality.DEPTH, Modality.IR):
+        a, b, p = (np.asarray(x[m], float)[inner] for x in (got, ref, plain))
+        err, err_plain = np.abs(a - b).mean(), np.abs(p - b).mean()
+        assert err < (4.0 if m is Modality.DEPTH else 2.0), (m, err)
+        assert err_plain > 4 * err, (m, err, err_plain)  # without alignment the crops differ: the test can fail
+    # rgb and ir of the aligned crops see the same points (the rotation is applied before the projection)
+    assert np.abs(got[Modality.IR].astype(float) - got[Modality.RGB][..., 0])[inner].mean() < 4.0
+
+
+def test_align_none_is_byte_identical_and_eyes_needs_landmarks():
+    rig, fs, lm = _rolled_scene(10.0)
+    base = preprocess.crop_face(fs, BOX, rig, size_px=48)
+    none = preprocess.crop_face(fs, BOX, rig, size_px=48, align="none", landmarks=lm)
+    for m in base.crops:
+        assert base.crops[m].dtype == none.crops[m].dtype and base.crops[m].tobytes() == none.crops[m].tobytes()
+    with pytest.raises(ConfigError) as e:
+        preprocess.crop_face(fs, BOX, rig, size_px=48, align="eyes")
+    assert e.value.key == "landmarks"
+    with pytest.raises(ConfigError):
+        preprocess.crop_face(fs, BOX, rig, size_px=48, align="nose", landmarks=lm)
+    with pytest.raises(ShapeError):
+        preprocess.crop_face(fs, BOX, rig, size_px=48, align="eyes", landmarks=np.zeros((5, 2)))
+
+
+def test_align_spec_and_data_paths_refuse_eyes_without_landmarks():
+    specs = preprocess.default_input_specs(16)
+    assert preprocess.crop_align(specs) == "none"
+    eyes = {k: InputSpec(**{**v.__dict__, "align": "eyes"}) for k, v in specs.items()}
+    assert preprocess.crop_align(eyes) == "eyes"
+    with pytest.raises(ConfigError):
+        InputSpec("rgb", (1, 3, 8, 8), align="roll")
+    with pytest.raises(ConfigError):
+        preprocess.crop_align({"rgb": eyes["rgb"], "ir": specs["ir"]})
+    preprocess.require_crop_align(specs, "none", "training data")
+    with pytest.raises(ConfigError, match="no face landmarks") as e:
+        preprocess.require_crop_align(eyes, "none", "training data")
+    assert e.value.key == "align"
+    from edgepad.data.transforms import PADDataset
+    with pytest.raises(ConfigError):
+        PADDataset([], eyes)
+    assert len(PADDataset([], specs)) == 0
+
+
+def test_training_config_align_reaches_every_input_spec():
+    from dataclasses import replace
+
+    from edgepad.training.build import input_specs
+    from edgepad.training.config import InputConfig, TrainConfig
+    cfg = TrainConfig()
+    assert {s.align for s in input_specs(cfg).values()} == {"none"}
+    eyes = input_specs(replace(cfg, inputs=InputConfig(align="eyes")))
+    assert {s.align for s in eyes.values()} == {"eyes"} and preprocess.crop_align(eyes) == "eyes"
+    with pytest.raises(ConfigError):
+        input_specs(replace(cfg, inputs=InputConfig(align="x")))

@@ -120,3 +120,25 @@ def test_base_backend_lifecycle_and_feed_checks(tmp_path):
         with pytest.raises(ShapeError):
             b.infer({**feed, "rgb": feed["rgb"].astype(np.float64)})
     assert not b.is_active and b.calls == 1
+
+
+def test_input_align_round_trip_and_old_manifests_read_as_none():
+    from edgepad.engines.quantize import preprocessing_sha256
+    m = _manifest(inputs={"rgb": InputSpec("rgb", (1, 3, 8, 8), align="eyes"),
+                          "depth": InputSpec("depth", (1, 1, 8, 8), align="eyes")})
+    d = m.to_dict()
+    assert d["inputs"]["rgb"]["align"] == "eyes"
+    back = ModelManifest.from_dict(d)
+    assert back.inputs["rgb"].align == "eyes" and back == m
+    old = _manifest().to_dict()
+    for spec in old["inputs"].values():
+        spec.pop("align")
+    read = ModelManifest.from_dict(old)
+    assert read.inputs["rgb"].align == "none" and read == _manifest()
+    # "none" keeps the preprocessing hash of manifests written before the field (INT8 calibration caches)
+    assert preprocessing_sha256(read) == preprocessing_sha256(_manifest())
+    assert preprocessing_sha256(m) != preprocessing_sha256(_manifest())
+    bad = _manifest().to_dict()
+    bad["inputs"]["rgb"]["align"] = "mouth"
+    with pytest.raises(ManifestError):
+        ModelManifest.from_dict(bad)

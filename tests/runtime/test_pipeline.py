@@ -171,6 +171,65 @@ def test_lockout_through_the_pipeline(backend):
     assert decide(p, frames(1, offset=60, start=9))[0].verdict is Verdict.LIVE
 
 
+class ScriptedLocator:
+    """Face (True) or no face (False) per call, from a script."""
+
+    def __init__(self, script):
+        self.script = list(script)
+
+    def locate(self, fs):
+        return FaceDetection(BOX) if self.script.pop(0) else None
+
+
+def test_lockout_counts_spoof_presentations_not_frames(backend):
+    # three back-to-back spoof presentations, separated by gap_frames (3) frames without a face: lockout
+    script = [True, True, False, False, False] * 3 + [True]
+    p = pipe(backend, locator=ScriptedLocator(script), k=1, n=1, lockout_after=3)
+    ds = decide(p, frames(len(script), offset=-60))
+    assert [d.verdict for d in ds[:2]] == [Verdict.SPOOF, Verdict.SPOOF]
+    assert not any(Reason.LOCKOUT in d.reasons for d in ds[:10])
+    assert p.policy.spoof_attempts == 3 and p.policy.locked
+    assert Reason.LOCKOUT in ds[-1].reasons and ds[-1].verdict is Verdict.UNKNOWN
+    # one spoof presentation with many no-face frames (each gap shorter than gap_frames) is one attempt
+    script = [True, False, False] * 8
+    p = pipe(backend, locator=ScriptedLocator(script), k=1, n=1, lockout_after=3)
+    ds = decide(p, frames(len(script), offset=-60))
+    assert sum(d.verdict is Verdict.SPOOF for d in ds) == 8
+    assert p.policy.spoof_attempts == 1 and not p.policy.locked
+    assert not any(Reason.LOCKOUT in d.reasons for d in ds)
+
+
+def test_eye_aligned_model_gets_the_detector_landmarks(backend, monkeypatch):
+    from dataclasses import replace as dc_replace
+
+    from edgepad import preprocess
+    seen = []
+    real = preprocess.crop_face
+
+    def spy(*a, **kw):
+        seen.append((kw.get("align"), kw.get("landmarks")))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(preprocess, "crop_face", spy)
+    # the shipped-style manifest (align "none"): crops as before, no alignment asked for
+    decide(pipe(backend), frames(1))
+    assert seen[-1][0] == "none"
+    m = backend.manifest.replace(inputs={k: dc_replace(v, align="eyes") for k, v in backend.manifest.inputs.items()})
+    fake = FakeBackend(m, lambda feed: {"score": np.array([0.99], np.float32)})
+    x, y, w, h = BOX
+    lm = np.array([[x + 15, y + 20], [x + 41, y + 26], [x + 28, y + 35], [x + 18, y + 45], [x + 38, y + 49]], float)
+
+    class WithLandmarks:
+        def locate(self, fs):
+            return FaceDetection(BOX, landmarks=lm)
+
+    d = decide(pipe(fake, locator=WithLandmarks()), frames(1))[0]
+    assert seen[-1][0] == "eyes" and seen[-1][1] is lm and Reason.ERROR_PREPROCESS not in d.reasons
+    # a locator without landmarks cannot serve an eye-aligned model: fail closed (error_preprocess), never live
+    ds = decide(pipe(fake, k=1, n=1), frames(3))
+    assert all(d.verdict is Verdict.UNKNOWN and Reason.ERROR_PREPROCESS in d.reasons for d in ds)
+
+
 # ------------------------------------------------------------------------------------------- with a capture
 class ScriptedCapture:
     """Plays a script of FrameSets, None (timeout) and exceptions."""

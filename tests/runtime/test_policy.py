@@ -120,6 +120,30 @@ def test_lockout_after_consecutive_spoof_attempts_and_reset():
     assert not p.locked and feed(p, [0.99])[0].verdict is Verdict.LIVE
 
 
+def test_lockout_counts_presentations_not_no_face_frames():
+    p = DecisionPolicy(manifest(), k=1, n=1, lockout_after=3)
+    # one presentation: spoof, then many frames without a face, spoof again -> one attempt
+    for i in range(6):
+        feed(p, [0.1], t0=i * 100 * MS)
+        p.update(None, timestamp_ns=i * 100 * MS + 50 * MS, now_ns=i * 100 * MS + 55 * MS, face=False)
+    assert p.spoof_attempts == 1 and not p.locked
+    d = p.update(None, timestamp_ns=700 * MS, now_ns=705 * MS, face=False)
+    assert Reason.NO_FACE in d.reasons and Reason.LOCKOUT not in d.reasons
+    # three back-to-back presentations (reset() = new presentation), each decided spoof -> lockout
+    p.reset(); feed(p, [0.1], t0=800 * MS)
+    assert p.spoof_attempts == 2 and not p.locked
+    p.reset(); feed(p, [0.1, 0.1, 0.1], t0=900 * MS)
+    assert p.spoof_attempts == 3 and p.locked
+
+
+def test_clear_votes_keeps_the_attempt_and_restarts_votes():
+    p = DecisionPolicy(manifest(), k=2, n=3, lockout_after=2)
+    assert [d.verdict for d in feed(p, [0.1, 0.1])][-1] is Verdict.SPOOF
+    p.clear_votes()
+    assert feed(p, [0.1], t0=200 * MS)[0].verdict is Verdict.UNKNOWN  # votes restarted
+    assert p.spoof_attempts == 1
+
+
 def test_live_attempt_clears_spoof_count_and_timed_lockout():
     p = DecisionPolicy(manifest(), k=1, n=1, lockout_after=2, lockout_s=1.0)
     feed(p, [0.1]); p.reset()
