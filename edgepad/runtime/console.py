@@ -28,17 +28,12 @@ _SHORT = {"capture": "cap", "sync": "sync", "register": "reg", "locate": "loc", 
           "infer": "inf", "policy": "pol", "total": "tot"}
 
 
-@dataclass(frozen=True)
-class DemoOptions:
-    """Settings of :func:`run_demo`.
+@dataclass(frozen=True, kw_only=True)
+class ConsoleOptions:
+    """What :func:`run_demo` and :func:`run_console` share.
 
     Attributes:
         model: model artifact with its sidecar manifest (None = the embedded default model).
-        frames: frame sets to process (>= 1).
-        seed: synthetic scene seed.
-        realtime: pace the synthetic camera to ``fps``.
-        fps: synthetic frame rate (frames/s).
-        presentation_frames: frame sets per synthetic presentation.
         locator: face locator spec (``learned`` default, ``haar``, ``truth``, ``fixed:x,y,w,h``).
         threads: ONNX Runtime intra-op threads (None = its default).
         pipeline: pipeline and decision-policy settings.
@@ -48,45 +43,50 @@ class DemoOptions:
     """
 
     model: Path | None = None
+    locator: str = "learned"
+    threads: int | None = None
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    every: int = 1
+    json: bool = False
+    events: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoOptions(ConsoleOptions):
+    """Settings of :func:`run_demo` (plus :class:`ConsoleOptions`).
+
+    Attributes:
+        frames: frame sets to process (>= 1).
+        seed: synthetic scene seed.
+        realtime: pace the synthetic camera to ``fps``.
+        fps: synthetic frame rate (frames/s).
+        presentation_frames: frame sets per synthetic presentation.
+    """
+
     frames: int = 300
     seed: int = 0
     realtime: bool = False
     fps: float = 30.0
     presentation_frames: int = 45
-    locator: str = "learned"
-    threads: int | None = None
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    every: int = 1
-    json: bool = False
-    events: bool = False
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """Settings of :func:`run_console`.
+@dataclass(frozen=True, kw_only=True)
+class RunOptions(ConsoleOptions):
+    """Settings of :func:`run_console` (plus :class:`ConsoleOptions`).
 
     Attributes:
         source: source URI, or one URI per camera (``realsense://SERIAL``, ``file.bag``, ``replay://DIR``, …).
-        model: model artifact with its sidecar manifest.
         rig: rig file from ``edgepad calibrate`` (None = the source's own).
         fps: stream rate for the sync tolerance (frames/s; None = the source's).
         sync_tolerance_ms: max time between the frames of a set (ms; None = half the slowest stream's period).
         frames: stop after N frame sets (0 = until the stream ends).
-        locator, threads, pipeline, every, json, events: as in :class:`DemoOptions`.
     """
 
     source: str | list[str]
-    model: Path | None
     rig: str | Path | None = None
     fps: float | None = None
     sync_tolerance_ms: float | None = None
     frames: int = 0
-    locator: str = "learned"
-    threads: int | None = None
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    every: int = 1
-    json: bool = False
-    events: bool = False
 
 
 def _model_path(model: Path | str | None) -> Path:
