@@ -503,9 +503,7 @@ def write_board(spec: BoardSpec, path: Path | str, dpi: float = 300.0, margin_m:
     if suffix not in (".png", ".pdf"):
         raise ConfigError(f"board output must end in .png or .pdf, got {path.name}", key="out")
     if paper is not None:
-        if paper not in PAPER_MM:
-            raise ConfigError(f"unknown paper {paper!r}", key="paper", suggestions=sorted(PAPER_MM))
-        largest = fit_to_paper(spec, paper).square_m
+        largest = fit_to_paper(spec, paper).square_m  # ConfigError for an unknown paper
         if largest + 1e-9 < spec.square_m:
             raise ConfigError(f"a {spec.squares_x}x{spec.squares_y} board with {spec.square_m * 1000:g} mm squares "
                               f"does not fit {paper} with margins (largest square: {largest * 1000:g} mm)",

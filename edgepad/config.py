@@ -192,3 +192,13 @@ def load_config(cls: type[T], path: Path | str) -> T:
     """Load a dataclass config from a YAML/JSON file; relative paths resolve against its folder."""
     path = Path(path)
     return from_mapping(cls, read_mapping(path), base=path.resolve().parent)
+
+
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for result documents: numpy scalars and arrays as numbers and lists, anything
+    else (paths, enums) as its string."""
+    if hasattr(o, "item") and getattr(o, "ndim", None) == 0:   # numpy scalar
+        return o.item()
+    if hasattr(o, "tolist"):                                   # numpy array
+        return o.tolist()
+    return str(o)

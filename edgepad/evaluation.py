@@ -27,6 +27,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from edgepad.config import json_default
 from edgepad.data.datasets import FrameDataset
 from edgepad.data.sources import DataSourceConfig, build_dataset, data_config, read_data_config
 from edgepad.data.transforms import normalise_sample, resize_to_inputs
@@ -619,7 +620,7 @@ def write_head_diagnostics(out: Path, dev: Mapping[str, ScoreSet], eval_: Mappin
     diag = head_diagnostics(dev, eval_, fused)
     if context:
         diag["context"] = dict(context)
-    (out / "heads.json").write_text(json.dumps(diag, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    (out / "heads.json").write_text(json.dumps(diag, indent=2, default=json_default) + "\n", encoding="utf-8")
     (out / "heads.md").write_text("# Per-head diagnostics\n\n" + render_heads_markdown(diag), encoding="utf-8")
     if plots:
         png = write_heads_plot(out / "heads.png", eval_, diag)
@@ -706,19 +707,11 @@ def evaluate_model(model: Path | str, data: Path | str | DataSourceConfig | Mapp
                             "eval_acer_at_eer_dev": {h: r["eval_at_eer_dev"]["acer"] for h, r in rows.items()}}
             context["weakest head"] = (f"{w} (eval ACER {100 * rows[w]['eval_at_eer_dev']['acer']:.2f} % at its own "
                                        f"dev-EER τ; all heads: heads.md)")
-    (out / "metrics.json").write_text(json.dumps(doc, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    (out / "metrics.json").write_text(json.dumps(doc, indent=2, default=json_default) + "\n", encoding="utf-8")
     write_report(out, results[level], levels[level]["dev"], levels[level]["eval"],
                  title=f"{protocol} ({'+'.join(mods)}) — {Path(str(model)).name}", plots=plots,
                  context=context)
     return doc
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def evaluate_files(dev_csv: Path | str, eval_csv: Path | str, out: Path | str | None, *,
@@ -738,7 +731,7 @@ def evaluate_files(dev_csv: Path | str, eval_csv: Path | str, out: Path | str | 
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(res, indent=2, default=_json_default) + "\n", encoding="utf-8")
+        (out / "metrics.json").write_text(json.dumps(res, indent=2, default=json_default) + "\n", encoding="utf-8")
         write_report(out, res, dev, ev, title=title or f"{Path(eval_csv).name} (τ from {Path(dev_csv).name})",
                      plots=plots, context={"dev scores": str(dev_csv), "eval scores": str(eval_csv)})
     return res

@@ -299,9 +299,9 @@ def quantize_int8(src: Path | str, dst: Path | str, calibration: Iterable[Mappin
         model = onnx.load(str(pre))
         G.name_nodes(model)
         onnx.save(model, str(pre))
-        protected = sorted(n.name for n in R.protected_nodes(model, keep_ops))
-        allow = [n for n in R.quantizable_nodes(model, R.protected_nodes(model, keep_ops))
-                 if n not in set(nodes_to_exclude)]
+        prot, excl = R.protected_nodes(model, keep_ops), set(nodes_to_exclude)
+        protected = sorted(n.name for n in prot)
+        allow = [n for n in R.quantizable_nodes(model, prot) if n not in excl]
         out = Path(tmp) / "q.onnx"
         try:
             if quantizer == "ort":

@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from edgepad.bench.report import _f, _json_default, load_result
+from edgepad.bench.report import _f, load_result
+from edgepad.config import json_default
 from edgepad.types import STAGES
 
 
@@ -75,6 +76,6 @@ def compare_files(a: Path | str, b: Path | str, out: Path | str | None = None) -
     if out:
         o = Path(out)
         o.mkdir(parents=True, exist_ok=True)
-        (o / "compare.json").write_text(json.dumps(c, indent=1, default=_json_default) + "\n")
+        (o / "compare.json").write_text(json.dumps(c, indent=1, default=json_default) + "\n")
         (o / "compare.md").write_text(md)
     return c, md

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from edgepad.bench.stats import PERCENTILES
+from edgepad.config import json_default
 from edgepad.errors import ConfigError, ValidationError
 from edgepad.report import headless_pyplot
 from edgepad.types import STAGES
@@ -55,18 +56,6 @@ def load_result(path: Path | str) -> dict[str, Any]:
         raise ConfigError(f"cannot read bench result {path}: {exc}", key="compare") from exc
     check_schema(doc)
     return doc
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def _f(v: Any, nd: int = 2) -> str:
@@ -213,7 +202,7 @@ def write_outputs(doc: Mapping[str, Any], out: Path, plots: bool = True) -> dict
     ``latency_time.png`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "bench.json", "md": out / "bench.md"}
-    paths["json"].write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
+    paths["json"].write_text(json.dumps(doc, indent=1, default=json_default) + "\n")
     paths["md"].write_text(to_markdown(doc))
     if plots:
         paths.update(write_plots(doc, out))

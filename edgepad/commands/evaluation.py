@@ -66,10 +66,11 @@ def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def metrics_main(args: argparse.Namespace) -> int:
-    from edgepad.evaluation import _json_default, evaluate_files
+    from edgepad.config import json_default
+    from edgepad.evaluation import evaluate_files
     res = evaluate_files(args.dev, args.eval, args.out, criterion=args.criterion, plots=not args.no_plots)
     if args.json:
-        print(json.dumps(res, indent=2, default=_json_default))
+        print(json.dumps(res, indent=2, default=json_default))
     else:
         print(_summary(res))
     return verdict(args, True, f"ACER {pct(res['eval']['acer'])} on eval",

@@ -75,11 +75,15 @@ def source_uri(args: argparse.Namespace) -> str | list[str]:
     return args.source[0] if len(args.source) == 1 else list(args.source)
 
 
+def console_kwargs(args: argparse.Namespace) -> dict:
+    """The :class:`~edgepad.runtime.console.ConsoleOptions` fields that ``demo`` and ``run`` share."""
+    return dict(model=Path(args.model) if args.model else None, locator=args.locator, threads=args.threads,
+                pipeline=pipeline_config(args), every=args.every, json=bool(args.json), events=bool(args.events))
+
+
 def demo_options(args: argparse.Namespace) -> DemoOptions:
-    return DemoOptions(model=Path(args.model) if args.model else None, frames=args.frames, seed=args.seed,
-                       realtime=bool(args.realtime), fps=args.fps, presentation_frames=args.presentation_frames,
-                       locator=args.locator, threads=args.threads, pipeline=pipeline_config(args),
-                       every=args.every, json=bool(args.json), events=bool(args.events))
+    return DemoOptions(**console_kwargs(args), frames=args.frames, seed=args.seed, realtime=bool(args.realtime),
+                       fps=args.fps, presentation_frames=args.presentation_frames)
 
 
 def demo_main(args: argparse.Namespace) -> int:
@@ -111,10 +115,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
-    return RunOptions(source=source_uri(args), model=Path(args.model) if args.model else None, rig=args.rig,
-                      fps=args.fps, sync_tolerance_ms=args.sync_tolerance_ms, frames=args.frames,
-                      locator=args.locator, threads=args.threads, pipeline=pipeline_config(args),
-                      every=args.every, json=bool(args.json), events=bool(args.events))
+    return RunOptions(**console_kwargs(args), source=source_uri(args), rig=args.rig, fps=args.fps,
+                      sync_tolerance_ms=args.sync_tolerance_ms, frames=args.frames)
 
 
 def run_main(args: argparse.Namespace) -> int:

@@ -439,10 +439,6 @@ class AuditWriter:
         called from request threads), then counts it in ``dropped`` and logs it."""
         return self._put(_Event(str(kind), dict(detail or {})), timeout_s)
 
-    @property
-    def pending(self) -> int:
-        return self._queue.qsize()
-
     def unavailable(self) -> str | None:
         """Why the log cannot take decisions now (a failing write, or a full queue); None when writable."""
         err = self._error

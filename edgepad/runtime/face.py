@@ -326,12 +326,7 @@ class HaarFaceLocator:
             return None
         (x, y, bw, bh), score = found
         self._last = (x, y, bw, bh)
-        dx, dy, sw, sh = self.box_adjust
-        side = max(bw, bh)
-        cx, cy = x + bw / 2 + dx * side, y + bh / 2 + dy * side
-        w, h = sw * side, sh * side
-        return FaceDetection((int(round(cx - w / 2)), int(round(cy - h / 2)), max(1, int(round(w))),
-                              max(1, int(round(h)))), score)
+        return FaceDetection(map_box((x, y, bw, bh), self.box_adjust), score)
 
 
 #: the embedded default locator spec

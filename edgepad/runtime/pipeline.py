@@ -197,7 +197,7 @@ class LivenessPipeline:
         self.backend = backend
         self.manifest = backend.manifest
         self.rig = rig if rig is not None else getattr(capture, "rig", None)
-        self.locator = make_locator(locator if locator is not None else "learned")
+        self.locator = make_locator(locator)
         self.policy = policy or DecisionPolicy(self.manifest, self.config.policy)
         self.size_px = _crop_size(self.manifest)
         self.align = preprocess.crop_align(self.manifest.inputs)  # "eyes": crops rotated by the landmarks' roll

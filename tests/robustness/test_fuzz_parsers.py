@@ -258,6 +258,7 @@ def _number_types(text: str) -> None:
         except argparse.ArgumentTypeError:
             continue
         assert math.isfinite(v) and (v > low if strict else v >= low), (parse, text, v)
+        assert parse is not fraction or v <= 1, (text, v)
 
 
 def _set_overrides(items: list) -> None:

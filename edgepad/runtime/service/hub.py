@@ -460,6 +460,7 @@ class PipelineProducer:
                     it = iter(pipe.decisions())
                 for d in itertools.chain(first, it):
                     fs = getattr(pipe, "last_frameset", None)
+                    rig = getattr(pipe, "rig", None)  # the pipeline may learn its rig when the source opens
                     frames: dict = {}
                     boxes: dict = {}
                     view: dict = {}
@@ -470,10 +471,10 @@ class PipelineProducer:
                             now - last_preview >= self._preview_period_ns:
                         last_preview = now
                         frames = {m: f.data for m, f in fs.frames.items()}
-                        boxes, view = installer_view(fs, d.face_box, getattr(pipe, "rig", None), meter)
+                        boxes, view = installer_view(fs, d.face_box, rig, meter)
                     images = None
-                    if self._audit_images and fs is not None and d.face_box:
-                        images = face_crops_for_audit(fs, face_boxes(fs, d.face_box, getattr(pipe, "rig", None)))
+                    if self._audit_images and fs is not None and d.face_box:   # boxes of this tick's preview, if any
+                        images = face_crops_for_audit(fs, boxes if frames else face_boxes(fs, d.face_box, rig))
                     yield Update(d, frames, boxes, images, view)
                     if self._stop.is_set():
                         return
