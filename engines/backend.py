@@ -7,17 +7,16 @@ backend reuses on the next call: copy them to keep them.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
-from edgepad.errors import EdgePadError, IntegrityError, ShapeError
+from edgepad.errors import EdgePadError, ShapeError
 from edgepad.engines.formats import format_by_kind, format_for
-from edgepad.engines.manifest import ModelManifest, TensorSpec, manifest_path, read_manifest
+from edgepad.engines.manifest import (ModelManifest, TensorSpec, VerifiedArtifact, read_manifest,
+                                      read_verified)
 
 
 @runtime_checkable
@@ -32,57 +31,6 @@ class InferenceBackend(Protocol):
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
     def __enter__(self) -> "InferenceBackend": ...
     def __exit__(self, *exc: object) -> None: ...
-
-
-@dataclass(frozen=True)
-class VerifiedArtifact:
-    """An artifact's bytes (and its companions'), read once and hashed: what was checked is what is loaded.
-
-    Attributes:
-        data: the artifact file's bytes.
-        companions: companion file name (relative to the artifact's folder) -> bytes, e.g. ONNX external data.
-        sha256: the hash of exactly these bytes (:func:`edgepad.engines.manifest.artifact_sha256`'s scheme).
-    """
-
-    data: bytes
-    sha256: str
-    companions: Mapping[str, bytes] = field(default_factory=dict)
-
-
-def read_verified(artifact: Path | str, manifest: ModelManifest) -> VerifiedArtifact:
-    """Read ``artifact`` and its companions once, hash those bytes and compare with the manifest's sha256.
-
-    The backend loads these bytes, never the path again, so a file swapped after this check is not run
-    (docs/SERVICE.md, "Model integrity").
-
-    Raises:
-        IntegrityError: no sha256 recorded, a file unreadable, or the hash differs.
-    """
-    artifact = Path(artifact)
-    if not manifest.artifact_sha256:
-        raise IntegrityError(f"manifest of {artifact} records no artifact_sha256; refusing to load",
-                             field="artifact_sha256", path=str(manifest_path(artifact)))
-    for f in manifest.artifact_files:
-        if Path(f).is_absolute() or ".." in Path(f).parts:
-            raise IntegrityError(f"manifest of {artifact} names companion {f!r} outside the artifact's folder",
-                                 field="artifact_files", path=str(manifest_path(artifact)))
-    try:
-        data = artifact.read_bytes()
-        companions = {f: (artifact.parent / f).read_bytes() for f in manifest.artifact_files}
-    except OSError as exc:
-        raise IntegrityError(f"cannot read artifact {artifact}: {exc}", path=str(artifact)) from exc
-    if companions:        # same scheme as artifact_sha256: sha256 over the files' hex digests, in order
-        h = hashlib.sha256(hashlib.sha256(data).hexdigest().encode())
-        for f in manifest.artifact_files:
-            h.update(hashlib.sha256(companions[f]).hexdigest().encode())
-        actual = h.hexdigest()
-    else:
-        actual = hashlib.sha256(data).hexdigest()
-    if actual != manifest.artifact_sha256:
-        raise IntegrityError(f"{artifact}: sha256 {actual[:12]}… differs from the manifest's "
-                             f"{manifest.artifact_sha256[:12]}…; refusing to load", path=str(artifact),
-                             field="artifact_sha256")
-    return VerifiedArtifact(data, actual, companions)
 
 
 class BackendStateError(EdgePadError):

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 from edgepad.config import from_mapping, to_mapping
 from edgepad.errors import ConfigError, EngineMismatchError, IntegrityError, ManifestError
 from edgepad.specs import InputSpec, TensorSpec
 from edgepad.types import Modality, parse_modalities
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 Precision = Literal["fp32", "fp16", "int8"]
@@ -107,9 +110,13 @@ class ModelManifest:
         return ".".join(parts)
 
     def check_compatible(self, trt_version: str, device: str) -> None:
-        """Raise EngineMismatchError unless this engine was built for ``trt_version`` on ``device``."""
+        """Refuse a plan built for another device, or for another TensorRT unless it was built version-compatible
+        for a runtime like this one (:func:`version_compatible_runs`): EngineMismatchError naming the field."""
         if self.trt_version != trt_version:
-            raise EngineMismatchError("trt_version", trt_version, self.trt_version)
+            vc = bool(dict(self.build).get("version_compatible"))
+            if not (vc and version_compatible_runs(str(self.trt_version), trt_version)):
+                raise EngineMismatchError("trt_version", trt_version, self.trt_version)
+            log.info("version-compatible plan built with TensorRT %s runs on %s", self.trt_version, trt_version)
         if self.device != device:
             raise EngineMismatchError("device", device, self.device)
 
@@ -155,6 +162,27 @@ def _slug(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in s)[:40]
 
 
+#: (build major, runtime major) pairs across which a version-compatible plan runs (TensorRT support matrix 11.4.1)
+CROSS_MAJOR_COMPATIBLE = frozenset({(8, 9), (8, 10), (10, 11)})
+
+
+def _version(v: str) -> tuple[int, ...]:
+    parts = []
+    for p in str(v).split(".")[:3]:
+        digits = "".join(c for c in p if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def version_compatible_runs(built: str, running: str) -> bool:
+    """Whether a plan built ``VERSION_COMPATIBLE`` by TensorRT ``built`` runs on TensorRT ``running``: the runtime
+    is the same or later, both >= 8.6, and the majors are equal or a pair TensorRT supports (8→9, 8→10, 10→11)."""
+    b, r = _version(built), _version(running)
+    if b < (8, 6, 0) or r < b:
+        return False
+    return b[0] == r[0] or (b[0], r[0]) in CROSS_MAJOR_COMPATIBLE
+
+
 def manifest_path(artifact: Path | str) -> Path:
     """Sidecar path of an artifact: ``model.onnx`` -> ``model.onnx.json``."""
     artifact = Path(artifact)
@@ -170,16 +198,17 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _combine(hexdigests: Sequence[str]) -> str:
+    """The artifact hash scheme: one file's sha256; of several, the sha256 over their hex digests in order."""
+    if len(hexdigests) == 1:
+        return hexdigests[0]
+    return hashlib.sha256("".join(hexdigests).encode()).hexdigest()
+
+
 def artifact_sha256(artifact: Path | str, extra_files: Iterable[str] = ()) -> str:
     """sha256 of an artifact and its companion files (e.g. ONNX external ``.data``), in order."""
     artifact = Path(artifact)
-    paths = [artifact] + [artifact.parent / f for f in extra_files]
-    if len(paths) == 1:
-        return sha256_file(artifact)
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(sha256_file(p).encode())
-    return h.hexdigest()
+    return _combine([sha256_file(p) for p in [artifact] + [artifact.parent / f for f in extra_files]])
 
 
 def read_manifest(artifact: Path | str) -> ModelManifest:
@@ -209,23 +238,60 @@ def write_manifest(manifest: ModelManifest, artifact: Path | str, *, hash_artifa
     return manifest
 
 
+@dataclass(frozen=True)
+class VerifiedArtifact:
+    """An artifact's bytes (and its companions'), read once and hashed: what was checked is what is loaded.
+
+    Attributes:
+        data: the artifact file's bytes.
+        sha256: the hash of exactly these bytes (:func:`artifact_sha256`'s scheme).
+        companions: companion file name (relative to the artifact's folder) -> bytes, e.g. ONNX external data.
+    """
+
+    data: bytes
+    sha256: str
+    companions: Mapping[str, bytes] = field(default_factory=dict)
+
+
+def read_verified(artifact: Path | str, manifest: ModelManifest | None = None) -> VerifiedArtifact:
+    """Read ``artifact`` and its companions once, hash those bytes and compare with the manifest's sha256.
+
+    A backend loads these bytes, never the path again, so a file swapped after this check is not run
+    (docs/SERVICE.md, "Model integrity").
+
+    Raises:
+        IntegrityError: no sha256 recorded, a companion outside the folder, a file unreadable, or the hash differs.
+        ManifestError: ``manifest`` not given and the sidecar missing or invalid.
+    """
+    artifact = Path(artifact)
+    manifest = manifest or read_manifest(artifact)
+    if not manifest.artifact_sha256:
+        raise IntegrityError(f"manifest of {artifact} records no artifact_sha256; refusing to load",
+                             field="artifact_sha256", path=str(manifest_path(artifact)))
+    for f in manifest.artifact_files:
+        if Path(f).is_absolute() or ".." in Path(f).parts:
+            raise IntegrityError(f"manifest of {artifact} names companion {f!r} outside the artifact's folder",
+                                 field="artifact_files", path=str(manifest_path(artifact)))
+    try:
+        data = artifact.read_bytes()
+        companions = {f: (artifact.parent / f).read_bytes() for f in manifest.artifact_files}
+    except OSError as exc:
+        raise IntegrityError(f"cannot read artifact {artifact}: {exc}", path=str(artifact)) from exc
+    actual = _combine([hashlib.sha256(b).hexdigest() for b in (data, *companions.values())])
+    if actual != manifest.artifact_sha256:
+        raise IntegrityError(f"{artifact}: sha256 {actual[:12]}… differs from the manifest's "
+                             f"{manifest.artifact_sha256[:12]}…; refusing to load", path=str(artifact),
+                             field="artifact_sha256")
+    return VerifiedArtifact(data, actual, companions)
+
+
 def verify_artifact(artifact: Path | str, manifest: ModelManifest | None = None) -> ModelManifest:
-    """Check that ``artifact`` (and companions) hash to the manifest's ``artifact_sha256``.
+    """Check that ``artifact`` (and companions) hash to the manifest's ``artifact_sha256`` (:func:`read_verified`).
 
     Raises:
         IntegrityError: hash differs or is not recorded.
         ManifestError: manifest missing or invalid.
     """
     manifest = manifest or read_manifest(artifact)
-    if not manifest.artifact_sha256:
-        raise IntegrityError(f"manifest of {artifact} records no artifact_sha256; refusing to load", field="artifact_sha256",
-                             path=str(manifest_path(artifact)))
-    try:
-        actual = artifact_sha256(artifact, manifest.artifact_files)
-    except OSError as exc:
-        raise IntegrityError(f"cannot read artifact {artifact}: {exc}", path=str(artifact)) from exc
-    if actual != manifest.artifact_sha256:
-        raise IntegrityError(f"{artifact}: sha256 {actual[:12]}… differs from the manifest's "
-                             f"{manifest.artifact_sha256[:12]}…; refusing to load", path=str(artifact),
-                             field="artifact_sha256")
+    read_verified(artifact, manifest)
     return manifest

@@ -4,7 +4,7 @@ One code path for TensorRT 8.6, 10.x and 11.x: ``num_io_tensors`` / ``get_tensor
 ``set_tensor_address`` / ``execute_async_v3`` (the bindings API is not used). Device buffers are allocated once
 at the profile's maximum shape, addresses are set once, inputs are staged through pinned host memory, outputs
 come back into pinned host buffers (returned as views: copy them to keep them). Before deserializing, the
-engine's manifest is checked against the running TensorRT version and GPU (:func:`check_engine_compatible`: a
+engine's manifest is checked against the running TensorRT version and GPU (:meth:`ModelManifest.check_compatible`: a
 ``version_compatible`` plan is accepted on a later runtime TensorRT supports for it); a mismatch raises
 EngineMismatchError (the fallback chain rebuilds), never a silent load. :func:`open_runtime` sets
 ``runtime.DLA_core`` for a DLA plan (the default -1 is not a DLA core) and ``engine_host_code_allowed`` for a
@@ -26,39 +26,6 @@ from edgepad.errors import (ConfigError, EngineBuildError, EngineMismatchError, 
                             PrecisionUnsupportedError, ShapeError)
 
 log = logging.getLogger(__name__)
-
-#: (build major, runtime major) pairs across which a version-compatible plan runs (TensorRT support matrix 11.4.1)
-CROSS_MAJOR_COMPATIBLE = frozenset({(8, 9), (8, 10), (10, 11)})
-
-
-def _version(v: str) -> tuple[int, ...]:
-    parts = []
-    for p in str(v).split(".")[:3]:
-        digits = "".join(c for c in p if c.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts + [0] * (3 - len(parts)))
-
-
-def version_compatible_runs(built: str, running: str) -> bool:
-    """Whether a plan built ``VERSION_COMPATIBLE`` by TensorRT ``built`` runs on TensorRT ``running``: the runtime
-    is the same or later, both >= 8.6, and the majors are equal or a pair TensorRT supports (8→9, 8→10, 10→11)."""
-    b, r = _version(built), _version(running)
-    if b < (8, 6, 0) or r < b:
-        return False
-    return b[0] == r[0] or (b[0], r[0]) in CROSS_MAJOR_COMPATIBLE
-
-
-def check_engine_compatible(manifest: ModelManifest, trt_version: str, device: str) -> None:
-    """Refuse a plan built for another device, or for another TensorRT unless it was built version-compatible
-    for a runtime like this one (EngineMismatchError naming the field)."""
-    if manifest.trt_version != trt_version:
-        vc = bool(dict(manifest.build).get("version_compatible"))
-        if not (vc and version_compatible_runs(str(manifest.trt_version), trt_version)):
-            raise EngineMismatchError("trt_version", trt_version, manifest.trt_version)
-        log.info("version-compatible plan built with TensorRT %s runs on %s", manifest.trt_version, trt_version)
-    if manifest.device != device:
-        raise EngineMismatchError("device", device, manifest.device)
-
 
 def open_runtime(trt, manifest: ModelManifest, logger):
     """``trt.Runtime`` prepared for the manifest's plan: ``DLA_core`` set for a DLA plan (checked against
@@ -124,7 +91,7 @@ class TensorRTBackend(BaseBackend):
     def _setup(self, trt, mem) -> None:
         self._mem = mem
         if self.check_device:
-            check_engine_compatible(self.manifest, str(trt.__version__), self._device_of_manifest(mem))
+            self.manifest.check_compatible(str(trt.__version__), self._device_of_manifest(mem))
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = open_runtime(trt, self.manifest, self._logger)
         self._engine = deserialize(self._runtime, self.artifact_bytes(), self.artifact.name)

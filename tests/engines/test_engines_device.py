@@ -8,9 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from edgepad.engines.build import BuildConfig, dla_fallback_layers
-from edgepad.engines.manifest import ModelManifest, read_manifest
-from edgepad.engines.trt_backend import (check_engine_compatible, deserialize, open_runtime,
-                                         version_compatible_runs)
+from edgepad.engines.manifest import ModelManifest, read_manifest, version_compatible_runs
+from edgepad.engines.trt_backend import deserialize, open_runtime
 from edgepad.errors import ConfigError, EngineBuildError, EngineMismatchError, PrecisionUnsupportedError
 
 
@@ -57,18 +56,18 @@ def test_version_compatible_plan_allows_host_code_and_a_later_runtime():
     deserialize(rt, b"plan", "x.engine")
     assert rt.seen["host_code"] is True
     vc = _manifest(version_compatible=True).replace(device="Orin sm_87")
-    check_engine_compatible(vc, "10.7.0", "Orin sm_87")       # later 10.x
-    check_engine_compatible(vc, "11.4.1", "Orin sm_87")       # 10 -> 11 is a supported pair
+    vc.check_compatible("10.7.0", "Orin sm_87")       # later 10.x
+    vc.check_compatible("11.4.1", "Orin sm_87")       # 10 -> 11 is a supported pair
     for running in ("10.2.0", "8.6.1", "12.0.0"):
         with pytest.raises(EngineMismatchError):
-            check_engine_compatible(vc, running, "Orin sm_87")
+            vc.check_compatible(running, "Orin sm_87")
     with pytest.raises(EngineMismatchError) as info:
-        check_engine_compatible(vc, "10.3.0", "Orin sm_72")
+        vc.check_compatible("10.3.0", "Orin sm_72")
     assert info.value.field == "device"
     plain = vc.replace(build={})
-    check_engine_compatible(plain, "10.3.0", "Orin sm_87")
+    plain.check_compatible("10.3.0", "Orin sm_87")
     with pytest.raises(EngineMismatchError) as info:
-        check_engine_compatible(plain, "10.7.0", "Orin sm_87")
+        plain.check_compatible("10.7.0", "Orin sm_87")
     assert info.value.field == "trt_version"
 
 
