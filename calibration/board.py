@@ -174,6 +174,24 @@ class Detection:
         return Detection(self.ids[keep], self.image_points[keep], self.object_points[keep], self.image_size,
                          self.marker_ids, self.marker_corners)
 
+    def cell_counts(self, grid: tuple[int, int]) -> np.ndarray:
+        """Corners per cell of a ``grid`` = (columns, rows) laid over the image: ``(rows, columns)`` int."""
+        gx, gy = grid
+        w, h = self.image_size
+        counts = np.zeros((gy, gx), int)
+        np.add.at(counts, (np.clip((self.image_points[:, 1] / h * gy).astype(int), 0, gy - 1),
+                           np.clip((self.image_points[:, 0] / w * gx).astype(int), 0, gx - 1)), 1)
+        return counts
+
+    def same_view(self, other: "Detection", frac: float) -> bool:
+        """Whether ``other`` shows the board in the same place: ≥ 80 % of corners in common and their mean shift
+        below ``frac`` of this image's diagonal (px / px)."""
+        common = np.intersect1d(self.ids, other.ids)
+        if len(common) < 0.8 * max(self.count, other.count):
+            return False
+        shift = np.mean(np.linalg.norm(self.subset(common).image_points - other.subset(common).image_points, axis=1))
+        return bool(shift < frac * float(np.hypot(*self.image_size)))
+
 
 def to_gray(image: np.ndarray) -> np.ndarray:
     """uint8 grey from an RGB ``H×W×3`` or grey ``H×W`` (uint8 or uint16, stretched to 8 bit) image."""

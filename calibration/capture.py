@@ -108,11 +108,7 @@ class CoverageTracker:
 
     def add(self, m: Modality, det: Detection) -> None:
         gx, gy = self.grid
-        counts = self.cells.setdefault(m, np.zeros((gy, gx), int))
-        w, h = det.image_size
-        cx = np.clip((det.image_points[:, 0] / w * gx).astype(int), 0, gx - 1)
-        cy = np.clip((det.image_points[:, 1] / h * gy).astype(int), 0, gy - 1)
-        np.add.at(counts, (cy, cx), 1)
+        self.cells[m] = self.cells.get(m, np.zeros((gy, gx), int)) + det.cell_counts(self.grid)
 
     def missing_cells(self, m: Modality, min_corners: int = 3) -> list[str]:
         gx, gy = self.grid
@@ -221,18 +217,7 @@ class ViewCollector:
         return None
 
     def _is_duplicate(self, old: dict[Modality, Detection], new: dict[Modality, Detection]) -> bool:
-        for m, d in new.items():
-            o = old.get(m)
-            if o is None:
-                return False
-            common = np.intersect1d(o.ids, d.ids)
-            if len(common) < 0.8 * max(o.count, d.count):
-                return False
-            diag = float(np.hypot(*d.image_size))
-            shift = np.mean(np.linalg.norm(o.subset(common).image_points - d.subset(common).image_points, axis=1))
-            if shift > self.config.duplicate_frac * diag:
-                return False
-        return True
+        return all(m in old and old[m].same_view(d, self.config.duplicate_frac) for m, d in new.items())
 
     @property
     def done(self) -> bool:

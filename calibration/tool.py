@@ -418,13 +418,7 @@ def coverage_fraction(dets: Sequence[Detection], grid: tuple[int, int] = (3, 3),
     found = [d for d in dets if d is not None]
     if not found:
         return 0.0
-    gx, gy = grid
-    w, h = found[0].image_size
-    pts = np.concatenate([d.image_points for d in found])
-    counts = np.zeros((gy, gx), int)
-    np.add.at(counts, (np.clip((pts[:, 1] / h * gy).astype(int), 0, gy - 1),
-                       np.clip((pts[:, 0] / w * gx).astype(int), 0, gx - 1)), 1)
-    return float(np.mean(counts >= min_corners))
+    return float(np.mean(sum(d.cell_counts(grid) for d in found) >= min_corners))
 
 
 def duplicate_views(dets: Mapping[str, Detection | None], frac: float = 0.01) -> list[str]:
@@ -434,13 +428,8 @@ def duplicate_views(dets: Mapping[str, Detection | None], frac: float = 0.01) ->
     for name, d in dets.items():
         if d is None:
             continue
-        diag = float(np.hypot(*d.image_size))
-        for o in seen:
-            common = np.intersect1d(o.ids, d.ids)
-            if len(common) >= 0.8 * max(o.count, d.count) and np.mean(np.linalg.norm(
-                    o.subset(common).image_points - d.subset(common).image_points, axis=1)) < frac * diag:
-                dups.append(name)
-                break
+        if any(o.same_view(d, frac) for o in seen):
+            dups.append(name)
         else:
             seen.append(d)
     return dups
