@@ -109,7 +109,6 @@ class DecisionHub:
         self._clock_ns = clock_ns
         self._cond = threading.Condition()
         self._latest: Published | None = None
-        self._times: deque[int] = deque(maxlen=256)
         self._recent: deque[tuple[int, str | None]] = deque(maxlen=4096)   # (published ns, unusable reason)
         self._window_ns = int(fps_window_s * 1e9)
         self._closed = False
@@ -142,7 +141,6 @@ class DecisionHub:
                 view = prev.view
             self._latest = Published(seq, upd.decision, now, fseq, frames, boxes, fverdict, view)
             self.count = seq
-            self._times.append(now)
             self._recent.append((now, unusable_reason(upd.decision)))
             self._cond.notify_all()
         return seq
@@ -223,7 +221,7 @@ class DecisionHub:
         """Decisions per second over the last ``fps_window_s`` (0 when idle)."""
         now = self._clock_ns()
         with self._cond:
-            ts = [t for t in self._times if now - t <= self._window_ns]
+            ts = [t for t, _ in self._recent if now - t <= self._window_ns]
         if len(ts) < 2 or ts[-1] == ts[0]:
             return 0.0
         return (len(ts) - 1) * 1e9 / (ts[-1] - ts[0])
