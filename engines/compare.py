@@ -14,8 +14,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from edgepad.engines.backend import BaseBackend, load_backend
-from edgepad.engines.validate import compare_outputs, run_backend, stack_feeds
+from edgepad.engines.backend import BaseBackend
+from edgepad.engines.validate import compare_outputs, decisions, run_pair, stack_feeds
 from edgepad.errors import ConfigError
 
 
@@ -50,17 +50,12 @@ def compare_backends(candidate: BaseBackend | Path | str, reference: BaseBackend
         ``{"candidate", "reference", "samples", "threshold", "outputs": {name: {max_abs_error, mean_abs_error,
         max_rel_error, cosine, mean_shift}}, "decision_agreement" (fraction), "flipped" (count)}``.
     """
-    opts = dict(backend_options or {})
-    cand = candidate if isinstance(candidate, BaseBackend) else load_backend(candidate, **opts)
-    ref = reference if isinstance(reference, BaseBackend) else load_backend(reference, **opts)
-    stacked = stack_feeds(feeds)
-    r_out = run_backend(ref, stacked, batch)
-    c_out = run_backend(cand, stacked, batch)
+    cand, ref, c_out, r_out = run_pair(candidate, reference, feeds, batch, backend_options)
     outputs = compare_outputs(c_out, {k: v for k, v in r_out.items() if k in c_out})
     score = ref.manifest.score_output
     thr = float(ref.manifest.threshold if threshold is None else threshold)
-    rs, cs = r_out[score], np.where(np.isfinite(c_out[score]), c_out[score], -np.inf)
-    flipped = int(np.count_nonzero((rs >= thr) != (cs >= thr)))
+    rs = r_out[score]
+    flipped = int(np.count_nonzero((rs >= thr) != decisions(c_out[score], thr)))
     n = int(rs.size)
     return {"candidate": f"{cand.manifest.precision}/{cand.kind}", "reference": f"{ref.manifest.precision}/{ref.kind}",
             "samples": n, "threshold": thr, "outputs": outputs,

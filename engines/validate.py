@@ -117,10 +117,23 @@ def compare_outputs(candidate: Mapping[str, np.ndarray], reference: Mapping[str,
     return res
 
 
-def _open(artifact: BaseBackend | Path | str, options: Mapping[str, Any]) -> tuple[BaseBackend, Path | None]:
-    if isinstance(artifact, BaseBackend):
-        return artifact, None
-    return load_backend(artifact, **options), Path(artifact)
+def _open(artifact: BaseBackend | Path | str, options: Mapping[str, Any]) -> BaseBackend:
+    return artifact if isinstance(artifact, BaseBackend) else load_backend(artifact, **options)
+
+
+def run_pair(candidate: BaseBackend | Path | str, reference: BaseBackend | Path | str,
+             feeds: Mapping[str, np.ndarray] | Iterable[Mapping[str, np.ndarray]], batch: int | None = None,
+             backend_options: Mapping[str, Any] | None = None) -> tuple[BaseBackend, BaseBackend, dict, dict]:
+    """Open both (paths or backends) and run them on the same stacked feeds: ``(cand, ref, cand_out, ref_out)``."""
+    opts = dict(backend_options or {})
+    cand, ref = _open(candidate, opts), _open(reference, opts)
+    stacked = stack_feeds(feeds)
+    return cand, ref, run_backend(cand, stacked, batch), run_backend(ref, stacked, batch)
+
+
+def decisions(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """``scores >= threshold`` with a non-finite score never live: (N,) bool."""
+    return np.where(np.isfinite(scores), scores, -np.inf) >= threshold
 
 
 def _metrics(scores: np.ndarray, is_bonafide: np.ndarray, species: Any, threshold: float) -> dict:
@@ -164,12 +177,8 @@ def validate_artifact(candidate: BaseBackend | Path | str, reference: BaseBacken
     """
     g = gate if gate is not None else GateConfig()
     gate_vals = {k: getattr(g, k, getattr(GateConfig, k)) for k in GateConfig.__dataclass_fields__}
-    opts = dict(backend_options or {})
-    cand, cand_path = _open(candidate, opts)
-    ref, _ = _open(reference, opts)
-    stacked = stack_feeds(feeds)
-    ref_out = run_backend(ref, stacked, batch)
-    cand_out = run_backend(cand, stacked, batch)
+    cand, ref, cand_out, ref_out = run_pair(candidate, reference, feeds, batch, backend_options)
+    cand_path = None if isinstance(candidate, BaseBackend) else Path(candidate)
     score_name = ref.manifest.score_output
     outputs = compare_outputs(cand_out, {k: v for k, v in ref_out.items() if k in cand_out or k == score_name})
     n = int(ref_out[score_name].size)
@@ -190,7 +199,7 @@ def validate_artifact(candidate: BaseBackend | Path | str, reference: BaseBacken
         cand_thr = new_thr
 
     rs, cs = ref_out[score_name], cand_out[score_name]
-    ref_dec, cand_dec = rs >= ref_thr, np.where(np.isfinite(cs), cs, -np.inf) >= cand_thr
+    ref_dec, cand_dec = rs >= ref_thr, decisions(cs, cand_thr)
     flipped = np.flatnonzero(ref_dec != cand_dec)
     report: dict[str, Any] = {
         "reference": ref.manifest.precision + "/" + ref.kind, "candidate": cand.manifest.precision + "/" + cand.kind,
