@@ -1,8 +1,9 @@
 """Registration before/after vs rs.align, interleaved in one process: the package at ``--before`` (a git commit,
-extracted with ``git archive``), this tree's, and ``rs.align`` on every case-table row; medians of wall and thread CPU
-time (CPU time is robust to time-slicing on a loaded machine). One line per row; ``--json`` writes them all.
+extracted with ``git archive``; ``--before-method`` of it), this tree's (``--method``, default auto = the native
+kernel where it builds), and ``rs.align`` on every case-table row; medians of wall and thread CPU time (CPU time is
+robust to time-slicing on a loaded machine). One line per row; ``--json`` writes them all.
 
-    python scripts/registration_ab.py --before f4792b0 --footprint sse,rect --repeats 9 --json ab.json
+    python scripts/registration_ab.py --before 68b2147 --footprint sse,rect --repeats 9 --json ab.json
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def main() -> int:
     p.add_argument("--arithmetic", default="fast,exact")
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--only", default="", help="substring of the case names to keep")
+    p.add_argument("--method", default="auto", help="this tree's method (auto, native, numpy)")
+    p.add_argument("--before-method", default="numpy", help="the --before package's method")
     p.add_argument("--json")
     a = p.parse_args()
     old = _old_package(a.before, Path(__file__).resolve().parents[1])
@@ -54,9 +57,9 @@ def main() -> int:
         al = _RsAligner(d.intrinsics, t, e, float(d.depth_scale_m))
         for fp in a.footprint.split(","):
             for ar in a.arithmetic.split(","):
-                kw = dict(semantics="align", footprint=fp, arithmetic=ar, method="numpy")
-                before = old.Registrar(d.intrinsics, t, e, float(d.depth_scale_m), **kw)
-                after = Registrar(d.intrinsics, t, e, float(d.depth_scale_m), **kw)
+                kw = dict(semantics="align", footprint=fp, arithmetic=ar)
+                before = old.Registrar(d.intrinsics, t, e, float(d.depth_scale_m), method=a.before_method, **kw)
+                after = Registrar(d.intrinsics, t, e, float(d.depth_scale_m), method=a.method, **kw)
                 times: dict = {k: ([], []) for k in ("before", "after", "rs")}
                 for i in range(a.repeats + 2):
                     for k in ("before", "after", "rs"):
@@ -75,12 +78,13 @@ def main() -> int:
                             times[k][1].append((w1 - w0) / 1e6)
                 m = {k: (float(np.median(v[0])), float(np.median(v[1]))) for k, v in times.items()}
                 row = dict(case=c["name"], footprint=fp, arithmetic=ar, load=os.getloadavg()[0],
+                           method=after.resolved_method(),
                            rs_cpu_ms=m["rs"][0], before_cpu_ms=m["before"][0], after_cpu_ms=m["after"][0],
                            before_cpu_ratio=m["before"][0] / m["rs"][0], after_cpu_ratio=m["after"][0] / m["rs"][0],
                            before_wall_ratio=m["before"][1] / m["rs"][1], after_wall_ratio=m["after"][1] / m["rs"][1],
                            identical=float(np.mean(mine == ref)))
                 rows.append(row)
-                print(f"{row['case']:42s} {fp:4s} {ar:5s} cpu {row['before_cpu_ratio']:.2f} -> "
+                print(f"{row['case']:42s} {fp:4s} {ar:5s} {row['method']:6s} cpu {row['before_cpu_ratio']:.2f} -> "
                       f"{row['after_cpu_ratio']:.2f}  wall {row['before_wall_ratio']:.2f} -> "
                       f"{row['after_wall_ratio']:.2f}  rs.align {m['rs'][0]:.1f} ms cpu  identical "
                       f"{100 * row['identical']:.4f} %  load {row['load']:.1f}", flush=True)

@@ -14,12 +14,13 @@
 #define CHUNK 1024
 #define LIM 2147483648.0f
 
-static void distort(float *x, float *y, int n, const float *p, int dist) {
+/* One loop per model (no branch inside: the loops vectorise). */
+static void distort(float *restrict x, float *restrict y, int n, const float *p, int dist) {
     const float k1 = p[22], k2 = p[23], p1 = p[24], p2 = p[25], k3 = p[26], two = 2.0f;
-    for (int i = 0; i < n; i++) {
-        float u = x[i], v = y[i];
-        float r2 = u * u + v * v;
-        if (dist == 1) { /* corners._distort_inplace */
+    if (dist == 1) { /* corners._distort_inplace (align's modified Brown-Conrady) */
+        for (int i = 0; i < n; i++) {
+            float u = x[i], v = y[i];
+            float r2 = u * u + v * v;
             float q = r2 * r2;
             float s = (r2 * q) * k3;
             q = q * k2 + s;
@@ -31,18 +32,25 @@ static void distort(float *x, float *y, int n, const float *p, int dist) {
             float sy = ((yf * yf) * two + r2) * p1;
             x[i] = (dx + sx) + xf;
             y[i] = (dy + sy) + yf;
-        } else { /* corners._distort_f32, rsutil semantics */
+        }
+    } else if (dist == 2) { /* corners._distort_f32, rsutil brown_conrady */
+        for (int i = 0; i < n; i++) {
+            float u = x[i], v = y[i];
+            float r2 = u * u + v * v;
             float f = 1.0f + r2 * (k1 + r2 * (k2 + r2 * k3));
-            if (dist == 2) {
-                float xy2 = (two * u) * v;
-                x[i] = (u * f + p1 * xy2) + p2 * (r2 + (two * u) * u);
-                y[i] = (v * f + p2 * xy2) + p1 * (r2 + (two * v) * v);
-            } else {
-                float xf = u * f, yf = v * f;
-                float xy2 = (two * xf) * yf;
-                x[i] = (xf + p1 * xy2) + p2 * (r2 + (two * xf) * xf);
-                y[i] = (yf + p2 * xy2) + p1 * (r2 + (two * yf) * yf);
-            }
+            float xy2 = (two * u) * v;
+            x[i] = (u * f + p1 * xy2) + p2 * (r2 + (two * u) * u);
+            y[i] = (v * f + p2 * xy2) + p1 * (r2 + (two * v) * v);
+        }
+    } else { /* corners._distort_f32, rsutil modified / inverse */
+        for (int i = 0; i < n; i++) {
+            float u = x[i], v = y[i];
+            float r2 = u * u + v * v;
+            float f = 1.0f + r2 * (k1 + r2 * (k2 + r2 * k3));
+            float xf = u * f, yf = v * f;
+            float xy2 = (two * xf) * yf;
+            x[i] = (xf + p1 * xy2) + p2 * (r2 + (two * xf) * xf);
+            y[i] = (yf + p2 * xy2) + p1 * (r2 + (two * yf) * yf);
         }
     }
 }
@@ -95,7 +103,7 @@ static void corner(const float *d, int n, int folded, const float *a, const floa
 
 static inline void put(uint16_t *cell, uint16_t z) {
     uint16_t cur = *cell; /* 0 = empty: (cur - 1) wraps to 0xFFFF and loses to any depth */
-    if ((uint16_t)(cur - 1) > (uint16_t)(z - 1)) *cell = z;
+    *cell = (uint16_t)(cur - 1) > (uint16_t)(z - 1) ? z : cur;
 }
 
 /* Register n depth pixels (pixel j = z[index[j]], or z[j] without index) into out (th x tw, zeroed).
@@ -124,7 +132,16 @@ int edgepad_register(const uint16_t *z, int64_t n, const int64_t *index, int fol
                 if (!ok[i]) continue;
                 int xa = x0[i] > 0 ? x0[i] : 0, ya = y0[i] > 0 ? y0[i] : 0;
                 int xb = x1[i] < tw - 1 ? x1[i] : tw - 1, yb = y1[i] < th - 1 ? y1[i] : th - 1;
-                for (int y = ya; y <= yb; y++) {
+                unsigned dx = (unsigned)(xb - xa), dy = (unsigned)(yb - ya);
+                if ((dx | dy) <= 1u) { /* 1 or 2 px per side (the common case): four writes, no branches */
+                    uint16_t *c = out + (int64_t)ya * tw + xa;
+                    put(c, zv[i]);
+                    put(c + dx, zv[i]);
+                    put(c + dy * tw, zv[i]);
+                    put(c + dy * tw + dx, zv[i]);
+                    continue;
+                }
+                for (int y = ya; y <= yb; y++) { /* larger, or empty (xb < xa) */
                     uint16_t *row = out + (int64_t)y * tw;
                     for (int x = xa; x <= xb; x++) put(row + x, zv[i]);
                 }
