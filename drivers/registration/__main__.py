@@ -1,6 +1,7 @@
 """``python -m edgepad.drivers.registration [--repeats N] [--threads T] [--size WxH] [--arithmetic A]
-[--method M]``: our registration timed against ``rs.align`` on the same frames (JSON on stdout). ``--cases`` times the whole case table
-(every size pair × lens variant, ``--footprint`` sse/rect, both arithmetics) and prints one line per row."""
+[--method M]``: our registration timed against ``rs.align`` on the same frames (JSON on stdout). ``--cases`` times
+the whole case table (every size pair × lens variant, ``--footprint`` sse/rect, both arithmetics) and prints one
+line per row."""
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         for c in registration_cases(a.scale):
             for r in time_registration_cases([c], repeats=a.repeats, footprints=tuple(a.footprint.split(",")),
                                              threads=a.threads, method=a.method):
-                print(f"{r['case']:42s} {r['footprint']:4s} {r['arithmetic']:5s} {r['method']:6s} ours {r['ours_ms']:7.2f} ms "
+                print(f"{r['case']:42s} {r['footprint']:4s} {r['arithmetic']:5s} {r['method']:6s} "
+                      f"ours {r['ours_ms']:7.2f} ms "
                       f"rs.align {r['rs_align_ms']:7.2f} ms ratio {r['ratio']:.2f} cpu_ratio "
                       f"{r.get('cpu_ratio', float('nan')):.2f} identical {100 * r['identical_fraction']:.4f} %",
                       flush=True)

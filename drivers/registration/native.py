@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -31,7 +32,8 @@ _SOURCE = Path(__file__).with_name("_kernel.c")
 _FLAGS = ("-O3", "-shared", "-fPIC", "-std=c99", "-ffp-contract=off", "-fno-fast-math")
 _LOCK = threading.Lock()
 _STATE: dict = {}
-_F = ctypes.POINTER(ctypes.c_float)
+#: per _PixelData (a registrar caches those): the kernel's constant arguments, so a frame costs one ctypes call
+_ARGS: "weakref.WeakKeyDictionary[_PixelData, tuple]" = weakref.WeakKeyDictionary()
 
 
 def _cache_dir() -> Path:
@@ -82,8 +84,9 @@ def _build() -> tuple[Callable | None, str]:
     except (OSError, AttributeError) as exc:
         return None, f"numpy (kernel load failed: {exc})"
     fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, _F, _F, _F, _F, _F, _F, _F,
-                   ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    ptr = ctypes.c_void_p
+    fn.argtypes = [ptr, ctypes.c_int64, ptr, ctypes.c_int, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ctypes.c_int, ptr,
+                   ctypes.c_int, ctypes.c_int]
     return fn, f"native C kernel ({lib})"
 
 
@@ -128,8 +131,21 @@ def _params(scale: float, pix: _PixelData, ext: Extrinsics, target: Intrinsics, 
     return p, dist
 
 
-def _ptr(a: np.ndarray | None):
-    return None if a is None else a.ctypes.data_as(_F)
+def _constant_args(pix: _PixelData, scale: float, ext: Extrinsics, target: Intrinsics,
+                   semantics: Semantics) -> tuple:
+    """``(index, n, folded, 6 corner-constant pointers, params, dist)`` of the kernel call, cached per ``pix``."""
+    hit = _ARGS.get(pix)
+    if hit is not None and hit[0] == scale:
+        return hit[1]
+    index = None if pix.subset is None else np.ascontiguousarray(pix.subset, np.int64)
+    p, dist = _params(scale, pix, ext, target, semantics)
+    corners = [(c[:3] if pix.folded else (*c[:2], None)) if c is not None else (None, None, None)
+               for c in (pix.corner0, pix.corner1)]
+    ptrs = [None if a is None else a.ctypes.data for c in corners for a in c]
+    args = (None if index is None else index.ctypes.data, None if index is None else index.size, int(pix.folded),
+            *ptrs, p.ctypes.data, dist)
+    _ARGS[pix] = (scale, args, index, p)  # index and p stay alive with the pointers
+    return args
 
 
 def _register_native(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics: Semantics,
@@ -152,16 +168,7 @@ def _register_native(depth: Frame, target: Intrinsics, ext: Extrinsics, semantic
     cull = _cull_range(z, scale)
     pix = (pixels(cull) if pixels is not None
            else _pixel_data(intr, target, ext, semantics, rect, folded, cull))
-    index = None
-    if pix.subset is not None:
-        index = pix.subset if pix.subset.dtype == np.int64 else pix.subset.astype(np.int64)
-    n = z.size if index is None else index.size
-    p, dist = _params(scale, pix, ext, target, semantics)
-    c0 = pix.corner0[:3] if folded else (*pix.corner0[:2], None)
-    c1 = ((pix.corner1[:3] if folded else (*pix.corner1[:2], None)) if pix.corner1 is not None
-          else (None, None, None))
+    index, n, *rest = _constant_args(pix, scale, ext, target, semantics)
     out = np.zeros((target.height, target.width), np.uint16)
-    fn(z.ctypes.data, n, None if index is None else index.ctypes.data, int(folded), *map(_ptr, c0),
-       *map(_ptr, c1), _ptr(p), dist, out.ctypes.data, target.width, target.height)
+    fn(z.ctypes.data, z.size if n is None else n, index, *rest, out.ctypes.data, target.width, target.height)
     return out
-
