@@ -151,7 +151,10 @@ class Registrar:
     def prepare(self) -> int:
         """Build the face-window culling bounds for every nearest-depth bucket and the per-camera corner tables
         now (≈ 0.1 s per bucket on an idle 640×480 pair), so the first frame of a nearer face does not stall
-        (70-150 ms otherwise). Returns the bucket count."""
+        (70-150 ms otherwise), and the native kernel when ``frame`` will run it (compiled once per machine).
+        Returns the bucket count."""
+        if self.method in ("auto", "native"):
+            native_available()
         for off in ((-0.5, 0.5) if self._rect else (-0.5,)):
             if self._folded:
                 folded_coefficients(self.depth_intrinsics, off, self.semantics, self.depth_to_target,
