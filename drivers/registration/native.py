@@ -22,6 +22,7 @@ import numpy as np
 from edgepad.drivers.registration.corners import (_F32, Arithmetic, Footprint, Semantics, _cull_range,
                                                   _distorts_target, _folded, fills_rectangle)
 from edgepad.drivers.registration.fast import _pixel_data, _PixelData
+from edgepad.errors import EdgePadInternalError
 from edgepad.geometry import Extrinsics, Intrinsics
 from edgepad.types import Frame
 
@@ -121,7 +122,7 @@ def _params(scale: float, pix: _PixelData, ext: Extrinsics, target: Intrinsics, 
     p = np.zeros(27, _F32)
     p[0] = scale
     if pix.folded:
-        p[1:4] = pix.corner0[3:6]
+        p[1:4] = pix.corner0[3:6]  # tu, tv, tz: the same for both corners (they depend on t and the target only)
     p[4:13] = ext.r.astype(_F32).reshape(-1)
     p[13:16] = ext.t.astype(_F32)
     p[16:20] = (_F32(target.fx), _F32(target.cx), _F32(target.fy), _F32(target.cy))
@@ -133,7 +134,8 @@ def _params(scale: float, pix: _PixelData, ext: Extrinsics, target: Intrinsics, 
 
 def _constant_args(pix: _PixelData, scale: float, ext: Extrinsics, target: Intrinsics,
                    semantics: Semantics) -> tuple:
-    """``(index, n, folded, 6 corner-constant pointers, params, dist)`` of the kernel call, cached per ``pix``."""
+    """``(index, n, folded, 6 corner-constant pointers, params, dist)`` of the kernel call, cached per ``pix``
+    (a pixel table belongs to one registrar, i.e. one ``ext``/``target``/``semantics``; the scale is checked)."""
     hit = _ARGS.get(pix)
     if hit is not None and hit[0] == scale:
         return hit[1]
@@ -155,11 +157,11 @@ def _register_native(depth: Frame, target: Intrinsics, ext: Extrinsics, semantic
     constants and culling as :func:`edgepad.drivers.registration.fast._register_fast`, identical output.
 
     Raises:
-        RuntimeError: the kernel is unavailable (callers check :func:`native_available` first).
+        EdgePadInternalError: the kernel is unavailable (callers check :func:`native_available` first).
     """
     fn = _kernel()
     if fn is None:
-        raise RuntimeError(f"compiled registration kernel unavailable: {_STATE['why']}")
+        raise EdgePadInternalError(f"compiled registration kernel unavailable: {_STATE['why']}")
     intr = depth.intrinsics
     z = np.ascontiguousarray(depth.data.reshape(-1), np.uint16)
     folded = _folded(target, semantics, arithmetic)
