@@ -15,6 +15,7 @@ setup(
         "edgepad.engines": "engines",
         "edgepad.calibration": "calibration",
     },
-    package_data={"edgepad.assets": ["*.onnx", "*.json", "DETECTOR_PROVENANCE.md"], "edgepad.runtime": ["static/*"]},
+    package_data={"edgepad.assets": ["*.onnx", "*.json", "DETECTOR_PROVENANCE.md"], "edgepad.runtime": ["static/*"],
+                  "edgepad.drivers.registration": ["_kernel.c"]},  # compiled on first use (registration/native.py)
     include_package_data=False,
 )

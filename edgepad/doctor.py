@@ -11,6 +11,7 @@ from pathlib import Path
 from edgepad import __version__
 from edgepad._optional import EXTRAS, lazy
 from edgepad.assets import default_model_path
+from edgepad.drivers.registration.native import active_path as registration_path
 
 cv2 = lazy("cv2")
 rs = lazy("pyrealsense2")
@@ -81,7 +82,8 @@ def collect(probe_gpu: bool = False) -> dict:
         packages["opencv"] += "" if haar else " (no Haar cascades: opencv 5.x? pin <5)"
     devices = {"cuda": _cuda_devices(),
                "realsense": _realsense_devices() if ok.get("pyrealsense2") else "pyrealsense2 missing",
-               "default model": str(default_model_path()) if default_model_path().exists() else "missing"}
+               "default model": str(default_model_path()) if default_model_path().exists() else "missing",
+               "registration": registration_path()}  # CPU path: native kernel or numpy
     if probe_gpu:
         devices["tensorrt"] = _trt_probe()
     commands = {}

@@ -48,6 +48,7 @@ def test_doctor_json_reports_versions_and_usable_commands():
     rep = json.loads(r.stdout)
     assert rep["packages"]["numpy"][0].isdigit()
     assert set(rep["commands"]) == set(COMMANDS)
+    assert rep["devices"]["registration"].startswith(("native C kernel", "numpy ("))  # which CPU path runs
     # tensorrt is never pip-installable here: build must be reported unusable with the extra named
     if rep["packages"]["tensorrt"].startswith("missing"):
         ok, why = rep["commands"]["build"]

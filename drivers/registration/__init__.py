@@ -12,15 +12,19 @@ Arithmetic is float32 in librealsense's SSE operation order, so results agree wi
 
 Layout (as librealsense's ``align``): :mod:`.corners` (rays, corner projection, distortion, culling bounds),
 :mod:`.reference` (reference and generic fills), :mod:`.fast` (fast CPU path), :mod:`.window` (face-window
-registration), :mod:`.cuda` (torch/CUDA path), :mod:`.registrar` (:class:`Registrar`, one per camera pair, owns the
-caches; :func:`register_depth`), :mod:`.oracle` (``rs.align`` through pyrealsense2, for tests and benchmarks).
+registration), :mod:`.cuda` (torch/CUDA path), :mod:`.native` (compiled CPU path), :mod:`.registrar`
+(:class:`Registrar`, one per camera pair, owns the caches; :func:`register_depth`), :mod:`.oracle` (``rs.align``
+through pyrealsense2, for tests and benchmarks).
 
-Three implementations share that arithmetic and must give identical output (tests compare them):
+Four implementations share that arithmetic and must give identical output (tests compare them):
 
 * ``method="reference"``: corners per pixel, then an explicit loop that fills each rectangle (clear, slow);
-* ``method="numpy"``: cached per-camera rays, in-place float32 maths and an ``np.minimum.at`` z-buffer (fast);
+* ``method="numpy"``: cached per-camera rays, in-place float32 maths and an ``np.minimum.at`` z-buffer (the
+  tested reference of the native kernel, and its fallback);
+* ``method="native"``: the numpy path's arithmetic and a min fill in one C pass (:mod:`.native`, compiled on first
+  use with the system compiler; numpy with one log line where none is found);
 * ``method="torch"``: the same arithmetic in torch (``scatter_reduce`` amin) on CUDA when present, else on the
-  CPU; ``"auto"`` picks it when torch is already imported and a GPU is present.
+  CPU. ``"auto"`` picks torch when torch is already imported and a GPU is present, else native, else numpy.
 
 Distortion (``semantics``):
 

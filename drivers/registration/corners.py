@@ -16,7 +16,7 @@ from edgepad.errors import ConfigError, ShapeError
 from edgepad.geometry import Extrinsics, Intrinsics, distort, undistort
 from edgepad.types import Frame, Modality
 
-Method = Literal["auto", "reference", "numpy", "torch"]
+Method = Literal["auto", "native", "reference", "numpy", "torch"]
 Semantics = Literal["rsutil", "align"]
 Footprint = Literal["rect", "sse"]
 Arithmetic = Literal["exact", "fast"]

@@ -9,8 +9,8 @@ import numpy as np
 
 from edgepad._optional import lazy
 from edgepad.errors import SourceError
-from edgepad.drivers.registration.corners import Arithmetic, Footprint, Semantics
-from edgepad.drivers.registration.registrar import register_depth
+from edgepad.drivers.registration.corners import Arithmetic, Footprint, Method, Semantics
+from edgepad.drivers.registration.registrar import Registrar
 from edgepad.geometry import Extrinsics, Intrinsics
 from edgepad.types import Frame, make_frame
 
@@ -126,7 +126,8 @@ class _RsAligner:
 def time_against_rs_align(depth: Frame | None = None, target: Intrinsics | None = None,
                           depth_to_target: Extrinsics | None = None, *, repeats: int = 30, warmup: int = 3,
                           with_librealsense: bool = True, threads: int = 1, arithmetic: Arithmetic = "fast",
-                          semantics: Semantics = "align", footprint: Footprint = "rect") -> dict:
+                          semantics: Semantics = "align", footprint: Footprint = "rect",
+                          method: Method = "auto") -> dict:
     """Time our registration and ``rs.align`` on the same frames, side by side, interleaved.
 
     Without arguments a 640x480 → 640x480 D435-like scene is used (the real recording's factory calibration,
@@ -135,11 +136,15 @@ def time_against_rs_align(depth: Frame | None = None, target: Intrinsics | None 
     rs.align ignores. ``footprint="sse"`` is the x86 build's (the pinned wheel's). Returns medians in ms and
     ``ratio = ours / rs.align``; with ``threads=1`` also the medians of this thread's CPU time and their
     ``cpu_ratio`` (rs.align processes in the calling thread), which a loaded machine disturbs far less.
+    ``method`` as :class:`Registrar`'s; the row's ``method`` is the implementation that ran.
     """
     if depth is None:
         depth, target, depth_to_target = d435_like_scene()
     assert target is not None and depth_to_target is not None
+    reg = Registrar(depth.intrinsics, target, depth_to_target, float(depth.depth_scale_m), method=method,
+                    threads=threads, arithmetic=arithmetic, semantics=semantics, footprint=footprint)
     res: dict = {"width": depth.intrinsics.width, "height": depth.intrinsics.height, "threads": threads,
+                 "method": reg.resolved_method(),
                  "arithmetic": arithmetic, "semantics": semantics, "footprint": footprint,
                  "target": f"{target.width}x{target.height}", "repeats": repeats}
     aligner = None
@@ -152,8 +157,7 @@ def time_against_rs_align(depth: Frame | None = None, target: Intrinsics | None 
     try:
         for i in range(warmup + repeats):
             c0, t0 = cpu(), clock()
-            mine = register_depth(depth, target, depth_to_target, method="numpy", threads=threads,
-                                  arithmetic=arithmetic, semantics=semantics, footprint=footprint)
+            mine = reg.frame(depth)
             t1, c1 = clock(), cpu()
             if i >= warmup:
                 ours.append((t1 - t0) / 1e6)
@@ -271,7 +275,7 @@ def registration_cases(scale: float = 1.0, sizes=CASE_SIZES, lenses=CASE_LENSES)
 
 def time_registration_cases(cases: list[dict] | None = None, *, repeats: int = 15, warmup: int = 2,
                             footprints=("sse", "rect"), arithmetics=("fast", "exact"), threads: int = 1,
-                            with_librealsense: bool = True) -> list[dict]:
+                            with_librealsense: bool = True, method: Method = "auto") -> list[dict]:
     """:func:`time_against_rs_align` (``semantics="align"``) on every case × footprint × arithmetic: one row per
     combination with ``ratio`` (ours / rs.align, medians) and ``identical_fraction``."""
     rows = []
@@ -280,7 +284,7 @@ def time_registration_cases(cases: list[dict] | None = None, *, repeats: int = 1
             for ar in arithmetics:
                 res = time_against_rs_align(case["depth"], case["target"], case["ext"], repeats=repeats,
                                             warmup=warmup, with_librealsense=with_librealsense, threads=threads,
-                                            arithmetic=ar, semantics="align", footprint=fp)
+                                            arithmetic=ar, semantics="align", footprint=fp, method=method)
                 res.update(case=case["name"], footprint=fp)
                 rows.append(res)
     return rows

@@ -12,6 +12,7 @@ from edgepad.drivers.registration.corners import (_CULL_DEPTHS_M, Arithmetic, Fo
                                                   folded_coefficients, register_corners)
 from edgepad.drivers.registration.cuda import _device_constants, _gpu_available, _register_torch
 from edgepad.drivers.registration.fast import _pixel_data, _PixelData, _register_fast
+from edgepad.drivers.registration.native import _register_native, native_available
 from edgepad.drivers.registration.reference import _fill_numpy, _fill_reference
 from edgepad.drivers.registration.window import (Window, _clip_window, _register_window, _window_bounds,
                                                  _WindowBounds)
@@ -19,7 +20,7 @@ from edgepad.errors import ConfigError
 from edgepad.geometry import Extrinsics, Intrinsics, Rig
 from edgepad.types import Frame, Modality
 
-_METHODS = ("auto", "numpy", "generic", "reference", "torch")
+_METHODS = ("auto", "native", "numpy", "generic", "reference", "torch")
 
 
 class RegistrationMode(enum.Enum):
@@ -55,7 +56,8 @@ class Registrar:
         target_modality: recorded in ``registered_to`` of the output frames.
         semantics, footprint, arithmetic: see :func:`register_depth`.
         method: full-frame implementation: ``"auto"`` (torch on CUDA when torch is imported and sees a GPU, else
-            numpy), ``"numpy"``, ``"generic"``, ``"reference"`` or ``"torch"``.
+            native when its kernel builds, else numpy), ``"native"`` (the compiled kernel; numpy without it),
+            ``"numpy"``, ``"generic"``, ``"reference"`` or ``"torch"``.
         threads: worker threads of the numpy path.
         device: torch device of the torch path (default: cuda when available, else cpu).
 
@@ -76,7 +78,7 @@ class Registrar:
             raise ConfigError(f"unknown footprint {footprint!r}; use 'rect' or 'sse'", key="footprint")
         if method not in _METHODS:
             raise ConfigError(f"unknown registration method {method!r}", key="method",
-                              suggestions=[m for m in ("auto", "numpy", "reference", "torch")
+                              suggestions=[m for m in ("auto", "native", "numpy", "reference", "torch")
                                            if m[0] == str(method)[:1]])
         if not (isinstance(depth_scale_m, (int, float)) and depth_scale_m > 0):
             raise ConfigError(f"depth_scale_m must be > 0, got {depth_scale_m!r}", key="depth_scale_m")
@@ -149,7 +151,10 @@ class Registrar:
     def prepare(self) -> int:
         """Build the face-window culling bounds for every nearest-depth bucket and the per-camera corner tables
         now (≈ 0.1 s per bucket on an idle 640×480 pair), so the first frame of a nearer face does not stall
-        (70-150 ms otherwise). Returns the bucket count."""
+        (70-150 ms otherwise), and the native kernel when ``frame`` will run it (compiled once per machine).
+        Returns the bucket count."""
+        if self.method in ("auto", "native"):
+            native_available()
         for off in ((-0.5, 0.5) if self._rect else (-0.5,)):
             if self._folded:
                 folded_coefficients(self.depth_intrinsics, off, self.semantics, self.depth_to_target,
@@ -185,11 +190,12 @@ class Registrar:
             ShapeError: not a depth frame. ConfigError: the frame has another size than the depth camera.
         """
         depth = self._source(depth)
-        method = self.method
-        if method == "auto":
-            method = "torch" if _gpu_available() else "numpy"
+        method = self.resolved_method()
         target, ext = self.target_intrinsics, self.depth_to_target
-        if method == "torch":
+        if method == "native":
+            data = _register_native(depth, target, ext, self.semantics, self.footprint, arithmetic=self.arithmetic,
+                                    pixels=self._pixel_data)
+        elif method == "torch":
             data = _register_torch(depth, target, ext, self.semantics, self.footprint, device=self.device,
                                    arithmetic=self.arithmetic, constants=self._device_constants)
         elif method == "numpy":
@@ -200,6 +206,16 @@ class Registrar:
                                                     footprint=self.footprint, arithmetic=self.arithmetic)
             data = (_fill_numpy if method == "generic" else _fill_reference)(z, x0, y0, x1, y1, target)
         return self._result(depth, data)
+
+    def resolved_method(self) -> str:
+        """The full-frame implementation :meth:`frame` runs: ``"auto"`` → torch on a GPU, else native (the
+        compiled kernel, built on first call), else numpy; ``"native"`` without its kernel → numpy."""
+        method = self.method
+        if method == "auto":
+            method = "torch" if _gpu_available() else "native"
+        if method == "native" and not native_available():
+            method = "numpy"
+        return method
 
     def window(self, depth: Frame, window: Window) -> Frame:
         """Registration of the target pixels in ``window`` = ``(x0, y0, x1, y1)`` (end-exclusive, clipped) only:
@@ -233,8 +249,8 @@ def register_depth(depth: Frame, target: Intrinsics, depth_to_target: Extrinsics
         target: intrinsics of the camera to register to (output size = target size).
         depth_to_target: extrinsics depth camera → target camera (metres).
         target_modality: recorded in ``registered_to``.
-        method: ``"auto"`` (torch on CUDA when present and torch is imported, else numpy), ``"numpy"``,
-            ``"reference"`` or ``"torch"``.
+        method: ``"auto"`` (torch on CUDA when present and torch is imported, else the compiled ``"native"``
+            kernel, else numpy), ``"native"``, ``"numpy"``, ``"reference"`` or ``"torch"``.
         semantics: distortion semantics, ``"rsutil"`` or ``"align"`` (docs/DRIVERS.md).
         footprint: ``"rect"`` or ``"sse"`` (docs/DRIVERS.md).
         threads: worker threads of the numpy path (numpy releases the GIL; 2 helps on an idle 2-core CPU).

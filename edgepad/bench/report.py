@@ -154,6 +154,14 @@ def _components_md(comp: Mapping[str, Any]) -> list[str]:
                      f"{_f(r.get('ours_ms'))} | "
                      f"{_f(r.get('rs_align_ms'))} | {_f(r.get('ratio'), 3)} | {_f(r.get('identical_fraction'), 5)} | "
                      f"{cvs} |")
+    cases = reg.get("cases") or {}
+    if cases.get("per_pair"):
+        lines += ["", f"Case table (scale {cases.get('scale')}, {', '.join(cases.get('method', []))}; worst lens and "
+                      "arithmetic per size pair, medians ours / rs.align):", "",
+                  "| size pair | max ratio (thread CPU) | max ratio (wall median) | max ratio (wall min) |",
+                  "|---|---|---|---|"]
+        lines += [f"| {k} | {_f(v['max_cpu_ratio'], 3)} | {_f(v['max_ratio'], 3)} | {_f(v['max_ratio_min'], 3)} |"
+                  for k, v in cases["per_pair"].items()]
     lines += ["", f"librealsense: {reg.get('librealsense')}", "", "### Inference per backend and precision (ms)", "",
               "| backend/precision | p50 | p90 | p99 | max |", "|---|---|---|---|---|"]
     for k, v in ((comp.get("inference") or {}).get("results") or {}).items():

@@ -270,6 +270,15 @@ def test_bench_components(bench_run):
         for r in table["rows"]:
             assert r["ratio"] == pytest.approx(r["ours_ms"] / r["rs_align_ms"])
             assert r["identical_fraction"] >= (1.0 if r["arithmetic"] == "exact" else 0.9999)
+            assert r["method"] in ("native", "numpy")  # the CPU path that ran (doctor says which)
+        assert len(table["per_pair"]) == 6  # every size pair: its worst ratio, and a target per pair
+        for pair, worst in table["per_pair"].items():
+            rows = [r for r in table["rows"] if r["case"].startswith(pair + "/")]
+            assert worst["max_ratio"] == max(r["ratio"] for r in rows)
+            assert worst["max_cpu_ratio"] == max(r["cpu_ratio"] for r in rows)
+            target = doc["targets"][f"registration_over_rs_align[{pair}]"]
+            assert target["met"] == (worst["max_cpu_ratio"] <= 1.0)
+            assert target["wall_median_ratio"] == worst["max_ratio"]
     # the synthetic rig's colour lens has Brown-Conrady coefficients: the runtime's rsutil path is timed too
     assert reg["source_rsutil"]["semantics"] == "rsutil" and reg["source_rsutil"]["ours_ms"] > 0
     row = comp["model_table"][0]

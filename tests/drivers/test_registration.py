@@ -10,6 +10,7 @@ from edgepad.drivers.registration import (Registrar, d435_like_scene, fills_rect
                                           time_against_rs_align, to_rs_intrinsics)
 from edgepad.drivers.registration import corners as reg_corners
 from edgepad.drivers.registration import fast as reg_fast
+from edgepad.drivers.registration import native as reg_native
 from edgepad.errors import ConfigError, ShapeError
 from edgepad.geometry import Extrinsics, Intrinsics, deproject, project
 from edgepad.types import Modality, make_frame
@@ -52,7 +53,7 @@ def test_fast_paths_equal_reference(scene, arithmetic):
     _, di, ci, e, z, kw = scene
     kw = {**kw, "arithmetic": arithmetic}
     ref = register_depth(_depth(di, z), ci, e, method="reference", **kw)
-    for method, extra in (("numpy", {}), ("numpy", {"threads": 2}), ("generic", {})):
+    for method, extra in (("numpy", {}), ("numpy", {"threads": 2}), ("generic", {}), ("native", {})):
         out = register_depth(_depth(di, z), ci, e, method=method, **kw, **extra)
         np.testing.assert_array_equal(out.data, ref.data, err_msg=f"{method} {extra}")
     assert ref.data.shape == (ci.height, ci.width)
@@ -425,12 +426,14 @@ def test_case_table_equals_rs_align(index):
     assert (theirs > 0).mean() > 0.5
     for arithmetic in ("exact", "fast"):
         kw = {"semantics": "align", "arithmetic": arithmetic}
-        ours = register_depth(depth, target, ext, method="numpy", footprint="sse", **kw).data
-        assert np.mean(ours == theirs) >= (1.0 if arithmetic == "exact" else 0.9999)
+        for method in ("numpy", "native"):
+            ours = register_depth(depth, target, ext, method=method, footprint="sse", **kw).data
+            assert np.mean(ours == theirs) >= (1.0 if arithmetic == "exact" else 0.9999), method
         for fp in ("sse", "rect"):
-            fast = register_depth(depth, target, ext, method="numpy", footprint=fp, **kw).data
-            assert np.array_equal(fast, register_depth(depth, target, ext, method="generic", footprint=fp,
-                                                       **kw).data)
+            generic = register_depth(depth, target, ext, method="generic", footprint=fp, **kw).data
+            for method in ("numpy", "native"):
+                assert np.array_equal(register_depth(depth, target, ext, method=method, footprint=fp, **kw).data,
+                                      generic), (method, fp)
 
 
 def test_case_table_covers_every_pair_and_lens():
@@ -496,8 +499,9 @@ def test_corners_behind_the_target_camera_are_dropped_as_reference(arithmetic):
         assert pix.in_front(0.001, 0.001) is in_front
         for fp in ("rect", "sse"):
             kw = {"semantics": "align", "footprint": fp, "arithmetic": arithmetic}
-            assert np.array_equal(register_depth(depth, ci, e, method="numpy", **kw).data,
-                                  register_depth(depth, ci, e, method="reference", **kw).data)
+            ref = register_depth(depth, ci, e, method="reference", **kw).data
+            for method in ("numpy", "native"):
+                assert np.array_equal(register_depth(depth, ci, e, method=method, **kw).data, ref), method
 
 
 @pytest.mark.parametrize("arithmetic", ["exact", "fast"])
@@ -523,5 +527,62 @@ def test_corners_projected_off_int32_are_dropped_as_reference(arithmetic):
     for fp in ("rect", "sse"):
         kw = {"semantics": "align", "footprint": fp, "arithmetic": arithmetic}
         ref = register_depth(depth, ci, e, method="reference", **kw).data
-        assert np.array_equal(register_depth(depth, ci, e, method="numpy", **kw).data, ref)
+        for method in ("numpy", "native"):
+            assert np.array_equal(register_depth(depth, ci, e, method=method, **kw).data, ref), method
         assert (ref > 0).any()
+
+
+# --------------------------------------------------------------------------------------- compiled kernel
+def test_native_kernel_builds_where_a_compiler_exists_and_auto_picks_it():
+    """With a C compiler (CI images and JetPack have gcc) the kernel builds and ``auto`` runs it on the CPU."""
+    if reg_native._compiler() is None or reg_native.os.environ.get("EDGEPAD_NATIVE") == "0":
+        pytest.skip("no C compiler here (the numpy fallback is tested below)")
+    assert reg_native.native_available()
+    assert reg_native.active_path().startswith("native C kernel")
+    d, c, e = d435_like_scene(64, 48)
+    assert Registrar(d.intrinsics, c, e, 0.001).resolved_method() == "native"
+    assert Registrar(d.intrinsics, c, e, 0.001, method="numpy").resolved_method() == "numpy"
+
+
+@pytest.fixture
+def fresh_native(monkeypatch, tmp_path):
+    """The kernel module with its build state cleared and a private cache (restored afterwards)."""
+    monkeypatch.setattr(reg_native, "_STATE", {})
+    monkeypatch.setenv("EDGEPAD_KERNEL_CACHE", str(tmp_path / "cache"))
+    return reg_native
+
+
+@pytest.mark.parametrize("why", ["disabled", "no_compiler", "build_fails"])
+def test_native_falls_back_to_numpy_with_one_log_line(fresh_native, monkeypatch, tmp_path, caplog, why):
+    """Without a usable kernel, ``native``/``auto`` run the numpy path (same output), say why once in the log, and
+    ``active_path`` (what ``edgepad doctor`` prints) names the fallback."""
+    if why == "disabled":
+        monkeypatch.setenv("EDGEPAD_NATIVE", "0")
+    elif why == "no_compiler":
+        monkeypatch.setattr(fresh_native, "_compiler", lambda: None)
+    else:
+        if fresh_native._compiler() is None:
+            pytest.skip("no C compiler here")
+        broken = tmp_path / "_kernel.c"
+        broken.write_text("this is not C;\n")
+        monkeypatch.setattr(fresh_native, "_SOURCE", broken)
+    d, c, e = d435_like_scene(64, 48)
+    with caplog.at_level("WARNING", logger=fresh_native.__name__):
+        reg = Registrar(d.intrinsics, c, e, 0.001, method="native", semantics="align")
+        assert reg.resolved_method() == "numpy"
+        out = reg.frame(d).data
+        reg.frame(d)
+    assert fresh_native.active_path().startswith("numpy (")
+    assert len([r for r in caplog.records if "kernel unavailable" in r.getMessage()]) == 1
+    np.testing.assert_array_equal(out, register_depth(d, c, e, method="numpy", semantics="align").data)
+    with pytest.raises(RuntimeError, match="unavailable"):
+        fresh_native._register_native(d, c, e, "align", "rect")
+
+
+def test_native_kernel_rebuilds_into_an_empty_cache(fresh_native):
+    """A fresh cache directory gets the compiled library (atomic rename, no temporary files left)."""
+    if fresh_native._compiler() is None:
+        pytest.skip("no C compiler here")
+    assert fresh_native.native_available()
+    files = list(fresh_native._cache_dir().iterdir())
+    assert len(files) == 1 and files[0].suffix == ".so"

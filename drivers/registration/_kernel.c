@@ -1,0 +1,157 @@
+/* Depth registration in one fused pass (method="native"): the numpy fast path's float32 arithmetic, operation by
+ * operation, followed by the min z-buffer fill of each corner rectangle. Built by native.py with
+ * -ffp-contract=off and without -ffast-math, so every float32 operation rounds as numpy's does (tests compare the
+ * output with the numpy path and with rs.align).
+ *
+ * p (float32 parameters): 0 scale | 1-3 tu tv tz (folded) | 4-12 R row-major, 13-15 t (exact) |
+ *   16 fx 17 cx 18 fy 19 cy (target, float32) | 20 cu = f32(cx + 0.5) 21 cv = f32(cy + 0.5) |
+ *   22-26 k1 k2 p1 p2 k3 (target lens)
+ * dist: 0 none, 1 align's modified Brown-Conrady, 2 rsutil brown_conrady, 3 rsutil modified/inverse.
+ */
+#include <math.h>
+#include <stdint.h>
+
+#define CHUNK 1024
+#define LIM 2147483648.0f
+
+/* One loop per model (no branch inside: the loops vectorise). */
+static void distort(float *restrict x, float *restrict y, int n, const float *p, int dist) {
+    const float k1 = p[22], k2 = p[23], p1 = p[24], p2 = p[25], k3 = p[26], two = 2.0f;
+    if (dist == 1) { /* corners._distort_inplace (align's modified Brown-Conrady) */
+        for (int i = 0; i < n; i++) {
+            float u = x[i], v = y[i];
+            float r2 = u * u + v * v;
+            float q = r2 * r2;
+            float s = (r2 * q) * k3;
+            q = q * k2 + s;
+            float f = (r2 * k1 + q) + 1.0f;
+            float xf = u * f, yf = v * f;
+            float dx = ((xf * yf) * p1) * two;
+            float sx = ((xf * xf) * two + r2) * p2;
+            float dy = ((xf * yf) * p2) * two;
+            float sy = ((yf * yf) * two + r2) * p1;
+            x[i] = (dx + sx) + xf;
+            y[i] = (dy + sy) + yf;
+        }
+    } else if (dist == 2) { /* corners._distort_f32, rsutil brown_conrady */
+        for (int i = 0; i < n; i++) {
+            float u = x[i], v = y[i];
+            float r2 = u * u + v * v;
+            float f = 1.0f + r2 * (k1 + r2 * (k2 + r2 * k3));
+            float xy2 = (two * u) * v;
+            x[i] = (u * f + p1 * xy2) + p2 * (r2 + (two * u) * u);
+            y[i] = (v * f + p2 * xy2) + p1 * (r2 + (two * v) * v);
+        }
+    } else { /* corners._distort_f32, rsutil modified / inverse */
+        for (int i = 0; i < n; i++) {
+            float u = x[i], v = y[i];
+            float r2 = u * u + v * v;
+            float f = 1.0f + r2 * (k1 + r2 * (k2 + r2 * k3));
+            float xf = u * f, yf = v * f;
+            float xy2 = (two * xf) * yf;
+            x[i] = (xf + p1 * xy2) + p2 * (r2 + (two * xf) * xf);
+            y[i] = (yf + p2 * xy2) + p1 * (r2 + (two * yf) * yf);
+        }
+    }
+}
+
+/* Corner of n pixels: integer target pixel (iu, iv) and ok = 0 where the pixel is dropped. */
+static void corner(const float *d, int n, int folded, const float *a, const float *b, const float *c,
+                   const float *p, int dist, int32_t *iu, int32_t *iv, uint8_t *ok) {
+    float X[CHUNK], Y[CHUNK], Z[CHUNK];
+    if (folded) {
+        const float tu = p[1], tv = p[2], tz = p[3];
+        for (int i = 0; i < n; i++) {
+            float zz = d[i] * c[i] + tz;
+            X[i] = (d[i] * a[i] + tu) / zz;
+            Y[i] = (d[i] * b[i] + tv) / zz;
+            Z[i] = zz;
+        }
+        if (dist) {
+            distort(X, Y, n, p, dist);
+            for (int i = 0; i < n; i++) {
+                X[i] = X[i] * p[16] + p[20];
+                Y[i] = Y[i] * p[18] + p[21];
+            }
+        }
+    } else {
+        const float *r = p + 4, *t = p + 13;
+        for (int i = 0; i < n; i++) {
+            float px = d[i] * a[i], py = d[i] * b[i];
+            float o[3];
+            for (int k = 0; k < 3; k++) {
+                float acc = d[i] * r[3 * k + 2] + t[k];
+                o[k] = px * r[3 * k] + (py * r[3 * k + 1] + acc);
+            }
+            X[i] = o[0] / o[2];
+            Y[i] = o[1] / o[2];
+            Z[i] = o[2];
+        }
+        if (dist) distort(X, Y, n, p, dist);
+        for (int i = 0; i < n; i++) {
+            X[i] = (X[i] * p[16] + p[17]) + 0.5f;
+            Y[i] = (Y[i] * p[18] + p[19]) + 0.5f;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        int good = (Z[i] > 0.0f) & (fabsf(X[i]) < LIM) & (fabsf(Y[i]) < LIM); /* NaN compares false */
+        ok[i] &= (uint8_t)good;
+        iu[i] = (int32_t)(good ? X[i] : 0.0f); /* truncation toward zero */
+        iv[i] = (int32_t)(good ? Y[i] : 0.0f);
+    }
+}
+
+static inline void put(uint16_t *cell, uint16_t z) {
+    uint16_t cur = *cell; /* 0 = empty: (cur - 1) wraps to 0xFFFF and loses to any depth */
+    *cell = (uint16_t)(cur - 1) > (uint16_t)(z - 1) ? z : cur;
+}
+
+/* Register n depth pixels (pixel j = z[index[j]], or z[j] without index) into out (th x tw, zeroed).
+ * c0*: corner (-0.5) constants per pixel (folded: au av az; exact: rx ry -); c1*: corner (+0.5), or c1a = NULL
+ * for the single-pixel (SSE) footprint. Returns 0. */
+int edgepad_register(const uint16_t *z, int64_t n, const int64_t *index, int folded, const float *c0a,
+                     const float *c0b, const float *c0c, const float *c1a, const float *c1b, const float *c1c,
+                     const float *p, int dist, uint16_t *out, int tw, int th) {
+    float d[CHUNK];
+    uint16_t zv[CHUNK];
+    int32_t x0[CHUNK], y0[CHUNK], x1[CHUNK], y1[CHUNK];
+    uint8_t ok[CHUNK];
+    const float scale = p[0];
+    for (int64_t lo = 0; lo < n; lo += CHUNK) {
+        int m = (int)(n - lo < CHUNK ? n - lo : CHUNK);
+        for (int i = 0; i < m; i++) {
+            uint16_t v = index ? z[index[lo + i]] : z[lo + i];
+            zv[i] = v;
+            d[i] = (float)v * scale;
+            ok[i] = v != 0;
+        }
+        corner(d, m, folded, c0a + lo, c0b + lo, folded ? c0c + lo : 0, p, dist, x0, y0, ok);
+        if (c1a) {
+            corner(d, m, folded, c1a + lo, c1b + lo, folded ? c1c + lo : 0, p, dist, x1, y1, ok);
+            for (int i = 0; i < m; i++) {
+                if (!ok[i]) continue;
+                int xa = x0[i] > 0 ? x0[i] : 0, ya = y0[i] > 0 ? y0[i] : 0;
+                int xb = x1[i] < tw - 1 ? x1[i] : tw - 1, yb = y1[i] < th - 1 ? y1[i] : th - 1;
+                unsigned dx = (unsigned)(xb - xa), dy = (unsigned)(yb - ya);
+                if ((dx | dy) <= 1u) { /* 1 or 2 px per side (the common case): four writes, no branches */
+                    uint16_t *c = out + (int64_t)ya * tw + xa;
+                    put(c, zv[i]);
+                    put(c + dx, zv[i]);
+                    put(c + dy * tw, zv[i]);
+                    put(c + dy * tw + dx, zv[i]);
+                    continue;
+                }
+                for (int y = ya; y <= yb; y++) { /* larger, or empty (xb < xa) */
+                    uint16_t *row = out + (int64_t)y * tw;
+                    for (int x = xa; x <= xb; x++) put(row + x, zv[i]);
+                }
+            }
+        } else {
+            for (int i = 0; i < m; i++) {
+                if (ok[i] && (uint32_t)x0[i] < (uint32_t)tw && (uint32_t)y0[i] < (uint32_t)th)
+                    put(out + (int64_t)y0[i] * tw + x0[i], zv[i]);
+            }
+        }
+    }
+    return 0;
+}

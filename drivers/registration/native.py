@@ -1,0 +1,176 @@
+"""The compiled path (``method="native"``): ``_kernel.c`` does the fast path's float32 corner arithmetic and the
+min z-buffer fill in one pass per pixel. It is compiled on first use with the system C compiler (no network, no
+build step at install) into a per-user cache and loaded with ctypes; without a compiler (or with
+``EDGEPAD_NATIVE=0``) the numpy path runs instead, with one log line. Output equals the numpy path's."""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import weakref
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgepad.drivers.registration.corners import (_F32, Arithmetic, Footprint, Semantics, _cull_range,
+                                                  _distorts_target, _folded, fills_rectangle)
+from edgepad.drivers.registration.fast import _pixel_data, _PixelData
+from edgepad.errors import EdgePadInternalError
+from edgepad.geometry import Extrinsics, Intrinsics
+from edgepad.types import Frame
+
+log = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).with_name("_kernel.c")
+#: -ffp-contract=off and no -ffast-math: every float32 operation rounds as numpy's (no FMA, no reassociation)
+_FLAGS = ("-O3", "-shared", "-fPIC", "-std=c99", "-ffp-contract=off", "-fno-fast-math")
+_LOCK = threading.Lock()
+_STATE: dict = {}
+#: per _PixelData (a registrar caches those): the kernel's constant arguments, so a frame costs one ctypes call
+_ARGS: "weakref.WeakKeyDictionary[_PixelData, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _cache_dir() -> Path:
+    env = os.environ.get("EDGEPAD_KERNEL_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgepad"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _build() -> tuple[Callable | None, str]:
+    """Compile (or reuse) the kernel; returns ``(function or None, description)``."""
+    if os.environ.get("EDGEPAD_NATIVE", "1") == "0":
+        return None, "numpy (EDGEPAD_NATIVE=0)"
+    if not _SOURCE.exists():
+        return None, f"numpy ({_SOURCE.name} not installed)"
+    cc = _compiler()
+    if cc is None:
+        return None, "numpy (no C compiler found: set CC or install gcc)"
+    src = _SOURCE.read_bytes()
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"numpy ({cc} --version failed: {exc})"
+    key = hashlib.sha256(src + " ".join(_FLAGS).encode() + version.encode() + platform.machine().encode())
+    lib = _cache_dir() / f"register-{key.hexdigest()[:16]}.so"
+    if not lib.exists():
+        try:
+            lib.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
+            os.close(fd)
+            r = subprocess.run([cc, *_FLAGS, "-o", tmp, str(_SOURCE), "-lm"], capture_output=True, text=True,
+                               timeout=120)
+            if r.returncode != 0:
+                os.unlink(tmp)
+                return None, f"numpy ({Path(cc).name} failed: {r.stderr.strip()[:200]})"
+            os.replace(tmp, lib)  # atomic: concurrent builders agree
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return None, f"numpy (kernel build failed: {exc})"
+    try:
+        fn = ctypes.CDLL(str(lib)).edgepad_register  # CDLL releases the GIL during the call
+    except (OSError, AttributeError) as exc:
+        return None, f"numpy (kernel load failed: {exc})"
+    fn.restype = ctypes.c_int
+    ptr = ctypes.c_void_p
+    fn.argtypes = [ptr, ctypes.c_int64, ptr, ctypes.c_int, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ctypes.c_int, ptr,
+                   ctypes.c_int, ctypes.c_int]
+    return fn, f"native C kernel ({lib})"
+
+
+def _kernel() -> Callable | None:
+    """The loaded kernel, built on first call (None = unavailable; logged once)."""
+    if "fn" not in _STATE:
+        with _LOCK:
+            if "fn" not in _STATE:
+                fn, why = _build()
+                if fn is None:
+                    log.warning("depth registration: compiled kernel unavailable, using %s", why)
+                _STATE["fn"], _STATE["why"] = fn, why
+    return _STATE["fn"]
+
+
+def native_available() -> bool:
+    """Whether ``method="native"`` runs the compiled kernel (builds it on first call)."""
+    return _kernel() is not None
+
+
+def active_path() -> str:
+    """Which CPU registration path ``method="auto"`` uses without a GPU, and why (for ``edgepad doctor``)."""
+    _kernel()
+    return _STATE["why"]
+
+
+_DIST_MODES = {("align", "modified_brown_conrady"): 1, ("rsutil", "brown_conrady"): 2,
+               ("rsutil", "modified_brown_conrady"): 3, ("rsutil", "inverse_brown_conrady"): 3}
+
+
+def _params(scale: float, pix: _PixelData, ext: Extrinsics, target: Intrinsics, semantics: Semantics) -> tuple:
+    p = np.zeros(27, _F32)
+    p[0] = scale
+    if pix.folded:
+        p[1:4] = pix.corner0[3:6]  # tu, tv, tz: the same for both corners (they depend on t and the target only)
+    p[4:13] = ext.r.astype(_F32).reshape(-1)
+    p[13:16] = ext.t.astype(_F32)
+    p[16:20] = (_F32(target.fx), _F32(target.cx), _F32(target.fy), _F32(target.cy))
+    p[20:22] = (_F32(target.cx + 0.5), _F32(target.cy + 0.5))
+    p[22:27] = [_F32(c) for c in target.dist5]
+    dist = _DIST_MODES[(semantics, target.distortion)] if _distorts_target(target, semantics) else 0
+    return p, dist
+
+
+def _constant_args(pix: _PixelData, scale: float, ext: Extrinsics, target: Intrinsics,
+                   semantics: Semantics) -> tuple:
+    """``(index, n, folded, 6 corner-constant pointers, params, dist)`` of the kernel call, cached per ``pix``
+    (a pixel table belongs to one registrar, i.e. one ``ext``/``target``/``semantics``; the scale is checked)."""
+    hit = _ARGS.get(pix)
+    if hit is not None and hit[0] == scale:
+        return hit[1]
+    index = None if pix.subset is None else np.ascontiguousarray(pix.subset, np.int64)
+    p, dist = _params(scale, pix, ext, target, semantics)
+    corners = [(c[:3] if pix.folded else (*c[:2], None)) if c is not None else (None, None, None)
+               for c in (pix.corner0, pix.corner1)]
+    ptrs = [None if a is None else a.ctypes.data for c in corners for a in c]
+    args = (None if index is None else index.ctypes.data, None if index is None else index.size, int(pix.folded),
+            *ptrs, p.ctypes.data, dist)
+    _ARGS[pix] = (scale, args, index, p)  # index and p stay alive with the pointers
+    return args
+
+
+def _register_native(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics: Semantics,
+                     footprint: Footprint, arithmetic: Arithmetic = "exact",
+                     pixels: Callable[[tuple[float, float] | None], _PixelData] | None = None) -> np.ndarray:
+    """The registered depth (uint16 ``target.height × target.width``) by the compiled kernel; same per-pixel
+    constants and culling as :func:`edgepad.drivers.registration.fast._register_fast`, identical output.
+
+    Raises:
+        EdgePadInternalError: the kernel is unavailable (callers check :func:`native_available` first).
+    """
+    fn = _kernel()
+    if fn is None:
+        raise EdgePadInternalError(f"compiled registration kernel unavailable: {_STATE['why']}")
+    intr = depth.intrinsics
+    z = np.ascontiguousarray(depth.data.reshape(-1), np.uint16)
+    folded = _folded(target, semantics, arithmetic)
+    rect = fills_rectangle(intr, target, footprint)
+    scale = float(depth.depth_scale_m)
+    cull = _cull_range(z, scale)
+    pix = (pixels(cull) if pixels is not None
+           else _pixel_data(intr, target, ext, semantics, rect, folded, cull))
+    index, n, *rest = _constant_args(pix, scale, ext, target, semantics)
+    out = np.zeros((target.height, target.width), np.uint16)
+    fn(z.ctypes.data, z.size if n is None else n, index, *rest, out.ctypes.data, target.width, target.height)
+    return out
