@@ -44,7 +44,7 @@ def main() -> None:
     args = ap.parse_args()
     src = SyntheticSource("demo", seed=args.seed, frames=args.frames, presentation_frames=args.presentation_frames)
     cap = Capture([src], None, Synchronizer.for_fps([Modality.RGB, Modality.DEPTH, Modality.IR], 30.0), register="off")
-    locs = {"learned": LearnedFaceLocator(), "learned-full": LearnedFaceLocator(detect_every=1),
+    locs = {"learned": LearnedFaceLocator(), "learned-full": LearnedFaceLocator(detect_every=1, search_parts=1),
             "haar": HaarFaceLocator(), "haar-full": HaarFaceLocator(roi_every=1)}
     wall = {k: [] for k in locs}
     cpu = {k: 0.0 for k in locs}
