@@ -377,8 +377,8 @@ class LearnedFaceDetector:
                 ``min_face_px`` / ``max_face_px`` (tracking searches only sizes near the last face's).
             levels: optional indices into :meth:`scales` — run P-Net on these pyramid levels only (a full search
                 spread over several frames, :func:`pyramid_parts`); ``[]`` = no P-Net.
-            seeds: optional ``(N, 4)`` ``x, y, w, h`` boxes (full-image px) scored by O-Net directly, beside what
-                P-Net and R-Net find (tracking: the last face's box; O-Net's regression fits it to this frame).
+            seeds: optional ``(N, 4)`` ``x, y, w, h`` boxes (full-image px) that join P-Net's candidates before
+                R-Net (tracking: the last face's box; R-Net's and O-Net's regressions fit it to this frame).
 
         Raises:
             ConfigError: not a uint8 H×W×3 array.
@@ -398,17 +398,17 @@ class LearnedFaceDetector:
                     for f in self.detect(rgb[y0:y1, x0:x1], face_px=face_px, levels=levels, seeds=local)]
         rgb = np.ascontiguousarray(rgb)
         boxes = self._stage_pnet(rgb, face_px, levels) if levels is None or len(levels) else np.zeros((0, 4))
-        if len(boxes):
-            boxes, p, (reg,) = self._stage("rnet", rgb, boxes, 24, self.stage_thresholds[1])
-            if len(boxes):
-                order = nms(boxes, p, 0.7)[: self.max_candidates]
-                boxes = square(apply_regression(boxes[order], reg[order]))
         if seeds is not None and len(seeds):
             sd = np.asarray(seeds, np.float32).reshape(-1, 4)
             boxes = np.concatenate([np.asarray(boxes, np.float32).reshape(-1, 4),
                                     square(np.concatenate([sd[:, :2], sd[:, :2] + sd[:, 2:]], axis=1))])
         if not len(boxes):
             return []
+        boxes, p, (reg,) = self._stage("rnet", rgb, boxes, 24, self.stage_thresholds[1])
+        if not len(boxes):
+            return []
+        order = nms(boxes, p, 0.7)[: self.max_candidates]
+        boxes = square(apply_regression(boxes[order], reg[order]))
         boxes, p, (reg, lm) = self._stage("onet", rgb, boxes, 48, self.score_threshold)
         if not len(boxes):
             return []
