@@ -15,6 +15,10 @@ The stages (Zhang et al., IEEE SPL 2016):
 3. **O-Net** scores 48×48 crops, gives the final box regression and the five landmarks; a last NMS uses the
    intersection over the *smaller* box (``mode="min"``), which drops a small box nested in a larger one.
 
+For tracking, :meth:`LearnedFaceDetector.detect` also takes ``levels`` (P-Net on some pyramid levels only: a
+full search spread over frames, :func:`pyramid_parts`) and ``seeds`` (known boxes that go straight to R-Net and
+O-Net, e.g. the last face's: no P-Net at all).
+
 Decoding and NMS are vectorised numpy (:func:`nms`, :func:`decode_pnet`, :func:`decode_landmarks`), one image at
 a time (batch of one for P-Net; R-Net and O-Net batch the candidate crops of that image).
 
