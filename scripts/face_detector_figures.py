@@ -9,12 +9,15 @@ Sections (each prints one block; --only picks some):
   crops, 25×25 grey, shown 4× upscaled with replicated borders), matplotlib's ``grace_hopper.jpg``.
 - ``synthetic``: recall over edgepad.synthesis presentations of every species (``nominal`` domain poses,
   distances 0.3-1.5 m), with IoU against the ground-truth box, and the box mapping MTCNN box -> crop convention.
+- ``tracking``: the runtime's ``LearnedFaceLocator`` on the same presentations, two consecutive frames each
+  (first frame from scratch, second tracked).
 - ``landmarks``: eye-landmark error on bona fide synthetic frames against the renderer's projected eye centres.
 - ``latency``: per-frame time at 640×480, both detectors interleaved on the same frames in one process.
 
 Usage::
 
-    python scripts/face_detector_figures.py [--only real,synthetic,landmarks,latency] [--frames 400] [--json out.json]
+    python scripts/face_detector_figures.py [--only real,synthetic,tracking,landmarks,latency] [--frames 400]
+        [--json out.json]
 """
 from __future__ import annotations
 
@@ -219,6 +222,44 @@ def synthetic(det, haar, n: int) -> dict:
     return out
 
 
+def tracking(det, n: int, seed: int = 21) -> dict:
+    """The runtime's LearnedFaceLocator on the synthetic presentations of ``synthetic`` (same draws), two
+    consecutive frames each: the first from scratch (its first search = the coarse half of the pyramid), the
+    second tracked (the first frame's box through R-Net + O-Net, no P-Net). Recall = mapped box IoU >= 0.5 with
+    the truth."""
+    from edgepad.runtime.face import LearnedFaceLocator
+    from edgepad.synthesis import SPECIES, RenderCache, default_rig, render_frames, sample_presentation
+    from edgepad.types import FrameSet, Modality, make_frame
+    rig = default_rig()
+    intr = rig.intrinsics[Modality.RGB]
+    cache = RenderCache(rig, seed, max_presentations=8)
+    rng = np.random.default_rng(seed)
+    loc = LearnedFaceLocator(detector=det)
+    rows = []
+    for i in range(n):
+        sp = SPECIES[i % len(SPECIES)]
+        p = sample_presentation(i, sp, i % 50, seed=seed, domain="nominal")
+        p = dataclasses.replace(p, distance_m=float(rng.uniform(0.3, 1.5)))
+        k = min(int(rng.integers(0, 10)), 8)
+        loc.reset()
+        hits = []
+        for j in (k, k + 1):
+            r = render_frames(p, rig, frame=j, seed=seed, cache=cache)
+            d = loc.locate(FrameSet({Modality.RGB: make_frame("rgb", r.rgb, j, sequence=j, intrinsics=intr)}, j))
+            hits.append(None if r.truth.face_box_rgb is None else
+                        (d is not None and iou(d.box, r.truth.face_box_rgb) >= 0.5))
+        if None not in hits:
+            rows.append((p.distance_m, *hits))
+    a = np.array(rows, dtype=np.float64).reshape(-1, 3)
+    out = {"presentations": len(a), "first_frame_recall": round(float(a[:, 1].mean()), 4),
+           "tracked_frame_recall": round(float(a[:, 2].mean()), 4), "searches": dict(loc.searches)}
+    for lo, hi in zip([0.3, 0.6, 0.9, 1.2], [0.6, 0.9, 1.2, 1.5]):
+        m = a[(a[:, 0] >= lo) & (a[:, 0] < hi)]
+        out[f"distance {lo}-{hi} m (first, tracked)"] = [len(m), round(float(m[:, 1].mean()), 4),
+                                                         round(float(m[:, 2].mean()), 4)]
+    return out
+
+
 def eye_truth(p, surface, rig, frame: int = 0) -> np.ndarray:
     """Projected eye centres (image-left first) of a bona fide synthetic face: the renderer puts the eye openings
     at x = ±0.032 · scale · width, y = (-0.026 + eye_y) · scale on the face grid (edgepad.synthesis)."""
@@ -294,7 +335,7 @@ def latency(det, haar, n: int = 40, reps: int = 5) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", default="real,synthetic,landmarks,latency")
+    ap.add_argument("--only", default="real,synthetic,tracking,landmarks,latency")
     ap.add_argument("--frames", type=int, default=400)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -309,6 +350,8 @@ def main(argv=None) -> int:
             res[part] = real_photos(det, haar)
         elif part == "synthetic":
             res[part] = synthetic(det, haar, args.frames)
+        elif part == "tracking":
+            res[part] = tracking(det, args.frames)
         elif part == "landmarks":
             res[part] = landmarks(det, max(20, args.frames // 4))
         elif part == "latency":

@@ -15,6 +15,10 @@ The stages (Zhang et al., IEEE SPL 2016):
 3. **O-Net** scores 48×48 crops, gives the final box regression and the five landmarks; a last NMS uses the
    intersection over the *smaller* box (``mode="min"``), which drops a small box nested in a larger one.
 
+For tracking, :meth:`LearnedFaceDetector.detect` also takes ``levels`` (P-Net on some pyramid levels only: a
+full search spread over frames, :func:`pyramid_parts`) and ``seeds`` (known boxes that go straight to R-Net and
+O-Net, e.g. the last face's: no P-Net at all).
+
 Decoding and NMS are vectorised numpy (:func:`nms`, :func:`decode_pnet`, :func:`decode_landmarks`), one image at
 a time (batch of one for P-Net; R-Net and O-Net batch the candidate crops of that image).
 
@@ -105,6 +109,20 @@ def pyramid_scales(height: int, width: int, min_face_px: float, factor: float = 
         out.append(s)
         s *= factor
     return out
+
+
+def pyramid_parts(scales: Sequence[float], parts: int) -> list[list[int]]:
+    """Split pyramid level indices into ``parts`` consecutive groups of about equal P-Net cost (∝ scale², the
+    level's pixels), so that a full search can be spread over ``parts`` frames; fewer groups when there are fewer
+    levels. ``parts`` >= 1."""
+    if parts < 1:
+        raise ConfigError(f"pyramid parts must be >= 1, got {parts}", key="search_parts")
+    cost = np.asarray(scales, np.float64) ** 2
+    if not len(cost):
+        return [[]]
+    edges = np.searchsorted(np.cumsum(cost) / cost.sum(), np.arange(1, parts) / parts, side="left")
+    groups = np.split(np.arange(len(cost)), np.unique(np.clip(edges + 1, 1, len(cost) - 1)))
+    return [g.tolist() for g in groups if len(g)]
 
 
 def pnet_priors(out_h: int, out_w: int, scale: float, stride: int = PNET_STRIDE,
@@ -310,19 +328,28 @@ class LearnedFaceDetector:
         self._sess = {k: ort.InferenceSession(str(self.model_dir / f), sess_options=so, providers=prov)
                       for k, f in STAGE_FILES.items()}
 
+    def scales(self, height: int, width: int, face_px: tuple[float, float] | None = None) -> list[float]:
+        """P-Net pyramid scales for an image of ``height`` × ``width`` and face sides ``face_px = (min, max)`` px
+        (default ``(min_face_px, max_face_px)``; max 0 = no limit)."""
+        lo, hi = face_px if face_px is not None else (self.min_face_px, self.max_face_px)
+        return [s for s in pyramid_scales(height, width, max(float(lo), PNET_CELL), self.pyramid_factor)
+                if not (hi and PNET_CELL / s > hi * 1.5)]
+
     # stage 1
-    def _stage_pnet(self, rgb: np.ndarray, face_px: tuple[float, float] | None = None) -> np.ndarray:
+    def _stage_pnet(self, rgb: np.ndarray, face_px: tuple[float, float] | None = None,
+                    levels: Sequence[int] | None = None) -> np.ndarray:
         h, w = rgb.shape[:2]
         sess = self._sess["pnet"]
         found = []
         level = rgb
-        lo, hi = face_px if face_px is not None else (self.min_face_px, self.max_face_px)
-        for s in pyramid_scales(h, w, max(float(lo), PNET_CELL), self.pyramid_factor):
-            if hi and PNET_CELL / s > hi * 1.5:
-                break
+        scales = self.scales(h, w, face_px)
+        run = set(range(len(scales)) if levels is None else levels)
+        for i, s in enumerate(scales[: max(run, default=-1) + 1]):
             # each level is shrunk from the previous one (a full-image resize per level costs ~1 ms each)
             lw, lh = int(math.ceil(w * s)), int(math.ceil(h * s))
             level = shrink(level, lw, lh)
+            if i not in run:
+                continue
             prob, reg = sess.run(None, {"image": normalise(level)})
             cand = decode_pnet(prob, reg, s, self.stage_thresholds[0])
             if len(cand):
@@ -342,7 +369,8 @@ class LearnedFaceDetector:
         return boxes[keep], p[keep], [o[keep] for o in outs[1:]]
 
     def detect(self, rgb: np.ndarray, region: tuple[int, int, int, int] | None = None,
-               face_px: tuple[float, float] | None = None) -> list[DetectedFace]:
+               face_px: tuple[float, float] | None = None, levels: Sequence[int] | None = None,
+               seeds: np.ndarray | None = None) -> list[DetectedFace]:
         """Faces in one RGB image, highest score first.
 
         Args:
@@ -351,6 +379,10 @@ class LearnedFaceDetector:
                 boxes and landmarks are still in full-image pixels.
             face_px: optional ``(min, max)`` face side searched in px (max 0 = no limit), instead of
                 ``min_face_px`` / ``max_face_px`` (tracking searches only sizes near the last face's).
+            levels: optional indices into :meth:`scales` — run P-Net on these pyramid levels only (a full search
+                spread over several frames, :func:`pyramid_parts`); ``[]`` = no P-Net.
+            seeds: optional ``(N, 4)`` ``x, y, w, h`` boxes (full-image px) that join P-Net's candidates before
+                R-Net (tracking: the last face's box; R-Net's and O-Net's regressions fit it to this frame).
 
         Raises:
             ConfigError: not a uint8 H×W×3 array.
@@ -365,10 +397,15 @@ class LearnedFaceDetector:
             if x1 - x0 < PNET_CELL or y1 - y0 < PNET_CELL:
                 return []
             off = np.array([x0, y0], np.float32)
+            local = None if seeds is None else np.asarray(seeds, np.float32) - np.array([x0, y0, 0, 0], np.float32)
             return [DetectedFace((f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3]), f.landmarks + off, f.score)
-                    for f in self.detect(rgb[y0:y1, x0:x1], face_px=face_px)]
+                    for f in self.detect(rgb[y0:y1, x0:x1], face_px=face_px, levels=levels, seeds=local)]
         rgb = np.ascontiguousarray(rgb)
-        boxes = self._stage_pnet(rgb, face_px)
+        boxes = self._stage_pnet(rgb, face_px, levels) if levels is None or len(levels) else np.zeros((0, 4))
+        if seeds is not None and len(seeds):
+            sd = np.asarray(seeds, np.float32).reshape(-1, 4)
+            boxes = np.concatenate([np.asarray(boxes, np.float32).reshape(-1, 4),
+                                    square(np.concatenate([sd[:, :2], sd[:, :2] + sd[:, 2:]], axis=1))])
         if not len(boxes):
             return []
         boxes, p, (reg,) = self._stage("rnet", rgb, boxes, 24, self.stage_thresholds[1])
@@ -386,7 +423,8 @@ class LearnedFaceDetector:
                              float(p[i])) for i, b in zip(keep, boxes[keep])]
 
     def largest(self, rgb: np.ndarray, region: tuple[int, int, int, int] | None = None,
-                face_px: tuple[float, float] | None = None) -> DetectedFace | None:
-        """The detection with the largest box area (the face to decide on), or None."""
-        faces = self.detect(rgb, region, face_px)
+                face_px: tuple[float, float] | None = None, levels: Sequence[int] | None = None,
+                seeds: np.ndarray | None = None) -> DetectedFace | None:
+        """The detection with the largest box area (the face to decide on), or None; arguments as :meth:`detect`."""
+        faces = self.detect(rgb, region, face_px, levels, seeds)
         return max(faces, key=lambda f: f.box[2] * f.box[3]) if faces else None

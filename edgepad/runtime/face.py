@@ -25,7 +25,7 @@ import numpy as np
 from edgepad._optional import lazy
 from edgepad.config import suggest
 from edgepad.errors import ConfigError, MissingDependencyError
-from edgepad.runtime.detector import MTCNN_TO_FACE_BOX, LearnedFaceDetector, map_box
+from edgepad.runtime.detector import MTCNN_TO_FACE_BOX, LearnedFaceDetector, map_box, pyramid_parts
 from edgepad.types import FrameSet, Modality
 
 log = logging.getLogger(__name__)
@@ -138,21 +138,22 @@ HAAR_TO_FACE_BOX = (0.0, 0.13, 0.81, 0.95)
 
 
 class LearnedFaceLocator:
-    """The learned MTCNN detector with five landmarks (the embedded default), detecting on a schedule and
-    tracking in between.
+    """The learned MTCNN detector with five landmarks (the embedded default): tracks the face through R-Net and
+    O-Net and spreads every full search over several frames, so that no frame pays for a whole P-Net pyramid.
 
-    Every ``detect_every``-th frame, and whenever no face is being tracked, the whole frame is searched
-    (:meth:`LearnedFaceDetector.largest`). In between, only a square of ``roi_scale`` × the last face's side
-    around it is searched, at face sizes 1/``roi_size_range`` .. ``roi_size_range`` × the last one (a handful of
-    P-Net levels on a small window: a fraction of a full search). Every box and landmark comes from a detection
-    on the current frame's pixels; nothing is carried over. When the region search finds nothing the frame has
-    no face (the next frame gets a full search): a lost face costs one ``no_face`` frame instead of a region
-    search *plus* a full search on one frame, which keeps the locate stage's p99 at the cost of one full search.
+    Per frame, while a face is tracked, the last face's box is the candidate that R-Net and O-Net refit on the new
+    frame (one 24² and one 48² crop, no P-Net; the landmarks come from O-Net as in a full detection). Every
+    ``detect_every`` frames a full search runs beside the tracking, one part of the pyramid per frame
+    (``search_parts`` parts of about equal cost, :func:`~edgepad.runtime.detector.pyramid_parts`), so a second,
+    larger face is picked up. When the tracked box holds no face, or no face is tracked, the frame runs the next
+    part of the pyramid on the whole frame, coarse levels (near faces) first: a face of any searched size is found
+    within ``search_parts`` frames (with 2 parts at 640×480, a face of MTCNN box side ≳ 50 px, i.e. nearer than
+    ~2 m, on the same frame). Every box and landmark comes from the current frame's pixels; nothing is carried
+    over, and a frame whose searches find nothing has no face.
 
     Args:
-        detect_every: full-frame search every N frames, region search in between (1 = always the full frame).
-        roi_scale: side of the search region relative to the last face's (MTCNN) box side.
-        roi_size_range: size range of the region search relative to the last face (> 1).
+        detect_every: a spread full search starts every N tracked frames.
+        search_parts: frames one full search is spread over (1 = the whole pyramid on one frame).
         box_adjust: ``(dx, dy, sw, sh)`` mapping MTCNN's tight box onto the crop convention
             (:data:`~edgepad.runtime.detector.MTCNN_TO_FACE_BOX`).
         detector: a ready :class:`LearnedFaceDetector`; else one is built from ``detector_kw``
@@ -163,25 +164,38 @@ class LearnedFaceLocator:
         MissingDependencyError: onnxruntime is not installed (when the detector is built).
     """
 
-    def __init__(self, detect_every: int = 10, roi_scale: float = 2.0, roi_size_range: float = 1.4,
+    def __init__(self, detect_every: int = 10, search_parts: int = 2,
                  box_adjust: tuple[float, float, float, float] = MTCNN_TO_FACE_BOX,
                  detector: LearnedFaceDetector | None = None, **detector_kw: Any) -> None:
-        if not (isinstance(detect_every, int) and detect_every >= 1 and roi_scale >= 1.0 and roi_size_range > 1.0):
-            raise ConfigError("learned locator needs detect_every >= 1, roi_scale >= 1 and roi_size_range > 1",
-                              key="detect_every")
+        if not (isinstance(detect_every, int) and detect_every >= 1 and isinstance(search_parts, int)
+                and search_parts >= 1):
+            raise ConfigError("learned locator needs detect_every >= 1 and search_parts >= 1", key="detect_every")
         if len(box_adjust) != 4 or not (box_adjust[2] > 0 and box_adjust[3] > 0):
             raise ConfigError(f"box_adjust must be (dx, dy, sw, sh) with sw, sh > 0, got {box_adjust!r}",
                               key="box_adjust")
         self.detector = detector if detector is not None else LearnedFaceDetector(**detector_kw)
-        self.detect_every, self.roi_scale, self.roi_size_range = detect_every, float(roi_scale), float(roi_size_range)
+        self.detect_every, self.search_parts = detect_every, search_parts
         self.box_adjust = tuple(float(v) for v in box_adjust)
-        self._last: tuple[float, float, float, float] | None = None  # last raw MTCNN box (px)
-        self._since_full = 0
-        self.searches = {"full": 0, "roi": 0}
+        self._parts: dict[tuple[int, int], list[list[int]]] = {}  # image (H, W) -> pyramid parts
+        self.reset()
+        self.searches = {"track": 0, "part": 0}
 
     def reset(self) -> None:
-        """Forget the tracked face (the next frame is searched in full)."""
-        self._last = None
+        """Forget the tracked face (the next frames run the full search, part by part)."""
+        self._last: tuple[float, float, float, float] | None = None  # last raw MTCNN box (px)
+        self._since = 0  # tracked frames since the last spread full search began
+        self._part = 0  # next pyramid part
+
+    def _next_part(self, shape: tuple[int, ...]) -> list[int]:
+        key = (int(shape[0]), int(shape[1]))
+        if key not in self._parts:
+            # coarse levels (large, near faces: the usual case at a door, and the cheap levels) first
+            self._parts[key] = pyramid_parts(self.detector.scales(*key), self.search_parts)[::-1]
+        parts = self._parts[key]
+        levels = parts[self._part % len(parts)]
+        self._part = (self._part + 1) % len(parts)
+        self.searches["part"] += 1
+        return levels
 
     def locate(self, frameset: FrameSet) -> FaceDetection | None:
         rgb = frameset.get(Modality.RGB)
@@ -190,15 +204,22 @@ class LearnedFaceLocator:
         img = rgb.data
         if img.ndim == 2:
             img = np.repeat(img[:, :, None], 3, axis=2)
-        if self._last is not None and self._since_full < self.detect_every - 1:
-            side, region = track_region(self._last, self.roi_scale, img.shape)
-            self.searches["roi"] += 1
-            self._since_full += 1
-            f = self.detector.largest(img, region, (side / self.roi_size_range, side * self.roi_size_range))
-        else:
-            self.searches["full"] += 1
-            self._since_full = 0
-            f = self.detector.largest(img)
+        f = None
+        if self._last is not None:
+            self.searches["track"] += 1
+            self._since += 1
+            levels: list[int] = []
+            if self._since >= self.detect_every or self._part:  # the spread full search is due or under way
+                levels = self._next_part(img.shape)
+                self._since = 0
+            f = self.detector.largest(img, levels=levels, seeds=np.array([self._last], np.float32))
+            if f is None and levels:
+                self._last = None
+                return None
+        if f is None:  # nothing tracked, or the tracked box lost the face: the next part of the full search
+            f = self.detector.largest(img, levels=self._next_part(img.shape))
+            if f is not None:  # tracking (re)starts; the next spread full search begins with its first part
+                self._since = self._part = 0
         if f is None:
             self._last = None
             return None

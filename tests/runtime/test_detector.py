@@ -293,3 +293,35 @@ def test_region_search_reports_full_image_coordinates(detector):
     # a region away from the face finds nothing; a region too small to hold one window is refused quietly
     assert detector.detect(r.rgb, (0, 0, 60, 60)) == []
     assert detector.detect(r.rgb, (10, 10, 15, 15)) == []
+
+
+def test_pyramid_parts_split_levels_by_pixel_cost():
+    scales = D.pyramid_scales(480, 640, 48)
+    assert D.pyramid_parts(scales, 1) == [list(range(len(scales)))]
+    two = D.pyramid_parts(scales, 2)
+    assert two == [[0], [1, 2, 3, 4, 5, 6]]  # level 0 holds about half of the pyramid's pixels
+    many = D.pyramid_parts(scales, 20)
+    assert sorted(i for g in many for i in g) == list(range(len(scales))) and all(many)
+    assert D.pyramid_parts([], 2) == [[]]
+    with pytest.raises(ConfigError):
+        D.pyramid_parts(scales, 0)
+
+
+def test_levels_and_seeds_search_parts_of_the_pyramid_or_only_the_last_box(detector):
+    from edgepad.synthesis import RenderCache, default_rig, render_frames, sample_presentation
+    rig = default_rig()
+    p = dataclasses.replace(sample_presentation(1, "bonafide", 2, seed=11, domain="nominal"), distance_m=0.7)
+    r = render_frames(p, rig, seed=5, cache=RenderCache(rig, 0, max_presentations=1))
+    full = detector.largest(r.rgb)
+    n = len(detector.scales(*r.rgb.shape[:2]))
+    assert full.box == detector.largest(r.rgb, levels=range(n)).box
+    # a ~150 px face: not on the finest level (48-68 px windows), found on the coarser ones
+    assert detector.largest(r.rgb, levels=[0]) is None
+    assert _iou(detector.largest(r.rgb, levels=range(1, n)).box, full.box) > 0.9
+    # no P-Net at all: O-Net alone refits a box shifted by 8 % of the face to the face
+    x, y, w, h = full.box
+    seeded = detector.largest(r.rgb, levels=[], seeds=np.array([[x + 0.08 * w, y - 0.08 * h, w, h]]))
+    assert seeded is not None and _iou(seeded.box, full.box) > 0.8 and _sane(seeded)
+    # a seed on the background holds no face
+    assert detector.largest(r.rgb, levels=[], seeds=np.array([[0, 0, w, h]], np.float32)) is None
+    assert detector.largest(r.rgb, levels=[]) is None

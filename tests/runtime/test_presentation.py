@@ -172,7 +172,7 @@ def learned():
     return LearnedFaceLocator(detect_every=4)
 
 
-def test_learned_locator_is_the_default_and_tracks_between_full_searches(learned):
+def test_learned_locator_is_the_default_and_tracks_between_spread_full_searches(learned):
     from edgepad.drivers.synthetic import SyntheticSource
     from edgepad.types import FrameSet, Modality
     assert isinstance(make_locator(None), LearnedFaceLocator) and isinstance(make_locator("learned"),
@@ -181,9 +181,11 @@ def test_learned_locator_is_the_default_and_tracks_between_full_searches(learned
         make_locator("lerned")
     with pytest.raises(ConfigError):
         LearnedFaceLocator(detector=learned.detector, detect_every=0)
+    with pytest.raises(ConfigError):
+        LearnedFaceLocator(detector=learned.detector, search_parts=0)
     src = SyntheticSource("demo", seed=7, presentation_frames=4)
     learned.reset()
-    learned.searches = {"full": 0, "roi": 0}
+    learned.searches = {"track": 0, "part": 0}
     tracker = PresentationTracker()
     news = []
     with src:
@@ -199,8 +201,9 @@ def test_learned_locator_is_the_default_and_tracks_between_full_searches(learned
             inter = max(0, x1 - x0) * max(0, y1 - y0)
             assert inter / (d.box[2] * d.box[3] + truth[2] * truth[3] - inter) > 0.6
             news.append(tracker.observe(d, fs.timestamp_ns)[0])
-    # full search on frames 0 and 4, the region search found the face on the six others
-    assert learned.searches == {"full": 2, "roi": 6}
+    # frame 0: the coarse half of the pyramid found the face; R-Net + O-Net tracked it on the seven others (also
+    # across the new presentation at frame 4); the spread full search ran its two parts on frames 4 and 5
+    assert learned.searches == {"track": 7, "part": 3}
     # seed 7's presentations 0 -> 1 (bona fide -> flat print at another distance): a new presentation at frame 4
     assert news == [True, False, False, False, True, False, False, False]
 
@@ -233,3 +236,33 @@ def test_event_lines_for_the_console():
                                  "evidence rgb 0.800")
     assert format_event(end) == ("EVENT presentation 1 ended (stream_end) verdict live after 1 frames; live 1 "
                                  "spoof 0")
+
+
+def test_learned_locator_never_reports_an_old_box_and_finds_a_far_face_within_the_spread(learned):
+    import dataclasses
+
+    from edgepad.synthesis import RenderCache, default_rig, render_frames, sample_presentation
+    from edgepad.types import FrameSet, Modality, make_frame
+    rig = default_rig()
+    intr = rig.intrinsics[Modality.RGB]
+
+    def fs_of(distance, i, blank=False):
+        p = dataclasses.replace(sample_presentation(1, "bonafide", 2, seed=11, domain="nominal"),
+                                distance_m=distance, offset_m=(0.0, 0.0))
+        rgb = render_frames(p, rig, seed=5, cache=RenderCache(rig, 0, max_presentations=1)).rgb
+        rgb = np.full_like(rgb, 128) if blank else rgb
+        return FrameSet({Modality.RGB: make_frame("rgb", rgb, i, sequence=i, intrinsics=intr)}, i)
+
+    learned.reset()
+    assert learned.locate(fs_of(0.6, 0)) is not None
+    assert learned.locate(fs_of(0.6, 1)) is not None  # tracked by O-Net
+    # gone: the tracked box holds no face, nor does the coarse half of the pyramid -> no box, tracking stops
+    assert learned.locate(fs_of(0.6, 2, blank=True)) is None
+    assert learned.searches["part"] >= 2
+    # a face at 2.4 m (MTCNN box ~47 px: the finest pyramid level only; the coarse part finds faces out to
+    # ~2.2 m): the fine part is next in turn and finds it, then it is tracked
+    assert learned.locate(fs_of(2.4, 3)) is not None and learned.locate(fs_of(2.4, 4)) is not None
+    # from scratch the coarse part runs first: missed on the first frame, found on the next
+    learned.reset()
+    far = [learned.locate(fs_of(2.4, i)) for i in (5, 6, 7)]
+    assert far[0] is None and far[1] is not None and far[2] is not None

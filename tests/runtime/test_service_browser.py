@@ -3,7 +3,8 @@
 A running service (token-protected, loopback) feeds fake decisions with frames from a window-registration rig;
 the browser logs in through ``/?token=``, receives decisions over SSE, shows the verdict, a face box in every
 preview, the installer's facts and reason hints in the DOM, fits a phone (verdict above the fold) and 1280 px
-(no overflow), turns STALE when decisions stop (fail-closed display); screenshots are taken and checked
+(no overflow), lists presentation events (from ``/v1/status`` and the ``/v1/events`` stream), turns STALE when
+decisions stop (fail-closed display); screenshots are taken and checked
 (``EDGEPAD_SCREENSHOTS=dir`` keeps them). Skips without chromium.
 Install on Debian: ``apt-get update && apt-get install -y chromium chromium-driver``.
 """
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 
 from edgepad.geometry import Extrinsics, Intrinsics, Rig
+from edgepad.runtime.presentation import DECIDED, ENDED, STARTED, PresentationEvent
 from edgepad.runtime.service import DecisionHub, LivenessService, ServiceConfig, Update
 from edgepad.runtime.service.preview import REASON_HINTS, StreamMeter, installer_view
 from edgepad.types import Decision, FrameSet, Modality, Reason, Verdict, make_frame
@@ -212,6 +214,8 @@ STATE_JS = """JSON.stringify({
   card_overflow: (e => e.scrollWidth - e.clientWidth)(document.getElementById('verdict-card')),
   card_bottom: document.getElementById('verdict-card').getBoundingClientRect().bottom,
   vhint: document.getElementById('verdict-hint').textContent,
+  events: Array.from(document.querySelectorAll('#events li')).map(li => [li.dataset.event || null,
+    li.dataset.presentation || null, li.dataset.verdict || null, li.textContent]),
   viewport: [window.innerWidth, window.innerHeight],
   model: document.getElementById('model').textContent})"""
 
@@ -225,6 +229,8 @@ def test_live_view_in_headless_chromium(tmp_path):
                           on_lockout_reset=lambda body: None)
     cdp = None
     shots = {}
+    # one presentation event before the page opens: the page shows it from /v1/status (events.recent)
+    hub.publish_event(PresentationEvent(STARTED, 1, 1_000, frames=0, cause="face"))
     with svc:
         runtime.thread.start()
         try:
@@ -275,6 +281,21 @@ def test_live_view_in_headless_chromium(tmp_path):
             assert abs(float(streams["rgb"][1]) - 30.0) < 0.5 and streams["rgb"][2] == "0"
             assert int(streams["ir"][2]) >= 1 and "dropped" in s["fps_ir"]
             assert s["reasons"] == [["live_votes", REASON_HINTS[Reason.LIVE_VOTES]]] and s["vhint"] == ""
+            assert s["overflow"] <= 0
+            assert s["events"] == [["started", "1", None, "#1started(face)"]], s["events"]
+            # the presentation is decided and ends, the next one starts: streamed over /v1/events, newest first
+            live = Decision(Verdict.LIVE, 0.93, 0.5, evidence={Modality.RGB: 0.9, Modality.DEPTH: 0.95,
+                                                                Modality.IR: 0.88}, reasons=(Reason.LIVE_VOTES,))
+            for ev in (PresentationEvent(DECIDED, 1, 2_000, Verdict.LIVE, live, frames=3, live_decisions=1),
+                       PresentationEvent(ENDED, 1, 3_000, Verdict.LIVE, frames=30, cause="gap", live_decisions=27),
+                       PresentationEvent(STARTED, 2, 4_000, frames=0, cause="box_jump")):
+                hub.publish_event(ev)
+            s = wait_for(lambda s: len(s["events"]) == 4, "four presentation events")
+            assert [e[:3] for e in s["events"]] == [["started", "2", None], ["ended", "1", "live"],
+                                                    ["decided", "1", "live"], ["started", "1", None]], s["events"]
+            assert s["events"][2][3] == ("#1decided LIVEscore 0.930 thr 0.500 · evidence rgb 0.90, depth 0.95, "
+                                         "ir 0.88 · after 3 frames"), s["events"][2]
+            assert s["events"][1][3] == "#1ended(gap) live after 30 frames · live 27 spoof 0"
             assert s["overflow"] <= 0
             shoot("liveview-desktop")
 

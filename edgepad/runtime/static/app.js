@@ -148,6 +148,54 @@
     for (const m of Object.keys(PREVIEWS)) refreshPreview(m, env.seq);
   }
 
+  // presentation events (/v1/events): newest first, the last MAX_EVENTS; seen ids dedupe the status prefill
+  const MAX_EVENTS = 12;
+  const seenEvents = new Set();
+
+  function eventText(e) {
+    const d = e.decision;
+    if (e.event === "started") return ["started", e.cause ? "(" + e.cause.replace(/_/g, " ") + ")" : ""];
+    if (e.event === "decided") {
+      const ev = Object.entries((d && d.evidence) || {}).map(([k, v]) => k + " " + Number(v).toFixed(2));
+      return ["decided " + e.verdict.toUpperCase(), "score " + fmt(d && d.score, 3) + " thr " +
+              fmt(d && d.threshold, 3) + (ev.length ? " · evidence " + ev.join(", ") : "") + " · after " +
+              e.frames + " frames"];
+    }
+    return ["ended", "(" + (e.cause || "").replace(/_/g, " ") + ") " + e.verdict + " after " + e.frames +
+            " frames · live " + e.live_decisions + " spoof " + e.spoof_decisions];
+  }
+
+  function onEvent(e) {
+    if (seenEvents.has(e.seq)) return;
+    seenEvents.add(e.seq);
+    const el = $("events");
+    const none = el.querySelector("li.none");
+    if (none) none.remove();
+    const li = document.createElement("li");
+    li.dataset.event = e.event;
+    li.dataset.seq = String(e.seq);
+    li.dataset.presentation = String(e.presentation);
+    if (e.event !== "started") li.dataset.verdict = e.verdict;
+    const [kind, detail] = eventText(e);
+    const pn = document.createElement("span"); pn.className = "pn"; pn.textContent = "#" + e.presentation;
+    const k = document.createElement("span"); k.className = "kind"; k.textContent = kind;
+    const dt = document.createElement("span"); dt.className = "detail"; dt.textContent = detail;
+    li.append(pn, k, dt);
+    // keep seq order even when the status prefill arrives after a streamed event
+    const after = Array.from(el.children).find((c) => Number(c.dataset.seq) < e.seq);
+    el.insertBefore(li, after || null);
+    while (el.children.length > MAX_EVENTS) el.lastElementChild.remove();
+  }
+
+  function connectEvents() {
+    const es = new EventSource("/v1/events");
+    for (const kind of ["started", "decided", "ended"]) {
+      es.addEventListener(kind, (e) => {
+        try { onEvent(JSON.parse(e.data)); } catch (err) { setConn("error", "bad presentation event: " + err); }
+      });
+    }
+  }
+
   function checkStale() {
     const age = performance.now() - lastEventAt;
     if (lastSeq > 0 && age > staleMs && document.body.dataset.verdict !== "stale") {
@@ -184,6 +232,7 @@
       setText("source", s.source || "—");
       $("reset-lockout").hidden = !s.lockout_reset_supported;
       reasonHints = s.reason_hints || {};
+      for (const e of ((s.events && s.events.recent) || [])) onEvent(e);
     } catch (err) { setConn("error", "status unavailable"); }
   }
 
@@ -202,6 +251,7 @@
     $("reset-lockout").addEventListener("click", resetLockout);
     loadStatus();
     connect();
+    connectEvents();
     setInterval(checkStale, 250);
   });
 })();
