@@ -374,9 +374,8 @@ def _crop_rotated(img: np.ndarray, x0: float, y0: float, side: float, size_px: i
     res = []
     for ch in chans:
         v = _bilinear(np.ascontiguousarray(ch) if ch.dtype == np.uint8 else np.asarray(ch, np.float32), mx, my)
-        res.append(v.reshape(size_px, k, size_px, k).mean(axis=(1, 3)))
-    out = res[0] if img.ndim == 2 else np.stack(res, axis=-1)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        res.append(_box_mean_u8(v, k))
+    return res[0] if img.ndim == 2 else np.stack(res, axis=-1)
 
 
 def _crop_nearest_rotated(img: np.ndarray, x0: float, y0: float, side: float, size_px: int,
@@ -418,20 +417,35 @@ def _crop_projected(img: np.ndarray, src_intr, dst_intr, src_to_dst, x0: float, 
     up = np.zeros((n, grid))
     up[np.arange(n), g0] += 1.0 - fr
     up[np.arange(n), g0 + 1] += fr
-    mx = up @ pix[..., 0] @ up.T
-    my = up @ pix[..., 1] @ up.T
+    # the map in float64, the samples in float32 (coordinates and weights): 3× less work than float64 weights;
+    # crops move by at most 1 grey level at rounding ties (docs/PERFORMANCE.md §0d, tests/runtime/test_perf_paths.py)
+    mx = (up @ pix[..., 0] @ up.T).astype(np.float32)
+    my = (up @ pix[..., 1] @ up.T).astype(np.float32)
     vals = _bilinear(img if img.dtype == np.uint8 else np.asarray(img, dtype=np.float32), mx, my)
-    vals = vals.reshape(size_px, k, size_px, k).mean(axis=(1, 3))
-    return np.clip(np.rint(vals), 0, 255).astype(np.uint8)
+    return _box_mean_u8(vals.reshape(n, n), k)
+
+
+def _box_mean_u8(vals: np.ndarray, k: int) -> np.ndarray:
+    """Mean of each ``k × k`` block of a float32 ``(S·k) × (S·k)`` array, rounded to uint8 ``S × S``."""
+    acc = vals[::k, ::k].copy()
+    for dy in range(k):
+        for dx in range(k):
+            if dy or dx:
+                acc += vals[dy::k, dx::k]
+    if k > 1:
+        acc *= np.float32(1.0 / (k * k))
+    np.rint(acc, out=acc)
+    np.clip(acc, 0, 255, out=acc)
+    return acc.astype(np.uint8)
 
 
 def _bilinear(img: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
     """Bilinear samples of a 2-D image at pixel coordinates; 0 outside (and at NaN coordinates).
 
     Per sample, ``float32(v00·w00) + float32(v10·w10) + float32(v01·w01) + float32(v11·w11)`` accumulated in
-    float32 in that order (products in float64, ``w`` from the float64 coordinates); a neighbour outside the image
-    contributes 0. The four neighbours are gathered from a copy of the image with a 2-px zero border (coordinates
-    clamped into it), so no per-neighbour masks are needed: same values as :func:`_bilinear_reference`.
+    float32 in that order (products and ``w`` in the coordinates' dtype, float64 or float32); a neighbour outside
+    the image contributes 0. The four neighbours are gathered from a copy of the image with a 2-px zero border
+    (coordinates clamped into it), so no per-neighbour masks are needed: same values as :func:`_bilinear_reference`.
     """
     h, w = img.shape
     bad = ~(np.isfinite(mx) & np.isfinite(my))
