@@ -32,8 +32,9 @@ def resize(img: np.ndarray, size_px: int | tuple[int, int], nearest: bool = Fals
     """Resize ``img`` (H×W or H×W×C) to ``size_px`` (square or (h, w)); bilinear (pixel centres, edges clamped) or
     nearest.
 
-    The output dtype equals the input dtype (bilinear values are rounded for integer dtypes). Bilinear is two float64
-    matrix products with the 2-tap weight matrices of :func:`_bilinear_matrix` (cached per size pair).
+    The output dtype equals the input dtype (bilinear values are rounded for integer dtypes). Bilinear runs in
+    float64 on whole rows first (two row gathers), then on columns, with the taps of :func:`_taps` (cached per size
+    pair); no BLAS call, so its speed does not depend on the process's BLAS threads.
     """
     oh, ow = (size_px, size_px) if isinstance(size_px, int) else size_px
     h, w = img.shape[:2]
@@ -45,34 +46,33 @@ def resize(img: np.ndarray, size_px: int | tuple[int, int], nearest: bool = Fals
         yi = np.clip(np.floor(ys + 0.5).astype(np.int64), 0, h - 1)
         xi = np.clip(np.floor(xs + 0.5).astype(np.int64), 0, w - 1)
         return img[yi][:, xi]
-    ay, ax = _bilinear_matrix(h, oh), _bilinear_matrix(w, ow)
-    a = img.astype(np.float64)
-    if img.ndim == 3:
-        c = img.shape[2]
-        t = (ay @ a.reshape(h, w * c)).reshape(oh, w, c)                 # rows first: oh × w × c
-        t = np.ascontiguousarray(t.transpose(0, 2, 1)).reshape(oh * c, w)
-        out = (t @ ax.T).reshape(oh, c, ow).transpose(0, 2, 1)           # oh × ow × c
-    else:
-        out = ay @ a @ ax.T
+    y0, y1, gy, fy = _taps(h, oh)
+    x0, x1, gx, fx = _taps(w, ow)
+    tail = (1,) * (img.ndim - 2)
+    gy, fy = gy.reshape((oh, 1) + tail), fy.reshape((oh, 1) + tail)
+    gx, fx = gx.reshape((ow,) + tail), fx.reshape((ow,) + tail)
+    rows = img[y0] * gy                     # oh × w (× c), float64
+    rows += img[y1] * fy
+    out = rows[:, x0] * gx                  # oh × ow (× c)
+    out += rows[:, x1] * fx
     if np.issubdtype(img.dtype, np.integer):
         info = np.iinfo(img.dtype)
-        return np.clip(np.rint(out), info.min, info.max).astype(img.dtype)
+        np.rint(out, out=out)
+        return np.clip(out, info.min, info.max, out=out).astype(img.dtype)
     return out.astype(img.dtype)
 
 
 @lru_cache(maxsize=512)
-def _bilinear_matrix(n_src: int, n_out: int) -> np.ndarray:
-    """float64 ``n_out × n_src`` weights of pixel-centre bilinear resampling, edges clamped (read-only, cached)."""
+def _taps(n_src: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel-centre bilinear taps along one axis, edges clamped: ``(i0, i1, 1 − f, f)`` (read-only, cached)."""
     xs = (np.arange(n_out) + 0.5) * (n_src / n_out) - 0.5
-    x0 = np.clip(np.floor(xs).astype(np.int64), 0, n_src - 1)
-    x1 = np.minimum(x0 + 1, n_src - 1)
-    fx = np.clip(xs - x0, 0.0, 1.0)
-    m = np.zeros((n_out, n_src))
-    rows = np.arange(n_out)
-    m[rows, x0] += 1.0 - fx
-    m[rows, x1] += fx          # x1 == x0 at the clamped edge: the weights add up there
-    m.flags.writeable = False
-    return m
+    i0 = np.clip(np.floor(xs).astype(np.int64), 0, n_src - 1)
+    i1 = np.minimum(i0 + 1, n_src - 1)
+    f = np.clip(xs - i0, 0.0, 1.0)
+    out = (i0, i1, 1.0 - f, f)
+    for a in out:
+        a.flags.writeable = False
+    return out
 
 
 def _is_depth(name: str) -> bool:
