@@ -304,31 +304,41 @@ def _supersample(side: float, size_px: int) -> int:
     return int(min(MAX_SUPERSAMPLE, max(1, math.ceil(side / size_px - 1e-9))))
 
 
-def _resample_matrix(start: float, side: float, n_src: int, size_px: int) -> np.ndarray:
-    """``size_px × n_src`` matrix: bilinear interpolation + box average of k sub-samples; 0 outside the image."""
+def _resample_matrix(start: float, side: float, n_src: int, size_px: int) -> tuple[int, np.ndarray]:
+    """Bilinear interpolation + box average of k sub-samples along one axis; 0 outside the image.
+
+    Returns:
+        ``(lo, m)``: ``m`` is float32 ``size_px × w``, the weights of source indices ``lo .. lo + w − 1`` (the
+        first to the last index with a non-zero weight; ``w = 0`` when the window misses the image).
+    """
     k = _supersample(side, size_px)
     # sub-sample centres in continuous coordinates; pixel i covers [i-1/2, i+1/2]
     pos = start + (np.arange(size_px * k, dtype=np.float64) + 0.5) * (side / (size_px * k))
     i0 = np.floor(pos).astype(np.int64)
     f = pos - i0
-    m = np.zeros((size_px * k, n_src), dtype=np.float32)
+    lo, hi = max(0, int(i0[0])), min(n_src, int(i0[-1]) + 2)   # pos increases: the indices any weight can reach
+    if hi <= lo:
+        return 0, np.zeros((size_px, 0), dtype=np.float32)
+    m = np.zeros((size_px * k, hi - lo), dtype=np.float32)
     rows = np.arange(size_px * k)
     for idx, wgt in ((i0, 1.0 - f), (i0 + 1, f)):  # one entry per row and pass: plain indexed add, no add.at
-        ok = (idx >= 0) & (idx < n_src)
-        m[rows[ok], idx[ok]] += wgt[ok].astype(np.float32)
-    return m.reshape(size_px, k, n_src).mean(axis=1)
+        ok = (idx >= lo) & (idx < hi)
+        m[rows[ok], idx[ok] - lo] += wgt[ok].astype(np.float32)
+    m = m.reshape(size_px, k, hi - lo).mean(axis=1)
+    nz = np.flatnonzero(m.any(axis=0))
+    if nz.size == 0:
+        return 0, m[:, :0]
+    return lo + int(nz[0]), m[:, nz[0]:nz[-1] + 1]
 
 
-def _resample_separable(img: np.ndarray, ay: np.ndarray, ax: np.ndarray) -> np.ndarray:
-    """``ay @ img @ ax.T`` per channel, restricted to the rows/columns with non-zero weight; rounded to uint8."""
-    rows = np.flatnonzero(ay.any(axis=0))
-    cols = np.flatnonzero(ax.any(axis=0))
-    size = (ay.shape[0], ax.shape[0]) + img.shape[2:]
-    if rows.size == 0 or cols.size == 0:
+def _resample_separable(img: np.ndarray, ay: tuple[int, np.ndarray], ax: tuple[int, np.ndarray]) -> np.ndarray:
+    """``a_y @ img @ a_x.T`` per channel over the source rows/columns the ``(lo, matrix)`` pairs of
+    :func:`_resample_matrix` cover; rounded to uint8."""
+    (r0, a_y), (c0, a_x) = ay, ax
+    size = (a_y.shape[0], a_x.shape[0]) + img.shape[2:]
+    if a_y.shape[1] == 0 or a_x.shape[1] == 0:
         return np.zeros(size, dtype=np.uint8)
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    roi = img[r0:r1, c0:c1].astype(np.float32)
-    a_y, a_x = ay[:, r0:r1], ax[:, c0:c1]
+    roi = img[r0:r0 + a_y.shape[1], c0:c0 + a_x.shape[1]].astype(np.float32)
     if roi.ndim == 3:
         h, w, c = roi.shape
         t = (a_y @ roi.reshape(h, w * c)).reshape(-1, w, c)          # S × w × c
@@ -374,9 +384,8 @@ def _crop_rotated(img: np.ndarray, x0: float, y0: float, side: float, size_px: i
     res = []
     for ch in chans:
         v = _bilinear(np.ascontiguousarray(ch) if ch.dtype == np.uint8 else np.asarray(ch, np.float32), mx, my)
-        res.append(v.reshape(size_px, k, size_px, k).mean(axis=(1, 3)))
-    out = res[0] if img.ndim == 2 else np.stack(res, axis=-1)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        res.append(_box_mean_u8(v, k))
+    return res[0] if img.ndim == 2 else np.stack(res, axis=-1)
 
 
 def _crop_nearest_rotated(img: np.ndarray, x0: float, y0: float, side: float, size_px: int,
@@ -398,8 +407,21 @@ def _crop_projected(img: np.ndarray, src_intr, dst_intr, src_to_dst, x0: float, 
                     size_px: int, depth_m: float, grid: int = 17, roll: float | None = None) -> np.ndarray:
     """Resample ``img`` (camera dst) at the points seen by the src window on the plane ``z_src = depth_m``.
 
-    The map is exact on a ``grid × grid`` lattice and bilinearly interpolated between (the map is smooth).
-    ``roll`` (rad): the src window is rotated about its centre first (in the src camera, before lifting).
+    Bilinear samples on the ``(S·k)²`` map of :func:`_projected_map`, taken with float32 coordinates and weights
+    (3× less work than float64; the crops move by at most 1 grey level at rounding ties, docs/PERFORMANCE.md
+    §0d), then the mean of each ``k × k`` block, rounded to uint8 ``S × S``.
+    """
+    mx, my, k = _projected_map(src_intr, dst_intr, src_to_dst, x0, y0, side, size_px, depth_m, grid, roll)
+    vals = _bilinear(img if img.dtype == np.uint8 else np.asarray(img, dtype=np.float32),
+                     mx.astype(np.float32), my.astype(np.float32))
+    return _box_mean_u8(vals, k)
+
+
+def _projected_map(src_intr, dst_intr, src_to_dst, x0: float, y0: float, side: float, size_px: int,
+                   depth_m: float, grid: int = 17, roll: float | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """float64 dst-pixel coordinates ``(mx, my)``, each ``(S·k) × (S·k)``, of the src window's sub-samples lifted to
+    ``z_src = depth_m``, and the supersampling ``k``. The map is exact on a ``grid × grid`` lattice and bilinearly
+    interpolated between (the map is smooth). ``roll`` (rad): the src window is rotated about its centre first.
     """
     k = _supersample(side * dst_intr.fx / max(src_intr.fx, 1e-9), size_px)
     n = size_px * k
@@ -418,20 +440,30 @@ def _crop_projected(img: np.ndarray, src_intr, dst_intr, src_to_dst, x0: float, 
     up = np.zeros((n, grid))
     up[np.arange(n), g0] += 1.0 - fr
     up[np.arange(n), g0 + 1] += fr
-    mx = up @ pix[..., 0] @ up.T
-    my = up @ pix[..., 1] @ up.T
-    vals = _bilinear(img if img.dtype == np.uint8 else np.asarray(img, dtype=np.float32), mx, my)
-    vals = vals.reshape(size_px, k, size_px, k).mean(axis=(1, 3))
-    return np.clip(np.rint(vals), 0, 255).astype(np.uint8)
+    return up @ pix[..., 0] @ up.T, up @ pix[..., 1] @ up.T, k
+
+
+def _box_mean_u8(vals: np.ndarray, k: int) -> np.ndarray:
+    """Mean of each ``k × k`` block of a float32 ``(S·k) × (S·k)`` array, rounded to uint8 ``S × S``."""
+    acc = vals[::k, ::k].copy()
+    for dy in range(k):
+        for dx in range(k):
+            if dy or dx:
+                acc += vals[dy::k, dx::k]
+    if k > 1:
+        acc *= np.float32(1.0 / (k * k))
+    np.rint(acc, out=acc)
+    np.clip(acc, 0, 255, out=acc)
+    return acc.astype(np.uint8)
 
 
 def _bilinear(img: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
     """Bilinear samples of a 2-D image at pixel coordinates; 0 outside (and at NaN coordinates).
 
     Per sample, ``float32(v00·w00) + float32(v10·w10) + float32(v01·w01) + float32(v11·w11)`` accumulated in
-    float32 in that order (products in float64, ``w`` from the float64 coordinates); a neighbour outside the image
-    contributes 0. The four neighbours are gathered from a copy of the image with a 2-px zero border (coordinates
-    clamped into it), so no per-neighbour masks are needed: same values as :func:`_bilinear_reference`.
+    float32 in that order (products and ``w`` in the coordinates' dtype, float64 or float32); a neighbour outside
+    the image contributes 0. The four neighbours are gathered from a copy of the image with a 2-px zero border
+    (coordinates clamped into it), so no per-neighbour masks are needed: same values as :func:`_bilinear_reference`.
     """
     h, w = img.shape
     bad = ~(np.isfinite(mx) & np.isfinite(my))

@@ -9,7 +9,9 @@ seeds), collected into memory beforehand. A and B alternate ``--repeats`` times 
 
 ``loop`` = training samples / time of the epoch's step loop (what ``metrics.jsonl`` calls samples_per_s);
 ``epoch`` = training samples / whole epoch time including dev evaluation, checkpoints and logging;
-``train_data_wait_fraction`` = the loop's time spent waiting for the next batch (``metrics.jsonl``).
+``train_data_wait_fraction`` = the loop's time spent waiting for the next batch (``metrics.jsonl``);
+``ratio_loop_paired`` = median over repeats of A_loop / B of the same repeat (adjacent in time: steadier than the
+ratio of medians on a shared machine).
 """
 from __future__ import annotations
 
@@ -111,6 +113,7 @@ def main(argv=None) -> int:
               "fwd_bwd_samples_per_s": round(med["B"], 1),
               "ratio_loop": round(med["A_loop"] / med["B"], 3),
               "ratio_epoch": round(med["A_epoch"] / med["B"], 3),
+              "ratio_loop_paired": round(statistics.median(a / b for a, b in zip(res["A_loop"], res["B"])), 3),
               "train_data_wait_fraction": round(med["data_wait"], 3),
               "runs": {k: [round(x, 1) for x in v] for k, v in res.items()},
               "samples_per_run": n_samples, "batch_size": cfg.batch_size, "size_px": cfg.inputs.size_px,

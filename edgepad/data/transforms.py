@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -27,55 +28,51 @@ _SAID: set[str] = set()
 Crops = dict[str, np.ndarray]
 
 
-#: integer dtypes whose values float32 holds exactly (the fast path of :func:`resize`)
-_EXACT_IN_F32 = (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.uint16), np.dtype(np.int16))
-
-
 def resize(img: np.ndarray, size_px: int | tuple[int, int], nearest: bool = False) -> np.ndarray:
-    """Resize ``img`` (H×W or H×W×C) to ``size_px`` (square or (h, w)); bilinear (pixel centres) or nearest.
+    """Resize ``img`` (H×W or H×W×C) to ``size_px`` (square or (h, w)); bilinear (pixel centres, edges clamped) or
+    nearest.
 
-    The output dtype equals the input dtype (bilinear values are rounded).
+    The output dtype equals the input dtype (bilinear values are rounded for integer dtypes). Bilinear runs in
+    float64 on whole rows first (two row gathers), then on columns, with the taps of :func:`_taps` (cached per size
+    pair); no BLAS call, so its speed does not depend on the process's BLAS threads.
     """
     oh, ow = (size_px, size_px) if isinstance(size_px, int) else size_px
     h, w = img.shape[:2]
     if (h, w) == (oh, ow):
         return img
-    ys = (np.arange(oh) + 0.5) * (h / oh) - 0.5
-    xs = (np.arange(ow) + 0.5) * (w / ow) - 0.5
     if nearest:
+        ys = (np.arange(oh) + 0.5) * (h / oh) - 0.5
+        xs = (np.arange(ow) + 0.5) * (w / ow) - 0.5
         yi = np.clip(np.floor(ys + 0.5).astype(np.int64), 0, h - 1)
         xi = np.clip(np.floor(xs + 0.5).astype(np.int64), 0, w - 1)
         return img[yi][:, xi]
-    y0 = np.clip(np.floor(ys).astype(np.int64), 0, h - 1)
-    x0 = np.clip(np.floor(xs).astype(np.int64), 0, w - 1)
-    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
-    fy = np.clip(ys - y0, 0.0, 1.0)[:, None]
-    fx = np.clip(xs - x0, 0.0, 1.0)[None, :]
-    if img.ndim == 3:
-        fy, fx = fy[..., None], fx[..., None]
-    if img.dtype in _EXACT_IN_F32:
-        # gather rows once, then columns, in the source dtype (exact in float32, so the same float64 products
-        # and sums as the generic path below, in place: identical output)
-        r0, r1 = img[y0], img[y1]
-        wx0 = 1 - fx
-        top = r0[:, x0] * wx0
-        top += r0[:, x1] * fx
-        bot = r1[:, x0] * wx0
-        bot += r1[:, x1] * fx
-        top *= 1 - fy
-        bot *= fy
-        top += bot
+    y0, y1, gy, fy = _taps(h, oh)
+    x0, x1, gx, fx = _taps(w, ow)
+    tail = (1,) * (img.ndim - 2)
+    gy, fy = gy.reshape((oh, 1) + tail), fy.reshape((oh, 1) + tail)
+    gx, fx = gx.reshape((ow,) + tail), fx.reshape((ow,) + tail)
+    rows = img[y0] * gy                     # oh × w (× c), float64
+    rows += img[y1] * fy
+    out = rows[:, x0] * gx                  # oh × ow (× c)
+    out += rows[:, x1] * fx
+    if np.issubdtype(img.dtype, np.integer):
         info = np.iinfo(img.dtype)
-        np.rint(top, out=top)
-        return np.clip(top, info.min, info.max, out=top).astype(img.dtype)
-    a = img.astype(np.float32)
-    top = a[y0][:, x0] * (1 - fx) + a[y0][:, x1] * fx
-    bot = a[y1][:, x0] * (1 - fx) + a[y1][:, x1] * fx
-    out = top * (1 - fy) + bot * fy
-    info = np.iinfo(img.dtype) if np.issubdtype(img.dtype, np.integer) else None
-    if info is not None:
-        return np.clip(np.rint(out), info.min, info.max).astype(img.dtype)
+        np.rint(out, out=out)
+        return np.clip(out, info.min, info.max, out=out).astype(img.dtype)
     return out.astype(img.dtype)
+
+
+@lru_cache(maxsize=512)
+def _taps(n_src: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel-centre bilinear taps along one axis, edges clamped: ``(i0, i1, 1 − f, f)`` (read-only, cached)."""
+    xs = (np.arange(n_out) + 0.5) * (n_src / n_out) - 0.5
+    i0 = np.clip(np.floor(xs).astype(np.int64), 0, n_src - 1)
+    i1 = np.minimum(i0 + 1, n_src - 1)
+    f = np.clip(xs - i0, 0.0, 1.0)
+    out = (i0, i1, 1.0 - f, f)
+    for a in out:
+        a.flags.writeable = False
+    return out
 
 
 def _is_depth(name: str) -> bool:
@@ -161,7 +158,7 @@ class Cutout:
 class PhotometricJitter:
     """Per modality, independently: additive offset U(−offset, offset) per channel, then gamma U(gamma).
 
-    Applied to ``modalities`` (8-bit images; depth is geometry and is never jittered).
+    Applied to ``modalities`` (uint8 images, else ShapeError; depth is geometry and is never jittered).
     """
 
     offset: float = 40.0
@@ -174,13 +171,21 @@ class PhotometricJitter:
         for m in self.modalities:
             if m not in crops or rng.random() >= self.p:
                 continue
-            img = crops[m].astype(np.float32)
+            img = crops[m]
+            if img.dtype != np.uint8:
+                raise ShapeError(f"crop {m} (photometric jitter)", "uint8", img.dtype)
             ch = img.shape[2] if img.ndim == 3 else 1
             off = rng.uniform(-self.offset, self.offset, size=ch).astype(np.float32)
-            img = np.clip(img + (off if img.ndim == 3 else off[0]), 0.0, 255.0)
             g = float(rng.uniform(*self.gamma))
-            img = 255.0 * (img / 255.0) ** g
-            out[m] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+            # the float32 maths on the 256 levels once (a lookup table per channel), then one gather: the same
+            # values as applying it to every pixel (tests/datasets: identity against the per-pixel formula)
+            lut = np.clip(np.arange(256, dtype=np.float32)[:, None] + off, 0.0, 255.0)     # 256 × ch
+            lut = 255.0 * (lut / 255.0) ** g
+            lut = np.clip(np.rint(lut), 0, 255).astype(np.uint8)
+            if img.ndim == 3:
+                out[m] = lut.reshape(-1)[img.astype(np.intp) * ch + np.arange(ch)]
+            else:
+                out[m] = lut[:, 0][img]
         return out
 
 

@@ -1,5 +1,5 @@
-"""The in-place fast paths of ``preprocess.normalise`` and ``data.transforms.resize`` give the arrays of the plain
-expressions they replaced (docs/PERFORMANCE.md, "Preprocess and augmentation in place")."""
+"""The in-place fast path of ``preprocess.normalise`` gives the arrays of the plain expressions it replaced, and
+``data.transforms.resize`` (rows first) those of its former formula up to rounding ties (docs/PERFORMANCE.md)."""
 from __future__ import annotations
 
 import dataclasses
@@ -30,16 +30,27 @@ def _resize_plain(img, size):
     return np.clip(np.rint(top * (1 - fy) + bot * fy), info.min, info.max).astype(img.dtype)
 
 
-def test_resize_integer_fast_path_equals_plain_formula():
+def test_resize_rows_first_matches_the_plain_formula_up_to_rounding_ties():
+    """``resize`` interpolates whole rows first, then columns (docs/PERFORMANCE.md §0d) instead of the former
+    columns-first four-gather formula: the same float64 terms in another order, so a value at a rounding tie may go
+    the other way: at most 1 level, in < 0.05 % of the values (measured 0.0056 % over 1 200 random cases).
+    Augmentation draws are unchanged."""
     rng = np.random.default_rng(3)
-    for i in range(120):
+    moved = total = 0
+    for i in range(240):
         dt = (np.uint8, np.uint16)[i % 2]
         h, w = (int(v) for v in rng.integers(5, 90, 2))
         img = rng.integers(0, np.iinfo(dt).max + 1, (h, w, 3) if i % 3 == 0 else (h, w)).astype(dt)
         size = (int(rng.integers(5, 120)), int(rng.integers(5, 120)))
         got = resize(img, size)
         assert got.dtype == img.dtype and got.shape[:2] == size
-        np.testing.assert_array_equal(got, _resize_plain(img, size))
+        d = np.abs(got.astype(np.int64) - _resize_plain(img, size).astype(np.int64))
+        assert d.max() <= 1
+        moved += int(d.sum())
+        total += d.size
+    assert total > 1_000_000 and moved / total < 5e-4, (moved, total)
+    flat = np.full((7, 9, 3), 201, np.uint8)  # weights sum to one: a constant stays exactly constant
+    assert (resize(flat, (13, 4)) == 201).all()
 
 
 def _normalise_plain(crop, spec, c):

@@ -8,7 +8,7 @@ from edgepad.data.datasets import (CasiaSurfDataset, CefaDataset, SynthBenchData
                                    modality_from_path, read_protocol_csv, select_frames)
 from edgepad.data.transforms import (Cutout, PADDataset, PhotometricJitter, RandomHorizontalFlip,
                                      RandomResizedCrop, build_transform, mad_normalise_depth, resize)
-from edgepad.errors import DatasetError
+from edgepad.errors import DatasetError, ShapeError
 
 from tests.helpers.datasets import make_synthbench
 
@@ -162,6 +162,35 @@ def test_photometric_jitter_per_modality_not_depth():
     assert np.array_equal(j["depth"], c["depth"])
     assert not np.array_equal(j["rgb"], c["rgb"]) and not np.array_equal(j["ir"], c["ir"])
     assert j["rgb"].dtype == np.uint8
+
+
+def test_photometric_jitter_lookup_table_equals_the_per_pixel_formula():
+    """The jitter maps the 256 levels once (a table per channel) then gathers: byte-identical to applying the same
+    float32 offset/gamma maths to every pixel, as it did before; the generator draws are the same."""
+    def per_pixel(img, rng, offset=40.0, gamma=(0.5, 1.5)):
+        x = img.astype(np.float32)
+        ch = x.shape[2] if x.ndim == 3 else 1
+        off = rng.uniform(-offset, offset, size=ch).astype(np.float32)
+        x = np.clip(x + (off if x.ndim == 3 else off[0]), 0.0, 255.0)
+        x = 255.0 * (x / 255.0) ** float(rng.uniform(*gamma))
+        return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+    rng = np.random.default_rng(4)
+    jit = PhotometricJitter(40.0, (0.5, 1.5), modalities=("rgb", "ir"))
+    for i in range(40):
+        s = int(rng.integers(3, 70))
+        c = {"rgb": rng.integers(0, 256, (s, s, 3), dtype=np.uint8), "ir": rng.integers(0, 256, (s, s), dtype=np.uint8)}
+        got = jit(c, np.random.default_rng(i))
+        ref_rng = np.random.default_rng(i)
+        want = {}
+        for m in ("rgb", "ir"):
+            ref_rng.random()                      # the p draw
+            want[m] = per_pixel(c[m], ref_rng)
+        for m in want:
+            assert got[m].dtype == np.uint8 and got[m].shape == c[m].shape
+            np.testing.assert_array_equal(got[m], want[m])
+    with pytest.raises(ShapeError):
+        jit({"rgb": np.zeros((4, 4, 3), np.uint16)}, np.random.default_rng(0))
 
 
 def test_jitter_modalities_leave_the_others_alone():
