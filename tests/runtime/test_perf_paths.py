@@ -53,16 +53,23 @@ def test_bilinear_fast_path_equals_masked_reference():
         assert fast[0, :4].tolist() == [0.0, 0.0, 0.0, 0.0]
 
 
-def test_face_crops_equal_the_reference_implementation(synth_sets, monkeypatch):
-    sets, rig = synth_sets
-    rng = np.random.default_rng(1)
+def _random_crops(sets, rig, rng, per_set, width, xs, ys):
+    """``(registered frame set, (x, y, w, h) box, size_px)`` cases: ``per_set`` random boxes per frame set."""
     cases = []
     for fs in sets:
         fs = _register_full(fs, rig)
-        for _ in range(4):
-            w = int(rng.integers(20, 160))
-            box = (int(rng.integers(-30, 300)), int(rng.integers(-30, 220)), w, int(w * rng.uniform(0.8, 1.3)))
-            cases.append((fs, box, int(rng.choice([32, 112])), float(rng.choice([0.0, 0.25, 0.6]))))
+        for _ in range(per_set):
+            w = int(rng.integers(*width))
+            box = (int(rng.integers(*xs)), int(rng.integers(*ys)), w, int(w * rng.uniform(0.8, 1.3)))
+            cases.append((fs, box, int(rng.choice([32, 112]))))
+    return cases
+
+
+def test_face_crops_equal_the_reference_implementation(synth_sets, monkeypatch):
+    sets, rig = synth_sets
+    rng = np.random.default_rng(1)
+    cases = [(fs, box, s, float(rng.choice([0.0, 0.25, 0.6])))
+             for fs, box, s in _random_crops(sets, rig, rng, 4, (20, 160), (-30, 300), (-30, 220))]
     fast = [P.crop_face(fs, box, rig, size_px=s, margin=m) for fs, box, s, m in cases]
     monkeypatch.setattr(P, "_bilinear", P._bilinear_reference)
     for (fs, box, s, m), got in zip(cases, fast):
@@ -92,14 +99,7 @@ def test_ir_float32_sampling_moves_crops_by_at_most_one_level(synth_sets, monkey
     replaced, an IR crop pixel moves by at most 1 grey level (a rounding tie), in < 0.1 % of the pixels; the rgb and
     depth crops are unchanged."""
     sets, rig = synth_sets
-    rng = np.random.default_rng(5)
-    cases = []
-    for fs in sets:
-        fs = _register_full(fs, rig)
-        for _ in range(6):
-            w = int(rng.integers(30, 160))
-            box = (int(rng.integers(-20, 280)), int(rng.integers(-20, 200)), w, int(w * rng.uniform(0.8, 1.3)))
-            cases.append((fs, box, int(rng.choice([32, 112]))))
+    cases = _random_crops(sets, rig, np.random.default_rng(5), 6, (30, 160), (-20, 280), (-20, 200))
     new = [P.crop_face(fs, box, rig, size_px=s) for fs, box, s in cases]
     _with_float64_ir(monkeypatch)
     moved = total = 0
