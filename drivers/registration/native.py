@@ -22,6 +22,7 @@ import numpy as np
 from edgepad.drivers.registration.corners import (_F32, Arithmetic, Footprint, Semantics, _cull_range,
                                                   _distorts_target, _folded, fills_rectangle)
 from edgepad.drivers.registration.fast import _pixel_data, _PixelData
+from edgepad.drivers.registration.window import _window_sources
 from edgepad.errors import EdgePadInternalError
 from edgepad.geometry import Extrinsics, Intrinsics
 from edgepad.types import Frame
@@ -173,4 +174,58 @@ def _register_native(depth: Frame, target: Intrinsics, ext: Extrinsics, semantic
     index, n, *rest = _constant_args(pix, scale, ext, target, semantics)
     out = np.zeros((target.height, target.width), np.uint16)
     fn(z.ctypes.data, z.size if n is None else n, index, *rest, out.ctypes.data, target.width, target.height)
+    return out
+
+
+def _register_native_window(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics: Semantics,
+                            footprint: Footprint, arithmetic: Arithmetic, window: tuple[int, int, int, int],
+                            pixels: Callable[[tuple[float, float] | None], _PixelData],
+                            bounds: Callable[[tuple[float, float]], object]) -> np.ndarray:
+    """:func:`edgepad.drivers.registration.window._register_window` by the compiled kernel: the depth rows that can
+    reach ``window`` (whole rows: a contiguous run of the pixel table) plus the "unsure" pixels outside them, filled
+    into a full-size buffer, then everything outside the window cleared. Identical inside the window to
+    :func:`_register_native` (a pixel left out cannot write there), 0 elsewhere."""
+    fn = _kernel()
+    if fn is None:
+        raise EdgePadInternalError(f"compiled registration kernel unavailable: {_STATE['why']}")
+    wx0, wy0, wx1, wy1 = window
+    out = np.zeros((target.height, target.width), np.uint16)
+    if wx1 <= wx0 or wy1 <= wy0:
+        return out
+    intr = depth.intrinsics
+    z = np.ascontiguousarray(depth.data.reshape(-1), np.uint16)
+    rect = fills_rectangle(intr, target, footprint)
+    scale = float(depth.depth_scale_m)
+    r0, r1, _, _, extra = _window_sources(depth, target, ext, semantics, rect, window, bounds)
+    pix = pixels(_cull_range(z, scale))
+    _index_ptr, _n, folded, *ptrs, p_ptr, dist = _constant_args(pix, scale, ext, target, semantics)
+    arrays = [a for c in (pix.corner0, pix.corner1) if c is not None
+              for a in ((c[:3]) if pix.folded else (*c[:2], None))]
+    arrays += [None] * (6 - len(arrays))
+    sub = pix.subset
+    w = intr.width
+    lo, hi = (r0 * w, r1 * w) if sub is None else (int(v) for v in np.searchsorted(sub, (r0 * w, r1 * w)))
+    buf = np.zeros_like(out)
+    if hi > lo:
+        index = _ARGS[pix][2]
+        consts = [None if a is None else a.ctypes.data + lo * a.itemsize for a in arrays]
+        if index is None:
+            fn(z.ctypes.data + lo * z.itemsize, hi - lo, None, folded, *consts, p_ptr, dist, buf.ctypes.data,
+               target.width, target.height)
+        else:
+            fn(z.ctypes.data, hi - lo, index.ctypes.data + lo * index.itemsize, folded, *consts, p_ptr, dist,
+               buf.ctypes.data, target.width, target.height)
+    if extra is not None and len(extra):
+        pos = extra if sub is None else np.searchsorted(sub, extra)
+        if sub is not None:  # an unsure pixel the table culled cannot reach the target at all
+            keep = pos < len(sub)
+            keep[keep] = sub[pos[keep]] == extra[keep]
+            pos, extra = pos[keep], extra[keep]
+        if len(pos):
+            idx = np.ascontiguousarray(extra, np.int64)
+            gathered = [None if a is None else np.ascontiguousarray(a[pos]) for a in arrays]
+            fn(z.ctypes.data, len(idx), idx.ctypes.data, folded,
+               *[None if a is None else a.ctypes.data for a in gathered], p_ptr, dist, buf.ctypes.data,
+               target.width, target.height)
+    out[wy0:wy1, wx0:wx1] = buf[wy0:wy1, wx0:wx1]
     return out

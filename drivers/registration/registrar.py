@@ -12,7 +12,7 @@ from edgepad.drivers.registration.corners import (_CULL_DEPTHS_M, Arithmetic, Fo
                                                   folded_coefficients, register_corners)
 from edgepad.drivers.registration.cuda import _device_constants, _gpu_available, _register_torch
 from edgepad.drivers.registration.fast import _pixel_data, _PixelData, _register_fast
-from edgepad.drivers.registration.native import _register_native, native_available
+from edgepad.drivers.registration.native import _register_native, _register_native_window, native_available
 from edgepad.drivers.registration.reference import _fill_numpy, _fill_reference
 from edgepad.drivers.registration.window import (Window, _clip_window, _register_window, _window_bounds,
                                                  _WindowBounds)
@@ -220,11 +220,17 @@ class Registrar:
     def window(self, depth: Frame, window: Window) -> Frame:
         """Registration of the target pixels in ``window`` = ``(x0, y0, x1, y1)`` (end-exclusive, clipped) only:
         values identical to :meth:`frame` there, 0 elsewhere; only depth pixels that can reach the window are
-        projected (CPU, whatever ``method``)."""
+        projected, on the CPU: by the compiled kernel (whole depth rows) for ``auto``/``native`` when it is
+        available, else by the numpy window path."""
         depth = self._source(depth)
-        data = _register_window(depth, self.target_intrinsics, self.depth_to_target, self.semantics,
-                                self.footprint, self.arithmetic, _clip_window(window, self.target_intrinsics),
-                                bounds=self._window_bounds)
+        win = _clip_window(window, self.target_intrinsics)
+        if self.method in ("auto", "native") and native_available():
+            data = _register_native_window(depth, self.target_intrinsics, self.depth_to_target, self.semantics,
+                                           self.footprint, self.arithmetic, win, self._pixel_data,
+                                           self._window_bounds)
+        else:
+            data = _register_window(depth, self.target_intrinsics, self.depth_to_target, self.semantics,
+                                    self.footprint, self.arithmetic, win, bounds=self._window_bounds)
         return self._result(depth, data)
 
 

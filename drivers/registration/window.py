@@ -61,6 +61,32 @@ def _clip_window(window: object, target: Intrinsics) -> Window:
     return max(0, x0), max(0, y0), min(target.width, x1), min(target.height, y1)
 
 
+def _window_sources(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics: Semantics, rect: bool,
+                    window: Window, bounds: Callable[[tuple[float, float]], _WindowBounds] | None
+                    ) -> tuple[int, int, int, int, np.ndarray | None]:
+    """The depth pixels that can write into ``window``: the block ``rows r0:r1 × cols c0:c1`` plus ``extra`` (flat
+    indices of "unsure" pixels with depth outside that block; None = none to add)."""
+    wx0, wy0, wx1, wy1 = window
+    intr, data = depth.intrinsics, depth.data
+    cull = _cull_range(data.reshape(-1), float(depth.depth_scale_m))
+    if cull is None:  # something nearer than 0.1 m: no precomputed bounds, take every pixel
+        return 0, intr.height, 0, intr.width, None
+    b = bounds(cull) if bounds is not None else _window_bounds(intr, target, ext, semantics, rect, cull)
+    m = b.margin
+    cols = np.flatnonzero((b.col_hi_u >= wx0 - m) & (b.col_lo_u <= wx1 - 1 + m))
+    rows = np.flatnonzero((b.row_hi_v >= wy0 - m) & (b.row_lo_v <= wy1 - 1 + m))
+    if not len(cols) or not len(rows):
+        r0 = r1 = c0 = c1 = 0
+    else:
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    extra = b.unsure
+    if len(extra):
+        ur, uc = np.divmod(extra, intr.width)
+        extra = extra[~((ur >= r0) & (ur < r1) & (uc >= c0) & (uc < c1))]
+        extra = extra[data.reshape(-1)[extra] > 0]
+    return r0, r1, c0, c1, extra
+
+
 def _register_window(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics: Semantics, footprint: Footprint,
                      arithmetic: Arithmetic, window: Window,
                      bounds: Callable[[tuple[float, float]], _WindowBounds] | None = None) -> np.ndarray:
@@ -81,24 +107,7 @@ def _register_window(depth: Frame, target: Intrinsics, ext: Extrinsics, semantic
     data = depth.data
     scale = float(depth.depth_scale_m)
     rect = fills_rectangle(intr, target, footprint)
-    cull = _cull_range(data.reshape(-1), scale)
-    if cull is None:  # something nearer than 0.1 m: no precomputed bounds, take every pixel
-        r0, r1, c0, c1 = 0, intr.height, 0, intr.width
-        extra = None
-    else:
-        b = bounds(cull) if bounds is not None else _window_bounds(intr, target, ext, semantics, rect, cull)
-        m = b.margin
-        cols = np.flatnonzero((b.col_hi_u >= wx0 - m) & (b.col_lo_u <= wx1 - 1 + m))
-        rows = np.flatnonzero((b.row_hi_v >= wy0 - m) & (b.row_lo_v <= wy1 - 1 + m))
-        if not len(cols) or not len(rows):
-            r0 = r1 = c0 = c1 = 0
-        else:
-            r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-        extra = b.unsure
-        if len(extra):
-            ur, uc = np.divmod(extra, intr.width)
-            extra = extra[~((ur >= r0) & (ur < r1) & (uc >= c0) & (uc < c1))]
-            extra = extra[data.reshape(-1)[extra] > 0]
+    r0, r1, c0, c1, extra = _window_sources(depth, target, ext, semantics, rect, window, bounds)
     sub = data[r0:r1, c0:c1]
     rr, cc = np.nonzero(sub)
     index = (rr + r0).astype(np.intp) * intr.width + (cc + c0)

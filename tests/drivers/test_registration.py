@@ -586,3 +586,37 @@ def test_native_kernel_rebuilds_into_an_empty_cache(fresh_native):
     assert fresh_native.native_available()
     files = list(fresh_native._cache_dir().iterdir())
     assert len(files) == 1 and files[0].suffix == ".so"
+
+
+@pytest.mark.parametrize("arithmetic", ["exact", "fast"])
+def test_window_by_kernel_and_by_numpy_equal_the_frame_on_every_case(arithmetic):
+    """The face window through the compiled kernel (whole depth rows + "unsure" pixels) and through the numpy
+    window path: identical to the full frame inside the window, 0 outside, on every size pair and lens (1/4
+    scale; the colour lens makes "unsure" pixels), both footprints and a depth nearer than the culling tables."""
+    from edgepad.drivers.registration.native import native_available
+    from edgepad.drivers.registration.oracle import registration_cases
+    if not native_available():
+        pytest.skip("no C compiler here: the kernel path falls back to numpy (tested elsewhere)")
+    rng = np.random.default_rng(11)
+    scenes = [(c["name"], c["depth"], c["target"], c["ext"]) for c in registration_cases(0.25)]
+    # a strongly distorting colour lens: its radial map turns back inside the image, so a quarter of the depth
+    # pixels are "unsure" (always projected) and the kernel's second call (gathered pixels) runs
+    scenes += [(f"{n}/strong", d, Intrinsics(t.width, t.height, t.fx, t.fy, t.cx, t.cy, "modified_brown_conrady",
+                                             (0.1, -0.5, 0.0, 0.0, 0.0)), e)
+               for n, d, t, e in scenes if n.endswith("/color")]
+    for name, depth, target, ext in scenes:
+        for fp in ("sse", "rect"):
+            regs = {m: Registrar(depth.intrinsics, target, ext, depth.depth_scale_m, method=m, footprint=fp,
+                                 arithmetic=arithmetic) for m in ("native", "numpy")}
+            for dn in (depth, _nearest_at(depth, 0.08)):
+                full = regs["numpy"].frame(dn).data
+                for _ in range(3):
+                    x0, y0 = int(rng.integers(-10, target.width - 4)), int(rng.integers(-10, target.height - 4))
+                    win = (x0, y0, x0 + int(rng.integers(4, 80)), y0 + int(rng.integers(4, 80)))
+                    cx0, cy0 = max(0, win[0]), max(0, win[1])
+                    cx1, cy1 = max(cx0, min(target.width, win[2])), max(cy0, min(target.height, win[3]))
+                    want = np.zeros_like(full)
+                    want[cy0:cy1, cx0:cx1] = full[cy0:cy1, cx0:cx1]
+                    for m, reg in regs.items():
+                        np.testing.assert_array_equal(reg.window(dn, win).data, want,
+                                                      err_msg=f"{name} {fp} {m} {win}")
