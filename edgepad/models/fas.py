@@ -61,6 +61,10 @@ class MultiModalFASNet(nn.Module):
             as mmfCNN.
         missing_fill: fill value per modality (or one float for all) written by modality dropout; must equal
             the ``InputSpec.missing_fill`` the data pipeline and runtime use.
+        input_standardise: modalities whose input is standardised per sample inside the network,
+            ``(x − mean) / sqrt(var + 1e-4)`` over C×H×W of each crop: removes a sensor's gain and offset (and with
+            them the absolute level); part of the exported graph, so evaluation and the runtime do the same. A
+            constant (missing-modality fill) crop becomes 0.
 
     Forward:
         ``feed``: ``{"rgb": B×3×S×S, "depth": B×1×S×S, "ir": B×1×S×S}`` (normalised, extra keys ignored) →
@@ -74,11 +78,15 @@ class MultiModalFASNet(nn.Module):
                  feature_sigmoid: bool = False, fusion_kwargs: Mapping[str, Any] | None = None,
                  dropout: float = 0.0, head_hidden: int = 128, modality_dropout: float = 0.0,
                  missing_fill: float | Mapping[str, float] = 0.0, post_stage: bool = False,
-                 stream_se: bool = False) -> None:
+                 stream_se: bool = False, input_standardise: Sequence[str] = ()) -> None:
         super().__init__()
         self.modalities = tuple(modalities)
         if not self.modalities:
             raise ConfigError("a model needs at least one modality", key="modalities")
+        self.input_standardise = tuple(input_standardise)
+        if not set(self.input_standardise) <= set(self.modalities):
+            raise ConfigError(f"input_standardise {list(self.input_standardise)} names modalities the model lacks "
+                              f"({list(self.modalities)})", key="input_standardise")
         unknown = [m for m in self.modalities if m not in IN_CHANS]
         if unknown:
             raise ConfigError(f"unknown modalities {unknown}; known: {list(IN_CHANS)}", key="modalities")
@@ -198,6 +206,10 @@ class MultiModalFASNet(nn.Module):
     def forward(self, feed: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         self._check_feed(feed)
         feed, present = self.modality_dropout({m: feed[m] for m in self.modalities})
+        for m in self.input_standardise:
+            x = feed[m]
+            mu = x.mean((1, 2, 3), keepdim=True)
+            feed[m] = (x - mu) / torch.sqrt(((x - mu) ** 2).mean((1, 2, 3), keepdim=True) + 1e-4)
         feats = self._stage_feats(feed, self.fuse_stage + 1)
         out: dict[str, torch.Tensor] = {}
         if self.fusion_kind == "late":
