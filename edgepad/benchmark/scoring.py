@@ -74,8 +74,8 @@ def p4_threshold_results(dev: Mapping[str, Any], eval_: Mapping[str, Any], crite
     """Missing-modality results with two threshold policies.
 
     For every sub-protocol ``s`` in ``dev``/``eval_`` (``{name: ScoreSet}``): ``own`` = τ fitted on s's dev scores
-    with ``criterion`` (placed by ``rule``) and applied to s's eval scores; ``ref`` = τ fitted on the ``reference`` sub-protocol's dev
-    (all modalities) applied unchanged to s's eval scores — what a runtime without per-subset thresholds does.
+    with ``criterion`` (placed by ``rule``) and applied to s's eval scores; ``ref`` = τ fitted (and placed) on the
+    ``reference`` sub-protocol's dev (all modalities) applied unchanged to s's eval scores — what a runtime without per-subset thresholds does.
 
     Returns:
         ``{s: {"own": compact result | {"error"}, "ref": compact pad metrics at τ_ref | {"error"},

@@ -33,7 +33,8 @@ def test_multilayer_with_colour_streams_runs_on_three_channel_rgb():
                      colour_spaces=["rgb", "hsv", "ycbcr"]).eval()
     conv = next(mod for mod in m.streams["rgb"].modules() if isinstance(mod, torch.nn.Conv2d))
     assert conv.in_channels == 9
-    feed = {"rgb": torch.rand(2, 3, 32, 32) * 2 - 1, "depth": torch.zeros(2, 1, 32, 32), "ir": torch.zeros(2, 1, 32, 32)}
+    feed = {"rgb": torch.rand(2, 3, 32, 32) * 2 - 1, "depth": torch.zeros(2, 1, 32, 32),
+            "ir": torch.zeros(2, 1, 32, 32)}
     with torch.no_grad():
         assert m(feed)["logit"].shape == (2,)
     assert m.edgepad_spec["model_kwargs"]["colour_spaces"] == ["rgb", "hsv", "ycbcr"]
