@@ -33,8 +33,8 @@ from edgepad.data.sources import DataSourceConfig, build_dataset, data_config, r
 from edgepad.data.transforms import normalise_sample, resize_to_inputs
 from edgepad.engines.backend import load_backend
 from edgepad.errors import ConfigError, DatasetError, MetricError
-from edgepad.metrics import (aggregate_by_key, bpcer_rate, clopper_pearson, eer_threshold, fit_threshold,
-                             pad_metrics, parse_criterion, split_scores, tpr_at_fpr)
+from edgepad.metrics import (DEFAULT_THRESHOLD_RULE, aggregate_by_key, bpcer_rate, clopper_pearson, eer_threshold,
+                             pad_metrics, parse_criterion, place_threshold, split_scores, tpr_at_fpr)
 from edgepad.preprocess import crop_face_depth_m, require_crop_align
 from edgepad.report import write_report
 from edgepad.types import parse_modalities
@@ -230,31 +230,41 @@ def aggregate_videos(frames: ScoreSet) -> ScoreSet:
 # ================================================================================================ results
 def evaluate_scores(dev: ScoreSet, eval_: ScoreSet, criterion: str = "bpcer20", *,
                     operating_points: Sequence[str] = DEFAULT_OPERATING_POINTS, alpha: float = 0.05,
-                    pais: Iterable[str] | None = None, extra_thresholds: Mapping[str, float] | None = None) -> dict:
-    """ISO/IEC 30107-3 results: τ fitted on dev with ``criterion``, applied unchanged to eval.
+                    pais: Iterable[str] | None = None, extra_thresholds: Mapping[str, float] | None = None,
+                    rule: str = DEFAULT_THRESHOLD_RULE) -> dict:
+    """ISO/IEC 30107-3 results: τ fitted on dev with ``criterion``, placed by ``rule``, applied unchanged to eval.
 
     Args:
         dev, eval_: score sets of the two folds (same score scale and aggregation level).
         criterion: the headline criterion (``bpcerN``, ``apcerN``, ``eer``, ``min-hter``).
+        rule: τ placement (:func:`edgepad.metrics.place_threshold`; default the rule the export records in the
+            manifest, ``gap_logit``, which needs scores in [0, 1]; ``edge`` = the criterion's τ as is); every
+            operating point is placed by it too.
         operating_points: further criteria reported in the operating-point table (each τ from dev).
         alpha: 1 - confidence level of the Clopper–Pearson intervals.
         pais: species expected in eval (an absent one raises).
         extra_thresholds: named fixed thresholds (e.g. ``{"manifest": 0.42}``) reported as well.
 
     Returns:
-        JSON-ready dict with ``criterion``, ``threshold``, ``dev`` and ``eval`` (:func:`pad_metrics` dicts),
+        JSON-ready dict with ``criterion``, ``threshold``, ``threshold_rule`` (the rule name),
+        ``threshold_placement`` (:meth:`~edgepad.metrics.ThresholdFit.to_dict`), ``dev`` and ``eval``
+        (:func:`pad_metrics` dicts),
         ``operating_points`` {name: {threshold, eval (apcer/bpcer/acer + k/n), dev_apcer, dev_bpcer}},
         ``eer_dev``, ``eer_eval``, ``hter_eval_at_eer_dev``, ``tpr_at_fpr_eval`` (legacy), ``species``, counts.
 
     Raises:
-        MetricError: empty classes or species, too few dev scores to fit.
+        MetricError: empty classes or species, too few dev scores to fit; ``gap_logit`` with scores outside [0, 1].
+        ConfigError: unknown rule or criterion.
     """
     crit = parse_criterion(criterion)
-    tau = fit_threshold(*dev.args, crit)
+    fit = place_threshold(*dev.args, crit, rule)
+    tau = fit.threshold
     res: dict[str, Any] = {
         "criterion": crit.name,
         "threshold": tau,
-        "threshold_rule": f"τ from dev ({crit.name}), applied to eval",
+        "threshold_rule": rule,
+        "threshold_placement": fit.to_dict(),
+        "threshold_note": f"τ from dev ({crit.name}, placed by rule {rule}), applied unchanged to eval",
         "decision": "bona fide iff score >= τ",
         "species": {"dev": dev.species, "eval": eval_.species},
         "dev": pad_metrics(*dev.args, tau, alpha=alpha),
@@ -264,7 +274,7 @@ def evaluate_scores(dev: ScoreSet, eval_: ScoreSet, criterion: str = "bpcer20", 
     names = list(dict.fromkeys([crit.name, *[parse_criterion(c).name for c in operating_points]]))
     for name in names:
         try:
-            t = tau if name == crit.name else fit_threshold(*dev.args, name)
+            t = tau if name == crit.name else place_threshold(*dev.args, name, rule).threshold
         except MetricError as exc:
             ops[name] = {"error": str(exc)}
             continue
@@ -495,7 +505,8 @@ def score_metadata(backend, subset: Sequence[str], criterion: str) -> dict:
             "score_scale": f"{man.score_output}: P(bona fide) in [0, 1], higher = bona fide",
             "modalities_presented": list(subset), "missing_fill": fills,
             "sub_protocol": "+".join(subset), "threshold_criterion": criterion,
-            "manifest_threshold": man.threshold, "manifest_threshold_criterion": man.threshold_criterion}
+            "manifest_threshold": man.threshold, "manifest_threshold_criterion": man.threshold_criterion,
+            "manifest_threshold_rule": (man.training or {}).get("threshold_rule")}
 
 
 # ================================================================================================ per-head
@@ -632,7 +643,7 @@ def evaluate_model(model: Path | str, data: Path | str | DataSourceConfig | Mapp
                    out: Path | str, *,
                    criterion: str = "bpcer20", subset: Iterable[str] | None = None, max_frames: int | None = None,
                    backend_kind: str = "auto", batch_size: int = 32, level: str = "video", plots: bool = True,
-                   limit: int | None = None, backend=None) -> dict:
+                   limit: int | None = None, backend=None, threshold_rule: str = DEFAULT_THRESHOLD_RULE) -> dict:
     """Score ``model`` on ``protocol``'s dev and eval folds, fit τ on dev, write CSVs, metrics JSON and report.
 
     Writes into ``out``: ``scores-dev.csv``/``scores-eval.csv`` (+ sidecars; level ``level``),
@@ -647,6 +658,9 @@ def evaluate_model(model: Path | str, data: Path | str | DataSourceConfig | Mapp
         criterion: threshold criterion on dev. subset: modalities presented (missing-modality sub-protocol).
         max_frames: frames per video. backend_kind: ``auto|onnxruntime|torch|trt``. level: ``video|frame``
             (which level the headline files and report use). backend: an already-open backend (tests, bench).
+        threshold_rule: τ placement on dev (:func:`evaluate_scores`; default = the export's rule). The result
+            records it, and ``model.manifest_threshold_rule`` the rule the manifest's τ was placed with (``None``:
+            a manifest exported before rules were recorded, i.e. ``edge``).
 
     Returns:
         The metrics dict that was written to ``metrics.json``.
@@ -669,7 +683,7 @@ def evaluate_model(model: Path | str, data: Path | str | DataSourceConfig | Mapp
     frames["dev"].meta.pop("groups", None)
     head_frames = {fold: fs.meta.pop("head_scores", {}) for fold, fs in frames.items()}
     meta = score_metadata(backend, mods, parse_criterion(criterion).name)
-    meta.update({"protocol": protocol, "data": str(data), "data_kind": cfg.kind,
+    meta.update({"threshold_rule": threshold_rule,"protocol": protocol, "data": str(data), "data_kind": cfg.kind,
                  "depth_encoding": frames["eval"].meta.get("depth_encoding")})
     levels: dict[str, dict[str, ScoreSet]] = {"frame": {}, "video": {}}
     for fold, fs in frames.items():
@@ -678,7 +692,7 @@ def evaluate_model(model: Path | str, data: Path | str | DataSourceConfig | Mapp
         levels["video"][fold] = aggregate_videos(fs)
         write_scores(out / "frames" / f"scores-{fold}.csv", fs)
         write_scores(out / f"scores-{fold}.csv", levels[level][fold] if level == "video" else fs)
-    results = {lv: evaluate_scores(levels[lv]["dev"], levels[lv]["eval"], criterion,
+    results = {lv: evaluate_scores(levels[lv]["dev"], levels[lv]["eval"], criterion, rule=threshold_rule,
                                    extra_thresholds={"manifest": backend.manifest.threshold}) for lv in levels}
     if groups:
         for lv, r in results.items():
@@ -715,8 +729,10 @@ def evaluate_model(model: Path | str, data: Path | str | DataSourceConfig | Mapp
 
 
 def evaluate_files(dev_csv: Path | str, eval_csv: Path | str, out: Path | str | None, *,
-                   criterion: str = "bpcer20", plots: bool = True, title: str | None = None) -> dict:
-    """``edgepad metrics``: results and report from two bob-format score CSVs alone.
+                   criterion: str = "bpcer20", plots: bool = True, title: str | None = None,
+                   threshold_rule: str = DEFAULT_THRESHOLD_RULE) -> dict:
+    """``edgepad metrics``: results and report from two bob-format score CSVs alone (τ placed by
+    ``threshold_rule``, :func:`evaluate_scores`; scores outside [0, 1] need ``gap`` or ``edge``).
 
     Writes ``metrics.json`` and ``report.md``/``.html`` (+ PNG plots) into ``out`` when given.
     """
@@ -726,7 +742,7 @@ def evaluate_files(dev_csv: Path | str, eval_csv: Path | str, out: Path | str | 
         if s.meta.get("level") and dev.meta.get("level") and s.meta["level"] != dev.meta["level"]:
             raise MetricError(f"dev and eval score files are at different levels ({dev.meta['level']} vs "
                               f"{s.meta['level']}); thresholds and metrics need the same level")
-    res = evaluate_scores(dev, ev, criterion)
+    res = evaluate_scores(dev, ev, criterion, rule=threshold_rule)
     res["files"] = {"dev": str(dev_csv), "eval": str(eval_csv)}
     if out is not None:
         out = Path(out)

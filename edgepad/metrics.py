@@ -404,6 +404,9 @@ def fit_threshold(scores: Sequence[float] | np.ndarray, is_bonafide: Sequence[bo
 # ----------------------------------------------------------------------------------------------- placement
 #: threshold placement rules (:func:`place_threshold`)
 THRESHOLD_RULES = ("edge", "gap", "gap_logit")
+#: the one default rule: export (manifest ``training.threshold_rule``), ``edgepad evaluate`` / ``metrics`` and
+#: ``edgepad benchmark`` all place τ with it unless told otherwise (tests/evaluation/test_threshold_rule_default.py)
+DEFAULT_THRESHOLD_RULE = "gap_logit"
 #: score clip for the logit-space midpoint (float32 σ saturates near 1 − 6e-8)
 _LOGIT_EPS = 1e-7
 
@@ -442,7 +445,7 @@ def _midpoint(lo: float, hi: float, rule: str) -> float:
     if rule == "gap_logit":
         if not (0.0 <= lo <= 1.0 and 0.0 <= hi <= 1.0):
             raise MetricError(f"threshold rule gap_logit needs scores in [0, 1] (probabilities); got dev scores "
-                              f"{lo:g}, {hi:g}: use rule gap")
+                              f"{lo:g}, {hi:g}: use rule gap or edge (--threshold-rule gap)")
         a, b = (min(max(x, _LOGIT_EPS), 1.0 - _LOGIT_EPS) for x in (lo, hi))
         z = 0.5 * (math.log(a / (1.0 - a)) + math.log(b / (1.0 - b)))
         mid = 1.0 / (1.0 + math.exp(-z))
@@ -454,8 +457,8 @@ def _midpoint(lo: float, hi: float, rule: str) -> float:
 
 
 def place_threshold(scores: Sequence[float] | np.ndarray, is_bonafide: Sequence[bool] | np.ndarray,
-                    species: Sequence[str] | np.ndarray | None, criterion: str | Criterion, rule: str = "edge",
-                    **fit_kw) -> ThresholdFit:
+                    species: Sequence[str] | np.ndarray | None, criterion: str | Criterion,
+                    rule: str = DEFAULT_THRESHOLD_RULE, **fit_kw) -> ThresholdFit:
     """Fit a dev threshold with ``criterion`` (:func:`fit_threshold`) and place it by ``rule`` (docs/MODELS.md,
     "Operating points").
 

@@ -55,7 +55,9 @@ def build_blocks(res: Mapping[str, Any], title: str, context: Mapping[str, Any] 
     ev, dv = res["eval"], res["dev"]
     crit, tau = res["criterion"], res["threshold"]
     b: list[tuple] = [("h1", f"PAD evaluation: {title}")]
-    lines = [f"**τ from dev ({crit}), applied to eval**: τ = {_thr(tau)}; decision: bona fide iff score ≥ τ."]
+    rule = f", placed by rule {res['threshold_rule']}" if res.get("threshold_rule") else ""
+    lines = [f"**τ from dev ({crit}{rule}), applied unchanged to eval**: τ = {_thr(tau)}; decision: bona fide iff "
+             f"score ≥ τ."]
     lines.append(f"Aggregation level: {res.get('level', 'unspecified')}.")
     for k, v in (context or {}).items():
         lines.append(f"{k}: {v}")

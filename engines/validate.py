@@ -187,14 +187,17 @@ def validate_artifact(candidate: BaseBackend | Path | str, reference: BaseBacken
 
     refit_info = None
     if refit is not None:
-        from edgepad.metrics import fit_threshold
+        from edgepad.metrics import place_threshold
         crit = refit.criterion or cand.manifest.threshold_criterion
+        # the rule the manifest's τ was placed with (training.threshold_rule; none recorded = legacy `edge`)
+        rule = (cand.manifest.training or {}).get("threshold_rule") or "edge"
         dev_scores = run_backend(cand, stack_feeds(refit.feeds), batch)[score_name]
-        new_thr = float(fit_threshold(dev_scores, np.asarray(refit.is_bonafide, bool), refit.species, crit))
+        new_thr = float(place_threshold(dev_scores, np.asarray(refit.is_bonafide, bool), refit.species, crit,
+                                        rule).threshold)
         if not math.isfinite(new_thr):
             raise ValidationError(f"re-fitted {crit} threshold on dev is not finite ({new_thr}); the converted "
                                   "model cannot reach the operating point", report={"refit_threshold": new_thr})
-        refit_info = {"criterion": crit, "split": "dev", "samples": int(dev_scores.size),
+        refit_info = {"criterion": crit, "threshold_rule": rule, "split": "dev", "samples": int(dev_scores.size),
                       "previous_threshold": cand_thr, "threshold": new_thr}
         cand_thr = new_thr
 

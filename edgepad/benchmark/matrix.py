@@ -15,6 +15,11 @@ from typing import Any, Literal, Mapping, Sequence
 from edgepad.benchmark.dataset import LATE_CONFIG_FIELDS, GENERATOR_VERSION, SynthDatasetConfig, config_mapping
 from edgepad.config import from_mapping, read_mapping, suggest
 from edgepad.errors import ConfigError
+from edgepad.metrics import DEFAULT_THRESHOLD_RULE, THRESHOLD_RULES
+
+#: preset keys the benchmark reads itself (not ``TrainConfig`` fields): ``train_with`` = protocols whose **train**
+#: rows are added to the training rows of every protocol the preset is trained for (dev and eval unchanged)
+PRESET_KEYS = ("train_with",)
 
 #: Missing-modality sub-protocols (Flex-Modal): the modalities presented at test time.
 SUBPROTOCOLS: dict[str, tuple[str, ...]] = {"P1": ("rgb",), "P2": ("rgb", "depth"), "P3": ("rgb", "ir"),
@@ -70,9 +75,12 @@ class MatrixConfig:
         data: :class:`~edgepad.benchmark.dataset.SynthDatasetConfig` fields.
         data_workers: processes for data generation.
         train: ``edgepad.training.TrainConfig`` fields shared by every run (the training budget).
-        models: preset name -> TrainConfig fields deep-merged over ``train`` (``model``, ``loss``, …).
+        models: preset name -> TrainConfig fields deep-merged over ``train`` (``model``, ``loss``, …), plus
+            ``train_with`` (:data:`PRESET_KEYS`): e.g. ``[grandtest]`` trains X_physics on nominal ∪ ``dr``.
         experiments: the comparisons.
         criterion: threshold criterion fitted on dev (``bpcer20``, ``apcer100``, ``eer`` …).
+        threshold_rule: where τ is placed on dev (:func:`edgepad.metrics.place_threshold`; default the export's
+            rule, ``gap_logit``); the results and tables record it.
         level: ``video`` (mean of frame scores per video) or ``frame``.
         seeds: training seeds (results: mean ± population std over seeds).
         balance: oversample bona fide training videos to about the attack count (each bona fide train row
@@ -87,6 +95,7 @@ class MatrixConfig:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     experiments: tuple[Experiment, ...] = ()
     criterion: str = "bpcer20"
+    threshold_rule: str = DEFAULT_THRESHOLD_RULE
     level: Literal["video", "frame"] = "video"
     seeds: tuple[int, ...] = (0,)
     balance: bool = False
@@ -109,6 +118,14 @@ class MatrixConfig:
                 raise ConfigError(f"experiment {e.name!r}: table 'subsets' needs subsets", key="subsets")
         if not self.seeds:
             raise ConfigError("seeds must not be empty", key="seeds")
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ConfigError(f"unknown threshold_rule {self.threshold_rule!r}; known {list(THRESHOLD_RULES)}",
+                              key="threshold_rule", suggestions=suggest(self.threshold_rule, THRESHOLD_RULES))
+        for name, preset in self.models.items():
+            tw = preset.get("train_with", [])
+            if not isinstance(tw, (list, tuple)) or not all(isinstance(p, str) for p in tw):
+                raise ConfigError(f"model preset {name!r}: train_with must be a list of protocol names",
+                                  key=f"models.{name}.train_with")
 
 
 def load_matrix(path: Path | str, *, quick: bool = False) -> MatrixConfig:

@@ -108,8 +108,8 @@ def run_benchmark(matrix: Path | str | MatrixConfig, out: Path | str, *, quick: 
         rows = train_rows_hash(root, proto)
         key = run_key(cfg, preset, seed, dhash, rows)
         ekey = sha({"run": key, "protocol": proto, "eval_rows": sha(protocol_rows(root, proto)),
-                    "subsets": list(subsets), "criterion": cfg.criterion, "level": cfg.level,
-                    "version": RESULT_VERSION})
+                    "subsets": list(subsets), "criterion": cfg.criterion, "rule": cfg.threshold_rule,
+                    "level": cfg.level, "version": RESULT_VERSION})
         cache = res_dir / f"{preset}-{proto}-s{seed}-{ekey[:12]}.json"
         if cache.is_file():
             rec = json.loads(cache.read_text(encoding="utf-8"))
@@ -125,7 +125,7 @@ def run_benchmark(matrix: Path | str | MatrixConfig, out: Path | str, *, quick: 
         te = time.perf_counter()
         try:
             ev = evaluate_run(run_dir, root, proto, subsets, cfg.criterion, cfg.level,
-                              int(cfg.train.get("eval_batch_size", 128)))
+                              int(cfg.train.get("eval_batch_size", 128)), rule=cfg.threshold_rule)
         except (EdgePadError, ValueError) as exc:
             ev = {"protocol": proto, "error": f"{type(exc).__name__}: {exc}", "subsets": {}}
         rec = {"preset": preset, "protocol": proto, "seed": seed, "subsets_requested": list(subsets),
@@ -144,11 +144,11 @@ def run_benchmark(matrix: Path | str | MatrixConfig, out: Path | str, *, quick: 
             first = subs.get("P4", subs.get("full", next(iter(subs.values()), {})))
             if "acer" in first:
                 say(f"  ACER {100 * first['acer']:.2f} % (APCER {100 * first['apcer']:.2f} %, "
-                    f"BPCER {100 * first['bpcer']:.2f} %) τ from dev ({cfg.criterion})")
+                    f"BPCER {100 * first['bpcer']:.2f} %) τ from dev ({cfg.criterion}, rule {cfg.threshold_rule})")
     context = {"command": command or f"edgepad benchmark {matrix if not isinstance(matrix, MatrixConfig) else ''}",
                "git": git_revision(), "data_hash": dhash, "data_root": str(root), "quick": quick,
                "seeds": list(cfg.seeds), "data": dataset_config(cfg.data), "train": cfg.train, "models": cfg.models,
-               "criterion": cfg.criterion, "level": cfg.level, "meta": meta}
+               "criterion": cfg.criterion, "threshold_rule": cfg.threshold_rule, "level": cfg.level, "meta": meta}
     md = render_tables(cfg, records, context)
     (out / "RESULTS.md").write_text(md, encoding="utf-8")
     (out / "results.json").write_text(json.dumps({"context": {k: v for k, v in context.items()

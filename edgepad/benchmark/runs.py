@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from edgepad.benchmark.dataset import generate
-from edgepad.benchmark.matrix import MatrixConfig, dataset_config, data_hash, deep_merge, meta_hash, sha
+from edgepad.benchmark.matrix import PRESET_KEYS, MatrixConfig, dataset_config, data_hash, deep_merge, meta_hash, sha
 from edgepad.config import from_mapping
 from edgepad.errors import DatasetError
 
@@ -64,8 +64,8 @@ def train_rows_hash(root: Path, protocol: str, folds: Sequence[str] = ("train", 
 
 
 def train_mapping(cfg: MatrixConfig, preset: str, seed: int, root: Path, protocol: str, run_dir: Path) -> dict:
-    """The resolved ``TrainConfig`` mapping of one run."""
-    m = deep_merge(cfg.train, cfg.models[preset])
+    """The resolved ``TrainConfig`` mapping of one run (benchmark-only preset keys removed)."""
+    m = deep_merge(cfg.train, {k: v for k, v in cfg.models[preset].items() if k not in PRESET_KEYS})
     m = deep_merge(m, {"data": {"kind": "synthbench", "root": str(root), "protocol": protocol},
                        "seed": int(seed), "out": str(run_dir), "tensorboard": False})
     return m
@@ -84,19 +84,27 @@ def run_key(cfg: MatrixConfig, preset: str, seed: int, dhash: str, rows_hash: st
     return sha(ident)
 
 
-def balanced_protocol(root: Path, protocol: str, out_dir: Path) -> tuple[Path, int]:
-    """Write ``out_dir/PROTOCOL-<protocol>.csv``: ``protocol``'s rows with every bona fide **train** row repeated
+def balanced_protocol(root: Path, protocol: str, out_dir: Path, *, balance: bool = True,
+                      train_with: Sequence[str] = ()) -> tuple[Path, int]:
+    """Write ``out_dir/PROTOCOL-<protocol>.csv``: ``protocol``'s rows plus the **train** rows of each protocol in
+    ``train_with`` (duplicates dropped), and with ``balance`` every bona fide train row repeated
     ``k = max(1, round(#attack train rows / #bona fide train rows))`` times (dev/eval rows unchanged).
 
     Returns:
-        ``(out_dir, k)``.
+        ``(out_dir, k)`` (k = 1 without ``balance``).
     """
     rows = protocol_rows(root, protocol)
+    seen = {tuple(r) for r in rows}
+    for other in train_with:
+        for r in protocol_rows(root, other):
+            if r[-1] == "train" and tuple(r) not in seen:
+                seen.add(tuple(r))
+                rows.append(r)
     train = [r for r in rows if r[-1] == "train"]
     n_b = sum(1 for r in train if r[1].strip() == "0")
     if n_b == 0:
         raise DatasetError(f"protocol {protocol!r} has no bona fide training rows")
-    k = max(1, int(round((len(train) - n_b) / n_b)))
+    k = max(1, int(round((len(train) - n_b) / n_b))) if balance else 1
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"PROTOCOL-{protocol}.csv"
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")   # concurrent runs (one per seed) write the same file
@@ -124,8 +132,11 @@ def ensure_trained(cfg: MatrixConfig, preset: str, seed: int, root: Path, dhash:
     if done.is_file():
         return run_dir, {**json.loads(done.read_text(encoding="utf-8")), "_reused": True}
     mapping = train_mapping(cfg, preset, seed, root, protocol, run_dir)
-    if cfg.balance:
-        pdir, _ = balanced_protocol(root, protocol, Path(out) / f"protocols-balanced-{dhash[:12]}")
+    train_with = tuple(cfg.models[preset].get("train_with", ()))
+    if cfg.balance or train_with:
+        name = "balanced" if not train_with else f"{'balanced-' if cfg.balance else ''}with-{'+'.join(train_with)}"
+        pdir, _ = balanced_protocol(root, protocol, Path(out) / f"protocols-{name}-{dhash[:12]}", balance=cfg.balance,
+                                    train_with=train_with)
         mapping["data"]["protocol_dir"] = str(pdir)
     if threads:
         mapping["threads"] = int(threads)

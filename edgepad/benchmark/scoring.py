@@ -12,7 +12,7 @@ from edgepad.data.datasets import SynthBenchDataset
 from edgepad.data.transforms import PADDataset, build_transform
 from edgepad.errors import ConfigError, MetricError
 from edgepad.evaluation import FRAME_SEPARATOR, ScoreSet, aggregate_videos, evaluate_scores
-from edgepad.metrics import fit_threshold, pad_metrics
+from edgepad.metrics import DEFAULT_THRESHOLD_RULE, pad_metrics, place_threshold
 
 
 def score_fold(model, inputs: Mapping[str, Any], root: Path, protocol: str, fold: str, keep: Sequence[str],
@@ -41,6 +41,7 @@ def compact(res: Mapping[str, Any]) -> dict:
         return None if "eval" not in o else float(o["eval"]["bpcer"] if name.startswith("bpcer")
                                                   else o["eval"]["apcer"])
     return {"criterion": res["criterion"], "threshold": float(res["threshold"]),
+            "threshold_rule": res.get("threshold_rule"),
             "acer": float(ev["acer"]), "apcer": float(ev["apcer"]), "bpcer": float(ev["bpcer"]),
             "hter": float(ev["hter"]), "apcer_worst_species": ev["apcer_worst_species"],
             "apcer_per_species": {p: float(r["value"]) for p, r in ev["apcer_per_species"].items()},
@@ -53,12 +54,15 @@ def compact(res: Mapping[str, Any]) -> dict:
             "level": res.get("level")}
 
 
-def summarise(dev, eval_, criterion: str) -> dict:
-    """:func:`compact` result of τ from dev (``criterion``) on eval, plus ``acer_eer``: eval ACER at the dev EER
-    threshold (a second, less extreme operating point, also fitted on dev only)."""
-    res = evaluate_scores(dev, eval_, criterion)
+def summarise(dev, eval_, criterion: str, rule: str = DEFAULT_THRESHOLD_RULE) -> dict:
+    """:func:`compact` result of τ from dev (``criterion``, placed by ``rule``) on eval, plus ``acer_eer`` /
+    ``bpcer_eer`` / ``apcer_eer``: eval rates at the dev EER threshold placed by the same rule (a second, less
+    extreme operating point, also fitted on dev only)."""
+    res = evaluate_scores(dev, eval_, criterion, rule=rule)
     out = compact(res)
-    m = pad_metrics(*eval_.args, float(res["eer_dev"]["threshold"]))
+    tau_eer = place_threshold(*dev.args, "eer", rule).threshold
+    out["threshold_eer"] = float(tau_eer)
+    m = pad_metrics(*eval_.args, tau_eer)
     out["acer_eer"] = float(m["acer"])
     out["bpcer_eer"] = float(m["bpcer"])
     out["apcer_eer"] = float(m["apcer"])
@@ -66,12 +70,12 @@ def summarise(dev, eval_, criterion: str) -> dict:
 
 
 def p4_threshold_results(dev: Mapping[str, Any], eval_: Mapping[str, Any], criterion: str,
-                         reference: str = "P4") -> dict[str, dict]:
+                         reference: str = "P4", rule: str = DEFAULT_THRESHOLD_RULE) -> dict[str, dict]:
     """Missing-modality results with two threshold policies.
 
     For every sub-protocol ``s`` in ``dev``/``eval_`` (``{name: ScoreSet}``): ``own`` = τ fitted on s's dev scores
-    with ``criterion`` and applied to s's eval scores; ``ref`` = τ fitted on the ``reference`` sub-protocol's dev
-    (all modalities) applied unchanged to s's eval scores — what a runtime without per-subset thresholds does.
+    with ``criterion`` (placed by ``rule``) and applied to s's eval scores; ``ref`` = τ fitted (and placed) on the
+    ``reference`` sub-protocol's dev (all modalities) applied unchanged to s's eval scores — what a runtime without per-subset thresholds does.
 
     Returns:
         ``{s: {"own": compact result | {"error"}, "ref": compact pad metrics at τ_ref | {"error"},
@@ -82,12 +86,12 @@ def p4_threshold_results(dev: Mapping[str, Any], eval_: Mapping[str, Any], crite
     """
     if reference not in dev:
         raise MetricError(f"reference sub-protocol {reference} was not scored")
-    tau_ref = float(fit_threshold(*dev[reference].args, criterion))
+    tau_ref = float(place_threshold(*dev[reference].args, criterion, rule).threshold)
     out: dict[str, dict] = {}
     for s in dev:
         row: dict[str, Any] = {"tau_ref": tau_ref}
         try:
-            row["own"] = summarise(dev[s], eval_[s], criterion)
+            row["own"] = summarise(dev[s], eval_[s], criterion, rule)
         except MetricError as exc:
             row["own"] = {"error": str(exc)}
         try:
@@ -102,8 +106,9 @@ def p4_threshold_results(dev: Mapping[str, Any], eval_: Mapping[str, Any], crite
 
 
 def evaluate_run(run_dir: Path, root: Path, protocol: str, subsets: Sequence[str], criterion: str,
-                 level: str, batch_size: int = 128) -> dict:
-    """Score ``run_dir/best.pt`` on ``protocol`` (dev + eval) for each sub-protocol and fit τ on dev.
+                 level: str, batch_size: int = 128, rule: str = DEFAULT_THRESHOLD_RULE) -> dict:
+    """Score ``run_dir/best.pt`` on ``protocol`` (dev + eval) for each sub-protocol and fit τ on dev (placed by
+    ``rule``).
 
     ``subsets`` empty = the model's own modalities only (reported as ``full``).
     """
@@ -127,16 +132,17 @@ def evaluate_run(run_dir: Path, root: Path, protocol: str, subsets: Sequence[str
         if level == "video":
             d, e = aggregate_videos(d), aggregate_videos(e)
         dev[name], ev[name] = d, e
-    out: dict[str, Any] = {"protocol": protocol, "level": level, "criterion": criterion, "modalities": list(mods),
-                           "subsets": {}}
+    out: dict[str, Any] = {"protocol": protocol, "level": level, "criterion": criterion, "threshold_rule": rule,
+                           "modalities": list(mods), "subsets": {}}
     for name in wanted:
         try:
-            out["subsets"][name] = summarise(dev[name], ev[name], criterion)
+            out["subsets"][name] = summarise(dev[name], ev[name], criterion, rule)
         except MetricError as exc:
             out["subsets"][name] = {"error": str(exc)}
     if "P4" in wanted and len(wanted) > 1:
         try:
-            out["p4_threshold"] = {s: r["ref"] for s, r in p4_threshold_results(dev, ev, criterion).items()}
+            out["p4_threshold"] = {s: r["ref"] for s, r in p4_threshold_results(dev, ev, criterion,
+                                                                                   rule=rule).items()}
         except MetricError as exc:
             out["p4_threshold"] = {"error": str(exc)}
     return out

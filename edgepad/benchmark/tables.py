@@ -82,8 +82,8 @@ def render_experiment(exp: Experiment, cfg: MatrixConfig, records: Sequence[Mapp
     parts = [f"### {exp.title or exp.name}\n"]
     if exp.question:
         parts.append(f"{exp.question}\n")
-    parts.append(f"τ from dev ({crit}), applied unchanged to eval; {cfg.level} level; figures in %, "
-                 f"mean ± population std (ddof = 0) over seeds {seeds}.\n")
+    parts.append(f"τ from dev ({crit}, placed by rule `{cfg.threshold_rule}`), applied unchanged to eval; "
+                 f"{cfg.level} level; figures in %, mean ± population std (ddof = 0) over seeds {seeds}.\n")
     notes: list[str] = []
     if exp.table == "models":
         for proto in protocols:
@@ -94,12 +94,14 @@ def render_experiment(exp: Experiment, cfg: MatrixConfig, records: Sequence[Mapp
                 n = len([r for r in recs if "acer" in r.get("subsets", {}).get(sub, {})])
                 rows.append([m, fmt_ms(_vals(recs, sub, "acer")), fmt_ms(_vals(recs, sub, "apcer")),
                              fmt_ms(_vals(recs, sub, "bpcer")), fmt_ms(_vals(recs, sub, "bpcer20")),
-                             fmt_ms(_vals(recs, sub, "acer_eer")), fmt_ms(_vals(recs, sub, "eer_dev")),
+                             fmt_ms(_vals(recs, sub, "acer_eer")), fmt_ms(_vals(recs, sub, "apcer_eer")),
+                             fmt_ms(_vals(recs, sub, "bpcer_eer")), fmt_ms(_vals(recs, sub, "eer_dev")),
                              _worst(recs, sub), str(n)])
                 notes += [f"{m}/{proto}: {e}" for e in _errors(recs)]
             parts.append(f"**{proto}**\n")
             parts.append(md_table(["model", "ACER", "APCER (worst species)", "BPCER", "BPCER20",
-                                   "ACER (τ EER dev)", "EER (dev)", "worst species", "seeds"], rows))
+                                   "ACER (τ EER dev)", "APCER (τ EER dev)", "BPCER (τ EER dev)", "EER (dev)",
+                                   "worst species", "seeds"], rows))
             if exp.per_species:
                 parts.append(_species_table(exp.models, records, proto, seeds))
     elif exp.table == "protocols":
@@ -254,7 +256,8 @@ def render_tables(cfg: MatrixConfig, records: Sequence[Mapping], context: Mappin
              f"generator version {meta.get('generator_version', '?')})",
              f"- Seeds: {list(context.get('seeds', cfg.seeds))} (training seeds; the data seed is "
              f"{getattr(data, 'seed', '?')})",
-             f"- Threshold: τ fitted on dev with criterion **{cfg.criterion}**, applied unchanged to eval; "
+             f"- Threshold: τ fitted on dev with criterion **{cfg.criterion}**, placed by rule "
+             f"**{cfg.threshold_rule}** (edgepad.metrics.place_threshold), applied unchanged to eval; "
              f"scores aggregated at **{cfg.level}** level (mean of frame scores).",
              ""]
     if data is not None:

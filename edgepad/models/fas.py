@@ -35,6 +35,36 @@ from edgepad.models.fusion import FUSIONS, ModalityDropout, ModalWeightingBlock,
 from edgepad.models.registry import register_model
 
 IN_CHANS = {"rgb": 3, "depth": 1, "ir": 1}
+#: colour spaces the rgb stream can see (``colour_spaces``); each adds 3 channels to the rgb stream's input
+COLOUR_SPACES = ("rgb", "hsv", "ycbcr")
+
+
+def colour_channels(x: torch.Tensor, spaces: Sequence[str], mean: float = 0.5, std: float = 0.5) -> torch.Tensor:
+    """B×3×S×S normalised RGB → B×(3·k)×S×S: the ``spaces`` (``rgb`` | ``hsv`` | ``ycbcr``) concatenated, each
+    channel in [0, 1] then normalised with the same ``(c − mean) / std`` as the rgb input (``mean``/``std`` must be
+    the rgb ``InputSpec``'s). HSV: hue in turns (0–1), saturation ``(max − min) / max``, value ``max``; YCbCr:
+    BT.601 full range, Cb/Cr offset by 0.5."""
+    u = (x * std + mean).clamp(0.0, 1.0)
+    r, g, b = u[:, 0:1], u[:, 1:2], u[:, 2:3]
+    out = []
+    for sp in spaces:
+        if sp == "rgb":
+            out.append(u)
+        elif sp == "hsv":
+            mx, mn = u.max(1, keepdim=True).values, u.min(1, keepdim=True).values
+            d = mx - mn
+            dd = torch.where(d > 0, d, torch.ones_like(d))
+            h = torch.where(mx == r, ((g - b) / dd) % 6.0,
+                            torch.where(mx == g, (b - r) / dd + 2.0, (r - g) / dd + 4.0)) / 6.0
+            h = torch.where(d > 0, h, torch.zeros_like(h))
+            s = torch.where(mx > 0, d / torch.where(mx > 0, mx, torch.ones_like(mx)), torch.zeros_like(mx))
+            out.append(torch.cat([h, s, mx], 1))
+        else:
+            y = 0.299 * r + 0.587 * g + 0.114 * b
+            cb = 0.5 - 0.168736 * r - 0.331264 * g + 0.5 * b
+            cr = 0.5 + 0.5 * r - 0.418688 * g - 0.081312 * b
+            out.append(torch.cat([y, cb, cr], 1))
+    return (torch.cat(out, 1) - mean) / std
 
 
 class MultiModalFASNet(nn.Module):
@@ -61,6 +91,13 @@ class MultiModalFASNet(nn.Module):
             as mmfCNN.
         missing_fill: fill value per modality (or one float for all) written by modality dropout; must equal
             the ``InputSpec.missing_fill`` the data pipeline and runtime use.
+        colour_spaces: what the rgb stream sees (:data:`COLOUR_SPACES`, :func:`colour_channels`): e.g.
+            ``["rgb", "hsv", "ycbcr"]`` = a 9-channel rgb stream computed inside the graph from the 3-channel rgb
+            input (the runtime feeds RGB as before). ``rgb_norm``: the rgb ``InputSpec`` ``(mean, std)``.
+        input_standardise: modalities whose input is standardised per sample inside the network,
+            ``(x − mean) / sqrt(var + 1e-4)`` over C×H×W of each crop: removes a sensor's gain and offset (and with
+            them the absolute level); part of the exported graph, so evaluation and the runtime do the same. A
+            constant (missing-modality fill) crop becomes 0.
 
     Forward:
         ``feed``: ``{"rgb": B×3×S×S, "depth": B×1×S×S, "ir": B×1×S×S}`` (normalised, extra keys ignored) →
@@ -74,11 +111,25 @@ class MultiModalFASNet(nn.Module):
                  feature_sigmoid: bool = False, fusion_kwargs: Mapping[str, Any] | None = None,
                  dropout: float = 0.0, head_hidden: int = 128, modality_dropout: float = 0.0,
                  missing_fill: float | Mapping[str, float] = 0.0, post_stage: bool = False,
-                 stream_se: bool = False) -> None:
+                 stream_se: bool = False, input_standardise: Sequence[str] = (),
+                 colour_spaces: Sequence[str] = ("rgb",), rgb_norm: Sequence[float] = (0.5, 0.5)) -> None:
         super().__init__()
         self.modalities = tuple(modalities)
         if not self.modalities:
             raise ConfigError("a model needs at least one modality", key="modalities")
+        self.input_standardise = tuple(input_standardise)
+        if not set(self.input_standardise) <= set(self.modalities):
+            raise ConfigError(f"input_standardise {list(self.input_standardise)} names modalities the model lacks "
+                              f"({list(self.modalities)})", key="input_standardise")
+        self.colour_spaces = tuple(colour_spaces)
+        self.rgb_norm = (float(rgb_norm[0]), float(rgb_norm[1]))
+        if (not self.colour_spaces or not set(self.colour_spaces) <= set(COLOUR_SPACES)
+                or len(set(self.colour_spaces)) != len(self.colour_spaces)):
+            raise ConfigError(f"colour_spaces must be distinct names among {list(COLOUR_SPACES)}, got "
+                              f"{list(self.colour_spaces)}", key="colour_spaces")
+        if self.colour_spaces != ("rgb",) and "rgb" not in self.modalities:
+            raise ConfigError("colour_spaces needs the rgb modality", key="colour_spaces")
+        in_chans = {**IN_CHANS, "rgb": 3 * len(self.colour_spaces)}
         unknown = [m for m in self.modalities if m not in IN_CHANS]
         if unknown:
             raise ConfigError(f"unknown modalities {unknown}; known: {list(IN_CHANS)}", key="modalities")
@@ -102,12 +153,12 @@ class MultiModalFASNet(nn.Module):
         # ---- trunks
         if self.shared_trunk:
             self.trunk = create_backbone(backbone, in_chans=3, **bkw)
-            self.stems = nn.ModuleDict({m: self.trunk.make_stem(IN_CHANS[m]) for m in self.modalities})
+            self.stems = nn.ModuleDict({m: self.trunk.make_stem(in_chans[m]) for m in self.modalities})
             self.trunk.stem = nn.Identity()   # per-modality stems replace it
             self.streams = None
             ref: Backbone = self.trunk
         else:
-            self.streams = nn.ModuleDict({m: create_backbone(backbone, in_chans=IN_CHANS[m], **bkw)
+            self.streams = nn.ModuleDict({m: create_backbone(backbone, in_chans=in_chans[m], **bkw)
                                           for m in self.modalities})
             ref = self.streams[self.modalities[0]]
         chans, strides = ref.channels, ref.strides
@@ -198,6 +249,12 @@ class MultiModalFASNet(nn.Module):
     def forward(self, feed: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         self._check_feed(feed)
         feed, present = self.modality_dropout({m: feed[m] for m in self.modalities})
+        for m in self.input_standardise:
+            x = feed[m]
+            mu = x.mean((1, 2, 3), keepdim=True)
+            feed[m] = (x - mu) / torch.sqrt(((x - mu) ** 2).mean((1, 2, 3), keepdim=True) + 1e-4)
+        if self.colour_spaces != ("rgb",):
+            feed["rgb"] = colour_channels(feed["rgb"], self.colour_spaces, *self.rgb_norm)
         feats = self._stage_feats(feed, self.fuse_stage + 1)
         out: dict[str, torch.Tensor] = {}
         if self.fusion_kind == "late":

@@ -11,7 +11,7 @@ from typing import Any, Literal, Mapping
 from edgepad.config import from_mapping, read_mapping
 from edgepad.data.sources import DataSourceConfig
 from edgepad.errors import ConfigError
-from edgepad.metrics import THRESHOLD_RULES
+from edgepad.metrics import DEFAULT_THRESHOLD_RULE, THRESHOLD_RULES
 
 DEFAULT_SUBSETS = (("rgb", "depth", "ir"), ("rgb", "depth"), ("rgb", "ir"), ("rgb",))
 
@@ -112,7 +112,7 @@ class ExportConfig:
     subsets: tuple[tuple[str, ...], ...] = DEFAULT_SUBSETS
     opset: int = 17
     extra_criteria: tuple[str, ...] = ()
-    threshold_rule: str = "gap_logit"
+    threshold_rule: str = DEFAULT_THRESHOLD_RULE
 
     def __post_init__(self) -> None:
         if self.threshold_rule not in THRESHOLD_RULES:

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def fit_operating_points(model, inputs: Mapping[str, Any], dev_base, criterion: str = "bpcer20",
                          subsets: Sequence[Sequence[str]] = DEFAULT_SUBSETS, batch_size: int = 64,
-                         workers: int = 0, rule: str = "edge") -> dict[str, float]:
+                         workers: int = 0, rule: str = M.DEFAULT_THRESHOLD_RULE) -> dict[str, float]:
     """Dev thresholds per modality subset: absent modalities are filled with their ``missing_fill`` exactly as
     ``preprocess.normalise`` does at run time; each placed by ``rule`` (:func:`edgepad.metrics.place_threshold`).
     Returns ``{subset_key: threshold}`` (subsets the model lacks skipped).

@@ -174,6 +174,9 @@ def test_threshold_refit_is_recorded(trained, tmp_path):
                             species=ev_species, refit=DevSet(dev_feeds, dev_live, dev_species))
     man = read_manifest(tmp_path / "m16.onnx")
     assert rep["refit"]["criterion"] == "bpcer20" and man.threshold == pytest.approx(rep["refit"]["threshold"])
+    # re-fitted with the rule the source manifest's τ was placed with (none recorded = legacy edge)
+    assert rep["refit"]["threshold_rule"] == ((read_manifest(tmp_path / "m.onnx").training or {}).get("threshold_rule")
+                                              or "edge")
     assert man.validation["refit"]["previous_threshold"] == read_manifest(tmp_path / "m.onnx").threshold
     with load_backend(tmp_path / "m16.onnx") as be:   # manifest rewrite keeps the artifact hash valid
         assert be.infer({k: v[:2] for k, v in ev_feeds.items()})["score"].shape == (2,)

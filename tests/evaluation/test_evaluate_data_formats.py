@@ -41,7 +41,7 @@ def test_evaluate_wmca_layout_from_a_training_config(wmca, onnx_model, tmp_path,
     rc = main(["evaluate", "--model", str(onnx_model), "--data", str(cfg), "--out", str(tmp_path / "o"),
                "--criterion", "eer", "--no-plots"])
     assert rc == 0, capsys.readouterr().err
-    assert "τ from dev (eer), applied to eval" in capsys.readouterr().out
+    assert "τ from dev (eer, rule gap_logit), applied to eval" in capsys.readouterr().out
     ev = read_scores(tmp_path / "o" / "scores-eval.csv")
     assert len(ev) == 6 and ev.species == ["prints", "rigidmask"]      # the absent listed video is skipped
     assert len(read_scores(tmp_path / "o" / "frames" / "scores-dev.csv")) == 6 * 3

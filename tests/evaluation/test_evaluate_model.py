@@ -10,7 +10,7 @@ import pytest
 
 from edgepad.cli import main
 from edgepad.evaluation import evaluate_model, read_scores, score_protocol
-from edgepad.metrics import fit_threshold, pad_metrics
+from edgepad.metrics import pad_metrics, place_threshold
 
 S = 16
 SPECIES = {"print_flat": "attack/2D/print_flat", "replay": "attack/2D/replay"}
@@ -122,15 +122,17 @@ def test_evaluate_writes_scores_metrics_and_report(bench, onnx_model, tmp_path):
     assert ev.score[0] == pytest.approx(np.mean(vals)) and i >= 0
     # τ from dev only, applied unchanged to eval
     res = doc["result"]
-    tau = fit_threshold(*dev.args, "bpcer20")
-    assert res["threshold"] == tau
+    fit = place_threshold(*dev.args, "bpcer20")                  # the default rule: the export's (gap_logit)
+    tau = fit.threshold
+    assert res["threshold"] == tau and res["threshold_rule"] == "gap_logit" == fit.rule
+    assert res["threshold_placement"] == fit.to_dict() and doc["model"]["threshold_rule"] == "gap_logit"
     ref = pad_metrics(*ev.args, tau)
     assert res["eval"]["acer"] == ref["acer"] and res["eval"]["bpcer"] == ref["bpcer"]
     assert set(res["bpcer_per_group"]) == {"dark", "light"}
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["result"]["threshold"] == tau and "frame" in saved["other_level"]
     md = (out / "report.md").read_text()
-    assert "τ from dev (bpcer20), applied to eval" in md and "print_flat" in md and "BPCER per group" in md
+    assert "τ from dev (bpcer20, placed by rule gap_logit), applied unchanged to eval" in md and "print_flat" in md and "BPCER per group" in md
 
 
 def test_scores_match_the_model_on_normalised_crops(bench, onnx_model):
@@ -162,7 +164,7 @@ def test_evaluate_cli(bench, onnx_model, tmp_path, capsys):
                "--subset", "rgb+depth", "--out", str(tmp_path / "o"), "--frames", "2", "--criterion", "eer"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "τ from dev (eer), applied to eval" in out
+    assert "τ from dev (eer, rule gap_logit), applied to eval" in out
     meta = json.loads((tmp_path / "o" / "scores-eval.csv.json").read_text())
     assert meta["sub_protocol"] == "rgb+depth" and meta["missing_fill"] == {"ir": 0.0}
     rc = main(["evaluate", "--model", str(onnx_model), "--data", str(bench), "--protocol", "nosuch",

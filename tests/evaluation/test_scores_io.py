@@ -110,10 +110,10 @@ def test_metrics_from_files_fits_on_dev_only(tmp_path):
     _write_fold(tmp_path / "scores-dev.csv", 1)
     _write_fold(tmp_path / "scores-eval.csv", 2, shift=0.8)
     res = evaluate_files(tmp_path / "scores-dev.csv", tmp_path / "scores-eval.csv", tmp_path / "out",
-                         criterion="bpcer20", plots=False)
+                         criterion="bpcer20", plots=False, threshold_rule="edge")   # raw (logit-scale) scores
     dev, ev = read_scores(tmp_path / "scores-dev.csv"), read_scores(tmp_path / "scores-eval.csv")
     tau = fit_threshold(*dev.args, "bpcer20")
-    assert res["threshold"] == tau
+    assert res["threshold"] == tau and res["threshold_rule"] == "edge"
     assert tau != fit_threshold(*ev.args, "bpcer20")   # eval would give another τ: it was not used
     ref = pad_metrics(*ev.args, tau)
     assert res["eval"]["acer"] == ref["acer"] and res["eval"]["apcer"] == ref["apcer"]
@@ -121,7 +121,7 @@ def test_metrics_from_files_fits_on_dev_only(tmp_path):
     assert res["operating_points"]["bpcer100"]["threshold"] == fit_threshold(*dev.args, "bpcer100")
     assert res["dev"]["apcer"] <= 0.05
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "τ from dev (bpcer20), applied to eval" in md
+    assert "τ from dev (bpcer20, placed by rule edge), applied unchanged to eval" in md
     for p in ("print_flat", "replay"):
         assert p in md
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["threshold"] == tau
@@ -130,11 +130,13 @@ def test_metrics_from_files_fits_on_dev_only(tmp_path):
 def test_metrics_cli(tmp_path, capsys):
     _write_fold(tmp_path / "d.csv", 3)
     _write_fold(tmp_path / "e.csv", 4)
+    rc = main(["metrics", str(tmp_path / "d.csv"), str(tmp_path / "e.csv"), "--criterion", "apcer100"])
+    assert rc == 1 and "--threshold-rule gap" in capsys.readouterr().err   # default gap_logit needs [0, 1] scores
     rc = main(["metrics", str(tmp_path / "d.csv"), str(tmp_path / "e.csv"), "--criterion", "apcer100",
-               "--out", str(tmp_path / "rep")])
+               "--threshold-rule", "gap", "--out", str(tmp_path / "rep")])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "τ from dev (apcer100), applied to eval" in out and "BPCER20" in out
+    assert "τ from dev (apcer100, rule gap), applied to eval" in out and "BPCER20" in out
     html = (tmp_path / "rep" / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "APCER_p" in html
     pytest.importorskip("matplotlib")
@@ -155,7 +157,7 @@ def test_report_without_matplotlib(tmp_path, monkeypatch):
     from edgepad._optional import lazy
     monkeypatch.setattr(report, "mpl", lazy("matplotlib", "plot"))    # fresh handles: not loaded yet
     monkeypatch.setattr(report, "plt", lazy("matplotlib.pyplot", "plot"))
-    res = evaluate_files(tmp_path / "d.csv", tmp_path / "e.csv", tmp_path / "r", plots=True)
+    res = evaluate_files(tmp_path / "d.csv", tmp_path / "e.csv", tmp_path / "r", plots=True, threshold_rule="gap")
     md = (tmp_path / "r" / "report.md").read_text()
     assert "Plots skipped" in md and "matplotlib" in md
     assert not (tmp_path / "r" / "roc.png").exists()

@@ -29,6 +29,15 @@ def test_export_writes_extra_criteria_per_subset(tmp_path, bench):
     # the placement rule is recorded (the runtime reads only the number)
     assert man["training"]["threshold_rule"] == "gap_logit"
     assert man["training"]["threshold_placement"]["placed"] in ("separation", "interval", "criterion")
+    # `edgepad evaluate` with its defaults places τ by the same rule: on the same dev frames it reproduces the
+    # manifest's τ (fails if evaluate and the export disagree on the rule)
+    from edgepad.evaluation import evaluate_model
+    doc = evaluate_model(onnx_path, bench, "grandtest", tmp_path / "ev", criterion="bpcer20", level="frame",
+                         plots=False)
+    assert doc["result"]["threshold_rule"] == man["training"]["threshold_rule"]
+    assert doc["model"]["manifest_threshold_rule"] == "gap_logit"
+    assert doc["result"]["threshold_placement"]["placed"] == man["training"]["threshold_placement"]["placed"]
+    assert doc["result"]["threshold"] == pytest.approx(man["threshold"], rel=1e-3, abs=1e-4)
     # the extra points are real fits on the same dev scores, not copies of the default
     assert ops["apcer10"] != ops["bpcer20"] or ops["eer"] != ops["bpcer20"]
     assert M.parse_criterion("apcer10").kind == "apcer"
