@@ -151,10 +151,9 @@ class Registrar:
     def prepare(self) -> int:
         """Build the face-window culling bounds for every nearest-depth bucket and the per-camera corner tables
         now (≈ 0.1 s per bucket on an idle 640×480 pair), so the first frame of a nearer face does not stall
-        (70-150 ms otherwise), and the native kernel when ``frame`` will run it (compiled once per machine).
-        Returns the bucket count."""
-        if self.method in ("auto", "native"):
-            native_available()
+        (70-150 ms otherwise), and the native kernel with each bucket's pixel table when it will serve windows
+        (compiled once per machine). Returns the bucket count."""
+        kernel_windows = self.method in ("auto", "native") and native_available()
         for off in ((-0.5, 0.5) if self._rect else (-0.5,)):
             if self._folded:
                 folded_coefficients(self.depth_intrinsics, off, self.semantics, self.depth_to_target,
@@ -163,6 +162,8 @@ class Registrar:
                 corner_rays(self.depth_intrinsics, off, self.semantics)
         for d in _CULL_DEPTHS_M:
             self._window_bounds(_cull_key(d, self.depth_scale_m))
+            if kernel_windows:  # the kernel's window reads the bucket's pixel table too
+                self._pixel_data(_cull_key(d, self.depth_scale_m))
         return len(_CULL_DEPTHS_M)
 
     # ------------------------------------------------------------------------------------------- registration
