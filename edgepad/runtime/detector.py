@@ -46,6 +46,8 @@ cv2 = lazy("cv2")
 PIXEL_MEAN, PIXEL_SCALE = 127.5, 0.0078125
 #: P-Net prior window side and stride in pyramid-level pixels
 PNET_CELL, PNET_STRIDE = 12, 2
+#: P-Net windows overlapping a tracking seed at least this much (IoU) are left to the seed (:meth:`detect`)
+SEED_IOU = 0.5
 #: MTCNN box -> face-box convention of edgepad's crops (the box around the face outline, brow to chin, as the
 #: synthetic camera's ground truth): centre shift (dx, dy) and size (sw, sh) relative to max(w, h) of the MTCNN
 #: box, as :data:`edgepad.runtime.face.HAAR_TO_FACE_BOX` for Haar. Medians over 399 detections on 400 synthetic
@@ -404,8 +406,11 @@ class LearnedFaceDetector:
         boxes = self._stage_pnet(rgb, face_px, levels) if levels is None or len(levels) else np.zeros((0, 4))
         if seeds is not None and len(seeds):
             sd = np.asarray(seeds, np.float32).reshape(-1, 4)
-            boxes = np.concatenate([np.asarray(boxes, np.float32).reshape(-1, 4),
-                                    square(np.concatenate([sd[:, :2], sd[:, :2] + sd[:, 2:]], axis=1))])
+            sq = square(np.concatenate([sd[:, :2], sd[:, :2] + sd[:, 2:]], axis=1))
+            boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+            for b in sq:  # P-Net windows on a seeded face add nothing but R-/O-Net work: the seed stands for them
+                boxes = boxes[box_iou_one(b, boxes) < SEED_IOU]
+            boxes = np.concatenate([boxes, sq])
         if not len(boxes):
             return []
         boxes, p, (reg,) = self._stage("rnet", rgb, boxes, 24, self.stage_thresholds[1])

@@ -147,8 +147,10 @@ class LearnedFaceLocator:
     (``search_parts`` parts of about equal cost, :func:`~edgepad.runtime.detector.pyramid_parts`), so a second,
     larger face is picked up. When the tracked box holds no face, or no face is tracked, the frame runs the next
     part of the pyramid on the whole frame, coarse levels (near faces) first: a face of any searched size is found
-    within ``search_parts`` frames (with 2 parts at 640×480, a face of MTCNN box side ≳ 50 px, i.e. nearer than
-    ~2 m, on the same frame). Every box and landmark comes from the current frame's pixels; nothing is carried
+    within ``search_parts`` frames (3 parts at 640×480: levels 2–6, 1, 0; a face of MTCNN box side ≳ 95 px, i.e.
+    nearer than ~1.1 m, on the first frame, ≳ 68 px on the second, ≳ 48 px on the third). P-Net windows that
+    overlap a tracked face (IoU ≥ 0.5) are left to its seed, so a search beside the track refits one box, not
+    several of the same face. Every box and landmark comes from the current frame's pixels; nothing is carried
     over, and a frame whose searches find nothing has no face.
 
     Args:
@@ -164,7 +166,7 @@ class LearnedFaceLocator:
         MissingDependencyError: onnxruntime is not installed (when the detector is built).
     """
 
-    def __init__(self, detect_every: int = 10, search_parts: int = 2,
+    def __init__(self, detect_every: int = 10, search_parts: int = 3,
                  box_adjust: tuple[float, float, float, float] = MTCNN_TO_FACE_BOX,
                  detector: LearnedFaceDetector | None = None, **detector_kw: Any) -> None:
         if not (isinstance(detect_every, int) and detect_every >= 1 and isinstance(search_parts, int)

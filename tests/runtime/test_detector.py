@@ -325,3 +325,32 @@ def test_levels_and_seeds_search_parts_of_the_pyramid_or_only_the_last_box(detec
     # a seed on the background holds no face
     assert detector.largest(r.rgb, levels=[], seeds=np.array([[0, 0, w, h]], np.float32)) is None
     assert detector.largest(r.rgb, levels=[]) is None
+
+
+def test_pnet_windows_on_a_seeded_face_are_left_to_the_seed(detector, monkeypatch):
+    """A full search beside the track: P-Net windows overlapping the seed (IoU >= SEED_IOU) are dropped before
+    R-Net, so R-Net sees fewer crops, and the face found is the same as without the seed."""
+    from edgepad.synthesis import RenderCache, default_rig, render_frames, sample_presentation
+    rig = default_rig()
+    p = dataclasses.replace(sample_presentation(1, "bonafide", 2, seed=11, domain="nominal"), distance_m=0.7)
+    rgb = render_frames(p, rig, seed=5, cache=RenderCache(rig, 0, max_presentations=1)).rgb
+    n = len(detector.scales(*rgb.shape[:2]))
+    seen = []
+    stage = type(detector)._stage
+
+    def counting(self, name, img, boxes, size, thr):
+        if name == "rnet":
+            seen.append(len(boxes))
+        return stage(self, name, img, boxes, size, thr)
+
+    monkeypatch.setattr(type(detector), "_stage", counting)
+    alone = detector.largest(rgb, levels=range(n))
+    seed = np.array([alone.box], np.float32)
+    with_seed = detector.largest(rgb, levels=range(n), seeds=seed)
+    pnet_only, seeded = seen
+    assert seeded < pnet_only + 1          # without the rule R-Net would get every P-Net window plus the seed
+    assert _iou(with_seed.box, alone.box) > 0.9 and _sane(with_seed)
+    sq = D.square(np.array([[*alone.box[:2], alone.box[0] + alone.box[2], alone.box[1] + alone.box[3]]],
+                           np.float32))[0]
+    boxes = detector._stage_pnet(rgb, None, list(range(n)))
+    assert (D.box_iou_one(sq, np.asarray(boxes, np.float32)) >= D.SEED_IOU).any()  # there were windows to drop

@@ -201,9 +201,9 @@ def test_learned_locator_is_the_default_and_tracks_between_spread_full_searches(
             inter = max(0, x1 - x0) * max(0, y1 - y0)
             assert inter / (d.box[2] * d.box[3] + truth[2] * truth[3] - inter) > 0.6
             news.append(tracker.observe(d, fs.timestamp_ns)[0])
-    # frame 0: the coarse half of the pyramid found the face; R-Net + O-Net tracked it on the seven others (also
-    # across the new presentation at frame 4); the spread full search ran its two parts on frames 4 and 5
-    assert learned.searches == {"track": 7, "part": 3}
+    # frame 0: the coarse part of the pyramid found the face; R-Net + O-Net tracked it on the seven others (also
+    # across the new presentation at frame 4); the spread full search ran its three parts on frames 4, 5 and 6
+    assert learned.search_parts == 3 and learned.searches == {"track": 7, "part": 4}
     # seed 7's presentations 0 -> 1 (bona fide -> flat print at another distance): a new presentation at frame 4
     assert news == [True, False, False, False, True, False, False, False]
 
@@ -256,13 +256,14 @@ def test_learned_locator_never_reports_an_old_box_and_finds_a_far_face_within_th
     learned.reset()
     assert learned.locate(fs_of(0.6, 0)) is not None
     assert learned.locate(fs_of(0.6, 1)) is not None  # tracked by O-Net
-    # gone: the tracked box holds no face, nor does the coarse half of the pyramid -> no box, tracking stops
+    # gone: the tracked box holds no face, nor does the coarse part of the pyramid -> no box, tracking stops
     assert learned.locate(fs_of(0.6, 2, blank=True)) is None
     assert learned.searches["part"] >= 2
-    # a face at 2.4 m (MTCNN box ~47 px: the finest pyramid level only; the coarse part finds faces out to
-    # ~2.2 m): the fine part is next in turn and finds it, then it is tracked
-    assert learned.locate(fs_of(2.4, 3)) is not None and learned.locate(fs_of(2.4, 4)) is not None
-    # from scratch the coarse part runs first: missed on the first frame, found on the next
+    # a face at 2.4 m (MTCNN box ~47 px: the finest pyramid level only): the middle part misses it, the fine part
+    # (next in turn) finds it, then it is tracked
+    near = [learned.locate(fs_of(2.4, i)) for i in (3, 4, 5)]
+    assert near[0] is None and near[1] is not None and near[2] is not None
+    # from scratch the coarse parts run first: missed on the first two frames, found on the third
     learned.reset()
-    far = [learned.locate(fs_of(2.4, i)) for i in (5, 6, 7)]
-    assert far[0] is None and far[1] is not None and far[2] is not None
+    far = [learned.locate(fs_of(2.4, i)) for i in (6, 7, 8, 9)]
+    assert far[0] is None and far[1] is None and far[2] is not None and far[3] is not None
