@@ -17,7 +17,7 @@ import numpy as np
 from edgepad._optional import lazy
 from edgepad.drivers.realsense import read_factory_rig
 from edgepad.errors import CalibrationError, ConfigError
-from edgepad.geometry import Extrinsics, Intrinsics, Rig
+from edgepad.geometry import Extrinsics, Rig
 from edgepad.types import Modality
 
 from edgepad.calibration.board import (BoardSpec, Detection, check_board_consistency, detect_board,

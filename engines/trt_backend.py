@@ -22,7 +22,7 @@ import numpy as np
 from edgepad._optional import require
 from edgepad.engines.backend import BaseBackend
 from edgepad.engines.manifest import ModelManifest
-from edgepad.errors import (ConfigError, EngineBuildError, EngineMismatchError, ManifestError,
+from edgepad.errors import (ConfigError, EngineBuildError, ManifestError,
                             PrecisionUnsupportedError, ShapeError)
 
 log = logging.getLogger(__name__)

@@ -251,7 +251,7 @@ def _chunk(z, lo: int, hi: int, pix: "_PixelData", scale: float, target: Intrins
     if k > 1:  # the other squares of a wider/taller rectangle; the others write their own cell again (harmless)
         rw &= 1  # kept pixels have 0 or 1 already; dropped ones land within the trash cells after `trash`
         rh &= 1
-        right = np.add(cell, rw, out=idx_out[1, lo:hi])
+        np.add(cell, rw, out=idx_out[1, lo:hi])  # right
         below = np.multiply(rh, lay.we, out=idx_out[2, lo:hi])
         below += cell
         np.add(below, rw, out=idx_out[3, lo:hi])

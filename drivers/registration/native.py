@@ -134,21 +134,22 @@ def _params(scale: float, pix: _PixelData, ext: Extrinsics, target: Intrinsics, 
 
 
 def _constant_args(pix: _PixelData, scale: float, ext: Extrinsics, target: Intrinsics,
-                   semantics: Semantics) -> tuple:
-    """``(index, n, folded, 6 corner-constant pointers, params, dist)`` of the kernel call, cached per ``pix``
-    (a pixel table belongs to one registrar, i.e. one ``ext``/``target``/``semantics``; the scale is checked)."""
+                   semantics: Semantics) -> tuple[tuple, np.ndarray | None, list]:
+    """``(args, index, arrays)``, cached per ``pix`` (a pixel table belongs to one registrar, i.e. one
+    ``ext``/``target``/``semantics``; the scale is checked): ``args`` = the kernel call's constant arguments
+    ``(index, n, folded, 6 corner-constant pointers, params, dist)``, ``index`` the int64 pixel subset (or None) and
+    ``arrays`` the 6 corner-constant arrays behind the pointers (None where a corner/term is absent)."""
     hit = _ARGS.get(pix)
     if hit is not None and hit[0] == scale:
         return hit[1]
     index = None if pix.subset is None else np.ascontiguousarray(pix.subset, np.int64)
     p, dist = _params(scale, pix, ext, target, semantics)
-    corners = [(c[:3] if pix.folded else (*c[:2], None)) if c is not None else (None, None, None)
-               for c in (pix.corner0, pix.corner1)]
-    ptrs = [None if a is None else a.ctypes.data for c in corners for a in c]
+    arrays = [a for c in (pix.corner0, pix.corner1)
+              for a in ((None, None, None) if c is None else c[:3] if pix.folded else (*c[:2], None))]
     args = (None if index is None else index.ctypes.data, None if index is None else index.size, int(pix.folded),
-            *ptrs, p.ctypes.data, dist)
-    _ARGS[pix] = (scale, args, index, p)  # index and p stay alive with the pointers
-    return args
+            *[None if a is None else a.ctypes.data for a in arrays], p.ctypes.data, dist)
+    _ARGS[pix] = (scale, (args, index, arrays), p)  # index, arrays and p stay alive with the pointers
+    return args, index, arrays
 
 
 def _register_native(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics: Semantics,
@@ -171,7 +172,7 @@ def _register_native(depth: Frame, target: Intrinsics, ext: Extrinsics, semantic
     cull = _cull_range(z, scale)
     pix = (pixels(cull) if pixels is not None
            else _pixel_data(intr, target, ext, semantics, rect, folded, cull))
-    index, n, *rest = _constant_args(pix, scale, ext, target, semantics)
+    (index, n, *rest), _, _ = _constant_args(pix, scale, ext, target, semantics)
     out = np.zeros((target.height, target.width), np.uint16)
     fn(z.ctypes.data, z.size if n is None else n, index, *rest, out.ctypes.data, target.width, target.height)
     return out
@@ -196,18 +197,14 @@ def _register_native_window(depth: Frame, target: Intrinsics, ext: Extrinsics, s
     z = np.ascontiguousarray(depth.data.reshape(-1), np.uint16)
     rect = fills_rectangle(intr, target, footprint)
     scale = float(depth.depth_scale_m)
-    r0, r1, _, _, extra = _window_sources(depth, target, ext, semantics, rect, window, bounds)
-    pix = pixels(_cull_range(z, scale))
-    _index_ptr, _n, folded, *ptrs, p_ptr, dist = _constant_args(pix, scale, ext, target, semantics)
-    arrays = [a for c in (pix.corner0, pix.corner1) if c is not None
-              for a in ((c[:3]) if pix.folded else (*c[:2], None))]
-    arrays += [None] * (6 - len(arrays))
+    cull, r0, r1, _, _, extra = _window_sources(depth, target, ext, semantics, rect, window, bounds)
+    pix = pixels(cull)
+    (_, _, folded, *_, p_ptr, dist), index, arrays = _constant_args(pix, scale, ext, target, semantics)
     sub = pix.subset
     w = intr.width
     lo, hi = (r0 * w, r1 * w) if sub is None else (int(v) for v in np.searchsorted(sub, (r0 * w, r1 * w)))
     buf = np.zeros_like(out)
     if hi > lo:
-        index = _ARGS[pix][2]
         consts = [None if a is None else a.ctypes.data + lo * a.itemsize for a in arrays]
         if index is None:
             fn(z.ctypes.data + lo * z.itemsize, hi - lo, None, folded, *consts, p_ptr, dist, buf.ctypes.data,

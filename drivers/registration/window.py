@@ -63,14 +63,15 @@ def _clip_window(window: object, target: Intrinsics) -> Window:
 
 def _window_sources(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics: Semantics, rect: bool,
                     window: Window, bounds: Callable[[tuple[float, float]], _WindowBounds] | None
-                    ) -> tuple[int, int, int, int, np.ndarray | None]:
-    """The depth pixels that can write into ``window``: the block ``rows r0:r1 × cols c0:c1`` plus ``extra`` (flat
-    indices of "unsure" pixels with depth outside that block; None = none to add)."""
+                    ) -> tuple[tuple[float, float] | None, int, int, int, int, np.ndarray | None]:
+    """``(cull, r0, r1, c0, c1, extra)``: the frame's nearest-depth bucket (:func:`_cull_range`) and the depth
+    pixels that can write into ``window``: the block ``rows r0:r1 × cols c0:c1`` plus ``extra`` (flat indices of
+    "unsure" pixels with depth outside that block; None = none to add)."""
     wx0, wy0, wx1, wy1 = window
     intr, data = depth.intrinsics, depth.data
     cull = _cull_range(data.reshape(-1), float(depth.depth_scale_m))
     if cull is None:  # something nearer than 0.1 m: no precomputed bounds, take every pixel
-        return 0, intr.height, 0, intr.width, None
+        return None, 0, intr.height, 0, intr.width, None
     b = bounds(cull) if bounds is not None else _window_bounds(intr, target, ext, semantics, rect, cull)
     m = b.margin
     cols = np.flatnonzero((b.col_hi_u >= wx0 - m) & (b.col_lo_u <= wx1 - 1 + m))
@@ -84,7 +85,7 @@ def _window_sources(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics
         ur, uc = np.divmod(extra, intr.width)
         extra = extra[~((ur >= r0) & (ur < r1) & (uc >= c0) & (uc < c1))]
         extra = extra[data.reshape(-1)[extra] > 0]
-    return r0, r1, c0, c1, extra
+    return cull, r0, r1, c0, c1, extra
 
 
 def _register_window(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics: Semantics, footprint: Footprint,
@@ -107,7 +108,7 @@ def _register_window(depth: Frame, target: Intrinsics, ext: Extrinsics, semantic
     data = depth.data
     scale = float(depth.depth_scale_m)
     rect = fills_rectangle(intr, target, footprint)
-    r0, r1, c0, c1, extra = _window_sources(depth, target, ext, semantics, rect, window, bounds)
+    _, r0, r1, c0, c1, extra = _window_sources(depth, target, ext, semantics, rect, window, bounds)
     sub = data[r0:r1, c0:c1]
     rr, cc = np.nonzero(sub)
     index = (rr + r0).astype(np.intp) * intr.width + (cc + c0)

@@ -116,7 +116,7 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
                   f"- GPU: {res.get('gpu_util_pct') or res.get('gpu', '–')}; GPU memory "
                   f"{res.get('gpu_mem_used_mib') or res.get('torch_cuda_max_allocated_mib') or '–'}"]
         if res.get("power_mw"):
-            lines.append(f"- power (tegrastats): " + ", ".join(f"{k} {v['mean']:.0f} mW"
+            lines.append("- power (tegrastats): " + ", ".join(f"{k} {v['mean']:.0f} mW"
                                                               for k, v in res["power_mw"].items()))
         lines.append("")
     dev = doc["device"]

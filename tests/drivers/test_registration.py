@@ -111,7 +111,6 @@ def test_slanted_plane_values_and_occlusion_oracle():
     slope = 4.0  # mm per depth column
     z = plane_depth(di, 800, slope_x=slope, occluder=(30, 20, 50, 40, 400))
     out = register_depth(_depth(di, z), ci, e).data
-    bg = plane_depth(di, 800, slope_x=slope)
     # ray-cast every colour pixel onto the background plane: z_d = 800 + slope * (u_d - W/2)
     v, u = np.mgrid[0:60, 0:80].astype(float)
     inv = e.inverse()

@@ -19,7 +19,7 @@ from edgepad.engines.quantize import (check_trt_legality, qdq_summary, quantize_
 from edgepad.engines.validate import DevSet, GateConfig, validate_artifact  # noqa: E402
 from edgepad.errors import CalibrationError, ConfigError, ShapeError, ValidationError  # noqa: E402
 
-from tests.helpers.engines_model import TinyPAD, signal_data, tiny_specs  # noqa: E402
+from tests.helpers.engines_model import TinyPAD, tiny_specs  # noqa: E402
 
 
 def _batches(feeds, n=None):
