@@ -191,16 +191,21 @@ def test_errors_and_branch_choice():
 
 
 # --------------------------------------------------------------------------------------- against librealsense
-def _rs_frames(path):
+def _rs_frames(path, need=1):
     """(depth uint16, our depth Intrinsics, colour Intrinsics, depth->colour Extrinsics, scale, rs.align output).
 
-    librealsense occasionally ends a non-real-time playback without delivering a set: try again (as the source does).
+    librealsense's pipeline occasionally ends a non-real-time playback having delivered fewer sets than were written
+    (its syncer drops a set when the consumer is slow; seen in CI: 1 of 3 on a loaded machine): play the file again,
+    up to 5 times, until at least `need` sets came, and return the longest run.
     """
-    for _ in range(3):
+    best = []
+    for _ in range(5):
         out = _rs_frames_once(path)
-        if out:
-            return out
-    return out
+        if len(out) > len(best):
+            best = out
+        if len(best) >= need:
+            break
+    return best
 
 
 def _rs_frames_once(path):
@@ -231,6 +236,7 @@ def _rs_frames_once(path):
                         rs_intrinsics_to_ours(cp.intrinsics), rs_extrinsics_to_ours(dp.get_extrinsics_to(cp)),
                         scale, aligned, d.get_frame_number()))
     finally:
+        playback.pause()  # librealsense 2.59 may corrupt the heap when a starting playback is stopped (DRIVERS.md)
         pipe.stop()
     return out
 
@@ -239,7 +245,7 @@ def _rs_frames_once(path):
 @pytest.mark.data
 @pytest.mark.parametrize("name,count", [("single_depth_color_640x480.bag", 1), ("single_depth_color_640x480.db3", 2)])
 def test_equals_rs_align_on_real_d435_recording(shared_data, name, count):
-    frames = _rs_frames(shared_data / "realsense" / name)
+    frames = _rs_frames(shared_data / "realsense" / name, need=count)
     assert len(frames) == count
     for z, di, ci, e, scale, aligned, number in frames:
         depth = make_frame("depth", z, 0, intrinsics=di, depth_scale_m=scale)
@@ -265,7 +271,7 @@ def test_equals_rs_align_on_generated_bag(tmp_path, angle, coeffs_model):
               for k in range(3)]
     colors = [np.full((48, 64, 3), 40 * k, np.uint8) for k in range(3)]
     path = write_realsense_bag(tmp_path / "scene.bag", di, ci, e, depths, colors)
-    frames = _rs_frames(path)
+    frames = _rs_frames(path, need=2)
     assert len(frames) >= 2
     for z, rdi, rci, re_, scale, aligned, number in frames:
         assert np.array_equal(z, depths[number - 1])
