@@ -191,7 +191,9 @@ class RealSenseSource(ThreadedSource):
         self.framesets = 0
         self._playback_retries = 0
         self._lap = 0
-        self._lap_seen: dict[Modality, list[int]] = {}  # first lap: [min ts, max ts, min number, max number]
+        self._lap_seen: dict[Modality, list[int]] = {}  # last emitted [ts, frame number] per stream
+        self._lap_ts_shift: int | None = None  # this lap's shift (ns), set by its first delivered frame
+        self._lap_seq_shift: dict[Modality, int] = {}
         self.last_error: str | None = None
         self._last_key: dict[Modality, tuple[int, float]] = {}
         self._pipe = None
@@ -246,6 +248,7 @@ class RealSenseSource(ThreadedSource):
         self._playback_retries = 0
         self._lap = 0
         self._lap_seen = {}
+        self._lap_ts_shift, self._lap_seq_shift = None, {}
         try:
             if self._device_in is not None:
                 self._start_sensors(rs, self._device_in)
@@ -464,6 +467,7 @@ class RealSenseSource(ThreadedSource):
                 return []
             elif self.loop and self.framesets > 0:
                 self._lap += 1  # play it again; _convert continues the numbering
+                self._lap_ts_shift, self._lap_seq_shift = None, {}
                 self._stop_device()
                 self._last_key = {}
                 self._start_pipeline(rs)
@@ -519,16 +523,21 @@ class RealSenseSource(ThreadedSource):
                           depth_scale_m=self.depth_scale_m if m is Modality.DEPTH else None)
 
     def _continue_lap(self, m: Modality, ts: int, dev_ns: int, seq: int) -> tuple[int, int, int]:
-        """Looped playback: record the first lap's extent, shift later laps past it (ns, ns, frame number)."""
-        if self._lap == 0:
-            seen = self._lap_seen.setdefault(m, [ts, ts, seq, seq])
-            seen[:] = [min(seen[0], ts), max(seen[1], ts), min(seen[2], seq), max(seen[3], seq)]
-            return ts, dev_ns, seq
-        first = min(v[0] for v in self._lap_seen.values())
-        last = max(v[1] for v in self._lap_seen.values())
-        shift = self._lap * (last - first + int(round(1e9 / self.fps)))
-        lo, hi = self._lap_seen[m][2:] if m in self._lap_seen else (seq, seq)
-        return ts + shift, dev_ns + shift, seq + self._lap * (hi - lo + 1)
+        """Looped playback: shift each later lap to start one frame period after what was emitted (ns, ns, number).
+
+        Anchored on the lap's first delivered frame, not on the first lap's extent: librealsense's pipeline drops
+        different frames on different laps (often the first set, more under load), so an extent-based shift could
+        repeat a number or a time across laps.
+        """
+        if self._lap > 0:
+            if self._lap_ts_shift is None:  # the lap's first delivered frame, any stream: one time shift per lap
+                top = max((v[0] for v in self._lap_seen.values()), default=None)
+                self._lap_ts_shift = 0 if top is None else top + int(round(1e9 / self.fps)) - ts
+            if m not in self._lap_seq_shift:
+                self._lap_seq_shift[m] = self._lap_seen[m][1] + 1 - seq if m in self._lap_seen else 0
+            ts, dev_ns, seq = ts + self._lap_ts_shift, dev_ns + self._lap_ts_shift, seq + self._lap_seq_shift[m]
+        self._lap_seen[m] = [ts, seq]
+        return ts, dev_ns, seq
 
     def _reconnect(self, rs, reason: str) -> None:
         """Restart the pipeline after a fault; raise SourceError(reason) when attempts are exhausted."""
