@@ -18,8 +18,10 @@ from edgepad.errors import ConfigError
 from edgepad.metrics import DEFAULT_THRESHOLD_RULE, THRESHOLD_RULES
 
 #: preset keys the benchmark reads itself (not ``TrainConfig`` fields): ``train_with`` = protocols whose **train**
-#: rows are added to the training rows of every protocol the preset is trained for (dev and eval unchanged)
-PRESET_KEYS = ("train_with",)
+#: rows are added to the training rows of every protocol the preset is trained for (dev and eval unchanged);
+#: ``train_on`` = one protocol whose train + dev rows train the model and whose dev fold places τ, whatever protocol
+#: is evaluated (its eval fold only): one model and one τ scored on several eval sets, as a shipped model is
+PRESET_KEYS = ("train_with", "train_on")
 
 #: Missing-modality sub-protocols (Flex-Modal): the modalities presented at test time.
 SUBPROTOCOLS: dict[str, tuple[str, ...]] = {"P1": ("rgb",), "P2": ("rgb", "depth"), "P3": ("rgb", "ir"),
@@ -76,7 +78,9 @@ class MatrixConfig:
         data_workers: processes for data generation.
         train: ``edgepad.training.TrainConfig`` fields shared by every run (the training budget).
         models: preset name -> TrainConfig fields deep-merged over ``train`` (``model``, ``loss``, …), plus
-            ``train_with`` (:data:`PRESET_KEYS`): e.g. ``[grandtest]`` trains X_physics on nominal ∪ ``dr``.
+            ``train_with`` / ``train_on`` (:data:`PRESET_KEYS`): e.g. ``train_with: [grandtest]`` trains X_physics on
+            nominal ∪ ``dr``; ``train_on: X_physics`` scores that one model (τ from the ``dr`` dev) on grandtest's
+            eval fold too.
         experiments: the comparisons.
         criterion: threshold criterion fitted on dev (``bpcer20``, ``apcer100``, ``eer`` …).
         threshold_rule: where τ is placed on dev (:func:`edgepad.metrics.place_threshold`; default the export's
@@ -126,6 +130,9 @@ class MatrixConfig:
             if not isinstance(tw, (list, tuple)) or not all(isinstance(p, str) for p in tw):
                 raise ConfigError(f"model preset {name!r}: train_with must be a list of protocol names",
                                   key=f"models.{name}.train_with")
+            if not isinstance(preset.get("train_on", ""), str):
+                raise ConfigError(f"model preset {name!r}: train_on must be one protocol name",
+                                  key=f"models.{name}.train_on")
 
 
 def load_matrix(path: Path | str, *, quick: bool = False) -> MatrixConfig:

@@ -105,11 +105,15 @@ def run_benchmark(matrix: Path | str | MatrixConfig, out: Path | str, *, quick: 
     records: list[dict] = []
     stats = {"trained": 0, "cached": 0, "evaluated": 0}
     for i, (preset, proto, seed, subsets) in enumerate(jobs):
-        rows = train_rows_hash(root, proto)
+        tproto = cfg.models[preset].get("train_on") or proto     # the protocol whose train + dev rows are used
+        rows = train_rows_hash(root, tproto)
         key = run_key(cfg, preset, seed, dhash, rows)
-        ekey = sha({"run": key, "protocol": proto, "eval_rows": sha(protocol_rows(root, proto)),
-                    "subsets": list(subsets), "criterion": cfg.criterion, "rule": cfg.threshold_rule,
-                    "level": cfg.level, "version": RESULT_VERSION})
+        ident = {"run": key, "protocol": proto, "eval_rows": sha(protocol_rows(root, proto)),
+                 "subsets": list(subsets), "criterion": cfg.criterion, "rule": cfg.threshold_rule,
+                 "level": cfg.level, "version": RESULT_VERSION}
+        if tproto != proto:
+            ident["dev_protocol"] = tproto
+        ekey = sha(ident)
         cache = res_dir / f"{preset}-{proto}-s{seed}-{ekey[:12]}.json"
         if cache.is_file():
             rec = json.loads(cache.read_text(encoding="utf-8"))
@@ -119,13 +123,14 @@ def run_benchmark(matrix: Path | str | MatrixConfig, out: Path | str, *, quick: 
         if report_only:
             continue
         say(f"[{i + 1}/{len(jobs)}] {preset} / {proto} / seed {seed}" + (f" / {','.join(subsets)}" if subsets else ""))
-        run_dir, info = ensure_trained(cfg, preset, seed, root, dhash, proto, out, threads, say)
+        run_dir, info = ensure_trained(cfg, preset, seed, root, dhash, tproto, out, threads, say)
         if not info.get("_reused"):
             stats["trained"] += 1
         te = time.perf_counter()
         try:
             ev = evaluate_run(run_dir, root, proto, subsets, cfg.criterion, cfg.level,
-                              int(cfg.train.get("eval_batch_size", 128)), rule=cfg.threshold_rule)
+                              int(cfg.train.get("eval_batch_size", 128)), rule=cfg.threshold_rule,
+                              dev_protocol=tproto)
         except (EdgePadError, ValueError) as exc:
             ev = {"protocol": proto, "error": f"{type(exc).__name__}: {exc}", "subsets": {}}
         rec = {"preset": preset, "protocol": proto, "seed": seed, "subsets_requested": list(subsets),

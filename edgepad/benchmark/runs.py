@@ -73,7 +73,7 @@ def train_mapping(cfg: MatrixConfig, preset: str, seed: int, root: Path, protoco
 
 def run_key(cfg: MatrixConfig, preset: str, seed: int, dhash: str, rows_hash: str) -> str:
     """Identity of a training run: resolved config (without paths), data hash, training rows."""
-    m = deep_merge(cfg.train, cfg.models[preset])
+    m = deep_merge(cfg.train, {k: v for k, v in cfg.models[preset].items() if k != "train_on"})  # rows_hash has it
     m["seed"] = int(seed)
     for k in ("out", "tensorboard", "threads", "workers", "log_every"):
         m.pop(k, None)

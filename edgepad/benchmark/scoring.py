@@ -106,9 +106,10 @@ def p4_threshold_results(dev: Mapping[str, Any], eval_: Mapping[str, Any], crite
 
 
 def evaluate_run(run_dir: Path, root: Path, protocol: str, subsets: Sequence[str], criterion: str,
-                 level: str, batch_size: int = 128, rule: str = DEFAULT_THRESHOLD_RULE) -> dict:
+                 level: str, batch_size: int = 128, rule: str = DEFAULT_THRESHOLD_RULE,
+                 dev_protocol: str | None = None) -> dict:
     """Score ``run_dir/best.pt`` on ``protocol`` (dev + eval) for each sub-protocol and fit τ on dev (placed by
-    ``rule``).
+    ``rule``); ``dev_protocol``: take the dev fold from this protocol instead (the one the run was trained on).
 
     ``subsets`` empty = the model's own modalities only (reported as ``full``).
     """
@@ -127,12 +128,12 @@ def evaluate_run(run_dir: Path, root: Path, protocol: str, subsets: Sequence[str
         wanted["full"] = mods
     dev, ev = {}, {}
     for name, keep in wanted.items():
-        d = score_fold(model, inputs, root, protocol, "dev", keep, batch_size)
+        d = score_fold(model, inputs, root, dev_protocol or protocol, "dev", keep, batch_size)
         e = score_fold(model, inputs, root, protocol, "eval", keep, batch_size)
         if level == "video":
             d, e = aggregate_videos(d), aggregate_videos(e)
         dev[name], ev[name] = d, e
-    out: dict[str, Any] = {"protocol": protocol, "level": level, "criterion": criterion, "threshold_rule": rule,
+    out: dict[str, Any] = {"protocol": protocol, "dev_protocol": dev_protocol or protocol, "level": level, "criterion": criterion, "threshold_rule": rule,
                            "modalities": list(mods), "subsets": {}}
     for name in wanted:
         try:

@@ -98,6 +98,14 @@ class MultiModalFASNet(nn.Module):
             ``(x − mean) / sqrt(var + 1e-4)`` over C×H×W of each crop: removes a sensor's gain and offset (and with
             them the absolute level); part of the exported graph, so evaluation and the runtime do the same. A
             constant (missing-modality fill) crop becomes 0.
+        input_gain_norm: modalities whose input is divided by its own per-crop, per-channel mean in linear units
+            inside the network: ``u = x·std + mean`` (the ``InputSpec`` normalisation, (0.5, 0.5) for every
+            shipped input; ``rgb_norm`` for rgb), ``x' = u / (mean_HW(u) + 1e-3) − 1``. Removes a multiplicative
+            sensor gain (NIR gain / exposure, a white-balance error per channel) and keeps the contrast (an
+            offset is not removed, unlike ``input_standardise``); a constant crop becomes ≈ 0.
+        input_lowpass: ``{modality: k}``, a k×k box mean (odd k px, stride 1, edges averaged over the pixels
+            inside) on that input inside the network: the detail a coarser native resolution (depth), defocus,
+            sharpening, JPEG blocks or projector dots change is removed alike in training and at run time.
 
     Forward:
         ``feed``: ``{"rgb": B×3×S×S, "depth": B×1×S×S, "ir": B×1×S×S}`` (normalised, extra keys ignored) →
@@ -112,6 +120,7 @@ class MultiModalFASNet(nn.Module):
                  dropout: float = 0.0, head_hidden: int = 128, modality_dropout: float = 0.0,
                  missing_fill: float | Mapping[str, float] = 0.0, post_stage: bool = False,
                  stream_se: bool = False, input_standardise: Sequence[str] = (),
+                 input_gain_norm: Sequence[str] = (), input_lowpass: Mapping[str, int] | None = None,
                  colour_spaces: Sequence[str] = ("rgb",), rgb_norm: Sequence[float] = (0.5, 0.5)) -> None:
         super().__init__()
         self.modalities = tuple(modalities)
@@ -121,6 +130,14 @@ class MultiModalFASNet(nn.Module):
         if not set(self.input_standardise) <= set(self.modalities):
             raise ConfigError(f"input_standardise {list(self.input_standardise)} names modalities the model lacks "
                               f"({list(self.modalities)})", key="input_standardise")
+        self.input_gain_norm = tuple(input_gain_norm)
+        self.input_lowpass = {str(m): int(k) for m, k in (input_lowpass or {}).items()}
+        for key, names in (("input_gain_norm", self.input_gain_norm), ("input_lowpass", self.input_lowpass)):
+            if not set(names) <= set(self.modalities):
+                raise ConfigError(f"{key} {list(names)} names modalities the model lacks ({list(self.modalities)})",
+                                  key=key)
+        if any(k < 1 or k % 2 == 0 for k in self.input_lowpass.values()):
+            raise ConfigError(f"input_lowpass sizes must be odd and ≥ 1, got {self.input_lowpass}", key="input_lowpass")
         self.colour_spaces = tuple(colour_spaces)
         self.rgb_norm = (float(rgb_norm[0]), float(rgb_norm[1]))
         if (not self.colour_spaces or not set(self.colour_spaces) <= set(COLOUR_SPACES)
@@ -249,6 +266,13 @@ class MultiModalFASNet(nn.Module):
     def forward(self, feed: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         self._check_feed(feed)
         feed, present = self.modality_dropout({m: feed[m] for m in self.modalities})
+        for m, k in self.input_lowpass.items():
+            if k > 1:
+                feed[m] = nn.functional.avg_pool2d(feed[m], k, 1, k // 2, count_include_pad=False)
+        for m in self.input_gain_norm:
+            mean, std = self.rgb_norm if m == "rgb" else (0.5, 0.5)
+            u = feed[m] * std + mean
+            feed[m] = u / (u.mean((2, 3), keepdim=True) + 1e-3) - 1.0
         for m in self.input_standardise:
             x = feed[m]
             mu = x.mean((1, 2, 3), keepdim=True)

@@ -60,3 +60,24 @@ def test_x_physics_study_runs_end_to_end(tmp_path):
     for needle in ("**X_physics**", "**X_physics_nominal**", "placed by rule `gap_logit`", "BPCER (τ EER dev)"):
         assert needle in md, needle
     assert json.loads((tmp_path / "out" / "results.json").read_text())["context"]["threshold_rule"] == "gap_logit"
+
+
+def test_train_on_scores_one_model_with_one_dev_tau_on_several_eval_sets(tmp_path):
+    cfg = B.load_matrix(MATRIX)
+    tiny = dataclasses.replace(cfg.quick, data={**cfg.quick.data, "videos_per_species": 2,
+                                                "cross_videos_per_species": 2, "size_px": 16, "width": 96, "height": 72,
+                                                "species": ["bonafide", "flexiblemask"]},
+                               train={**cfg.quick.train, "batch_size": 2, "inputs": {"size_px": 16}}, experiments=None)
+    one = {"train_on": "X_physics", "train_with": ["grandtest"], **cfg.models["default_edge_ircomp"]}
+    exp = B.Experiment(name="one", title="one model", models=("one",), protocols=("X_physics", "grandtest"))
+    cfg = dataclasses.replace(cfg, quick=tiny, data_workers=1, models={"one": one}, experiments=(exp,))
+    res = B.run_benchmark(B.apply_quick(cfg), tmp_path / "out")
+    by = {r["protocol"]: r for r in res.records}
+    xp, gt = by["X_physics"], by["grandtest"]
+    assert xp["run"] == gt["run"]                                   # one trained model
+    assert xp["dev_protocol"] == gt["dev_protocol"] == "X_physics"  # τ from the dr dev for both eval sets
+    assert gt["subsets"]["full"]["threshold"] == xp["subsets"]["full"]["threshold"]
+    assert gt["train"]["protocol_trained_on"] == "X_physics"
+    # the grandtest eval fold (nominal videos) was scored, not X_physics's
+    n_gt = sum(1 for row in protocol_rows(res.data_root, "grandtest") if row[-1] == "eval" and row[1] == "0")
+    assert gt["subsets"]["full"]["bpcer_k_n"][1] == n_gt
