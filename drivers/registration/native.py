@@ -82,13 +82,16 @@ def _build() -> tuple[Callable | None, str]:
         except (OSError, subprocess.TimeoutExpired) as exc:
             return None, f"numpy (kernel build failed: {exc})"
     try:
-        fn = ctypes.CDLL(str(lib)).edgepad_register  # CDLL releases the GIL during the call
+        so = ctypes.CDLL(str(lib))  # CDLL releases the GIL during a call
+        fn = so.edgepad_register
+        sampler = IrSampler(so)
     except (OSError, AttributeError) as exc:
         return None, f"numpy (kernel load failed: {exc})"
     fn.restype = ctypes.c_int
     ptr = ctypes.c_void_p
     fn.argtypes = [ptr, ctypes.c_int64, ptr, ctypes.c_int, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ctypes.c_int, ptr,
                    ctypes.c_int, ctypes.c_int]
+    fn.ir_sampler = sampler
     return fn, f"native C kernel ({lib})"
 
 
@@ -102,6 +105,48 @@ def _kernel() -> Callable | None:
                     log.warning("depth registration: compiled kernel unavailable, using %s", why)
                 _STATE["fn"], _STATE["why"] = fn, why
     return _STATE["fn"]
+
+
+class IrSampler:
+    """The IR crop's sampling compiled with the registration kernel (``edgepad_bilinear_box_u8`` in ``_kernel.c``),
+    passed to :func:`edgepad.preprocess.crop_face` as ``sample`` by the runtime; bit for bit the numpy path."""
+
+    def __init__(self, so: ctypes.CDLL) -> None:
+        ptr, i32 = ctypes.c_void_p, ctypes.c_int
+        self._fn = so.edgepad_bilinear_box_u8
+        self._fn.restype = None
+        self._fn.argtypes = [ptr, i32, i32, ptr, ptr, i32, i32, ptr, ptr, ptr]
+
+    def __call__(self, img: np.ndarray, mx: np.ndarray, my: np.ndarray, k: int) -> np.ndarray:
+        """Bilinear samples of a uint8 ``H×W`` image at float32 ``N×N`` pixel coordinates (0 outside), then the
+        mean of each ``k × k`` block rounded to uint8 ``(N/k)×(N/k)``: ``preprocess._bilinear`` (float32
+        coordinates) + ``preprocess._box_mean_u8``.
+
+        Raises:
+            EdgePadInternalError: not a uint8 image and float32 ``N×N`` maps with ``k | N``.
+        """
+        img = np.ascontiguousarray(img)
+        mx = np.ascontiguousarray(mx, np.float32)
+        my = np.ascontiguousarray(my, np.float32)
+        n = mx.shape[0]
+        if img.dtype != np.uint8 or img.ndim != 2 or mx.shape != (n, n) or my.shape != (n, n) or k < 1 or n % k:
+            raise EdgePadInternalError(f"IR sampler: uint8 H×W and float32 N×N with k | N expected, got "
+                                       f"{img.dtype} {img.shape}, {mx.shape}, k={k}")
+        h, w = img.shape
+        out = np.empty((n // k, n // k), np.uint8)
+        scratch = np.empty((6 + k) * n, np.float32)      # offsets, 4 weight rows, spare, k sample rows
+        pad = np.empty((h + 4) * (w + 4), np.uint8)      # the image with a 2-px zero border
+        self._fn(img.ctypes.data, h, w, mx.ctypes.data, my.ctypes.data, n, k, out.ctypes.data, scratch.ctypes.data,
+                 pad.ctypes.data)
+        return out
+
+
+def ir_sampler() -> IrSampler | None:
+    """The compiled IR-crop sampler, or None where the kernel is unavailable (built on first call, as
+    :func:`native_available`)."""
+    fn = _kernel()
+    return None if fn is None else fn.ir_sampler
+
 
 
 def native_available() -> bool:
