@@ -6,6 +6,8 @@ only the code differs. The machine is shared: alternate, and compare medians and
 
     git worktree add --detach /tmp/s6pipe_before ed569da
     python scripts/pipeline_ab.py --before /tmp/s6pipe_before --after . --runs 3
+    # any script with edgepad from another tree (e.g. the re-validation dumps of scripts/preprocess_ab.py):
+    python scripts/pipeline_ab.py --in-tree /tmp/s6pipe_before scripts/preprocess_ab.py --rec REC --dump A.npz
 
 Prints, per arm, cost/infer (``pipeline_over_inference``), pipeline cost and per-stage p50 (ms) of every run, their
 medians, after/before ratios of the medians, the load average around each run and the exact bench command.
@@ -42,6 +44,11 @@ class TreeFinder:
 sys.meta_path.insert(0, TreeFinder)
 import edgepad
 assert edgepad.__file__.startswith(root), edgepad.__file__
+if sys.argv[1:2] == ["--script"]:
+    import runpy
+    sys.argv = sys.argv[2:]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    sys.exit(0)
 from edgepad.cli import main
 sys.argv[0] = "edgepad"
 sys.exit(main())
@@ -63,6 +70,10 @@ def run_once(tree: Path, out: Path, extra: list[str]) -> dict:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--in-tree"]:  # --in-tree TREE SCRIPT ARGS...: run SCRIPT with edgepad from TREE
+        tree, script, rest = sys.argv[2], sys.argv[3], sys.argv[4:]
+        raise SystemExit(subprocess.run([sys.executable, "-c", BOOT, str(Path(tree).resolve()), "--script",
+                                         str(Path(script).resolve()), *rest]).returncode)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", type=Path, required=True, help="tree of the before arm (e.g. a detached worktree)")
     ap.add_argument("--after", type=Path, default=Path("."), help="tree of the after arm (default: this one)")
