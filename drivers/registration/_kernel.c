@@ -158,6 +158,23 @@ int edgepad_register(const uint16_t *z, int64_t n, const int64_t *index, int fol
     return 0;
 }
 
+/* The pixel-table runs [runs[2r], runs[2r + 1]) one after another, as one edgepad_register call per run (the face
+ * window's block of depth rows × columns: one run per row). Returns the first non-zero status, else 0. */
+int edgepad_register_runs(const uint16_t *z, const int64_t *runs, int nruns, const int64_t *index, int folded,
+                          const float *c0a, const float *c0b, const float *c0c, const float *c1a, const float *c1b,
+                          const float *c1c, const float *p, int dist, uint16_t *out, int tw, int th) {
+#define AT(a, lo) ((a) ? (a) + (lo) : 0)
+    for (int r = 0; r < nruns; r++) {
+        const int64_t lo = runs[2 * r], n = runs[2 * r + 1] - lo;
+        if (n <= 0) continue;
+        int st = edgepad_register(index ? z : z + lo, n, AT(index, lo), folded, AT(c0a, lo), AT(c0b, lo),
+                                  AT(c0c, lo), AT(c1a, lo), AT(c1b, lo), AT(c1c, lo), p, dist, out, tw, th);
+        if (st) return st;
+    }
+#undef AT
+    return 0;
+}
+
 /* ---------------------------------------------------------------------------------------------- IR crop sampling
  * edgepad_bilinear_box_u8 (native.IrSampler, passed to preprocess.crop_face by the runtime): the IR crop's
  * edgepad.preprocess._bilinear with float32 coordinates, then _box_mean_u8, operation by operation (tests compare

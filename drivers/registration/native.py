@@ -84,6 +84,7 @@ def _build() -> tuple[Callable | None, str]:
     try:
         so = ctypes.CDLL(str(lib))  # CDLL releases the GIL during a call
         fn = so.edgepad_register
+        runs = so.edgepad_register_runs
         sampler = IrSampler(so)
     except (OSError, AttributeError) as exc:
         return None, f"numpy (kernel load failed: {exc})"
@@ -91,7 +92,9 @@ def _build() -> tuple[Callable | None, str]:
     ptr = ctypes.c_void_p
     fn.argtypes = [ptr, ctypes.c_int64, ptr, ctypes.c_int, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ctypes.c_int, ptr,
                    ctypes.c_int, ctypes.c_int]
-    fn.ir_sampler = sampler
+    runs.restype = ctypes.c_int
+    runs.argtypes = [ptr, ptr, ctypes.c_int, *fn.argtypes[2:]]
+    fn.runs, fn.ir_sampler = runs, sampler
     return fn, f"native C kernel ({lib})"
 
 
@@ -227,9 +230,9 @@ def _register_native_window(depth: Frame, target: Intrinsics, ext: Extrinsics, s
                             footprint: Footprint, arithmetic: Arithmetic, window: tuple[int, int, int, int],
                             pixels: Callable[[tuple[float, float] | None], _PixelData],
                             bounds: Callable[[tuple[float, float]], object]) -> np.ndarray:
-    """:func:`edgepad.drivers.registration.window._register_window` by the compiled kernel: the depth rows that can
-    reach ``window`` (whole rows: a contiguous run of the pixel table) plus the "unsure" pixels outside them, filled
-    into a full-size buffer, then everything outside the window cleared. Identical inside the window to
+    """:func:`edgepad.drivers.registration.window._register_window` by the compiled kernel: the block of depth rows
+    × columns that can reach ``window`` (one run of the pixel table per row) plus the "unsure" pixels outside it,
+    filled into the full-size output, then everything outside the window cleared. Identical inside the window to
     :func:`_register_native` (a pixel left out cannot write there), 0 elsewhere."""
     fn = _kernel()
     if fn is None:
@@ -242,21 +245,22 @@ def _register_native_window(depth: Frame, target: Intrinsics, ext: Extrinsics, s
     z = np.ascontiguousarray(depth.data.reshape(-1), np.uint16)
     rect = fills_rectangle(intr, target, footprint)
     scale = float(depth.depth_scale_m)
-    cull, r0, r1, _, _, extra = _window_sources(depth, target, ext, semantics, rect, window, bounds)
+    cull, r0, r1, c0, c1, extra = _window_sources(depth, target, ext, semantics, rect, window, bounds)
     pix = pixels(cull)
     (_, _, folded, *_, p_ptr, dist), index, arrays = _constant_args(pix, scale, ext, target, semantics)
     sub = pix.subset
     w = intr.width
-    lo, hi = (r0 * w, r1 * w) if sub is None else (int(v) for v in np.searchsorted(sub, (r0 * w, r1 * w)))
-    buf = np.zeros_like(out)
-    if hi > lo:
-        consts = [None if a is None else a.ctypes.data + lo * a.itemsize for a in arrays]
-        if index is None:
-            fn(z.ctypes.data + lo * z.itemsize, hi - lo, None, folded, *consts, p_ptr, dist, buf.ctypes.data,
-               target.width, target.height)
-        else:
-            fn(z.ctypes.data, hi - lo, index.ctypes.data + lo * index.itemsize, folded, *consts, p_ptr, dist,
-               buf.ctypes.data, target.width, target.height)
+    # the block rows r0:r1 × columns c0:c1 as one run of the pixel table per row (positions = pixel indices, or
+    # their places in the culled table)
+    starts = np.arange(r0, r1, dtype=np.int64) * w
+    runs = np.stack([starts + c0, starts + c1], axis=1)
+    if sub is not None:
+        runs = np.searchsorted(sub, runs).astype(np.int64)
+    if r1 > r0 and c1 > c0:
+        runs = np.ascontiguousarray(runs)
+        fn.runs(z.ctypes.data, runs.ctypes.data, len(runs), None if index is None else index.ctypes.data, folded,
+                *[None if a is None else a.ctypes.data for a in arrays], p_ptr, dist, out.ctypes.data,
+                target.width, target.height)
     if extra is not None and len(extra):
         pos = extra if sub is None else np.searchsorted(sub, extra)
         if sub is not None:  # an unsure pixel the table culled cannot reach the target at all
@@ -267,7 +271,10 @@ def _register_native_window(depth: Frame, target: Intrinsics, ext: Extrinsics, s
             idx = np.ascontiguousarray(extra, np.int64)
             gathered = [None if a is None else np.ascontiguousarray(a[pos]) for a in arrays]
             fn(z.ctypes.data, len(idx), idx.ctypes.data, folded,
-               *[None if a is None else a.ctypes.data for a in gathered], p_ptr, dist, buf.ctypes.data,
+               *[None if a is None else a.ctypes.data for a in gathered], p_ptr, dist, out.ctypes.data,
                target.width, target.height)
-    out[wy0:wy1, wx0:wx1] = buf[wy0:wy1, wx0:wx1]
+    out[:wy0] = 0
+    out[wy1:] = 0
+    out[wy0:wy1, :wx0] = 0
+    out[wy0:wy1, wx1:] = 0
     return out
