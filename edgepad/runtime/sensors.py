@@ -172,8 +172,9 @@ def thumbnail(data: np.ndarray) -> np.ndarray | None:
 
 def _block_sums(a: np.ndarray, s: int, dt: type) -> np.ndarray:
     """:func:`thumbnail`'s block sums for ``s > 1``: ``s`` strided row adds, then ``s`` strided column adds (each a
-    whole-array operation), the remainder rows / columns added to the last block row / column, the corner taken
-    out again. 8-bit images accumulate in uint16 while a block (at most ``(2s−1)²`` px) cannot overflow it."""
+    whole-array operation; columns innermost, so a channel axis does not make the inner loops 3 long), the
+    remainder rows / columns added to the last block row / column, the corner taken out again. 8-bit images
+    accumulate in uint16 while a block (at most ``(2s−1)²`` px) cannot overflow it."""
     h, w = a.shape[:2]
     hb, wb = h // s, w // s
     acc = np.uint16 if a.dtype.itemsize == 1 and dt is np.uint32 and (2 * s - 1) ** 2 * 255 <= 0xFFFF else dt
@@ -182,11 +183,13 @@ def _block_sums(a: np.ndarray, s: int, dt: type) -> np.ndarray:
         rows += a[i: hb * s: s]
     for i in range(hb * s, h):
         rows[-1] += a[i]
-    th = rows[:, 0: wb * s: s].copy()                    # (hb, wb[, C])
+    cols = np.moveaxis(rows, 1, -1)                      # (hb[, C], W) view
+    th = cols[..., 0: wb * s: s].copy()                  # (hb[, C], wb)
     for j in range(1, s):
-        th += rows[:, j: wb * s: s]
+        th += cols[..., j: wb * s: s]
     for j in range(wb * s, w):
-        th[:, -1] += rows[:, j]
+        th[..., -1] += cols[..., j]
+    th = np.moveaxis(th, -1, 1)                          # (hb, wb[, C]) view
     if h > hb * s and w > wb * s:                        # the corner went in with the remainder rows: out again
         th[-1, -1] -= a[hb * s:, wb * s:].sum(axis=(0, 1), dtype=acc)
-    return th if th.dtype == dt else th.astype(dt)
+    return np.ascontiguousarray(th, dtype=dt)
