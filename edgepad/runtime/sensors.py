@@ -155,7 +155,7 @@ def thumbnail(data: np.ndarray) -> np.ndarray | None:
     Every pixel counts (a change of one pixel changes its block's sum): the bottom rows and right columns that do
     not fill a block are added to the last block row / column (only the bottom-right corner, < s×s px, is left
     out). None for a constant image. Integer sums are exact, so any summation order gives the same thumbnail;
-    float images may differ from another order in the last bits. Cost on 640×480×3 uint8: about 0.4 ms on one
+    float images may differ from another order in the last bits. Cost on 640×480×3 uint8: about 0.3 ms on one
     core of the shared development VM (docs/PERFORMANCE.md §0f).
     """
     a = np.asarray(data)
