@@ -151,7 +151,6 @@ def ir_sampler() -> IrSampler | None:
     return None if fn is None else fn.ir_sampler
 
 
-
 def native_available() -> bool:
     """Whether ``method="native"`` runs the compiled kernel (builds it on first call)."""
     return _kernel() is not None
@@ -252,12 +251,11 @@ def _register_native_window(depth: Frame, target: Intrinsics, ext: Extrinsics, s
     w = intr.width
     # the block rows r0:r1 × columns c0:c1 as one run of the pixel table per row (positions = pixel indices, or
     # their places in the culled table)
-    starts = np.arange(r0, r1, dtype=np.int64) * w
-    runs = np.stack([starts + c0, starts + c1], axis=1)
-    if sub is not None:
-        runs = np.searchsorted(sub, runs).astype(np.int64)
     if r1 > r0 and c1 > c0:
-        runs = np.ascontiguousarray(runs)
+        starts = np.arange(r0, r1, dtype=np.int64) * w
+        runs = np.stack([starts + c0, starts + c1], axis=1)
+        if sub is not None:
+            runs = np.ascontiguousarray(np.searchsorted(sub, runs), np.int64)
         fn.runs(z.ctypes.data, runs.ctypes.data, len(runs), None if index is None else index.ctypes.data, folded,
                 *[None if a is None else a.ctypes.data for a in arrays], p_ptr, dist, out.ctypes.data,
                 target.width, target.height)
