@@ -44,6 +44,8 @@ MAX_SUPERSAMPLE = 3
 DEPTH_NORMS = ("face_relative", "absolute", "mad", "none")
 
 Box = tuple[int, int, int, int]
+#: ``sample(img uint8 H×W, mx float32 N×N, my float32 N×N, k) -> uint8 (N/k)×(N/k)``: :func:`_sample_box`'s contract
+Sampler = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
 
 
 # ------------------------------------------------------------------------------------------------ specs
@@ -185,7 +187,8 @@ def eye_roll(landmarks: object) -> float:
 
 
 def crop_face(frameset: FrameSet, box_rgb: Box, rig: Rig, size_px: int = 112, margin: float = 0.25, *,
-              face_depth_m: float | None = None, align: str = "none", landmarks: object = None) -> CropResult:
+              face_depth_m: float | None = None, align: str = "none", landmarks: object = None,
+              sample: Sampler | None = None) -> CropResult:
     """:func:`face_crops` plus the geometry used (face depth, window, whether the depth was nominal).
 
     Args:
@@ -196,6 +199,9 @@ def crop_face(frameset: FrameSet, box_rgb: Box, rig: Rig, size_px: int = 112, ma
             crop; depth (registered to rgb) is sampled at the same rotated points and the rotated window is lifted
             and projected into the IR camera, so all three crops stay pixel-aligned (``InputSpec.align``).
         landmarks: (5, 2) rgb px (:attr:`~edgepad.runtime.face.FaceDetection.landmarks`); required for "eyes".
+        sample: a drop-in for the IR crop's sampling of a uint8 image, ``sample(img, mx, my, k)`` with float32
+            ``N×N`` maps → uint8 ``(N/k)²`` (:data:`Sampler`); it must equal :func:`_sample_box` bit for bit (the
+            runtime passes the compiled one of ``edgepad.drivers.registration.native``). None: numpy.
 
     Raises:
         ConfigError: unknown ``align``, or ``align="eyes"`` without landmarks (``key="landmarks"``).
@@ -252,7 +258,7 @@ def crop_face(frameset: FrameSet, box_rgb: Box, rig: Rig, size_px: int = 112, ma
             img = (img.astype(np.float32) / 257.0)
         out[Modality.IR] = _crop_projected(img, rgb_intr, ir.intrinsics, rig.extrinsics(Modality.RGB, Modality.IR),
                                            x0, y0, side, size_px, float(face_depth_m),
-                                           roll=roll if align == "eyes" else None)
+                                           roll=roll if align == "eyes" else None, sample=sample)
     return CropResult(out, (x0, y0, side), float(face_depth_m), nominal, valid_fraction)
 
 
@@ -404,17 +410,26 @@ def _crop_nearest_rotated(img: np.ndarray, x0: float, y0: float, side: float, si
 
 
 def _crop_projected(img: np.ndarray, src_intr, dst_intr, src_to_dst, x0: float, y0: float, side: float,
-                    size_px: int, depth_m: float, grid: int = 17, roll: float | None = None) -> np.ndarray:
+                    size_px: int, depth_m: float, grid: int = 17, roll: float | None = None,
+                    sample: Sampler | None = None) -> np.ndarray:
     """Resample ``img`` (camera dst) at the points seen by the src window on the plane ``z_src = depth_m``.
 
     Bilinear samples on the ``(S·k)²`` map of :func:`_projected_map`, taken with float32 coordinates and weights
     (3× less work than float64; the crops move by at most 1 grey level at rounding ties, docs/PERFORMANCE.md
-    §0d), then the mean of each ``k × k`` block, rounded to uint8 ``S × S``.
+    §0d), then the mean of each ``k × k`` block, rounded to uint8 ``S × S`` (:func:`_sample_box`, or ``sample``
+    for a uint8 image).
     """
     mx, my, k = _projected_map(src_intr, dst_intr, src_to_dst, x0, y0, side, size_px, depth_m, grid, roll)
-    vals = _bilinear(img if img.dtype == np.uint8 else np.asarray(img, dtype=np.float32),
-                     mx.astype(np.float32), my.astype(np.float32))
-    return _box_mean_u8(vals, k)
+    mx, my = mx.astype(np.float32), my.astype(np.float32)
+    if sample is not None and img.dtype == np.uint8:
+        return sample(img, mx, my, k)
+    return _sample_box(img if img.dtype == np.uint8 else np.asarray(img, dtype=np.float32), mx, my, k)
+
+
+def _sample_box(img: np.ndarray, mx: np.ndarray, my: np.ndarray, k: int) -> np.ndarray:
+    """Bilinear samples (:func:`_bilinear`) at float32 ``N×N`` coordinates, then the mean of each ``k × k`` block
+    rounded to uint8 ``(N/k)×(N/k)`` (:func:`_box_mean_u8`): the reference of a ``sample`` drop-in."""
+    return _box_mean_u8(_bilinear(img, mx, my), k)
 
 
 def _projected_map(src_intr, dst_intr, src_to_dst, x0: float, y0: float, side: float, size_px: int,
@@ -473,8 +488,8 @@ def _bilinear(img: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
     xf, yf = np.floor(mx), np.floor(my)
     fx, fy = mx - xf, my - yf
     # neighbour (0, 0) index in the padded image; anything left/above of -1 or right/below of w/h reads the border
-    xi = np.clip(xf, -2, w).astype(np.intp)
-    yi = np.clip(yf, -2, h).astype(np.intp)
+    xi = np.clip(xf, -2, w, out=xf).astype(np.intp)
+    yi = np.clip(yf, -2, h, out=yf).astype(np.intp)
     # pad only the window the samples touch (rows ya..yb, columns xa..xb of the zero-bordered image): same values
     xa, xb = int(xi.min()), int(xi.max()) + 2
     ya, yb = int(yi.min()), int(yi.max()) + 2
@@ -485,21 +500,23 @@ def _bilinear(img: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
     if ey > sy and ex > sx:
         pad[sy - ya:ey - ya, sx - xa:ex - xa] = img[sy:ey, sx:ex]
     flat = pad.reshape(-1)
-    base = yi - ya
-    base *= pw
-    base += xi - xa
+    idx = yi
+    idx -= ya
+    idx *= pw
+    idx += xi
+    idx -= xa
     gx, gy = 1.0 - fx, 1.0 - fy
     wgt = gx * gy
-    prod = np.multiply(flat[base], wgt)
-    out = prod.astype(np.float32)
-    part = np.empty_like(out)
-    idx = np.empty_like(base)
+    narrow = wgt.dtype == np.float32       # products already float32: no rounding copy needed
+    out = np.multiply(flat[idx], wgt, dtype=np.float32) if narrow else np.multiply(flat[idx], wgt).astype(np.float32)
+    prod = np.empty_like(wgt)
+    at = 0
     for off, a, b in ((1, fx, gy), (pw, gx, fy), (pw + 1, fx, fy)):
         np.multiply(a, b, out=wgt)
-        np.add(base, off, out=idx)
+        idx += off - at
+        at = off
         np.multiply(flat[idx], wgt, out=prod)
-        np.copyto(part, prod, casting="same_kind")     # float32(v·w), then accumulated in float32, as before
-        out += part
+        out += prod if narrow else prod.astype(np.float32)  # float32(v·w), then accumulated in float32
     return out
 
 

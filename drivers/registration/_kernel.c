@@ -8,8 +8,10 @@
  *   22-26 k1 k2 p1 p2 k3 (target lens)
  * dist: 0 none, 1 align's modified Brown-Conrady, 2 rsutil brown_conrady, 3 rsutil modified/inverse.
  */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #define CHUNK 1024
 #define LIM 2147483648.0f
@@ -154,4 +156,95 @@ int edgepad_register(const uint16_t *z, int64_t n, const int64_t *index, int fol
         }
     }
     return 0;
+}
+
+/* The pixel-table runs [runs[2r], runs[2r + 1]) one after another, as one edgepad_register call per run (the face
+ * window's block of depth rows × columns: one run per row). Returns the first non-zero status, else 0. */
+int edgepad_register_runs(const uint16_t *z, const int64_t *runs, int nruns, const int64_t *index, int folded,
+                          const float *c0a, const float *c0b, const float *c0c, const float *c1a, const float *c1b,
+                          const float *c1c, const float *p, int dist, uint16_t *out, int tw, int th) {
+#define AT(a, lo) ((a) ? (a) + (lo) : 0)
+    for (int r = 0; r < nruns; r++) {
+        const int64_t lo = runs[2 * r], n = runs[2 * r + 1] - lo;
+        if (n <= 0) continue;
+        int st = edgepad_register(index ? z : z + lo, n, AT(index, lo), folded, AT(c0a, lo), AT(c0b, lo),
+                                  AT(c0c, lo), AT(c1a, lo), AT(c1b, lo), AT(c1c, lo), p, dist, out, tw, th);
+        if (st) return st;
+    }
+#undef AT
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- IR crop sampling
+ * edgepad_bilinear_box_u8 (native.IrSampler, passed to preprocess.crop_face by the runtime): the IR crop's
+ * edgepad.preprocess._bilinear with float32 coordinates, then _box_mean_u8, operation by operation (tests compare
+ * them). img uint8 h×w; mx, my float32 n×n pixel coordinates; out uint8 (n/k)×(n/k). Per sample:
+ * a non-finite mx or my samples at (-10, -10); xf = floor(x) clipped to [-2, w] (yf to [-2, h]); neighbours outside
+ * the image are 0; v00·(gx·gy) + v10·(fx·gy) + v01·(gx·fy) + v11·(fx·fy), every product and sum rounded to
+ * float32 in that order. Per output pixel: the k×k samples summed row by row in float32, times f32(1/k²) when
+ * k > 1, rounded half to even, clipped to [0, 255]. */
+
+/* One row of n samples: coordinates -> padded-image offsets and weights (a vectorised loop), then four gathers and
+ * the float32 sum. pad: the image with a 2-px zero border ((h + 4) × (w + 4)), so every neighbour of a clipped index
+ * reads a pixel or the border, as numpy's padded gather. floor(x) is clipped to [-2, w]; for x outside, both x
+ * neighbours read the border (0), so the fraction of the clipped x gives the same (zero) products as numpy's. */
+static void sample_row(const uint8_t *restrict pad, int h, int w, const float *restrict mx,
+                       const float *restrict my, int n, int32_t *restrict at, float *restrict w00,
+                       float *restrict w10, float *restrict w01, float *restrict w11, float *restrict o) {
+    const int pw = w + 4;
+    const float fw = (float)w, fh = (float)h;
+    for (int j = 0; j < n; j++) {
+        float x = mx[j], y = my[j];
+        const int ok = (fabsf(x) <= FLT_MAX) & (fabsf(y) <= FLT_MAX);   /* both finite (NaN compares false) */
+        x = ok ? x : -10.0f;
+        y = ok ? y : -10.0f;
+        x = x < -2.0f ? -2.0f : x;
+        x = x > fw ? fw : x;
+        y = y < -2.0f ? -2.0f : y;
+        y = y > fh ? fh : y;
+        int xi = (int)x, yi = (int)y;              /* truncation toward zero, then down for negative non-integers */
+        xi -= (float)xi > x;
+        yi -= (float)yi > y;
+        const float fx = x - (float)xi, fy = y - (float)yi;
+        const float gx = 1.0f - fx, gy = 1.0f - fy;
+        w00[j] = gx * gy; w10[j] = fx * gy; w01[j] = gx * fy; w11[j] = fx * fy;
+        at[j] = (yi + 2) * pw + (xi + 2);
+    }
+    for (int j = 0; j < n; j++) {
+        const uint8_t *p = pad + at[j];
+        float o0 = (float)p[0] * w00[j];
+        o0 = o0 + (float)p[1] * w10[j];
+        o0 = o0 + (float)p[pw] * w01[j];
+        o[j] = o0 + (float)p[pw + 1] * w11[j];
+    }
+}
+
+/* scratch: float32, 6 + k rows of n (offsets, 4 weights, spare, k sample rows); pad: uint8 (h + 4) × (w + 4). */
+void edgepad_bilinear_box_u8(const uint8_t *img, int h, int w, const float *mx, const float *my, int n, int k,
+                             uint8_t *out, float *scratch, uint8_t *pad) {
+    const int s = n / k, pw = w + 4;
+    memset(pad, 0, (size_t)(h + 4) * pw);
+    for (int y = 0; y < h; y++) memcpy(pad + (int64_t)(y + 2) * pw + 2, img + (int64_t)y * w, (size_t)w);
+    int32_t *at = (int32_t *)scratch;
+    float *w00 = scratch + n, *w10 = scratch + 2 * n, *w01 = scratch + 3 * n, *w11 = scratch + 4 * n;
+    float *rows = scratch + 6 * n;
+    const float scale = (float)(1.0 / (double)(k * k));
+    for (int i = 0; i < s; i++) {
+        for (int dy = 0; dy < k; dy++) {
+            const int64_t r = (int64_t)(i * k + dy) * n;
+            sample_row(pad, h, w, mx + r, my + r, n, at, w00, w10, w01, w11, rows + (int64_t)dy * n);
+        }
+        for (int j = 0; j < s; j++) {
+            float acc = 0.0f;
+            for (int dy = 0; dy < k; dy++)
+                for (int dx = 0; dx < k; dx++) {
+                    const float v = rows[(int64_t)dy * n + j * k + dx];
+                    acc = (dy | dx) ? acc + v : v;
+                }
+            if (k > 1) acc = acc * scale;
+            acc = rintf(acc);
+            acc = acc < 0.0f ? 0.0f : (acc > 255.0f ? 255.0f : acc);
+            out[(int64_t)i * s + j] = (uint8_t)acc;
+        }
+    }
 }

@@ -82,13 +82,19 @@ def _build() -> tuple[Callable | None, str]:
         except (OSError, subprocess.TimeoutExpired) as exc:
             return None, f"numpy (kernel build failed: {exc})"
     try:
-        fn = ctypes.CDLL(str(lib)).edgepad_register  # CDLL releases the GIL during the call
+        so = ctypes.CDLL(str(lib))  # CDLL releases the GIL during a call
+        fn = so.edgepad_register
+        runs = so.edgepad_register_runs
+        sampler = IrSampler(so)
     except (OSError, AttributeError) as exc:
         return None, f"numpy (kernel load failed: {exc})"
     fn.restype = ctypes.c_int
     ptr = ctypes.c_void_p
     fn.argtypes = [ptr, ctypes.c_int64, ptr, ctypes.c_int, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ctypes.c_int, ptr,
                    ctypes.c_int, ctypes.c_int]
+    runs.restype = ctypes.c_int
+    runs.argtypes = [ptr, ptr, ctypes.c_int, *fn.argtypes[2:]]
+    fn.runs, fn.ir_sampler = runs, sampler
     return fn, f"native C kernel ({lib})"
 
 
@@ -102,6 +108,47 @@ def _kernel() -> Callable | None:
                     log.warning("depth registration: compiled kernel unavailable, using %s", why)
                 _STATE["fn"], _STATE["why"] = fn, why
     return _STATE["fn"]
+
+
+class IrSampler:
+    """The IR crop's sampling compiled with the registration kernel (``edgepad_bilinear_box_u8`` in ``_kernel.c``),
+    passed to :func:`edgepad.preprocess.crop_face` as ``sample`` by the runtime; bit for bit the numpy path."""
+
+    def __init__(self, so: ctypes.CDLL) -> None:
+        ptr, i32 = ctypes.c_void_p, ctypes.c_int
+        self._fn = so.edgepad_bilinear_box_u8
+        self._fn.restype = None
+        self._fn.argtypes = [ptr, i32, i32, ptr, ptr, i32, i32, ptr, ptr, ptr]
+
+    def __call__(self, img: np.ndarray, mx: np.ndarray, my: np.ndarray, k: int) -> np.ndarray:
+        """Bilinear samples of a uint8 ``H×W`` image at float32 ``N×N`` pixel coordinates (0 outside), then the
+        mean of each ``k × k`` block rounded to uint8 ``(N/k)×(N/k)``: ``preprocess._bilinear`` (float32
+        coordinates) + ``preprocess._box_mean_u8``.
+
+        Raises:
+            EdgePadInternalError: not a uint8 image and float32 ``N×N`` maps with ``k | N``.
+        """
+        img = np.ascontiguousarray(img)
+        mx = np.ascontiguousarray(mx, np.float32)
+        my = np.ascontiguousarray(my, np.float32)
+        n = mx.shape[0]
+        if img.dtype != np.uint8 or img.ndim != 2 or mx.shape != (n, n) or my.shape != (n, n) or k < 1 or n % k:
+            raise EdgePadInternalError(f"IR sampler: uint8 H×W and float32 N×N with k | N expected, got "
+                                       f"{img.dtype} {img.shape}, {mx.shape}, k={k}")
+        h, w = img.shape
+        out = np.empty((n // k, n // k), np.uint8)
+        scratch = np.empty((6 + k) * n, np.float32)      # offsets, 4 weight rows, spare, k sample rows
+        pad = np.empty((h + 4) * (w + 4), np.uint8)      # the image with a 2-px zero border
+        self._fn(img.ctypes.data, h, w, mx.ctypes.data, my.ctypes.data, n, k, out.ctypes.data, scratch.ctypes.data,
+                 pad.ctypes.data)
+        return out
+
+
+def ir_sampler() -> IrSampler | None:
+    """The compiled IR-crop sampler, or None where the kernel is unavailable (built on first call, as
+    :func:`native_available`)."""
+    fn = _kernel()
+    return None if fn is None else fn.ir_sampler
 
 
 def native_available() -> bool:
@@ -182,9 +229,9 @@ def _register_native_window(depth: Frame, target: Intrinsics, ext: Extrinsics, s
                             footprint: Footprint, arithmetic: Arithmetic, window: tuple[int, int, int, int],
                             pixels: Callable[[tuple[float, float] | None], _PixelData],
                             bounds: Callable[[tuple[float, float]], object]) -> np.ndarray:
-    """:func:`edgepad.drivers.registration.window._register_window` by the compiled kernel: the depth rows that can
-    reach ``window`` (whole rows: a contiguous run of the pixel table) plus the "unsure" pixels outside them, filled
-    into a full-size buffer, then everything outside the window cleared. Identical inside the window to
+    """:func:`edgepad.drivers.registration.window._register_window` by the compiled kernel: the block of depth rows
+    × columns that can reach ``window`` (one run of the pixel table per row) plus the "unsure" pixels outside it,
+    filled into the full-size output, then everything outside the window cleared. Identical inside the window to
     :func:`_register_native` (a pixel left out cannot write there), 0 elsewhere."""
     fn = _kernel()
     if fn is None:
@@ -197,21 +244,21 @@ def _register_native_window(depth: Frame, target: Intrinsics, ext: Extrinsics, s
     z = np.ascontiguousarray(depth.data.reshape(-1), np.uint16)
     rect = fills_rectangle(intr, target, footprint)
     scale = float(depth.depth_scale_m)
-    cull, r0, r1, _, _, extra = _window_sources(depth, target, ext, semantics, rect, window, bounds)
+    cull, r0, r1, c0, c1, extra = _window_sources(depth, target, ext, semantics, rect, window, bounds)
     pix = pixels(cull)
     (_, _, folded, *_, p_ptr, dist), index, arrays = _constant_args(pix, scale, ext, target, semantics)
     sub = pix.subset
     w = intr.width
-    lo, hi = (r0 * w, r1 * w) if sub is None else (int(v) for v in np.searchsorted(sub, (r0 * w, r1 * w)))
-    buf = np.zeros_like(out)
-    if hi > lo:
-        consts = [None if a is None else a.ctypes.data + lo * a.itemsize for a in arrays]
-        if index is None:
-            fn(z.ctypes.data + lo * z.itemsize, hi - lo, None, folded, *consts, p_ptr, dist, buf.ctypes.data,
-               target.width, target.height)
-        else:
-            fn(z.ctypes.data, hi - lo, index.ctypes.data + lo * index.itemsize, folded, *consts, p_ptr, dist,
-               buf.ctypes.data, target.width, target.height)
+    # the block rows r0:r1 × columns c0:c1 as one run of the pixel table per row (positions = pixel indices, or
+    # their places in the culled table)
+    if r1 > r0 and c1 > c0:
+        starts = np.arange(r0, r1, dtype=np.int64) * w
+        runs = np.stack([starts + c0, starts + c1], axis=1)
+        if sub is not None:
+            runs = np.ascontiguousarray(np.searchsorted(sub, runs), np.int64)
+        fn.runs(z.ctypes.data, runs.ctypes.data, len(runs), None if index is None else index.ctypes.data, folded,
+                *[None if a is None else a.ctypes.data for a in arrays], p_ptr, dist, out.ctypes.data,
+                target.width, target.height)
     if extra is not None and len(extra):
         pos = extra if sub is None else np.searchsorted(sub, extra)
         if sub is not None:  # an unsure pixel the table culled cannot reach the target at all
@@ -222,7 +269,10 @@ def _register_native_window(depth: Frame, target: Intrinsics, ext: Extrinsics, s
             idx = np.ascontiguousarray(extra, np.int64)
             gathered = [None if a is None else np.ascontiguousarray(a[pos]) for a in arrays]
             fn(z.ctypes.data, len(idx), idx.ctypes.data, folded,
-               *[None if a is None else a.ctypes.data for a in gathered], p_ptr, dist, buf.ctypes.data,
+               *[None if a is None else a.ctypes.data for a in gathered], p_ptr, dist, out.ctypes.data,
                target.width, target.height)
-    out[wy0:wy1, wx0:wx1] = buf[wy0:wy1, wx0:wx1]
+    out[:wy0] = 0
+    out[wy1:] = 0
+    out[wy0:wy1, :wx0] = 0
+    out[wy0:wy1, wx1:] = 0
     return out

@@ -221,8 +221,8 @@ class Registrar:
     def window(self, depth: Frame, window: Window) -> Frame:
         """Registration of the target pixels in ``window`` = ``(x0, y0, x1, y1)`` (end-exclusive, clipped) only:
         values identical to :meth:`frame` there, 0 elsewhere; only depth pixels that can reach the window are
-        projected, on the CPU: by the compiled kernel (whole depth rows) for ``auto``/``native`` when it is
-        available, else by the numpy window path."""
+        projected, on the CPU: by the compiled kernel (the block of depth rows × columns that can reach the window)
+        for ``auto``/``native`` when it is available, else by the numpy window path."""
         depth = self._source(depth)
         win = _clip_window(window, self.target_intrinsics)
         if self.method in ("auto", "native") and native_available():

@@ -596,7 +596,7 @@ def test_native_kernel_rebuilds_into_an_empty_cache(fresh_native):
 
 @pytest.mark.parametrize("arithmetic", ["exact", "fast"])
 def test_window_by_kernel_and_by_numpy_equal_the_frame_on_every_case(arithmetic):
-    """The face window through the compiled kernel (whole depth rows + "unsure" pixels) and through the numpy
+    """The face window through the compiled kernel (the block of depth rows × columns + "unsure" pixels) and the numpy
     window path: identical to the full frame inside the window, 0 outside, on every size pair and lens (1/4
     scale; the colour lens makes "unsure" pixels), both footprints and a depth nearer than the culling tables."""
     from edgepad.drivers.registration.native import native_available

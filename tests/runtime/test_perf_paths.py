@@ -2,7 +2,8 @@
 
 - ``preprocess._bilinear`` (padded gathers) == ``_bilinear_reference`` (masked), for float64 and float32 coordinates;
 - the IR crop's float32 sampling moves crops by at most one grey level, rarely, and scores by < 1e-3, against the
-  float64 sampling it replaced; the rgb crop's compact resampling matrices equal dense ones;
+  float64 sampling it replaced; its compiled drop-in (``native.IrSampler``) equals it bit for bit; the rgb crop's
+  compact resampling matrices equal dense ones;
 - ``register_depth(..., window=...)`` == the full-frame registration inside the window, 0 outside;
 - the pipeline's per-face-window registration gives the same crops, feeds and scores as full-frame registration;
 - the Haar locator's region re-detection stays fail-closed (a frame without a face gives no box).
@@ -88,7 +89,7 @@ def _ir_crop_float64(img, src_intr, dst_intr, ext, x0, y0, side, size_px, depth_
 
 
 def _with_float64_ir(monkeypatch):
-    def ref(img, src_intr, dst_intr, ext, x0, y0, side, size_px, depth_m, grid=17, roll=None):
+    def ref(img, src_intr, dst_intr, ext, x0, y0, side, size_px, depth_m, grid=17, roll=None, sample=None):
         assert roll is None and grid == 17
         return _ir_crop_float64(img, src_intr, dst_intr, ext, x0, y0, side, size_px, depth_m)
     monkeypatch.setattr(P, "_crop_projected", ref)
@@ -166,6 +167,52 @@ def test_compact_resample_matrix_equals_the_dense_matrix():
             assert m[:, 0].any() and m[:, -1].any()
         else:
             assert not ref.any()
+
+
+def test_compiled_ir_sampler_equals_the_numpy_path_bit_for_bit():
+    """``native.IrSampler`` (the runtime's ``sample`` for ``crop_face``) == ``preprocess._sample_box`` on random
+    images and maps: inside, across the border, far outside, NaN/inf/huge coordinates, integer and half-pixel
+    coordinates, k = 1..3; and through ``crop_face`` on synthetic frames (all crops identical)."""
+    from edgepad.drivers.registration.native import ir_sampler
+    sample = ir_sampler()
+    if sample is None:
+        pytest.skip("no C compiler here: the numpy path runs")
+    rng = np.random.default_rng(5)
+    for t in range(200):
+        h, w = int(rng.integers(3, 90)), int(rng.integers(3, 90))
+        img = rng.integers(0, 256, (h, w)).astype(np.uint8)
+        k = int(rng.integers(1, 4))
+        n = k * int(rng.integers(3, 30))
+        mx = rng.uniform(-12, w + 12, (n, n)).astype(np.float32)
+        my = rng.uniform(-12, h + 12, (n, n)).astype(np.float32)
+        if t % 3 == 0:
+            mx, my = np.round(mx * 2) / 2, np.round(my * 2) / 2
+        mx[0, 0], my[1, 1], mx[2, 2], my[2, 2], mx[-1, -1] = np.nan, np.inf, 3e38, -3e38, -1e30
+        np.testing.assert_array_equal(sample(img, mx, my, k), P._sample_box(img, mx, my, k), err_msg=str(t))
+    # many unaveraged samples (k = 1): a sum in another float32 order flips a rounding tie somewhere in these 2.1 M
+    for t in range(8):
+        img = rng.integers(0, 256, (120, 160)).astype(np.uint8)
+        mx = rng.uniform(-3, 163, (512, 512)).astype(np.float32)
+        my = rng.uniform(-3, 123, (512, 512)).astype(np.float32)
+        np.testing.assert_array_equal(sample(img, mx, my, 1), P._sample_box(img, mx, my, 1), err_msg=f"dense {t}")
+    with pytest.raises(RuntimeError):
+        sample(img.astype(np.float32), mx, my, k)
+
+
+def test_crop_face_with_the_compiled_sampler_is_identical(synth_sets):
+    from edgepad.drivers.registration.native import ir_sampler
+    sample = ir_sampler()
+    if sample is None:
+        pytest.skip("no C compiler here: the numpy path runs")
+    sets, rig = synth_sets
+    rng = np.random.default_rng(6)
+    for fs, box, s in _random_crops(sets, rig, rng, 4, (20, 160), (-30, 300), (-30, 220)):
+        for align, lm in (("none", None), ("eyes", np.array([[box[0] + 5, box[1] + 8], [box[0] + 25, box[1] + 14],
+                                                              [0, 0], [0, 0], [0, 0]], np.float64))):
+            got = P.crop_face(fs, box, rig, size_px=s, align=align, landmarks=lm, sample=sample)
+            ref = P.crop_face(fs, box, rig, size_px=s, align=align, landmarks=lm)
+            for mod in ref.crops:
+                np.testing.assert_array_equal(got.crops[mod], ref.crops[mod], err_msg=f"{mod} {box} {align}")
 
 
 def _window_cases(synth_sets):

@@ -1,0 +1,98 @@
+"""The frozen-frame thumbnail (``runtime.sensors.thumbnail``) keeps its definition through the strided-add fast path.
+
+The definition, written out block by block below: block sums over ``s × s`` px with ``s = min(H, W) // 64``, the
+rows / columns that do not fill a block added to the last block row / column, the bottom-right corner left out;
+uint32 for integer images, float64 otherwise; None for a constant image. No timing is asserted.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgepad.geometry import Intrinsics
+from edgepad.runtime.sensors import SensorMonitor, thumbnail
+from edgepad.types import Frame, FrameSet, Modality
+
+
+def _thumbnail_by_blocks(a: np.ndarray) -> np.ndarray:
+    """The definition, one block at a time (slow, plain)."""
+    h, w = a.shape[:2]
+    s = max(1, min(h, w) // 64)
+    hb, wb = h // s, w // s
+    dt = np.uint32 if a.dtype.kind in "bu" and a.dtype.itemsize <= 2 else np.float64
+    out = np.zeros((hb, wb) + a.shape[2:], dt)
+    for by in range(hb):
+        y1 = h if by == hb - 1 else (by + 1) * s
+        for bx in range(wb):
+            x1 = w if bx == wb - 1 else (bx + 1) * s
+            blk = a[by * s: y1, bx * s: x1].astype(np.float64 if dt is np.float64 else np.int64)
+            total = blk.sum(axis=(0, 1))
+            if by == hb - 1 and bx == wb - 1 and y1 > hb * s and x1 > wb * s:
+                total = total - blk[hb * s - by * s:, wb * s - bx * s:].sum(axis=(0, 1))
+            out[by, bx] = total
+    return out
+
+
+CASES = [((480, 640, 3), np.uint8), ((480, 640), np.uint16), ((480, 640), np.uint8), ((479, 641, 3), np.uint8),
+         ((481, 849), np.uint16), ((720, 1280, 3), np.uint8), ((100, 130), np.uint16), ((60, 80, 3), np.uint8),
+         ((1080, 1920, 3), np.uint8), ((200, 300), bool), ((128, 129), np.float32)]
+
+
+@pytest.mark.parametrize("shape,dtype", CASES)
+def test_thumbnail_equals_the_block_by_block_definition(shape, dtype):
+    """Random and saturated images (the uint16 accumulation of 8-bit images must not wrap at 255 everywhere)."""
+    rng = np.random.default_rng(len(shape) * 1000 + shape[0])
+    if dtype is np.float32:
+        imgs = [rng.random(shape).astype(dtype)]
+    elif dtype is bool:
+        imgs = [rng.random(shape) > 0.5]
+    else:
+        top = np.iinfo(dtype).max
+        sat = np.full(shape, top, dtype)
+        sat[0, 0] = 0
+        imgs = [rng.integers(0, int(top) + 1, shape).astype(dtype), sat]
+    for a in imgs:
+        got, want = thumbnail(a), _thumbnail_by_blocks(a)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        if dtype is np.float32:
+            np.testing.assert_allclose(got, want, rtol=1e-9)
+        else:
+            assert np.array_equal(got, want)
+
+
+def test_thumbnail_counts_remainder_pixels_but_not_the_corner():
+    a = np.random.default_rng(1).integers(0, 200, (479, 641, 3)).astype(np.uint8)  # s = 7: 3 rows, 4 columns over
+    base = thumbnail(a)
+    for y, x, counted in ((478, 10, True), (10, 640, True), (478, 640, False), (0, 0, True)):
+        b = a.copy()
+        b[y, x, 1] += 1
+        assert (not np.array_equal(thumbnail(b), base)) is counted, (y, x)
+    assert thumbnail(np.full((448, 644), 7, np.uint16)) is None  # 64 × 92 full blocks: all sums equal
+
+
+def _set(data: dict, i: int) -> FrameSet:
+    t = (i + 1) * 33_000_000
+    intr = Intrinsics(640, 480, 600.0, 600.0, 320.0, 240.0)
+    return FrameSet({m: Frame(m, d, t, None, i, "test", intr, 0.001 if m is Modality.DEPTH else None)
+                     for m, d in data.items()}, t, 0)
+
+
+def test_frozen_stream_is_flagged_on_its_first_repeat():
+    """A still image with one pixel changed per frame is frozen from the second frame on; fresh noise never is."""
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, (480, 640, 3)).astype(np.uint8)
+    depth = rng.integers(300, 3000, (480, 640)).astype(np.uint16)
+    mon = SensorMonitor()
+    flags = []
+    for i in range(6):
+        r = rgb.copy()
+        r[7 * i, 11 * i, 0] ^= 1
+        flags.append(mon.check(_set({Modality.RGB: r, Modality.DEPTH: depth}, i)).problems)
+    assert flags[0] == ()
+    assert all(set(p) == {"rgb:frozen", "depth:frozen"} for p in flags[1:])
+    live = SensorMonitor()
+    for i in range(6):
+        noisy = {Modality.RGB: rng.integers(0, 256, (480, 640, 3)).astype(np.uint8),
+                 Modality.DEPTH: rng.integers(300, 3000, (480, 640)).astype(np.uint16)}
+        assert live.check(_set(noisy, i)).ok
+    assert min(live.last_changed.values()) > 0.9
