@@ -45,10 +45,11 @@ def main(argv=None) -> int:
     import torch
     from edgepad.training import load_train_config, train
     from edgepad.training.build import build_model, build_objective, build_optimizer, input_specs, train_transform
-    from edgepad.training.loop import EpochSampler, _loader, _to_device, seed_everything
+    from edgepad.training.loop import TrainBatches, _to_device, epoch_batches, seed_everything
     from edgepad.data.transforms import PADDataset
     from edgepad.data.sources import build_dataset
 
+    load_start = os.getloadavg()
     out = Path(tempfile.mkdtemp(prefix="train_tp_"))
     over = {"data.root": str(Path(a.bench).resolve()), "inputs.size_px": a.size, "epochs": a.epochs,
             "max_steps_per_epoch": a.steps, "out": str(out / "run")}
@@ -61,18 +62,14 @@ def main(argv=None) -> int:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
-    # the batches train() sees: same dataset, transform, sampler (epoch, seed) and step count
+    # the batches train() sees: same dataset, transform and plan (epoch order, augmentation seeds, step count)
     inputs = input_specs(cfg)
     ds = PADDataset(build_dataset(cfg.data, cfg.data.train_split, cfg.data.frames_per_video), inputs,
                     train_transform(cfg), seed=cfg.seed)
-    batches = []
-    for epoch in range(cfg.epochs):
-        sampler = EpochSampler(len(ds), epoch, cfg.seed, True)
-        steps = min(len(sampler) // cfg.batch_size, cfg.max_steps_per_epoch or 10 ** 9)
-        for i, b in enumerate(_loader(ds, sampler, cfg.batch_size, cfg.workers, True, False)):
-            if i >= steps:
-                break
-            batches.append(_to_device(b, torch.device("cpu")))
+    plan = [b for e in range(cfg.epochs)
+            for b in epoch_batches(len(ds), e, cfg.seed, cfg.batch_size, cfg.max_steps_per_epoch)]
+    built = TrainBatches(ds, plan, workers=0, prefetch=0)
+    batches = [_to_device(built.next(), torch.device("cpu")) for _ in plan]
     n_samples = sum(int(t.shape[0]) for _, t in batches)
 
     def ref() -> float:
@@ -117,7 +114,8 @@ def main(argv=None) -> int:
               "train_data_wait_fraction": round(med["data_wait"], 3),
               "runs": {k: [round(x, 1) for x in v] for k, v in res.items()},
               "samples_per_run": n_samples, "batch_size": cfg.batch_size, "size_px": cfg.inputs.size_px,
-              "threads": torch.get_num_threads(), "workers": cfg.workers, "loadavg": os.getloadavg()}
+              "threads": torch.get_num_threads(), "workers": cfg.workers, "prefetch": cfg.prefetch, "loadavg_start": load_start,
+              "loadavg": os.getloadavg()}
     print(json.dumps(report, indent=2))
     return 0
 
