@@ -671,9 +671,16 @@ def throughput(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict[str, 
     objective = build_objective(cfg, model).to(device)
     opt, _ = build_optimizer(cfg, model, objective)
     bs = cfg.batch_size
+    if len(ds) < bs:
+        raise DatasetError(f"{len(ds)} training samples < batch_size {bs}")
 
-    def batches(epoch: int):
-        return iter(_loader(ds, EpochSampler(len(ds), epoch, cfg.seed), bs, cfg.workers, True, False))
+    def batches(epoch: int, k: int) -> TrainBatches:
+        """``k`` batches of the training order from ``epoch`` on, built as :func:`train` builds them."""
+        plan: list = []
+        while len(plan) < k:
+            plan += epoch_batches(len(ds), epoch, cfg.seed, bs)
+            epoch += 1
+        return TrainBatches(ds, plan[:k], cfg.workers, cfg.prefetch, False)
 
     def step(feed, target):
         with torch.autocast(device.type, enabled=amp):
@@ -685,27 +692,25 @@ def throughput(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict[str, 
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    def take(it, k: int, epoch: int):
-        for _ in range(k):
-            try:
-                yield next(it)
-            except StopIteration:
-                epoch += 1
-                it = batches(epoch)
-                yield next(it)
+    def timed(it: TrainBatches, k: int, train_step: bool) -> float:
+        t, n = time.perf_counter(), 0
+        try:
+            for _ in range(k):
+                b = it.next()
+                n += b["target"].shape[0]
+                if train_step:
+                    step(*_to_device(b, device))
+        finally:
+            it.close()
+        return n / (time.perf_counter() - t)
 
     # (a) data only (cached samples after the first epoch if cache is on: warm it up first)
-    it = batches(0)
-    for _ in take(it, warmup, 0):
-        pass
-    t = time.perf_counter()
-    n = 0
-    for b in take(batches(1), steps, 1):
-        n += b["target"].shape[0]
-    data_sps = n / (time.perf_counter() - t)
+    timed(batches(0, warmup), warmup, False)
+    data_sps = timed(batches(1, steps), steps, False)
     # (b) compute only
-    fixed = next(batches(2))
-    feed, target = _to_device(fixed, device)
+    it = batches(2, 1)
+    feed, target = _to_device(it.next(), device)
+    it.close()
     for _ in range(warmup):
         step(feed, target)
     t = time.perf_counter()
@@ -713,13 +718,8 @@ def throughput(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict[str, 
         step(feed, target)
     compute_sps = steps * bs / (time.perf_counter() - t)
     # (c) both
-    t = time.perf_counter()
-    n = 0
-    for b in take(batches(3), steps, 3):
-        f, y = _to_device(b, device)
-        step(f, y)
-        n += y.shape[0]
-    full_sps = n / (time.perf_counter() - t)
+    full_sps = timed(batches(3, steps), steps, True)
     return {"data_samples_per_s": data_sps, "compute_samples_per_s": compute_sps,
-            "train_samples_per_s": full_sps, "batch_size": bs, "workers": cfg.workers, "steps": steps,
+            "train_samples_per_s": full_sps, "batch_size": bs, "workers": cfg.workers, "prefetch": cfg.prefetch,
+            "steps": steps,
             "device": str(device), "threads": torch.get_num_threads()}
