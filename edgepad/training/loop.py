@@ -115,11 +115,12 @@ class TrainBatches:
     """The collated training batches of a whole run, in ``plan`` order, built ahead of the step that takes them.
 
     ``workers`` = 0: one background thread builds up to ``prefetch`` batches ahead (across epoch ends too, i.e.
-    during dev evaluation); numpy and torch release the GIL for much of that work, so it overlaps the step on a
-    second core. ``prefetch`` = 0: each batch is built when asked for, in the caller's thread. ``workers`` ≥ 1: one
-    DataLoader iterator over the whole plan (its worker processes start once per run, ``prefetch`` batches each).
-    Nothing here draws from the global RNGs. An error building a batch is raised by :meth:`next`; :meth:`close`
-    stops the producer.
+    during dev evaluation), overlapping the step where the process has a second core (where other sessions load
+    the CPU, Linux's autogroup scheduler splits this session's share instead: docs/PERFORMANCE.md §0g).
+    ``prefetch`` = 0: each batch is built when asked for, in the caller's thread. ``workers`` ≥ 1: one DataLoader
+    iterator over the whole plan (worker processes start once per run, ``prefetch`` batches each). Nothing here
+    draws from the global RNGs. An error building a batch is raised by :meth:`next`; :meth:`close` stops the
+    producer.
     """
 
     def __init__(self, dataset, plan: Sequence[Sequence[tuple[int, int]]], workers: int = 0, prefetch: int = 2,
