@@ -200,10 +200,14 @@ class PhotometricJitter:
             lut = np.clip(np.arange(256, dtype=np.float32)[:, None] + off, 0.0, 255.0)     # 256 × ch
             lut = 255.0 * (lut / 255.0) ** g
             lut = np.clip(np.rint(lut), 0, 255).astype(np.uint8)
+            lut = np.ascontiguousarray(lut.T)                                                # ch × 256
             if img.ndim == 3:
-                out[m] = lut.reshape(-1)[img.astype(np.intp) * ch + np.arange(ch)]
+                res = np.empty_like(img)
+                for c in range(ch):
+                    np.take(lut[c], img[..., c], out=res[..., c])
+                out[m] = res
             else:
-                out[m] = lut[:, 0][img]
+                out[m] = np.take(lut[0], img)
         return out
 
 
