@@ -11,7 +11,8 @@ seeds), collected into memory beforehand. A and B alternate ``--repeats`` times 
 ``epoch`` = training samples / whole epoch time including dev evaluation, checkpoints and logging;
 ``train_data_wait_fraction`` = the loop's time spent waiting for the next batch (``metrics.jsonl``);
 ``ratio_loop_paired`` = median over repeats of A_loop / B of the same repeat (adjacent in time: steadier than the
-ratio of medians on a shared machine).
+ratio of medians on a shared machine), ``ratio_loop_paired_range`` its min and max. ``--vs prefetch=0`` adds a
+second train() arm (A2) to the same rotation, for an A/B of the loader settings under the same load.
 """
 from __future__ import annotations
 
@@ -39,40 +40,45 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--discard", type=int, default=1, help="unmeasured A+B runs first (default 1)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more config overrides (YAML)")
+    ap.add_argument("--vs", action="append", default=[], metavar="KEY=VALUE",
+                    help="a second train() arm with these further overrides (e.g. prefetch=0), run in the same "
+                         "rotation A, A2, B (overrides that change the batches are refused)")
     a = ap.parse_args(argv)
 
     import yaml
     import torch
     from edgepad.training import load_train_config, train
     from edgepad.training.build import build_model, build_objective, build_optimizer, input_specs, train_transform
-    from edgepad.training.loop import EpochSampler, _loader, _to_device, seed_everything
+    from edgepad.training.loop import TrainBatches, _to_device, epoch_batches, seed_everything
     from edgepad.data.transforms import PADDataset
     from edgepad.data.sources import build_dataset
 
+    load_start = os.getloadavg()
     out = Path(tempfile.mkdtemp(prefix="train_tp_"))
     over = {"data.root": str(Path(a.bench).resolve()), "inputs.size_px": a.size, "epochs": a.epochs,
             "max_steps_per_epoch": a.steps, "out": str(out / "run")}
     if a.batch_size:
         over["batch_size"] = a.batch_size
-    for kv in a.set:
-        k, v = kv.split("=", 1)
-        over[k] = yaml.safe_load(v)
+    def parse(kvs):
+        return {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in kvs)}
+
+    over.update(parse(a.set))
     cfg = load_train_config(a.config, over)
+    vs = parse(a.vs)
+    if set(vs) - {"workers", "prefetch"}:
+        ap.error(f"--vs takes workers / prefetch only (the batches must stay the same), got {sorted(vs)}")
+    cfg2 = load_train_config(a.config, {**over, **vs, "out": str(out / "run2")}) if vs else None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
-    # the batches train() sees: same dataset, transform, sampler (epoch, seed) and step count
+    # the batches train() sees: same dataset, transform and plan (epoch order, augmentation seeds, step count)
     inputs = input_specs(cfg)
     ds = PADDataset(build_dataset(cfg.data, cfg.data.train_split, cfg.data.frames_per_video), inputs,
                     train_transform(cfg), seed=cfg.seed)
-    batches = []
-    for epoch in range(cfg.epochs):
-        sampler = EpochSampler(len(ds), epoch, cfg.seed, True)
-        steps = min(len(sampler) // cfg.batch_size, cfg.max_steps_per_epoch or 10 ** 9)
-        for i, b in enumerate(_loader(ds, sampler, cfg.batch_size, cfg.workers, True, False)):
-            if i >= steps:
-                break
-            batches.append(_to_device(b, torch.device("cpu")))
+    plan = [b for e in range(cfg.epochs)
+            for b in epoch_batches(len(ds), e, cfg.seed, cfg.batch_size, cfg.max_steps_per_epoch)]
+    built = TrainBatches(ds, plan, workers=0, prefetch=0)
+    batches = [_to_device(built.next(), torch.device("cpu")) for _ in plan]
     n_samples = sum(int(t.shape[0]) for _, t in batches)
 
     def ref() -> float:
@@ -89,35 +95,44 @@ def main(argv=None) -> int:
             float(loss.detach())
         return n_samples / (time.perf_counter() - t0)
 
-    def real() -> tuple[float, float, float]:
+    def real(c) -> tuple[float, float, float]:
         recs = []
-        train(cfg, progress=lambda p: recs.append(p) if p.get("done") else None)
+        train(c, progress=lambda p: recs.append(p) if p.get("done") else None)
         seen = sum(r["samples"] for r in recs)
         loop = [r["samples"] / r["samples_per_s"] for r in recs]
         wait = sum(r["data_wait_fraction"] * t for r, t in zip(recs, loop)) / sum(loop)
         return seen / sum(loop), seen / sum(r["time_s"] for r in recs), wait
 
+    arms = {"A": cfg, **({"A2": cfg2} if cfg2 else {})}
     for _ in range(a.discard):                        # the first run in a process pays one-off start-up costs
-        real()
+        for c in arms.values():
+            real(c)
         ref()
-    res = {"A_loop": [], "A_epoch": [], "B": [], "data_wait": []}
+    res = {"B": []}
     for _ in range(a.repeats):
-        lo, ep, wait = real()
-        res["A_loop"].append(lo)
-        res["A_epoch"].append(ep)
-        res["data_wait"].append(wait)
+        for name, c in arms.items():
+            lo, ep, wait = real(c)
+            for k, v in (("loop", lo), ("epoch", ep), ("data_wait", wait)):
+                res.setdefault(f"{name}_{k}", []).append(v)
         res["B"].append(ref())
     med = {k: statistics.median(v) for k, v in res.items()}
-    report = {"train_loop_samples_per_s": round(med["A_loop"], 1),
-              "train_epoch_samples_per_s": round(med["A_epoch"], 1),
-              "fwd_bwd_samples_per_s": round(med["B"], 1),
-              "ratio_loop": round(med["A_loop"] / med["B"], 3),
-              "ratio_epoch": round(med["A_epoch"] / med["B"], 3),
-              "ratio_loop_paired": round(statistics.median(a / b for a, b in zip(res["A_loop"], res["B"])), 3),
-              "train_data_wait_fraction": round(med["data_wait"], 3),
-              "runs": {k: [round(x, 1) for x in v] for k, v in res.items()},
+
+    def ratios(name: str) -> dict:
+        return {"train_loop_samples_per_s": round(med[f"{name}_loop"], 1),
+                "train_epoch_samples_per_s": round(med[f"{name}_epoch"], 1),
+                "ratio_loop": round(med[f"{name}_loop"] / med["B"], 3),
+                "ratio_epoch": round(med[f"{name}_epoch"] / med["B"], 3),
+                "ratio_loop_paired": round(statistics.median(x / b for x, b in zip(res[f"{name}_loop"], res["B"])), 3),
+                "ratio_loop_paired_range": [round(min(x / b for x, b in zip(res[f"{name}_loop"], res["B"])), 3),
+                                            round(max(x / b for x, b in zip(res[f"{name}_loop"], res["B"])), 3)],
+                "train_data_wait_fraction": round(med[f"{name}_data_wait"], 3)}
+
+    report = {**ratios("A"), "fwd_bwd_samples_per_s": round(med["B"], 1),
+              **({"vs": {**vs, **ratios("A2")}} if cfg2 else {}),
+              "runs": {k: [round(x, 3 if "wait" in k else 1) for x in v] for k, v in res.items()},
               "samples_per_run": n_samples, "batch_size": cfg.batch_size, "size_px": cfg.inputs.size_px,
-              "threads": torch.get_num_threads(), "workers": cfg.workers, "loadavg": os.getloadavg()}
+              "threads": torch.get_num_threads(), "workers": cfg.workers, "prefetch": cfg.prefetch,
+              "loadavg_start": load_start, "loadavg": os.getloadavg()}
     print(json.dumps(report, indent=2))
     return 0
 

@@ -34,7 +34,8 @@ def resize(img: np.ndarray, size_px: int | tuple[int, int], nearest: bool = Fals
 
     The output dtype equals the input dtype (bilinear values are rounded for integer dtypes). Bilinear runs in
     float64 on whole rows first (two row gathers), then on columns, with the taps of :func:`_taps` (cached per size
-    pair); no BLAS call, so its speed does not depend on the process's BLAS threads.
+    pair); the column products run over columns × channels as one contiguous axis (per-channel repeated weights,
+    the same products). No BLAS call, so its speed does not depend on the process's BLAS threads.
     """
     oh, ow = (size_px, size_px) if isinstance(size_px, int) else size_px
     h, w = img.shape[:2]
@@ -47,19 +48,36 @@ def resize(img: np.ndarray, size_px: int | tuple[int, int], nearest: bool = Fals
         xi = np.clip(np.floor(xs + 0.5).astype(np.int64), 0, w - 1)
         return img[yi][:, xi]
     y0, y1, gy, fy = _taps(h, oh)
-    x0, x1, gx, fx = _taps(w, ow)
-    tail = (1,) * (img.ndim - 2)
-    gy, fy = gy.reshape((oh, 1) + tail), fy.reshape((oh, 1) + tail)
-    gx, fx = gx.reshape((ow,) + tail), fx.reshape((ow,) + tail)
-    rows = img[y0] * gy                     # oh × w (× c), float64
-    rows += img[y1] * fy
-    out = rows[:, x0] * gx                  # oh × ow (× c)
-    out += rows[:, x1] * fx
+    x0, x1 = _taps(w, ow)[:2]
+    tail = img.shape[2:]
+    c = int(np.prod(tail, dtype=np.int64))
+    gx, fx = _column_weights(w, ow, c)
+    src = img.astype(np.float64)            # exact; the products below are those of uint8 × float64
+    rows = np.take(src, y0, axis=0)         # oh × w (× c)
+    rows *= gy.reshape((oh,) + (1,) * (img.ndim - 1))
+    part = np.take(src, y1, axis=0)
+    part *= fy.reshape((oh,) + (1,) * (img.ndim - 1))
+    rows += part
+    out = np.take(rows, x0, axis=1).reshape(oh, ow * c)    # columns × channels as one contiguous axis
+    out *= gx
+    part = np.take(rows, x1, axis=1).reshape(oh, ow * c)
+    part *= fx
+    out += part
+    out = out.reshape((oh, ow) + tail)
     if np.issubdtype(img.dtype, np.integer):
         info = np.iinfo(img.dtype)
         np.rint(out, out=out)
         return np.clip(out, info.min, info.max, out=out).astype(img.dtype)
     return out.astype(img.dtype)
+
+
+@lru_cache(maxsize=512)
+def _column_weights(n_src: int, n_out: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The column taps' ``(1 − f, f)`` of :func:`_taps`, each repeated per channel (read-only, cached)."""
+    out = tuple(np.repeat(a, channels) for a in _taps(n_src, n_out)[2:])
+    for a in out:
+        a.flags.writeable = False
+    return out
 
 
 @lru_cache(maxsize=512)
@@ -182,10 +200,14 @@ class PhotometricJitter:
             lut = np.clip(np.arange(256, dtype=np.float32)[:, None] + off, 0.0, 255.0)     # 256 × ch
             lut = 255.0 * (lut / 255.0) ** g
             lut = np.clip(np.rint(lut), 0, 255).astype(np.uint8)
+            lut = np.ascontiguousarray(lut.T)                                                # ch × 256
             if img.ndim == 3:
-                out[m] = lut.reshape(-1)[img.astype(np.intp) * ch + np.arange(ch)]
+                res = np.empty_like(img)
+                for c in range(ch):
+                    np.take(lut[c], img[..., c], out=res[..., c])
+                out[m] = res
             else:
-                out[m] = lut[:, 0][img]
+                out[m] = np.take(lut[0], img)
         return out
 
 

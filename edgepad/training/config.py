@@ -135,6 +135,10 @@ class TrainConfig:
     batch_size: int = 32
     eval_batch_size: int = 64
     workers: int = 0
+    #: training batches built ahead of the step: by a background thread when ``workers`` = 0 (0 = no thread, each
+    #: batch built in the loop), else per worker process (DataLoader ``prefetch_factor``, ≥ 1); see
+    #: ``training.loop.TrainBatches``
+    prefetch: int = 2
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -147,6 +151,13 @@ class TrainConfig:
     #: training.loop.recalibrate_bn)
     bn_recalibrate: int = 0
     tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}", key="workers")
+        if self.prefetch < (1 if self.workers > 0 else 0):
+            raise ConfigError(f"prefetch must be >= {1 if self.workers > 0 else 0} with workers {self.workers}, "
+                              f"got {self.prefetch}", key="prefetch")
 
 
 def load_train_config(path: Path | str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:

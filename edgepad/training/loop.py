@@ -3,8 +3,9 @@
 
 Reproducibility: the data order of epoch e comes from a generator seeded with (seed, e); each sample's
 augmentation from (seed, e, index); everything else random (init, modality dropout, dropout) from the global RNGs,
-whose states are saved in ``last.pt``. ``--resume`` therefore continues exactly as the uninterrupted run (CPU;
-on GPU up to non-deterministic kernels).
+whose states are saved in ``last.pt``. The training batches draw nothing from the global RNGs (:class:`TrainBatches`),
+so ``workers`` and ``prefetch`` do not change a run. ``--resume`` therefore continues exactly as the uninterrupted
+run (CPU; on GPU up to non-deterministic kernels).
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import json
 import logging
 import math
 import os
+import queue
 import random
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -90,6 +93,98 @@ def _device(cfg: TrainConfig, local_rank: int):
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device(f"cuda:{local_rank}")
     return dev
+
+
+def epoch_batches(n: int, epoch: int, seed: int, batch_size: int, max_steps: int | None = None, rank: int = 0,
+                  world: int = 1) -> list[list[tuple[int, int]]]:
+    """The training batches of one epoch as ``(index, epoch)`` keys: full batches of the shuffled
+    :class:`EpochSampler` order, at most ``max_steps`` of them."""
+    idx = EpochSampler(n, epoch, seed, True, rank, world).indices()
+    steps = len(idx) // batch_size
+    if max_steps:
+        steps = min(steps, max_steps)
+    return [[(i, epoch) for i in idx[s * batch_size:(s + 1) * batch_size]] for s in range(steps)]
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class TrainBatches:
+    """The collated training batches of a whole run, in ``plan`` order, built ahead of the step that takes them.
+
+    ``workers`` = 0: one background thread builds up to ``prefetch`` batches ahead (across epoch ends too, i.e.
+    during dev evaluation), overlapping the step where the process has a second core (where other sessions load
+    the CPU, Linux's autogroup scheduler splits this session's share instead: docs/PERFORMANCE.md §0g).
+    ``prefetch`` = 0: each batch is built when asked for, in the caller's thread. ``workers`` ≥ 1: one DataLoader
+    iterator over the whole plan (worker processes start once per run, ``prefetch`` batches each). Nothing here
+    draws from the global RNGs. An error building a batch is raised by :meth:`next`; :meth:`close` stops the
+    producer.
+    """
+
+    def __init__(self, dataset, plan: Sequence[Sequence[tuple[int, int]]], workers: int = 0, prefetch: int = 2,
+                 pin: bool = False) -> None:
+        self.dataset, self.plan, self.pin = dataset, [list(b) for b in plan], pin
+        self._left = len(self.plan)
+        self._thread = self._it = None
+        if workers > 0:
+            loader = torch.utils.data.DataLoader(dataset, batch_sampler=self.plan, num_workers=workers,
+                                                 pin_memory=pin, prefetch_factor=max(1, prefetch),
+                                                 generator=torch.Generator().manual_seed(0))
+            self._it = iter(loader)
+        elif prefetch > 0:
+            self._stop = threading.Event()
+            self._q: queue.Queue = queue.Queue(maxsize=prefetch)
+            self._thread = threading.Thread(target=self._produce, name="edgepad-batches", daemon=True)
+            self._thread.start()
+        else:
+            self._plan_it = iter(self.plan)
+
+    def _build(self, keys: Sequence[tuple[int, int]]) -> dict:
+        batch = torch.utils.data.default_collate([self.dataset[k] for k in keys])
+        return torch.utils.data._utils.pin_memory.pin_memory(batch) if self.pin else batch
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        try:
+            for keys in self.plan:
+                if self._stop.is_set() or not self._put(self._build(keys)):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            self._put(_Failed(exc))
+
+    def next(self) -> dict:
+        """The next batch of the plan (StopIteration after the last)."""
+        if self._left <= 0:
+            raise StopIteration
+        self._left -= 1
+        if self._it is not None:
+            return next(self._it)
+        if self._thread is None:
+            return self._build(next(self._plan_it))
+        item = self._q.get()
+        if isinstance(item, _Failed):
+            self._left = 0
+            raise item.exc
+        return item
+
+    def close(self) -> None:
+        """Stop the producer (thread joined, worker processes shut down)."""
+        self._left = 0
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+        self._it = None
 
 
 def _loader(dataset, sampler, batch_size: int, workers: int, drop_last: bool, pin: bool):
@@ -464,24 +559,22 @@ def train(cfg: TrainConfig, *, resume: bool = False,
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    plans = [epoch_batches(len(train_ds), e, cfg.seed, cfg.batch_size, cfg.max_steps_per_epoch, rank, world)
+             for e in range(start_epoch, cfg.epochs)]
+    batches = TrainBatches(train_ds, [b for p in plans for b in p], cfg.workers, cfg.prefetch, device.type == "cuda")
     logger = _Logger(out_dir, main, cfg.tensorboard, start_epoch)
     summary: dict[str, Any] = {"out": str(out_dir), "world_size": world, "epochs": cfg.epochs, "epochs_run": 0,
                                "start_epoch_1based": start_epoch + 1}
     try:
-        for epoch in range(start_epoch, cfg.epochs):
-            sampler = EpochSampler(len(train_ds), epoch, cfg.seed, True, rank, world)
-            loader = _loader(train_ds, sampler, cfg.batch_size, cfg.workers, True, device.type == "cuda")
-            steps = len(sampler) // cfg.batch_size
-            if cfg.max_steps_per_epoch:
-                steps = min(steps, cfg.max_steps_per_epoch)
+        for epoch, plan in zip(range(start_epoch, cfg.epochs), plans):
+            steps = len(plan)
             net.train()
             objective.train()
             t0 = time.perf_counter()
             tot, parts_sum, seen, data_s = 0.0, {}, 0, 0.0
-            t_data = time.perf_counter()
-            for step, batch in enumerate(loader):
-                if step >= steps:
-                    break
+            for step in range(steps):
+                t_data = time.perf_counter()
+                batch = batches.next()
                 data_s += time.perf_counter() - t_data
                 feed, target = _to_device(batch, device)
                 with torch.autocast(device.type, enabled=amp):
@@ -508,7 +601,6 @@ def train(cfg: TrainConfig, *, resume: bool = False,
                     el = time.perf_counter() - t0
                     progress({"epoch": epoch, "epoch_1based": epoch + 1, "epochs": cfg.epochs, "step": step + 1,
                               "steps": steps, "loss": tot / seen, "samples_per_s": seen * world / max(el, 1e-9)})
-                t_data = time.perf_counter()
             lr_used = opt.param_groups[0]["lr"]
             if sch is not None:
                 sch.step()
@@ -546,6 +638,7 @@ def train(cfg: TrainConfig, *, resume: bool = False,
             summary["samples_per_s"] = rec["samples_per_s"]
             summary["last_epoch_1based"] = epoch + 1
     finally:
+        batches.close()
         logger.close()
         if distributed and torch.distributed.is_initialized():
             # drop the DDP wrapper (its reducer holds the process group and gloo work objects) before the group
@@ -579,9 +672,16 @@ def throughput(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict[str, 
     objective = build_objective(cfg, model).to(device)
     opt, _ = build_optimizer(cfg, model, objective)
     bs = cfg.batch_size
+    if len(ds) < bs:
+        raise DatasetError(f"{len(ds)} training samples < batch_size {bs}")
 
-    def batches(epoch: int):
-        return iter(_loader(ds, EpochSampler(len(ds), epoch, cfg.seed), bs, cfg.workers, True, False))
+    def batches(epoch: int, k: int) -> TrainBatches:
+        """``k`` batches of the training order from ``epoch`` on, built as :func:`train` builds them."""
+        plan: list = []
+        while len(plan) < k:
+            plan += epoch_batches(len(ds), epoch, cfg.seed, bs)
+            epoch += 1
+        return TrainBatches(ds, plan[:k], cfg.workers, cfg.prefetch, False)
 
     def step(feed, target):
         with torch.autocast(device.type, enabled=amp):
@@ -593,27 +693,25 @@ def throughput(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict[str, 
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    def take(it, k: int, epoch: int):
-        for _ in range(k):
-            try:
-                yield next(it)
-            except StopIteration:
-                epoch += 1
-                it = batches(epoch)
-                yield next(it)
+    def timed(it: TrainBatches, k: int, train_step: bool) -> float:
+        t, n = time.perf_counter(), 0
+        try:
+            for _ in range(k):
+                b = it.next()
+                n += b["target"].shape[0]
+                if train_step:
+                    step(*_to_device(b, device))
+        finally:
+            it.close()
+        return n / (time.perf_counter() - t)
 
     # (a) data only (cached samples after the first epoch if cache is on: warm it up first)
-    it = batches(0)
-    for _ in take(it, warmup, 0):
-        pass
-    t = time.perf_counter()
-    n = 0
-    for b in take(batches(1), steps, 1):
-        n += b["target"].shape[0]
-    data_sps = n / (time.perf_counter() - t)
+    timed(batches(0, warmup), warmup, False)
+    data_sps = timed(batches(1, steps), steps, False)
     # (b) compute only
-    fixed = next(batches(2))
-    feed, target = _to_device(fixed, device)
+    it = batches(2, 1)
+    feed, target = _to_device(it.next(), device)
+    it.close()
     for _ in range(warmup):
         step(feed, target)
     t = time.perf_counter()
@@ -621,13 +719,8 @@ def throughput(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict[str, 
         step(feed, target)
     compute_sps = steps * bs / (time.perf_counter() - t)
     # (c) both
-    t = time.perf_counter()
-    n = 0
-    for b in take(batches(3), steps, 3):
-        f, y = _to_device(b, device)
-        step(f, y)
-        n += y.shape[0]
-    full_sps = n / (time.perf_counter() - t)
+    full_sps = timed(batches(3, steps), steps, True)
     return {"data_samples_per_s": data_sps, "compute_samples_per_s": compute_sps,
-            "train_samples_per_s": full_sps, "batch_size": bs, "workers": cfg.workers, "steps": steps,
+            "train_samples_per_s": full_sps, "batch_size": bs, "workers": cfg.workers, "prefetch": cfg.prefetch,
+            "steps": steps,
             "device": str(device), "threads": torch.get_num_threads()}

@@ -246,3 +246,35 @@ def test_pad_dataset_uses_runtime_normalise_and_is_deterministic(bench):
     specs = {**specs, "ir": replace(specs["ir"], missing_fill=0.375)}
     miss = PADDataset(WithoutModalities(base, {"ir"}), specs, None)[0]["inputs"]
     assert np.all(miss["ir"] == np.float32(0.375)) and not np.all(miss["depth"] == miss["depth"].flat[0])
+
+
+def _resize_rows_first(img, size):
+    """The bilinear of session 5 (rows first, weights broadcast per column): resize must equal it exactly."""
+    from edgepad.data.transforms import _taps
+    (oh, ow), (h, w) = size, img.shape[:2]
+    y0, y1, gy, fy = _taps(h, oh)
+    x0, x1, gx, fx = _taps(w, ow)
+    tail = (1,) * (img.ndim - 2)
+    rows = img[y0] * gy.reshape((oh, 1) + tail)
+    rows += img[y1] * fy.reshape((oh, 1) + tail)
+    out = rows[:, x0] * gx.reshape((ow,) + tail)
+    out += rows[:, x1] * fx.reshape((ow,) + tail)
+    if np.issubdtype(img.dtype, np.integer):
+        info = np.iinfo(img.dtype)
+        return np.clip(np.rint(out), info.min, info.max).astype(img.dtype)
+    return out.astype(img.dtype)
+
+
+def test_resize_with_per_channel_column_weights_equals_the_rows_first_products():
+    rng = np.random.default_rng(11)
+    for i in range(300):
+        dt = (np.uint8, np.uint16, np.float32)[i % 3]
+        h, w = (int(v) for v in rng.integers(2, 90, 2))
+        shape = ((h, w), (h, w, 3), (h, w, 4))[i % 4 % 3]
+        img = (rng.integers(0, 256, shape) if dt != np.uint16 else rng.integers(0, 65536, shape)).astype(dt)
+        if dt == np.float32:
+            img += rng.random(shape, dtype=np.float32)
+        size = (int(rng.integers(2, 120)), int(rng.integers(2, 120)))
+        got = resize(img, size)
+        assert got.dtype == img.dtype and got.shape == size + shape[2:]
+        assert np.array_equal(got, _resize_rows_first(img, size)), (i, shape, dt, size)

@@ -115,6 +115,7 @@ def test_throughput_report(tmp_path, bench):
     cfg = load_train_config(write_cfg(tmp_path, bench))
     r = throughput(cfg, steps=3, warmup=1)
     assert r["data_samples_per_s"] > 0 and r["compute_samples_per_s"] > 0 and r["train_samples_per_s"] > 0
+    assert (r["workers"], r["prefetch"]) == (0, 2)
 
 
 def test_ddp_two_cpu_processes_gloo(tmp_path, bench):
