@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import numpy as np
 
@@ -44,6 +44,9 @@ def parse_modalities(values: "object") -> tuple[Modality, ...]:
     """Parse ``"rgb,depth"`` or an iterable of names into a tuple of unique modalities, in order."""
     if isinstance(values, str):
         values = [v for v in values.replace("+", ",").split(",") if v.strip()]
+    elif not isinstance(values, Iterable):
+        raise ConfigError(f"modalities must be names like 'rgb,depth' or a list of them, got {values!r}",
+                          key="modality")
     out: list[Modality] = []
     for v in values:  # type: ignore[union-attr]
         m = Modality.parse(v.strip() if isinstance(v, str) else v)

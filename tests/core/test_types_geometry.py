@@ -21,6 +21,10 @@ def test_modality_parse_and_subsets():
     with pytest.raises(ConfigError) as ei:
         Modality.parse("dpeth")
     assert "depth" in ei.value.suggestions
+    for bad in (1, None, 2.5):  # e.g. `"modalities": 1` in a replay session.json (found by the long fuzz run)
+        with pytest.raises(ConfigError, match="modalities must be names"):
+            parse_modalities(bad)
+    assert parse_modalities({"ir": 0, "rgb": 1}) == (Modality.IR, Modality.RGB)  # a mapping: its keys, in order
 
 
 def test_frame_owns_read_only_data_and_checks_layout():
