@@ -194,7 +194,7 @@ class RealSenseSource(ThreadedSource):
         self.framesets = 0
         self._playback_retries = 0
         self._lap = 0
-        self._lap_seen: dict[Modality, list[int]] = {}  # last emitted [ts, frame number] per stream
+        self._lap_last: dict[Modality, list[int]] = {}  # last emitted [ts, frame number] per stream
         self._lap_ts_shift: int | None = None  # this lap's shift (ns), set by its first delivered frame
         self._lap_seq_shift: dict[Modality, int] = {}
         self.last_error: str | None = None
@@ -250,7 +250,7 @@ class RealSenseSource(ThreadedSource):
         self.framesets = 0
         self._playback_retries = 0
         self._lap = 0
-        self._lap_seen = {}
+        self._lap_last = {}
         self._lap_ts_shift, self._lap_seq_shift = None, {}
         try:
             if self._device_in is not None:
@@ -536,12 +536,12 @@ class RealSenseSource(ThreadedSource):
         """
         if self._lap > 0:
             if self._lap_ts_shift is None:  # the lap's first delivered frame, any stream: one time shift per lap
-                top = max((v[0] for v in self._lap_seen.values()), default=None)
+                top = max((v[0] for v in self._lap_last.values()), default=None)
                 self._lap_ts_shift = 0 if top is None else top + int(round(1e9 / self.fps)) - ts
             if m not in self._lap_seq_shift:
-                self._lap_seq_shift[m] = self._lap_seen[m][1] + 1 - seq if m in self._lap_seen else 0
+                self._lap_seq_shift[m] = self._lap_last[m][1] + 1 - seq if m in self._lap_last else 0
             ts, dev_ns, seq = ts + self._lap_ts_shift, dev_ns + self._lap_ts_shift, seq + self._lap_seq_shift[m]
-        self._lap_seen[m] = [ts, seq]
+        self._lap_last[m] = [ts, seq]
         return ts, dev_ns, seq
 
     def _reconnect(self, rs, reason: str) -> None:

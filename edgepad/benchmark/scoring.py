@@ -133,8 +133,8 @@ def evaluate_run(run_dir: Path, root: Path, protocol: str, subsets: Sequence[str
         if level == "video":
             d, e = aggregate_videos(d), aggregate_videos(e)
         dev[name], ev[name] = d, e
-    out: dict[str, Any] = {"protocol": protocol, "dev_protocol": dev_protocol or protocol, "level": level, "criterion": criterion, "threshold_rule": rule,
-                           "modalities": list(mods), "subsets": {}}
+    out: dict[str, Any] = {"protocol": protocol, "dev_protocol": dev_protocol or protocol, "level": level,
+                           "criterion": criterion, "threshold_rule": rule, "modalities": list(mods), "subsets": {}}
     for name in wanted:
         try:
             out["subsets"][name] = summarise(dev[name], ev[name], criterion, rule)
