@@ -248,3 +248,63 @@ void edgepad_bilinear_box_u8(const uint8_t *img, int h, int w, const float *mx, 
         }
     }
 }
+
+/* ---- Frozen-frame thumbnails (edgepad.runtime.sensors.thumbnail) ------------------------------------------------
+ * Block sums of an 8- or 16-bit image, h × w × c (c = 1 for a grey image), blocks of s × s px: hb = h / s block
+ * rows, wb = w / s block columns; the rows / columns that do not fill a block go to the last block row / column,
+ * except the bottom-right corner (rows >= hb·s and columns >= wb·s), which is left out. Integer sums, so any order
+ * gives numpy's _block_sums exactly. acc: uint32 scratch of w·c. out: uint32 hb × wb × c. Returns 1 when all out
+ * values are equal (a constant thumbnail), else 0. */
+int edgepad_block_sums(const void *img, int bytes, int h, int w, int c, int s, uint32_t *out, uint32_t *acc) {
+    const int hb = h / s, wb = w / s;
+    const int64_t row = (int64_t)w * c;
+    /* 8-bit column sums in uint16 while a block row (at most 2s - 1 rows) cannot overflow it: twice the lanes */
+    const int narrow = bytes == 1 && (2 * s - 1) * 255 <= 65535;
+    uint16_t *acc16 = (uint16_t *)acc;
+    for (int by = 0; by < hb; by++) {
+        const int y0 = by * s, y1 = by == hb - 1 ? h : y0 + s;
+        memset(acc, 0, (size_t)row * sizeof(uint32_t));
+        for (int y = y0; y < y1; y++) {                  /* column sums of the block row: contiguous, vectorised */
+            const int64_t n = y >= hb * s ? (int64_t)wb * s * c : row;   /* a remainder row: the corner stays out */
+            if (narrow) {
+                const uint8_t *p = (const uint8_t *)img + (int64_t)y * row;
+                for (int64_t i = 0; i < n; i++) acc16[i] += p[i];
+            } else if (bytes == 1) {
+                const uint8_t *p = (const uint8_t *)img + (int64_t)y * row;
+                for (int64_t i = 0; i < n; i++) acc[i] += p[i];
+            } else {
+                const uint16_t *p = (const uint16_t *)img + (int64_t)y * row;
+                for (int64_t i = 0; i < n; i++) acc[i] += p[i];
+            }
+        }
+        uint32_t *o = out + (int64_t)by * wb * c;
+        for (int bx = 0; bx < wb; bx++) {
+            const int x0 = bx * s, x1 = bx == wb - 1 ? w : x0 + s;
+            for (int ch = 0; ch < c; ch++) {
+                uint32_t t = 0;
+                if (narrow)
+                    for (int x = x0; x < x1; x++) t += acc16[(int64_t)x * c + ch];
+                else
+                    for (int x = x0; x < x1; x++) t += acc[(int64_t)x * c + ch];
+                o[(int64_t)bx * c + ch] = t;
+            }
+        }
+    }
+    const int64_t n = (int64_t)hb * wb * c;
+    for (int64_t i = 1; i < n; i++)
+        if (out[i] != out[0]) return 0;
+    return 1;
+}
+
+/* The fewest differing values between th (n) and any of the m kept thumbnails ring (m × n, row-major); n + 1 when
+ * m = 0. */
+int64_t edgepad_fewest_changed(const uint32_t *th, const uint32_t *ring, int m, int64_t n) {
+    int64_t best = n + 1;
+    for (int j = 0; j < m; j++) {
+        const uint32_t *r = ring + (int64_t)j * n;
+        int64_t d = 0;
+        for (int64_t i = 0; i < n; i++) d += th[i] != r[i];
+        if (d < best) best = d;
+    }
+    return best;
+}

@@ -86,6 +86,7 @@ def _build() -> tuple[Callable | None, str]:
         fn = so.edgepad_register
         runs = so.edgepad_register_runs
         sampler = IrSampler(so)
+        blocks = BlockSums(so)
     except (OSError, AttributeError) as exc:
         return None, f"numpy (kernel load failed: {exc})"
     fn.restype = ctypes.c_int
@@ -94,7 +95,7 @@ def _build() -> tuple[Callable | None, str]:
                    ctypes.c_int, ctypes.c_int]
     runs.restype = ctypes.c_int
     runs.argtypes = [ptr, ptr, ctypes.c_int, *fn.argtypes[2:]]
-    fn.runs, fn.ir_sampler = runs, sampler
+    fn.runs, fn.ir_sampler, fn.block_sums = runs, sampler, blocks
     return fn, f"native C kernel ({lib})"
 
 
@@ -149,6 +150,55 @@ def ir_sampler() -> IrSampler | None:
     :func:`native_available`)."""
     fn = _kernel()
     return None if fn is None else fn.ir_sampler
+
+
+class BlockSums:
+    """The frozen-frame thumbnails of :mod:`edgepad.runtime.sensors` compiled with the registration kernel
+    (``edgepad_block_sums``, ``edgepad_fewest_changed`` in ``_kernel.c``): exact integer sums, so equal to the numpy
+    path value for value."""
+
+    def __init__(self, so: ctypes.CDLL) -> None:
+        ptr, i32, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
+        self._sums = so.edgepad_block_sums
+        self._sums.restype = i32
+        self._sums.argtypes = [ptr, i32, i32, i32, i32, i32, ptr, ptr]
+        self._fewest = so.edgepad_fewest_changed
+        self._fewest.restype = i64
+        self._fewest.argtypes = [ptr, ptr, i32, i64]
+
+    def sums(self, img: np.ndarray, s: int) -> tuple[np.ndarray, bool]:
+        """Block sums of a uint8/uint16 ``H×W`` or ``H×W×C`` image in ``s × s`` blocks → uint32 ``(H//s, W//s[, C])``
+        (``edgepad.runtime.sensors.thumbnail``'s layout), and whether all sums are equal.
+
+        Raises:
+            EdgePadInternalError: another dtype or rank, or ``s`` outside 1..min(H, W).
+        """
+        a = np.ascontiguousarray(img)
+        if a.dtype not in (np.uint8, np.uint16) or a.ndim not in (2, 3) or not 1 <= s <= min(a.shape[:2]):
+            raise EdgePadInternalError(f"block sums: uint8/uint16 H×W[×C] and 1 <= s <= min(H, W) expected, got "
+                                       f"{a.dtype} {a.shape}, s={s}")
+        h, w = a.shape[:2]
+        c = a.shape[2] if a.ndim == 3 else 1
+        out = np.empty((h // s, w // s) + a.shape[2:], np.uint32)
+        acc = np.empty(w * c, np.uint32)
+        const = self._sums(a.ctypes.data, a.itemsize, h, w, c, s, out.ctypes.data, acc.ctypes.data)
+        return out, bool(const)
+
+    def fewest_changed(self, th: np.ndarray, ring: np.ndarray, m: int) -> int:
+        """The fewest values in which a uint32 thumbnail differs from any of the first ``m`` rows of ``ring``
+        (uint32 ``(K, th.size)``, C-contiguous); ``th.size + 1`` when ``m`` is 0."""
+        if th.dtype != np.uint32 or ring.dtype != np.uint32 or not ring.flags.c_contiguous or \
+                ring.shape[1:] != (th.size,) or not 0 <= m <= ring.shape[0]:
+            raise EdgePadInternalError(f"fewest_changed: uint32 thumbnail and (K, {th.size}) ring expected, got "
+                                       f"{th.dtype} {th.shape}, {ring.dtype} {ring.shape}, m={m}")
+        th = np.ascontiguousarray(th)
+        return int(self._fewest(th.ctypes.data, ring.ctypes.data, m, th.size))
+
+
+def block_sums() -> BlockSums | None:
+    """The compiled thumbnail sums, or None where the kernel is unavailable (built on first call)."""
+    fn = _kernel()
+    return None if fn is None else fn.block_sums
 
 
 def native_available() -> bool:

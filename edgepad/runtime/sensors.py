@@ -19,10 +19,9 @@ no content and is left to the quality gates.
 """
 from __future__ import annotations
 
-import collections
 import logging
 from dataclasses import dataclass, field
-from typing import Collection
+from typing import Any, Collection
 
 import numpy as np
 
@@ -74,13 +73,14 @@ class SensorMonitor:
             raise ConfigError(f"min_changed must be in (0, 1), got {min_changed!r}", key="min_changed")
         self.min_changed = float(min_changed)
         self.absent_after = max(1, int(absent_after))
+        self._native: Any = False  # the compiled block sums, looked up on first use (None: numpy)
         self.reset()
 
     def reset(self) -> None:
         self.stats = SensorStats()
         self._last_ts: dict[Modality, int] = {}
         self._last_seq: dict[Modality, int] = {}
-        self._thumbs: dict[Modality, collections.deque[np.ndarray]] = {}
+        self._thumbs: dict[Modality, _Kept] = {}
         #: per modality, the smallest changed-block fraction against the kept thumbnails for the last frame
         self.last_changed: dict[str, float] = {}
         self._absent_run: dict[Modality, int] = {}
@@ -130,18 +130,51 @@ class SensorMonitor:
 
     def _repeats(self, m: Modality, data: np.ndarray) -> bool:
         """Whether ``data`` is a near-exact repeat of one of the last ``repeat_window`` frames of ``m``."""
-        th = thumbnail(data)
+        th = self._thumbnail(data)
         if th is None:  # a blank (constant) image carries no content: validity gates handle it
             self._thumbs.pop(m, None)
             self.last_changed.pop(m.value, None)
             return False
-        ring = self._thumbs.get(m)
-        if ring is None or (ring and ring[0].shape != th.shape):
-            ring = self._thumbs[m] = collections.deque(maxlen=self.repeat_window)
-        changed = min((float(np.count_nonzero(th != old)) / th.size for old in ring), default=1.0)
-        ring.append(th)
+        kept = self._thumbs.get(m)
+        if kept is None or kept.shape != th.shape or kept.dtype != th.dtype:
+            kept = self._thumbs[m] = _Kept(self.repeat_window, th)
+        changed = kept.fewest_changed(th, self._native) / th.size if kept.count else 1.0
+        kept.add(th)
         self.last_changed[m.value] = changed
         return changed < self.min_changed
+
+    def _thumbnail(self, data: np.ndarray) -> np.ndarray | None:
+        """:func:`thumbnail`, by the compiled block sums for 8- and 16-bit images where the kernel is available."""
+        if self._native is False:  # first use: build or load the kernel (None: numpy; logged once by the driver)
+            from edgepad.drivers.registration.native import block_sums
+            self._native = block_sums()
+        a = np.asarray(data)
+        if self._native is None or a.dtype not in (np.uint8, np.uint16) or a.ndim not in (2, 3) or a.size == 0:
+            return thumbnail(a)
+        s = max(1, min(a.shape[:2]) // THUMB_SIDE)
+        th, constant = self._native.sums(a, s)
+        return None if constant else th
+
+
+class _Kept:
+    """The last ``window`` thumbnails of one stream in a ring: uint32/float64 ``(window, thumbnail size)``."""
+
+    def __init__(self, window: int, like: np.ndarray) -> None:
+        self.shape, self.dtype = like.shape, like.dtype
+        self.rows = np.zeros((window, like.size), like.dtype)
+        self.count = self.next = 0
+
+    def add(self, th: np.ndarray) -> None:
+        self.rows[self.next] = th.reshape(-1)
+        self.next = (self.next + 1) % len(self.rows)
+        self.count = min(self.count + 1, len(self.rows))
+
+    def fewest_changed(self, th: np.ndarray, native) -> int:
+        """The fewest blocks in which ``th`` differs from a kept thumbnail (``count`` >= 1)."""
+        if native is not None and th.dtype == np.uint32:
+            return native.fewest_changed(th, self.rows, self.count)
+        flat = th.reshape(-1)
+        return min(int(np.count_nonzero(flat != self.rows[j])) for j in range(self.count))
 
 
 #: thumbnail size: about this many blocks along the image's short side

@@ -1,4 +1,5 @@
-"""The frozen-frame thumbnail (``runtime.sensors.thumbnail``) keeps its definition through the strided-add fast path.
+"""The frozen-frame thumbnail (``runtime.sensors.thumbnail``) keeps its definition through the strided-add fast path
+and through the compiled block sums the monitor uses for 8- and 16-bit images (``native.BlockSums``).
 
 The definition, written out block by block below: block sums over ``s × s`` px with ``s = min(H, W) // 64``, the
 rows / columns that do not fill a block added to the last block row / column, the bottom-right corner left out;
@@ -96,3 +97,66 @@ def test_frozen_stream_is_flagged_on_its_first_repeat():
                  Modality.DEPTH: rng.integers(300, 3000, (480, 640)).astype(np.uint16)}
         assert live.check(_set(noisy, i)).ok
     assert min(live.last_changed.values()) > 0.9
+
+
+def _compiled():
+    from edgepad.drivers.registration.native import block_sums
+    k = block_sums()
+    if k is None:
+        pytest.skip("no C compiler: the monitor runs the numpy thumbnail")
+    return k
+
+
+@pytest.mark.parametrize("shape,dtype", [c for c in CASES if c[1] in (np.uint8, np.uint16)] + [((7, 9), np.uint8)])
+def test_compiled_block_sums_equal_the_definition(shape, dtype):
+    """Random and saturated images, remainders and 1080p (the uint16 column sums of 8-bit images must not wrap)."""
+    k = _compiled()
+    rng = np.random.default_rng(shape[0] + 7)
+    top = int(np.iinfo(dtype).max)
+    sat = np.full(shape, top, dtype)
+    sat[-1, -1] = 0                      # in the corner that is left out (or in the last block): constant or not
+    for a in (rng.integers(0, top + 1, shape).astype(dtype), sat, np.full(shape, 3, dtype)):
+        want = _thumbnail_by_blocks(a)
+        got, constant = k.sums(a, max(1, min(shape[:2]) // 64))
+        assert got.dtype == np.uint32 and np.array_equal(got, want)
+        assert constant is bool(want.min() == want.max())
+
+
+def test_compiled_block_sums_reject_what_they_do_not_cover():
+    from edgepad.errors import EdgePadInternalError
+    k = _compiled()
+    for a, s in ((np.zeros((8, 8), np.float32), 1), (np.zeros((8, 8, 3, 1), np.uint8), 1), (np.zeros((8, 8), np.uint8), 9),
+                 (np.zeros((8, 8), np.uint8), 0)):
+        with pytest.raises(EdgePadInternalError):
+            k.sums(a, s)
+    with pytest.raises(EdgePadInternalError):
+        k.fewest_changed(np.zeros(4, np.uint32), np.zeros((2, 5), np.uint32), 1)
+
+
+def test_monitor_flags_the_same_with_compiled_and_numpy_thumbnails():
+    """A stream that freezes, is altered in a few pixels, cycles through 3 images and goes blank: the compiled
+    path gives the numpy path's changed fractions and flags frame by frame (uint8 rgb / IR, uint16 depth)."""
+    _compiled()
+    rng = np.random.default_rng(5)
+    frames = []
+    stills = [{Modality.RGB: rng.integers(0, 256, (480, 640, 3)).astype(np.uint8),
+               Modality.DEPTH: rng.integers(300, 3000, (480, 640)).astype(np.uint16),
+               Modality.IR: rng.integers(0, 256, (480, 640)).astype(np.uint8)} for _ in range(3)]
+    for i in range(30):
+        if i < 8:
+            d = {m: rng.integers(0, 256 if v.dtype == np.uint8 else 3000, v.shape).astype(v.dtype)
+                 for m, v in stills[0].items()}
+        elif i < 14:
+            d = {m: v.copy() for m, v in stills[0].items()}
+            d[Modality.RGB][i, 3 * i, 1] ^= 4
+        elif i < 24:
+            d = stills[i % 3]
+        else:
+            d = {m: np.zeros_like(v) for m, v in stills[0].items()}
+        frames.append(_set(d, i))
+    fast, slow = SensorMonitor(), SensorMonitor()
+    slow._native = None
+    got = [(fast.check(fs).problems, dict(fast.last_changed)) for fs in frames]
+    want = [(slow.check(fs).problems, dict(slow.last_changed)) for fs in frames]
+    assert fast._native is not None and got == want
+    assert any("rgb:frozen" in p for p, _ in got[8:14]) and all("ir:frozen" in p for p, _ in got[17:24])  # the cycle repeats from frame 17
