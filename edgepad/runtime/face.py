@@ -138,11 +138,13 @@ HAAR_TO_FACE_BOX = (0.0, 0.13, 0.81, 0.95)
 
 
 class LearnedFaceLocator:
-    """The learned MTCNN detector with five landmarks (the embedded default): tracks the face through R-Net and
-    O-Net and spreads every full search over several frames, so that no frame pays for a whole P-Net pyramid.
+    """The learned MTCNN detector with five landmarks (the embedded default): tracks the face through O-Net and
+    spreads every full search over several frames, so that no frame pays for a whole P-Net pyramid.
 
-    Per frame, while a face is tracked, the last face's box is the candidate that R-Net and O-Net refit on the new
-    frame (one 24² and one 48² crop, no P-Net; the landmarks come from O-Net as in a full detection). Every
+    Per frame, while a face is tracked, the last face's box (made square) goes straight to O-Net, whose regression
+    refits it to the new frame and which gives the landmarks as in a full detection (one 48² crop, no P-Net, no
+    R-Net). If O-Net rejects it (the face moved further than O-Net's regression reaches, or left), the box goes
+    through R-Net and O-Net as in a full detection (one 24² and one 48² crop). Every
     ``detect_every`` frames a full search runs beside the tracking, one part of the pyramid per frame
     (``search_parts`` parts of about equal cost, :func:`~edgepad.runtime.detector.pyramid_parts`), so a second,
     larger face is picked up. When the tracked box holds no face, or no face is tracked, the frame runs the next
@@ -203,9 +205,7 @@ class LearnedFaceLocator:
         rgb = frameset.get(Modality.RGB)
         if rgb is None:
             return None
-        img = rgb.data
-        if img.ndim == 2:
-            img = np.repeat(img[:, :, None], 3, axis=2)
+        img = rgb.data  # uint8 H×W×3: an rgb Frame is never grey (edgepad.types.Frame checks it)
         f = None
         if self._last is not None:
             self.searches["track"] += 1
