@@ -16,8 +16,8 @@ The stages (Zhang et al., IEEE SPL 2016):
    intersection over the *smaller* box (``mode="min"``), which drops a small box nested in a larger one.
 
 For tracking, :meth:`LearnedFaceDetector.detect` also takes ``levels`` (P-Net on some pyramid levels only: a
-full search spread over frames, :func:`pyramid_parts`) and ``seeds`` (known boxes that go straight to R-Net and
-O-Net, e.g. the last face's: no P-Net at all).
+full search spread over frames, :func:`pyramid_parts`) and ``seeds`` (known boxes that go straight to O-Net,
+e.g. the last face's: no P-Net, no R-Net; R-Net + O-Net for a seed that O-Net rejects).
 
 Decoding and NMS are vectorised numpy (:func:`nms`, :func:`decode_pnet`, :func:`decode_landmarks`), one image at
 a time (batch of one for P-Net; R-Net and O-Net batch the candidate crops of that image).

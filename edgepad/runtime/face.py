@@ -148,8 +148,9 @@ class LearnedFaceLocator:
     ``detect_every`` frames a full search runs beside the tracking, one part of the pyramid per frame
     (``search_parts`` parts of about equal cost, :func:`~edgepad.runtime.detector.pyramid_parts`), so a second,
     larger face is picked up. When the tracked box holds no face, or no face is tracked, the frame runs the next
-    part of the pyramid on the whole frame, coarse levels (near faces) first: a face of any searched size is found
-    within ``search_parts`` frames (3 parts at 640×480: levels 2–6, 1, 0; on the synthetic camera the first finds
+    part of the pyramid on the whole frame, coarse levels (near faces) first (the coarse part also runs on a frame
+    whose spread search ran a finer part beside a track that was lost, so a face that jumped is found on that
+    frame): a face of any searched size is found within ``search_parts`` frames (3 parts at 640×480: levels 2–6, 1, 0; on the synthetic camera the first finds
     faces out to 1.5 m, i.e. the whole access range, the second to ~2.2 m, the third beyond). P-Net windows that
     overlap a tracked face (IoU ≥ 0.5) are left to its seed, so a search beside the track refits one box, not
     several of the same face. Every box and landmark comes from the current frame's pixels; nothing is carried
@@ -215,9 +216,11 @@ class LearnedFaceLocator:
                 levels = self._next_part(img.shape)
                 self._since = 0
             f = self.detector.largest(img, levels=levels, seeds=np.array([self._last], np.float32))
-            if f is None and levels:
+            if f is None and levels:  # lost on a frame of the spread search
                 self._last = None
-                return None
+                if levels == self._parts[(int(img.shape[0]), int(img.shape[1]))][0]:
+                    return None  # the coarse part ran beside the track and found nothing either
+                self._part = 0  # a finer part ran: the coarse part (the access range) runs below on this frame
         if f is None:  # nothing tracked, or the tracked box lost the face: the next part of the full search
             f = self.detector.largest(img, levels=self._next_part(img.shape))
             if f is not None:  # tracking (re)starts; the next spread full search begins with its first part

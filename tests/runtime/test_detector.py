@@ -455,3 +455,17 @@ def test_the_tracked_box_follows_the_face_on_this_frame_and_a_face_that_left_is_
     blank = np.full_like(here.rgb, 128)
     assert loc.locate(_frameset(blank, 3)) is None  # gone: no face on the very frame it left
     assert loc._last is None
+
+
+def test_a_face_that_jumps_on_a_fine_search_frame_is_found_on_that_frame(detector):
+    """Tracked face lost on a frame whose spread search ran a finer part ([1]) beside it: the coarse part runs too,
+    so a face in the access range that jumped (a new person, as at a presentation change) is not missed."""
+    from edgepad.runtime.face import LearnedFaceLocator
+    loc = LearnedFaceLocator(detector=detector, detect_every=2, search_parts=3)
+    here, there = _render(0.7, (0.0, 0.0)), _render(0.7, (0.25, 0.0))
+    for i in range(3):  # from scratch (coarse part), tracked, tracked + the coarse part of the spread search
+        assert loc.locate(_frameset(here.rgb, i)) is not None
+    parts = loc.searches["part"]
+    d = loc.locate(_frameset(there.rgb, 3))  # spread part [1] beside the track; the face is elsewhere
+    assert d is not None and _iou(d.box, there.truth.face_box_rgb) > 0.5
+    assert loc.searches["part"] == parts + 2  # part [1], then the coarse part on the same frame
