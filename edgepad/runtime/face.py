@@ -150,8 +150,9 @@ class LearnedFaceLocator:
     larger face is picked up. When the tracked box holds no face, or no face is tracked, the frame runs the next
     part of the pyramid on the whole frame, coarse levels (near faces) first (the coarse part also runs on a frame
     whose spread search ran a finer part beside a track that was lost, so a face that jumped is found on that
-    frame): a face of any searched size is found within ``search_parts`` frames (3 parts at 640×480: levels 2–6, 1, 0; on the synthetic camera the first finds
-    faces out to 1.5 m, i.e. the whole access range, the second to ~2.2 m, the third beyond). P-Net windows that
+    frame): a face of any searched size is found within ``search_parts`` frames (3 parts at 640×480: levels 2–6,
+    1, 0; on the synthetic camera the first finds faces out to 1.5 m, i.e. the whole access range, the second to
+    ~2.2 m, the third beyond). P-Net windows that
     overlap a tracked face (IoU ≥ 0.5) are left to its seed, so a search beside the track refits one box, not
     several of the same face. Every box and landmark comes from the current frame's pixels; nothing is carried
     over, and a frame whose searches find nothing has no face.
