@@ -16,8 +16,8 @@ The stages (Zhang et al., IEEE SPL 2016):
    intersection over the *smaller* box (``mode="min"``), which drops a small box nested in a larger one.
 
 For tracking, :meth:`LearnedFaceDetector.detect` also takes ``levels`` (P-Net on some pyramid levels only: a
-full search spread over frames, :func:`pyramid_parts`) and ``seeds`` (known boxes that go straight to R-Net and
-O-Net, e.g. the last face's: no P-Net at all).
+full search spread over frames, :func:`pyramid_parts`) and ``seeds`` (known boxes that go straight to O-Net,
+e.g. the last face's: no P-Net, no R-Net; R-Net + O-Net for a seed that O-Net rejects).
 
 Decoding and NMS are vectorised numpy (:func:`nms`, :func:`decode_pnet`, :func:`decode_landmarks`), one image at
 a time (batch of one for P-Net; R-Net and O-Net batch the candidate crops of that image).
@@ -187,6 +187,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, mode: str = "union") 
     if mode not in ("union", "min"):
         raise ConfigError(f"nms mode must be 'union' or 'min', got {mode!r}", key="mode")
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(boxes) == 1:  # the tracked face: nothing to suppress
+        return np.zeros(1, np.int64)
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
     keep = []
     while order.size:
@@ -227,19 +229,23 @@ def decode_landmarks(boxes: np.ndarray, lm: np.ndarray) -> np.ndarray:
 
 
 def normalise(rgb: np.ndarray) -> np.ndarray:
-    """uint8 ``H×W×3`` (or ``N×H×W×3``) RGB -> float32 NCHW input of the networks."""
-    x = (rgb.astype(np.float32) - PIXEL_MEAN) * PIXEL_SCALE
-    return np.ascontiguousarray(np.moveaxis(x[None] if x.ndim == 3 else x, -1, 1))
+    """uint8 ``(N, H, W, 3)`` RGB -> float32 ``(N, 3, H, W)`` input of the networks,
+    ``(v - PIXEL_MEAN) * PIXEL_SCALE``, written into one output buffer (no float temporaries)."""
+    n, h, w, _ = rgb.shape
+    out = np.empty((n, 3, h, w), np.float32)
+    np.subtract(rgb.transpose(0, 3, 1, 2), np.float32(PIXEL_MEAN), out=out)
+    out *= np.float32(PIXEL_SCALE)
+    return out
 
 
 def crop_batch(rgb: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """Crops of ``x1, y1, x2, y2`` boxes resized to ``size``², zero (grey after normalisation: 0 -> -1) outside
-    the image; uint8 ``(N, size, size, 3)``."""
+    """Crops of ``(N, 4)`` ``x1, y1, x2, y2`` boxes (px) of a uint8 ``H×W×3`` image resized to ``size``², zero
+    (grey after normalisation: 0 -> -1) outside the image, each resized straight into the output; uint8
+    ``(N, size, size, 3)``."""
     h, w = rgb.shape[:2]
     out = np.zeros((len(boxes), size, size, 3), np.uint8)
-    b = np.round(np.asarray(boxes, np.float64)).astype(np.int64)
-    for i, (x1, y1, x2, y2) in enumerate(b):
-        bw, bh = max(int(x2 - x1), 1), max(int(y2 - y1), 1)
+    for i, (x1, y1, x2, y2) in enumerate(np.round(boxes).astype(np.int64).tolist()):
+        bw, bh = max(x2 - x1, 1), max(y2 - y1, 1)
         sx0, sy0, sx1, sy1 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
         if sx1 <= sx0 or sy1 <= sy0:
             continue
@@ -249,7 +255,7 @@ def crop_batch(rgb: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
             full[sy0 - y1:sy1 - y1, sx0 - x1:sx1 - x1] = patch
             patch = full
         interp = cv2.INTER_AREA if bw > size else cv2.INTER_LINEAR
-        out[i] = cv2.resize(patch, (size, size), interpolation=interp)
+        cv2.resize(patch, (size, size), dst=out[i], interpolation=interp)
     return out
 
 
@@ -352,7 +358,7 @@ class LearnedFaceDetector:
             level = shrink(level, lw, lh)
             if i not in run:
                 continue
-            prob, reg = sess.run(None, {"image": normalise(level)})
+            prob, reg = sess.run(None, {"image": normalise(level[None])})
             cand = decode_pnet(prob, reg, s, self.stage_thresholds[0])
             if len(cand):
                 cand = cand[nms(cand[:, :4], cand[:, 4], 0.5)]
@@ -363,12 +369,31 @@ class LearnedFaceDetector:
         cand = cand[nms(cand[:, :4], cand[:, 4], 0.7)][: self.max_candidates]
         return square(apply_regression(cand[:, :4], cand[:, 5:9]))
 
-    def _stage(self, name: str, rgb: np.ndarray, boxes: np.ndarray, size: int, threshold: float):
-        crops = normalise(crop_batch(rgb, boxes, size))
-        outs = self._sess[name].run(None, {"crops": crops})
+    def _stage(self, name: str, image: np.ndarray, boxes: np.ndarray, size: int, threshold: float):
+        """R-Net (``size`` 24) or O-Net (48) on the crops of ``(N, 4)`` boxes: the kept indices (probability >=
+        ``threshold``), their probabilities and the network's other outputs, kept rows only."""
+        outs = self._sess[name].run(None, {"crops": normalise(crop_batch(image, boxes, size))})
         p = outs[0][:, 1]
         keep = np.flatnonzero(p >= threshold)
-        return boxes[keep], p[keep], [o[keep] for o in outs[1:]]
+        return keep, p[keep], [o[keep] for o in outs[1:]]
+
+    def _rnet(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """R-Net on candidate windows ``(N, 4)``: the kept ones, suppressed (IoU 0.7), at most ``max_candidates``,
+        refined by R-Net's regression and made square, ``(M, 4)``, for O-Net."""
+        if not len(boxes):
+            return np.zeros((0, 4), np.float32)
+        keep, p, (reg,) = self._stage("rnet", image, boxes, 24, self.stage_thresholds[1])
+        order = nms(boxes[keep], p, 0.7)[: self.max_candidates]
+        return square(apply_regression(boxes[keep][order], reg[order]))
+
+    def _onet(self, image: np.ndarray, boxes: np.ndarray):
+        """O-Net on square boxes ``(N, 4)``: kept indices, probabilities, refined ``x1, y1, x2, y2`` boxes and
+        ``(K, 5, 2)`` landmarks (px)."""
+        if not len(boxes):
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 4), np.float32), \
+                np.zeros((0, 5, 2), np.float32)
+        keep, p, (reg, lm) = self._stage("onet", image, boxes, 48, self.score_threshold)
+        return keep, p, apply_regression(boxes[keep], reg), decode_landmarks(boxes[keep], lm)
 
     def detect(self, rgb: np.ndarray, region: tuple[int, int, int, int] | None = None,
                face_px: tuple[float, float] | None = None, levels: Sequence[int] | None = None,
@@ -383,8 +408,9 @@ class LearnedFaceDetector:
                 ``min_face_px`` / ``max_face_px`` (tracking searches only sizes near the last face's).
             levels: optional indices into :meth:`scales` — run P-Net on these pyramid levels only (a full search
                 spread over several frames, :func:`pyramid_parts`); ``[]`` = no P-Net.
-            seeds: optional ``(N, 4)`` ``x, y, w, h`` boxes (full-image px) that join P-Net's candidates before
-                R-Net (tracking: the last face's box; R-Net's and O-Net's regressions fit it to this frame).
+            seeds: optional ``(N, 4)`` ``x, y, w, h`` boxes (full-image px), made square, that go straight to
+                O-Net (tracking: the last face's box; O-Net's regression fits it to this frame). A seed O-Net
+                rejects goes through R-Net and O-Net (R-Net's regression recentres a face that moved further).
 
         Raises:
             ConfigError: not a uint8 H×W×3 array.
@@ -403,26 +429,25 @@ class LearnedFaceDetector:
             return [DetectedFace((f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3]), f.landmarks + off, f.score)
                     for f in self.detect(rgb[y0:y1, x0:x1], face_px=face_px, levels=levels, seeds=local)]
         rgb = np.ascontiguousarray(rgb)
-        boxes = self._stage_pnet(rgb, face_px, levels) if levels is None or len(levels) else np.zeros((0, 4))
+        cand = (self._stage_pnet(rgb, face_px, levels) if levels is None or len(levels)
+                else np.zeros((0, 4), np.float32))
+        sq = np.zeros((0, 4), np.float32)
         if seeds is not None and len(seeds):
             sd = np.asarray(seeds, np.float32).reshape(-1, 4)
             sq = square(np.concatenate([sd[:, :2], sd[:, :2] + sd[:, 2:]], axis=1))
-            boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
             for b in sq:  # P-Net windows on a seeded face add nothing but R-/O-Net work: the seed stands for them
-                boxes = boxes[box_iou_one(b, boxes) < SEED_IOU]
-            boxes = np.concatenate([boxes, sq])
+                if len(cand):
+                    cand = cand[box_iou_one(b, cand) < SEED_IOU]
+        # seeds and R-Net's survivors in one O-Net batch, seeds first
+        keep, p, boxes, points = self._onet(rgb, np.concatenate([sq, self._rnet(rgb, cand)]))
+        lost = np.ones(len(sq), bool)
+        lost[keep[keep < len(sq)]] = False
+        if lost.any():  # seeds O-Net rejected: the face may have moved further than O-Net's regression reaches
+            _, p2, boxes2, points2 = self._onet(rgb, self._rnet(rgb, sq[lost]))
+            p, boxes, points = np.concatenate([p, p2]), np.concatenate([boxes, boxes2]), \
+                np.concatenate([points, points2])
         if not len(boxes):
             return []
-        boxes, p, (reg,) = self._stage("rnet", rgb, boxes, 24, self.stage_thresholds[1])
-        if not len(boxes):
-            return []
-        order = nms(boxes, p, 0.7)[: self.max_candidates]
-        boxes = square(apply_regression(boxes[order], reg[order]))
-        boxes, p, (reg, lm) = self._stage("onet", rgb, boxes, 48, self.score_threshold)
-        if not len(boxes):
-            return []
-        points = decode_landmarks(boxes, lm)
-        boxes = apply_regression(boxes, reg)
         keep = nms(boxes, p, self.nms_iou, mode="min")
         return [DetectedFace((float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])), points[i],
                              float(p[i])) for i, b in zip(keep, boxes[keep])]

@@ -138,17 +138,21 @@ HAAR_TO_FACE_BOX = (0.0, 0.13, 0.81, 0.95)
 
 
 class LearnedFaceLocator:
-    """The learned MTCNN detector with five landmarks (the embedded default): tracks the face through R-Net and
-    O-Net and spreads every full search over several frames, so that no frame pays for a whole P-Net pyramid.
+    """The learned MTCNN detector with five landmarks (the embedded default): tracks the face through O-Net and
+    spreads every full search over several frames, so that no frame pays for a whole P-Net pyramid.
 
-    Per frame, while a face is tracked, the last face's box is the candidate that R-Net and O-Net refit on the new
-    frame (one 24² and one 48² crop, no P-Net; the landmarks come from O-Net as in a full detection). Every
+    Per frame, while a face is tracked, the last face's box (made square) goes straight to O-Net, whose regression
+    refits it to the new frame and which gives the landmarks as in a full detection (one 48² crop, no P-Net, no
+    R-Net). If O-Net rejects it (the face moved further than O-Net's regression reaches, or left), the box goes
+    through R-Net and O-Net as in a full detection (one 24² and one 48² crop). Every
     ``detect_every`` frames a full search runs beside the tracking, one part of the pyramid per frame
     (``search_parts`` parts of about equal cost, :func:`~edgepad.runtime.detector.pyramid_parts`), so a second,
     larger face is picked up. When the tracked box holds no face, or no face is tracked, the frame runs the next
-    part of the pyramid on the whole frame, coarse levels (near faces) first: a face of any searched size is found
-    within ``search_parts`` frames (3 parts at 640×480: levels 2–6, 1, 0; on the synthetic camera the first finds
-    faces out to 1.5 m, i.e. the whole access range, the second to ~2.2 m, the third beyond). P-Net windows that
+    part of the pyramid on the whole frame, coarse levels (near faces) first (the coarse part also runs on a frame
+    whose spread search ran a finer part beside a track that was lost, so a face that jumped is found on that
+    frame): a face of any searched size is found within ``search_parts`` frames (3 parts at 640×480: levels 2–6,
+    1, 0; on the synthetic camera the first finds faces out to 1.5 m, i.e. the whole access range, the second to
+    ~2.2 m, the third beyond). P-Net windows that
     overlap a tracked face (IoU ≥ 0.5) are left to its seed, so a search beside the track refits one box, not
     several of the same face. Every box and landmark comes from the current frame's pixels; nothing is carried
     over, and a frame whose searches find nothing has no face.
@@ -203,9 +207,7 @@ class LearnedFaceLocator:
         rgb = frameset.get(Modality.RGB)
         if rgb is None:
             return None
-        img = rgb.data
-        if img.ndim == 2:
-            img = np.repeat(img[:, :, None], 3, axis=2)
+        img = rgb.data  # uint8 H×W×3: an rgb Frame is never grey (edgepad.types.Frame checks it)
         f = None
         if self._last is not None:
             self.searches["track"] += 1
@@ -215,9 +217,11 @@ class LearnedFaceLocator:
                 levels = self._next_part(img.shape)
                 self._since = 0
             f = self.detector.largest(img, levels=levels, seeds=np.array([self._last], np.float32))
-            if f is None and levels:
+            if f is None and levels:  # lost on a frame of the spread search
                 self._last = None
-                return None
+                if levels == self._parts[(int(img.shape[0]), int(img.shape[1]))][0]:
+                    return None  # the coarse part ran beside the track and found nothing either
+                self._part = 0  # a finer part ran: the coarse part (the access range) runs below on this frame
         if f is None:  # nothing tracked, or the tracked box lost the face: the next part of the full search
             f = self.detector.largest(img, levels=self._next_part(img.shape))
             if f is not None:  # tracking (re)starts; the next spread full search begins with its first part

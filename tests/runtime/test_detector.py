@@ -111,9 +111,21 @@ def test_crop_batch_pads_outside_the_image_with_zero():
 
 
 def test_normalise_is_nchw_in_minus_one_to_one():
-    x = D.normalise(np.array([[[0, 255, 128]]], np.uint8))
+    x = D.normalise(np.array([[[[0, 255, 128]]]], np.uint8))
     assert x.shape == (1, 3, 1, 1) and x.dtype == np.float32
     np.testing.assert_allclose(x.ravel(), [-0.99609375, 0.99609375, 0.00390625])
+    img = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    ref = np.moveaxis((img.astype(np.float32) - D.PIXEL_MEAN) * D.PIXEL_SCALE, -1, 1)
+    assert np.array_equal(D.normalise(img), ref) and D.normalise(img).flags.c_contiguous
+
+
+def test_crop_batch_resizes_into_its_output_as_cv2_resize_does():
+    cv2 = pytest.importorskip("cv2")
+    img = np.random.default_rng(1).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    boxes = np.array([[20.4, 10.6, 70.5, 59.5], [30, 20, 40, 30]], np.float32)
+    crops = D.crop_batch(img, boxes, 24)
+    assert np.array_equal(crops[0], cv2.resize(img[11:60, 20:70], (24, 24), interpolation=cv2.INTER_AREA))
+    assert np.array_equal(crops[1], cv2.resize(img[20:30, 30:40], (24, 24), interpolation=cv2.INTER_LINEAR))
 
 
 # -------------------------------------------------------------------------------------- shipped model files
@@ -354,3 +366,106 @@ def test_pnet_windows_on_a_seeded_face_are_left_to_the_seed(detector, monkeypatc
                            np.float32))[0]
     boxes = detector._stage_pnet(rgb, None, list(range(n)))
     assert (D.box_iou_one(sq, np.asarray(boxes, np.float32)) >= D.SEED_IOU).any()  # there were windows to drop
+
+
+# ------------------------------------------------------------------------------------ the tracked pass (O-Net)
+
+
+class _CountingSession:
+    """An ONNX Runtime session wrapped to count its runs; ``reject`` sets the face probability of the next that
+    many runs to 0 (O-Net turning the crop down)."""
+
+    def __init__(self, sess, log, name):
+        self.sess, self.log, self.name, self.reject = sess, log, name, 0
+
+    def run(self, names, feeds):
+        self.log.append(self.name)
+        outs = self.sess.run(names, feeds)
+        if self.reject:
+            self.reject -= 1
+            outs[0] = np.zeros_like(outs[0])
+        return outs
+
+
+@pytest.fixture()
+def counting(detector, monkeypatch):
+    log = []
+    wrapped = {k: _CountingSession(s, log, k) for k, s in detector._sess.items()}
+    monkeypatch.setattr(detector, "_sess", wrapped)
+    return log, wrapped
+
+
+def _render(distance=0.7, offset=(0.0, 0.0)):
+    from edgepad.synthesis import RenderCache, default_rig, render_frames, sample_presentation
+    rig = default_rig()
+    p = dataclasses.replace(sample_presentation(1, "bonafide", 2, seed=11, domain="nominal"), distance_m=distance,
+                            offset_m=offset)
+    return render_frames(p, rig, seed=5, cache=RenderCache(rig, 0, max_presentations=1))
+
+
+def _frameset(rgb, i):
+    from edgepad.synthesis import default_rig
+    from edgepad.types import FrameSet, Modality, make_frame
+    intr = default_rig().intrinsics[Modality.RGB]
+    return FrameSet({Modality.RGB: make_frame("rgb", rgb, i, sequence=i, intrinsics=intr)}, i)
+
+
+def test_a_tracked_frame_runs_onet_alone_on_the_last_box(detector, counting):
+    from edgepad.runtime.face import LearnedFaceLocator
+    log, _ = counting
+    r = _render()
+    loc = LearnedFaceLocator(detector=detector, detect_every=100)
+    first = loc.locate(_frameset(r.rgb, 0))
+    assert first is not None and log.count("pnet") >= 1 and log[-2:] == ["rnet", "onet"]
+    del log[:]
+    for i in range(1, 4):
+        d = loc.locate(_frameset(r.rgb, i))
+        assert d is not None and d.landmarks.shape == (5, 2)
+        assert _iou(d.box, r.truth.face_box_rgb) > 0.7
+    assert log == ["onet"] * 3  # no P-Net, no R-Net: one 48² crop per tracked frame
+
+
+def test_a_seed_onet_rejects_goes_through_rnet_and_onet(detector, counting):
+    log, sess = counting
+    r = _render()
+    full = detector.largest(r.rgb)
+    del log[:]
+    sess["onet"].reject = 1  # O-Net turns the seed down: R-Net recentres it, O-Net accepts the refit box
+    again = detector.largest(r.rgb, levels=[], seeds=np.array([full.box], np.float32))
+    assert log == ["onet", "rnet", "onet"]
+    assert again is not None and _iou(again.box, full.box) > 0.8 and _sane(again)
+    # a face that moved by 30 % of its side: O-Net alone or with R-Net's help still finds it on this frame
+    x, y, w, h = full.box
+    moved = detector.largest(r.rgb, levels=[], seeds=np.array([[x + 0.3 * w, y + 0.1 * h, w, h]], np.float32))
+    assert moved is not None and _iou(moved.box, full.box) > 0.8
+
+
+def test_the_tracked_box_follows_the_face_on_this_frame_and_a_face_that_left_is_lost(detector):
+    from edgepad.runtime.face import LearnedFaceLocator
+    loc = LearnedFaceLocator(detector=detector, detect_every=100)
+    here, there = _render(0.7, (0.0, 0.0)), _render(0.7, (0.04, 0.02))
+    a = loc.locate(_frameset(here.rgb, 0))
+    b = loc.locate(_frameset(there.rgb, 1))  # tracked: the box is the moved face's, refit on this frame
+    assert a is not None and b is not None and loc.searches["track"] == 1
+    assert _iou(b.box, there.truth.face_box_rgb) > 0.7 and _iou(b.box, there.truth.face_box_rgb) > _iou(
+        b.box, here.truth.face_box_rgb)
+    far = _render(0.7, (0.25, 0.0))  # the face jumped out of the tracked box: found by the search or not at all
+    c = loc.locate(_frameset(far.rgb, 2))
+    assert c is None or _iou(c.box, far.truth.face_box_rgb) > 0.5
+    blank = np.full_like(here.rgb, 128)
+    assert loc.locate(_frameset(blank, 3)) is None  # gone: no face on the very frame it left
+    assert loc._last is None
+
+
+def test_a_face_that_jumps_on_a_fine_search_frame_is_found_on_that_frame(detector):
+    """Tracked face lost on a frame whose spread search ran a finer part ([1]) beside it: the coarse part runs too,
+    so a face in the access range that jumped (a new person, as at a presentation change) is not missed."""
+    from edgepad.runtime.face import LearnedFaceLocator
+    loc = LearnedFaceLocator(detector=detector, detect_every=2, search_parts=3)
+    here, there = _render(0.7, (0.0, 0.0)), _render(0.7, (0.25, 0.0))
+    for i in range(3):  # from scratch (coarse part), tracked, tracked + the coarse part of the spread search
+        assert loc.locate(_frameset(here.rgb, i)) is not None
+    parts = loc.searches["part"]
+    d = loc.locate(_frameset(there.rgb, 3))  # spread part [1] beside the track; the face is elsewhere
+    assert d is not None and _iou(d.box, there.truth.face_box_rgb) > 0.5
+    assert loc.searches["part"] == parts + 2  # part [1], then the coarse part on the same frame
