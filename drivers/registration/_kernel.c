@@ -296,14 +296,14 @@ int edgepad_block_sums(const void *img, int bytes, int h, int w, int c, int s, u
     return 1;
 }
 
-/* The fewest differing values between th (n) and any of the m kept thumbnails ring (m × n, row-major); n + 1 when
- * m = 0. */
-int64_t edgepad_fewest_changed(const uint32_t *th, const uint32_t *ring, int m, int64_t n) {
+/* The fewest differing values between key (n; the thumbnail's block sums, low 16 bits) and any of the m kept keys
+ * ring (m × n, row-major); n + 1 when m = 0. */
+int64_t edgepad_fewest_changed(const uint16_t *key, const uint16_t *ring, int m, int64_t n) {
     int64_t best = n + 1;
     for (int j = 0; j < m; j++) {
-        const uint32_t *r = ring + (int64_t)j * n;
+        const uint16_t *r = ring + (int64_t)j * n;
         int64_t d = 0;
-        for (int64_t i = 0; i < n; i++) d += th[i] != r[i];
+        for (int64_t i = 0; i < n; i++) d += key[i] != r[i];
         if (d < best) best = d;
     }
     return best;

@@ -184,15 +184,16 @@ class BlockSums:
         const = self._sums(a.ctypes.data, a.itemsize, h, w, c, s, out.ctypes.data, acc.ctypes.data)
         return out, bool(const)
 
-    def fewest_changed(self, th: np.ndarray, ring: np.ndarray, m: int) -> int:
-        """The fewest values in which a uint32 thumbnail differs from any of the first ``m`` rows of ``ring``
-        (uint32 ``(K, th.size)``, C-contiguous); ``th.size + 1`` when ``m`` is 0."""
-        if th.dtype != np.uint32 or ring.dtype != np.uint32 or not ring.flags.c_contiguous or \
-                ring.shape[1:] != (th.size,) or not 0 <= m <= ring.shape[0]:
-            raise EdgePadInternalError(f"fewest_changed: uint32 thumbnail and (K, {th.size}) ring expected, got "
-                                       f"{th.dtype} {th.shape}, {ring.dtype} {ring.shape}, m={m}")
-        th = np.ascontiguousarray(th)
-        return int(self._fewest(th.ctypes.data, ring.ctypes.data, m, th.size))
+    def fewest_changed(self, key: np.ndarray, ring: np.ndarray, m: int) -> int:
+        """The fewest values in which a uint16 thumbnail key (``edgepad.runtime.sensors``: the block sums' low 16
+        bits) differs from any of the first ``m`` rows of ``ring`` (uint16 ``(K, key.size)``, C-contiguous);
+        ``key.size + 1`` when ``m`` is 0."""
+        if key.dtype != np.uint16 or ring.dtype != np.uint16 or not ring.flags.c_contiguous or \
+                ring.shape[1:] != (key.size,) or not 0 <= m <= ring.shape[0]:
+            raise EdgePadInternalError(f"fewest_changed: uint16 key and (K, {key.size}) ring expected, got "
+                                       f"{key.dtype} {key.shape}, {ring.dtype} {ring.shape}, m={m}")
+        key = np.ascontiguousarray(key)
+        return int(self._fewest(key.ctypes.data, ring.ctypes.data, m, key.size))
 
 
 def block_sums() -> BlockSums | None:

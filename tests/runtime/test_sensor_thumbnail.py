@@ -130,7 +130,9 @@ def test_compiled_block_sums_reject_what_they_do_not_cover():
         with pytest.raises(EdgePadInternalError):
             k.sums(a, s)
     with pytest.raises(EdgePadInternalError):
-        k.fewest_changed(np.zeros(4, np.uint32), np.zeros((2, 5), np.uint32), 1)
+        k.fewest_changed(np.zeros(4, np.uint16), np.zeros((2, 5), np.uint16), 1)
+    with pytest.raises(EdgePadInternalError):
+        k.fewest_changed(np.zeros(4, np.uint32), np.zeros((2, 4), np.uint32), 1)
 
 
 def test_monitor_flags_the_same_with_compiled_and_numpy_thumbnails():
@@ -160,3 +162,27 @@ def test_monitor_flags_the_same_with_compiled_and_numpy_thumbnails():
     want = [(slow.check(fs).problems, dict(slow.last_changed)) for fs in frames]
     assert fast._native is not None and got == want
     assert any("rgb:frozen" in p for p, _ in got[8:14]) and all("ir:frozen" in p for p, _ in got[17:24])  # the cycle repeats from frame 17
+
+
+def test_kept_thumbnails_compare_the_low_16_bits_of_each_block_sum():
+    """At 640×480 every 8-bit block sum fits 16 bits: a one-level change of one pixel is one changed block. A 16-bit
+    image's block that changed by exactly 65536 is the documented blind spot (both paths agree on it)."""
+    rng = np.random.default_rng(9)
+    for native in (False, True):
+        rgb = rng.integers(0, 256, (480, 640, 3)).astype(np.uint8)
+        depth = rng.integers(300, 3000, (480, 640)).astype(np.uint16)
+        mon = SensorMonitor()
+        if not native:
+            mon._native = None
+        mon.check(_set({Modality.RGB: rgb, Modality.DEPTH: depth}, 0))
+        r2, d2 = rgb.copy(), depth.copy()
+        r2[100, 100, 2] ^= 1
+        d2[:7, :7] += 1337                       # block (0, 0): sum + 65513, a real change
+        d2[7:14, :7] = 0                         # block (1, 0): its 49 pixels ...
+        d2[7:14, :7].flat[:49] = depth[7:14, :7].flat[:49]
+        d2[7, 0] = depth[7, 0] + 65536 // 2     # ... two pixels + 32768 each: the sum moves by 65536
+        d2[7, 1] = depth[7, 1] + 65536 // 2
+        mon.check(_set({Modality.RGB: r2, Modality.DEPTH: d2}, 1))
+        n_rgb, n_depth = 68 * 91 * 3, 68 * 91
+        assert mon.last_changed["rgb"] == pytest.approx(1 / n_rgb)
+        assert mon.last_changed["depth"] == pytest.approx(1 / n_depth)  # block (1, 0) is not seen
