@@ -334,6 +334,12 @@ static void axis_taps(double start, double step, int s, int k, int n_src, int sp
     }
 }
 
+/* A float32 sum rounded half to even and clipped to a uint8 level. */
+static inline uint8_t to_u8(float v) {
+    v = rintf(v);
+    return (uint8_t)(v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v));
+}
+
 /* edgepad_resample_u8: the axis-aligned rgb crop (preprocess._resample_matrix + _resample_separable): uint8 h×w×c
  * (row-major, channels last) → uint8 s×s×c, window (x0, y0, side) in continuous pixels, k sub-samples per output
  * pixel and axis, 0 outside the image. Per output row: the vertical taps summed in float32 source row by source row
@@ -377,14 +383,24 @@ int edgepad_resample_u8(const uint8_t *img, int h, int w, int c, double x0, doub
             else
                 for (int64_t i = a; i < b; i++) row[i] = row[i] + (float)src[i] * wt;
         }
-        for (int j = 0; j < s; j++) { /* horizontal: Σ_x wx·row[x, ch] */
-            const float *wx = xw + (int64_t)j * span;
+        for (int j = 0; j < s; j++) { /* horizontal: Σ_x wx·row[x, ch], x ascending */
+            const float *wx = xw + (int64_t)j * span, *src = row + (int64_t)xlo[j] * c;
+            if (c == 3) { /* rgb: the three channels' sums side by side (the same order per channel) */
+                float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
+                for (int t = 0; t < xcnt[j]; t++, src += 3) {
+                    a0 = a0 + src[0] * wx[t];
+                    a1 = a1 + src[1] * wx[t];
+                    a2 = a2 + src[2] * wx[t];
+                }
+                o[3 * j] = to_u8(a0);
+                o[3 * j + 1] = to_u8(a1);
+                o[3 * j + 2] = to_u8(a2);
+                continue;
+            }
             for (int ch = 0; ch < c; ch++) {
                 float acc = 0.0f;
-                for (int t = 0; t < xcnt[j]; t++) acc = acc + row[(int64_t)(xlo[j] + t) * c + ch] * wx[t];
-                acc = rintf(acc);
-                acc = acc < 0.0f ? 0.0f : (acc > 255.0f ? 255.0f : acc);
-                o[(int64_t)j * c + ch] = (uint8_t)acc;
+                for (int t = 0; t < xcnt[j]; t++) acc = acc + src[(int64_t)t * c + ch] * wx[t];
+                o[(int64_t)j * c + ch] = to_u8(acc);
             }
         }
     }
