@@ -311,13 +311,19 @@ void edgepad_lattice_box_u8(const uint8_t *img, int h, int w, const double *lat,
  * on floor(pos) + 1, indices outside [0, n_src) dropped; a source index's weight is the float32 sum over the
  * sub-samples in order, divided by k in float32 (numpy's mean): the same weights as the numpy matrix. Output r
  * reads source indices lo[r] .. lo[r] + cnt[r] − 1 (cnt 0: none) with weights wt[r·span ...]. */
+static int64_t floor_i64(double v) { /* floor, clamped to ±2^62 (a window far off the image: no overflow) */
+    const double lim = 4611686018427387904.0;
+    v = floor(v);
+    return (int64_t)(v < -lim ? -lim : (v > lim ? lim : v));
+}
+
 static void axis_taps(double start, double step, int s, int k, int n_src, int span, int32_t *lo, int32_t *cnt,
                       float *wt) {
     for (int r = 0; r < s; r++) {
         float *o = wt + (int64_t)r * span;
         const double pa = start + ((double)(r * k) + 0.5) * step;
         const double pb = start + ((double)(r * k + k - 1) + 0.5) * step;
-        const int64_t first = (int64_t)floor(pa), last = (int64_t)floor(pb) + 1;
+        const int64_t first = floor_i64(pa), last = floor_i64(pb) + 1;
         const int64_t a = first > 0 ? first : 0, b = last < n_src - 1 ? last : n_src - 1;
         lo[r] = (int32_t)a;
         cnt[r] = b >= a ? (int32_t)(b - a + 1) : 0;
@@ -325,7 +331,7 @@ static void axis_taps(double start, double step, int s, int k, int n_src, int sp
         for (int j = 0; j < k; j++) {
             const double p = start + ((double)(r * k + j) + 0.5) * step;
             const double fl = floor(p), f = p - fl;
-            const int64_t i0 = (int64_t)fl;
+            const int64_t i0 = floor_i64(p);
             if (i0 >= a && i0 <= b) o[i0 - a] = o[i0 - a] + (float)(1.0 - f);
             if (i0 + 1 >= a && i0 + 1 <= b) o[i0 + 1 - a] = o[i0 + 1 - a] + (float)f;
         }
@@ -349,7 +355,9 @@ static inline uint8_t to_u8(float v) {
 int edgepad_resample_u8(const uint8_t *img, int h, int w, int c, double x0, double y0, double side, int s, int k,
                         uint8_t *out) {
     const double step = side / (double)(s * k);
-    const int span = (int)ceil((k - 1) * step) + 4; /* > the source indices one output can reach */
+    /* > the source indices one output can reach (never more than the image has) */
+    const double reach = ceil((k - 1) * step) + 4.0, most = (double)(h > w ? h : w) + 4.0;
+    const int span = (int)(reach < most ? reach : most);
     int32_t *ylo = malloc(sizeof(int32_t) * 4 * (size_t)s);
     float *yw = malloc(sizeof(float) * (2 * (size_t)s * span + (size_t)w * c));
     if (!ylo || !yw) {

@@ -124,8 +124,13 @@ def test_resample_within_one_level_of_the_numpy_rgb_crop(sampler):
         moved, total = moved + int((d > 0).sum()), total + d.size
     MEASURED["resample"] = (moved, total)
     assert moved <= MOVED_BOUND * total, (moved, total)
-    # a window that misses the image: all 0
+    # a window that misses the image: all 0; far-off and gigantic windows (no overflow in the taps)
     assert not sampler.resample(img, -1e4, 5.0, 50.0, 16, 1).any()
+    assert not sampler.resample(img, 1e300, -1e300, 1e300, 16, 3).any()
+    for x0, y0, side in ((-1e6, -1e6, 4e6), (-3e12, 2.0, 6e12), (0.5, 0.5, 1e-3)):
+        d = np.abs(sampler.resample(img, x0, y0, side, 16, P._supersample(side, 16)).astype(int)
+                   - _numpy_rgb(img, x0, y0, side, 16).astype(int))
+        assert d.max() <= 1, (x0, y0, side)
 
 
 def test_resample_equals_numpy_where_every_product_and_sum_is_exact(sampler):
