@@ -5,8 +5,8 @@ tree against this one, interleaved frame by frame, on frame sets of ``synthetic:
     python scripts/stage_ab.py --before /tmp/s6pipe_before --frames 120 --passes 3
 
 The other tree's ``edgepad/runtime/sensors.py`` and ``edgepad/preprocess.py`` are loaded from their files (they
-import only foundation modules, which did not change); this tree's ``crop_face`` gets the runtime's compiled IR
-crop sampler as the pipeline passes it. BLAS 1 thread and the heap settings as in the pipeline. Prints medians (ms)
+import only foundation modules, which did not change); this tree's ``crop_face`` gets the runtime's compiled
+crops (``native.CropSampler``) as the pipeline passes them, the other tree's (session 6) their ``box`` sampling. BLAS 1 thread and the heap settings as in the pipeline. Prints medians (ms)
 and after/before ratios, and how many crop values differ; then the IR and rgb crops alone, interleaved: the IR crop
 by the session-6 runtime path (float64 map by BLAS products + the compiled ``box`` sampling), by numpy and by the
 compiled ``lattice``; the rgb crop by the other tree's numpy and by the compiled ``resample``, each with its max
