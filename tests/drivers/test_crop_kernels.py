@@ -250,7 +250,7 @@ def test_compiled_crop_arguments_outside_the_contract_raise(sampler):
            lambda: sampler.resample(img, 0.0, float("nan"), 10.0, 8, 1),
            lambda: sampler.resample(img, 0.0, 0.0, 0.0, 8, 1),
            lambda: sampler.resample(img, 0.0, 0.0, 10.0, 8, 0)]
-    for i, call in enumerate(bad):
+    for call in bad:
         with pytest.raises(EdgePadInternalError):
             call()
 
