@@ -3,7 +3,8 @@
 Runs the default model's pipeline over ``replay://REC`` once to collect its ``crop_face`` calls, then
 
 * ``--time``: times ``crop_face`` + ``normalise`` of this tree and of ``--old`` per frame, interleaved (BLAS 1 thread
-  and the heap settings, as in the pipeline), and prints medians and after/before ratios;
+  and the heap settings, as in the pipeline; each with the compiled crops the runtime passes: ``--old`` of session 6
+  gets the sampler's ``box``), and prints medians and after/before ratios;
 * ``--dump OUT.npz``: writes every decision's verdict, score and reasons and every crop and feed, so two trees
   can be compared with ``--compare A.npz B.npz`` (max |Δ| and the fraction of values that moved, per modality).
 
@@ -72,11 +73,17 @@ def _time(rec: str, old_path: str, passes: int) -> None:
     keep_freed_memory()
     set_blas_threads(1)
     res = {"old": [], "new": []}
+
+    def old_kw(kw: dict) -> dict:
+        """An older preprocess takes the compiled IR sampling as a plain callable (session 6): the sampler's box."""
+        s = kw.get("sample")
+        return {**kw, "sample": s.box} if s is not None and not callable(s) else kw
+
     for rep in range(passes):
         for i, (fs, box, rig, kw) in enumerate(calls):
             for name, mod in ((("old", old), ("new", new)) if (i + rep) % 2 == 0 else (("new", new), ("old", old))):
                 t0 = time.perf_counter_ns()
-                r = mod.crop_face(fs, box, rig, **kw)
+                r = mod.crop_face(fs, box, rig, **(old_kw(kw) if name == "old" else kw))
                 t1 = time.perf_counter_ns()
                 d = fs.get(Modality.DEPTH)
                 mod.normalise(r.crops, inputs, d.depth_scale_m if d is not None else 0.001)

@@ -7,10 +7,13 @@ frame sets of ``synthetic://default`` through the pipeline.
     python scripts/stage_ab.py --before /tmp/s7before --stage locate --frames 300 --passes 3
 
 The other tree's ``edgepad/runtime/sensors.py`` and ``edgepad/preprocess.py`` are loaded from their files (they
-import only foundation modules, which did not change); this tree's ``crop_face`` gets the runtime's compiled IR
-sampler as the pipeline passes it. BLAS 1 thread and the heap settings as in the pipeline. Prints medians (ms) and
-after/before ratios, and whether every crop is identical; then the IR crop's sampling alone (bilinear + box mean on
-each crop's float32 map): the other tree's numpy, this tree's numpy and the compiled sampler.
+import only foundation modules, which did not change); this tree's ``crop_face`` gets the runtime's compiled
+crops (``native.CropSampler``) as the pipeline passes them, the other tree's (session 6) their ``box`` sampling.
+BLAS 1 thread and the heap settings as in the pipeline. Prints medians (ms) and after/before ratios, and how many
+crop values differ; then the IR and rgb crops alone, interleaved: the IR crop by the session-6 runtime path
+(float64 map by BLAS products + the compiled ``box`` sampling), by numpy and by the compiled ``lattice``; the rgb
+crop by the other tree's numpy and by the compiled ``resample``, each with its max |Δ| against numpy and the
+number of values moved.
 
 ``--stage locate``: the other tree's ``edgepad/runtime/detector.py`` and ``face.py`` (its face.py bound to its
 detector), each arm a default ``LearnedFaceLocator`` with its own tracking state (reset at each pass), on the same
@@ -22,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -101,7 +106,7 @@ def main() -> None:
     import edgepad.preprocess as new_pre
     import edgepad.runtime.sensors as new_sens
     from edgepad.blas import keep_freed_memory, set_blas_threads
-    from edgepad.drivers.registration.native import ir_sampler
+    from edgepad.drivers.registration.native import crop_sampler
     from edgepad.engines.backend import load_backend
     from edgepad.runtime.pipeline import open_pipeline
     from edgepad.types import Modality
@@ -125,8 +130,10 @@ def main() -> None:
         new_pre.crop_face = crop
     keep_freed_memory()
     set_blas_threads(1)
-    sample = ir_sampler()
-    arms = {"before": (old_sens.SensorMonitor(), lambda c: old_pre.crop_face(*c[:3], **c[3])),
+    sample = crop_sampler()
+    # the other tree's runtime passed its compiled IR sampling (session 6) where it has one: sample.box, the same C
+    before_kw = {"sample": sample.box} if sample is not None and hasattr(old_pre, "_sample_box") else {}
+    arms = {"before": (old_sens.SensorMonitor(), lambda c: old_pre.crop_face(*c[:3], **c[3], **before_kw)),
             "after": (new_sens.SensorMonitor(), lambda c: new_pre.crop_face(*c[:3], **c[3], sample=sample))}
     t: dict[str, dict[str, list[float]]] = {k: {"sync": [], "crop": []} for k in arms}
     for rep in range(a.passes):
@@ -142,40 +149,65 @@ def main() -> None:
                 t0 = time.perf_counter_ns()
                 arms[name][1](c)
                 t[name]["crop"].append((time.perf_counter_ns() - t0) / 1e6)
-    same = all(np.array_equal(arms["before"][1](c).crops[m], arms["after"][1](c).crops[m])
-               for c in calls for m in arms["before"][1](c).crops)
-    # the IR crop's sampling alone, on each crop's float32 map: before's numpy, this tree's numpy, compiled
-    maps = []
+    same, moved, total = True, 0, 0
+    for c in calls:
+        rb, ra = arms["before"][1](c).crops, arms["after"][1](c).crops
+        for m in rb:
+            d = np.abs(rb[m].astype(np.int16) - ra[m].astype(np.int16))
+            same &= not d.any()
+            moved, total = moved + int((d > 0).sum()), total + d.size
+    # the crops alone, per crop as crop_face cuts it: IR (before: the float64 map by two BLAS products, then the
+    # compiled sampling of session 6 = sample.box; after: sample.lattice) and rgb (before: the numpy matrices and
+    # BLAS products; after: sample.resample)
+    parts: dict[str, Callable] = {}
+    args = []
     for fs, box, rig, kw in calls:
+        s = kw.get("size_px", 112)
         x0, y0, side = new_pre.crop_window(box, kw.get("margin", 0.25))
         rgb, ir = fs.frames[Modality.RGB], fs.frames[Modality.IR]
-        z = new_pre.crop_face(fs, box, rig, **kw).face_depth_m
-        mx, my, k = new_pre._projected_map(rgb.intrinsics, ir.intrinsics, rig.extrinsics(Modality.RGB, Modality.IR),
-                                           x0, y0, side, kw.get("size_px", 112), z)
-        maps.append((ir.data, mx.astype(np.float32), my.astype(np.float32), k))
-    samplers = {"before numpy": lambda m: old_pre._box_mean_u8(old_pre._bilinear(*m[:3]), m[3]),
-                "after numpy": lambda m: new_pre._sample_box(*m)}
+        geo = (rgb.intrinsics, ir.intrinsics, rig.extrinsics(Modality.RGB, Modality.IR), x0, y0, side, s,
+               new_pre.crop_face(fs, box, rig, **kw).face_depth_m)
+        args.append((rgb.data, ir.data, geo, (x0, y0, side, s)))
+
+    def ir_before(a):
+        mx, my, k = new_pre._projected_map(*a[2])
+        return sample.box(a[1], mx.astype(np.float32), my.astype(np.float32), k)
+
+    def rgb_numpy(pre, a):
+        x0, y0, side, s = a[3]
+        img = a[0]
+        return pre._resample_separable(img, pre._resample_matrix(y0, side, img.shape[0], s),
+                                       pre._resample_matrix(x0, side, img.shape[1], s))
+
+    parts["IR before (map + box)"] = ir_before
+    parts["IR numpy"] = lambda a: new_pre._crop_projected(a[1], *a[2])
+    parts["rgb before (numpy)"] = lambda a: rgb_numpy(old_pre, a)
     if sample is not None:
-        samplers["after compiled"] = lambda m: sample(*m)
-    ts: dict[str, list[float]] = {k: [] for k in samplers}
+        parts["IR after (lattice)"] = lambda a: new_pre._crop_projected(a[1], *a[2], sample=sample)
+        parts["rgb after (compiled)"] = lambda a: sample.resample(a[0], *a[3][:3], a[3][3],
+                                                                   new_pre._supersample(a[3][2], a[3][3]))
+    else:
+        del parts["IR before (map + box)"]
+    ts: dict[str, list[float]] = {k: [] for k in parts}
     for rep in range(a.passes):
-        for i, m in enumerate(maps):
-            for name in list(samplers)[:: 1 if (i + rep) % 2 == 0 else -1]:
+        for i, x in enumerate(args):
+            for name in list(parts)[:: 1 if (i + rep) % 2 == 0 else -1]:
                 t0 = time.perf_counter_ns()
-                samplers[name](m)
+                parts[name](x)
                 ts[name].append((time.perf_counter_ns() - t0) / 1e6)
     print(f"{len(sets)} frame sets, {len(calls)} crops, {a.passes} passes, interleaved; sampler: "
-          f"{'compiled' if sample is not None else 'numpy'}")
+          f"{'compiled' if sample is not None else 'numpy'}; load average {os.getloadavg()[0]:.2f}")
     for stage, what in (("sync", "SensorMonitor.check"), ("crop", "crop_face")):
         b, f = np.median(t["before"][stage]), np.median(t["after"][stage])
         print(f"{what:20s} before {b:.3f} ms  after {f:.3f} ms  after/before {f / b:.2f}")
-    print("crops identical:", same)
-    b = np.median(ts["before numpy"])
-    for name, f in samplers.items():
-        ok = all(np.array_equal(f(m), samplers["before numpy"](m)) for m in maps)
-        print(f"IR sampling {name:15s} {np.median(ts[name]):.3f} ms  after/before {np.median(ts[name]) / b:.2f}  "
-              f"identical {ok}")
-
+    print(f"crops identical: {same}; values moved {moved}/{total}")
+    for name in parts:
+        ref = "IR numpy" if name.startswith("IR") else "rgb before (numpy)"
+        base = "IR before (map + box)" if name.startswith("IR") and sample is not None else ref
+        d = [np.abs(parts[name](x).astype(np.int16) - parts[ref](x).astype(np.int16)) for x in args]
+        print(f"{name:22s} {np.median(ts[name]):.3f} ms  / {base}: {np.median(ts[name]) / np.median(ts[base]):.2f}"
+              f"  vs {ref}: max |d| {max(int(x.max()) for x in d)}, moved {sum(int((x > 0).sum()) for x in d)}"
+              f"/{sum(x.size for x in d)}")
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define CHUNK 1024
@@ -219,34 +220,201 @@ static void sample_row(const uint8_t *restrict pad, int h, int w, const float *r
     }
 }
 
+/* The 2-px zero-bordered copy of a uint8 h×w image ((h + 4) × (w + 4)) that sample_row gathers from. */
+static void pad_u8(const uint8_t *img, int h, int w, uint8_t *pad) {
+    const int pw = w + 4;
+    memset(pad, 0, (size_t)(h + 4) * pw);
+    for (int y = 0; y < h; y++) memcpy(pad + (int64_t)(y + 2) * pw + 2, img + (int64_t)y * w, (size_t)w);
+}
+
+/* One output row of n / k pixels from k rows of n samples (rows[dy * n + x]): each k×k block summed row by row in
+ * float32, times f32(1/k²) when k > 1, rounded half to even, clipped to [0, 255] (preprocess._box_mean_u8). */
+static void box_mean_row(const float *rows, int n, int k, uint8_t *out) {
+    const int s = n / k;
+    const float scale = (float)(1.0 / (double)(k * k));
+    for (int j = 0; j < s; j++) {
+        float acc = 0.0f;
+        for (int dy = 0; dy < k; dy++)
+            for (int dx = 0; dx < k; dx++) {
+                const float v = rows[(int64_t)dy * n + j * k + dx];
+                acc = (dy | dx) ? acc + v : v;
+            }
+        if (k > 1) acc = acc * scale;
+        acc = rintf(acc);
+        acc = acc < 0.0f ? 0.0f : (acc > 255.0f ? 255.0f : acc);
+        out[j] = (uint8_t)acc;
+    }
+}
+
 /* scratch: float32, 6 + k rows of n (offsets, 4 weights, spare, k sample rows); pad: uint8 (h + 4) × (w + 4). */
 void edgepad_bilinear_box_u8(const uint8_t *img, int h, int w, const float *mx, const float *my, int n, int k,
                              uint8_t *out, float *scratch, uint8_t *pad) {
-    const int s = n / k, pw = w + 4;
-    memset(pad, 0, (size_t)(h + 4) * pw);
-    for (int y = 0; y < h; y++) memcpy(pad + (int64_t)(y + 2) * pw + 2, img + (int64_t)y * w, (size_t)w);
+    const int s = n / k;
+    pad_u8(img, h, w, pad);
     int32_t *at = (int32_t *)scratch;
     float *w00 = scratch + n, *w10 = scratch + 2 * n, *w01 = scratch + 3 * n, *w11 = scratch + 4 * n;
     float *rows = scratch + 6 * n;
-    const float scale = (float)(1.0 / (double)(k * k));
     for (int i = 0; i < s; i++) {
         for (int dy = 0; dy < k; dy++) {
             const int64_t r = (int64_t)(i * k + dy) * n;
             sample_row(pad, h, w, mx + r, my + r, n, at, w00, w10, w01, w11, rows + (int64_t)dy * n);
         }
-        for (int j = 0; j < s; j++) {
-            float acc = 0.0f;
-            for (int dy = 0; dy < k; dy++)
-                for (int dx = 0; dx < k; dx++) {
-                    const float v = rows[(int64_t)dy * n + j * k + dx];
-                    acc = (dy | dx) ? acc + v : v;
+        box_mean_row(rows, n, k, out + (int64_t)i * s);
+    }
+}
+
+/* ---------------------------------------------------------------------------------- compiled crops (session 7)
+ * The crops of preprocess.crop_face that the runtime runs compiled (native.CropSampler, passed as crop_face's
+ * ``sample``). preprocess.py stays the numpy reference; these differ from it only in the order of float
+ * operations noted per function, so a crop value can move by one grey level at a rounding tie (tests bound it).
+ *
+ * edgepad_lattice_box_u8: the IR crop straight from the grid×grid lattice of preprocess._projected_lattice (lat:
+ * float64 (grid, grid, 2) dst-pixel x, y). Sub-sample (i, j) of the n×n map is, in float64,
+ *   row pass     T[q] = (1 − fr[i])·lat[g0[i]][q] + fr[i]·lat[g0[i] + 1][q]      (q = 0 .. grid − 1)
+ *   column pass  m    = (1 − fr[j])·T[g0[j]]    + fr[j]·T[g0[j] + 1]
+ * rounded to float32; numpy forms the same map as two BLAS products (up @ lat @ up.T), whose sums and fused
+ * multiply-adds can round the last float64 bit otherwise. Each row of n coordinates is sampled as it is made
+ * (sample_row) and every k rows are box-averaged (box_mean_row): no n×n maps. The lattice must be finite (the
+ * caller checks: numpy's products spread a NaN over the whole map).
+ * scratch: float32, 7 + k rows of n (offsets, 4 weights, x and y coordinates, k sample rows); pad as above. */
+void edgepad_lattice_box_u8(const uint8_t *img, int h, int w, const double *lat, int grid, const int32_t *g0,
+                            const double *fr, int n, int k, uint8_t *out, float *scratch, uint8_t *pad) {
+    const int s = n / k;
+    pad_u8(img, h, w, pad);
+    int32_t *at = (int32_t *)scratch;
+    float *w00 = scratch + n, *w10 = scratch + 2 * n, *w01 = scratch + 3 * n, *w11 = scratch + 4 * n;
+    float *mx = scratch + 5 * n, *my = scratch + 6 * n, *rows = scratch + 7 * n;
+    double tx[grid], ty[grid];
+    for (int i = 0; i < s; i++) {
+        for (int dy = 0; dy < k; dy++) {
+            const int r = i * k + dy;
+            const double f = fr[r], g = 1.0 - f;
+            const double *p0 = lat + (int64_t)g0[r] * grid * 2, *p1 = p0 + (int64_t)grid * 2;
+            for (int q = 0; q < grid; q++) { /* row pass: the lattice rows g0[r], g0[r] + 1 */
+                tx[q] = g * p0[2 * q] + f * p1[2 * q];
+                ty[q] = g * p0[2 * q + 1] + f * p1[2 * q + 1];
+            }
+            for (int j = 0; j < n; j++) { /* column pass, then float32 as numpy's astype */
+                const int b = g0[j];
+                const double fj = fr[j], gj = 1.0 - fj;
+                mx[j] = (float)(gj * tx[b] + fj * tx[b + 1]);
+                my[j] = (float)(gj * ty[b] + fj * ty[b + 1]);
+            }
+            sample_row(pad, h, w, mx, my, n, at, w00, w10, w01, w11, rows + (int64_t)dy * n);
+        }
+        box_mean_row(rows, n, k, out + (int64_t)i * s);
+    }
+}
+
+/* Taps of one axis of preprocess._resample_matrix: s outputs, each the mean of k sub-samples at
+ * pos = start + (i + 0.5)·step (float64, i = 0 .. s·k − 1), sub-sample weights f32(1 − f) on floor(pos) and f32(f)
+ * on floor(pos) + 1, indices outside [0, n_src) dropped; a source index's weight is the float32 sum over the
+ * sub-samples in order, divided by k in float32 (numpy's mean): the same weights as the numpy matrix. Output r
+ * reads source indices lo[r] .. lo[r] + cnt[r] − 1 (cnt 0: none) with weights wt[r·span ...]. */
+static int64_t floor_i64(double v) { /* floor, clamped to ±2^62 (a window far off the image: no overflow) */
+    const double lim = 4611686018427387904.0;
+    v = floor(v);
+    return (int64_t)(v < -lim ? -lim : (v > lim ? lim : v));
+}
+
+static void axis_taps(double start, double step, int s, int k, int n_src, int span, int32_t *lo, int32_t *cnt,
+                      float *wt) {
+    for (int r = 0; r < s; r++) {
+        float *o = wt + (int64_t)r * span;
+        const double pa = start + ((double)(r * k) + 0.5) * step;
+        const double pb = start + ((double)(r * k + k - 1) + 0.5) * step;
+        const int64_t first = floor_i64(pa), last = floor_i64(pb) + 1;
+        const int64_t a = first > 0 ? first : 0, b = last < n_src - 1 ? last : n_src - 1;
+        lo[r] = (int32_t)a;
+        cnt[r] = b >= a ? (int32_t)(b - a + 1) : 0;
+        for (int t = 0; t < span; t++) o[t] = 0.0f;
+        for (int j = 0; j < k; j++) {
+            const double p = start + ((double)(r * k + j) + 0.5) * step;
+            const double fl = floor(p), f = p - fl;
+            const int64_t i0 = floor_i64(p);
+            if (i0 >= a && i0 <= b) o[i0 - a] = o[i0 - a] + (float)(1.0 - f);
+            if (i0 + 1 >= a && i0 + 1 <= b) o[i0 + 1 - a] = o[i0 + 1 - a] + (float)f;
+        }
+        if (k > 1)
+            for (int t = 0; t < span; t++) o[t] = o[t] / (float)k;
+    }
+}
+
+/* A float32 sum rounded half to even and clipped to a uint8 level. */
+static inline uint8_t to_u8(float v) {
+    v = rintf(v);
+    return (uint8_t)(v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v));
+}
+
+/* edgepad_resample_u8: the axis-aligned rgb crop (preprocess._resample_matrix + _resample_separable): uint8 h×w×c
+ * (row-major, channels last) → uint8 s×s×c, window (x0, y0, side) in continuous pixels, k sub-samples per output
+ * pixel and axis, 0 outside the image. Per output row: the vertical taps summed in float32 source row by source row
+ * into one row of columns × channels, then the horizontal taps summed column by column, rounded half to even and
+ * clipped to [0, 255]. numpy multiplies the full matrices with sgemm (another summation order, fused multiply-adds
+ * where the CPU has them, zero weights included). Returns 0, or −1 when out of memory. */
+int edgepad_resample_u8(const uint8_t *img, int h, int w, int c, double x0, double y0, double side, int s, int k,
+                        uint8_t *out) {
+    const double step = side / (double)(s * k);
+    /* > the source indices one output can reach (never more than the image has) */
+    const double reach = ceil((k - 1) * step) + 4.0, most = (double)(h > w ? h : w) + 4.0;
+    const int span = (int)(reach < most ? reach : most);
+    int32_t *ylo = malloc(sizeof(int32_t) * 4 * (size_t)s);
+    float *yw = malloc(sizeof(float) * (2 * (size_t)s * span + (size_t)w * c));
+    if (!ylo || !yw) {
+        free(ylo);
+        free(yw);
+        return -1;
+    }
+    int32_t *ycnt = ylo + s, *xlo = ylo + 2 * s, *xcnt = ylo + 3 * s;
+    float *xw = yw + (int64_t)s * span, *row = xw + (int64_t)s * span;
+    axis_taps(y0, step, s, k, h, span, ylo, ycnt, yw);
+    axis_taps(x0, step, s, k, w, span, xlo, xcnt, xw);
+    int c0 = w, c1 = 0; /* the source columns any output column reads */
+    for (int j = 0; j < s; j++)
+        if (xcnt[j]) {
+            c0 = xlo[j] < c0 ? xlo[j] : c0;
+            c1 = xlo[j] + xcnt[j] > c1 ? xlo[j] + xcnt[j] : c1;
+        }
+    const int64_t a = (int64_t)c0 * c, b = (int64_t)c1 * c;
+    for (int r = 0; r < s; r++) {
+        uint8_t *o = out + (int64_t)r * s * c;
+        if (!ycnt[r] || c1 <= c0) {
+            memset(o, 0, (size_t)s * c);
+            continue;
+        }
+        const float *wy = yw + (int64_t)r * span;
+        for (int t = 0; t < ycnt[r]; t++) { /* vertical: row[x·c + ch] = Σ_y wy·img[y, x, ch] */
+            const uint8_t *src = img + (int64_t)(ylo[r] + t) * w * c;
+            const float wt = wy[t];
+            if (t == 0)
+                for (int64_t i = a; i < b; i++) row[i] = (float)src[i] * wt;
+            else
+                for (int64_t i = a; i < b; i++) row[i] = row[i] + (float)src[i] * wt;
+        }
+        for (int j = 0; j < s; j++) { /* horizontal: Σ_x wx·row[x, ch], x ascending */
+            const float *wx = xw + (int64_t)j * span, *src = row + (int64_t)xlo[j] * c;
+            if (c == 3) { /* rgb: the three channels' sums side by side (the same order per channel) */
+                float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
+                for (int t = 0; t < xcnt[j]; t++, src += 3) {
+                    a0 = a0 + src[0] * wx[t];
+                    a1 = a1 + src[1] * wx[t];
+                    a2 = a2 + src[2] * wx[t];
                 }
-            if (k > 1) acc = acc * scale;
-            acc = rintf(acc);
-            acc = acc < 0.0f ? 0.0f : (acc > 255.0f ? 255.0f : acc);
-            out[(int64_t)i * s + j] = (uint8_t)acc;
+                o[3 * j] = to_u8(a0);
+                o[3 * j + 1] = to_u8(a1);
+                o[3 * j + 2] = to_u8(a2);
+                continue;
+            }
+            for (int ch = 0; ch < c; ch++) {
+                float acc = 0.0f;
+                for (int t = 0; t < xcnt[j]; t++) acc = acc + src[(int64_t)t * c + ch] * wx[t];
+                o[(int64_t)j * c + ch] = to_u8(acc);
+            }
         }
     }
+    free(ylo);
+    free(yw);
+    return 0;
 }
 
 /* ---- Frozen-frame thumbnails (edgepad.runtime.sensors.thumbnail) ------------------------------------------------

@@ -1,7 +1,8 @@
 """The compiled path (``method="native"``): ``_kernel.c`` does the fast path's float32 corner arithmetic and the
 min z-buffer fill in one pass per pixel. It is compiled on first use with the system C compiler (no network, no
 build step at install) into a per-user cache and loaded with ctypes; without a compiler (or with
-``EDGEPAD_NATIVE=0``) the numpy path runs instead, with one log line. Output equals the numpy path's."""
+``EDGEPAD_NATIVE=0``) the numpy path runs instead, with one log line. Output equals the numpy path's. The same library
+carries the runtime's face crops (:class:`CropSampler`, :func:`crop_sampler`)."""
 from __future__ import annotations
 
 import ctypes
@@ -85,7 +86,7 @@ def _build() -> tuple[Callable | None, str]:
         so = ctypes.CDLL(str(lib))  # CDLL releases the GIL during a call
         fn = so.edgepad_register
         runs = so.edgepad_register_runs
-        sampler = IrSampler(so)
+        sampler = CropSampler(so)
         blocks = BlockSums(so)
     except (OSError, AttributeError) as exc:
         return None, f"numpy (kernel load failed: {exc})"
@@ -95,7 +96,7 @@ def _build() -> tuple[Callable | None, str]:
                    ctypes.c_int, ctypes.c_int]
     runs.restype = ctypes.c_int
     runs.argtypes = [ptr, ptr, ctypes.c_int, *fn.argtypes[2:]]
-    fn.runs, fn.ir_sampler, fn.block_sums = runs, sampler, blocks
+    fn.runs, fn.crop_sampler, fn.block_sums = runs, sampler, blocks
     return fn, f"native C kernel ({lib})"
 
 
@@ -111,20 +112,30 @@ def _kernel() -> Callable | None:
     return _STATE["fn"]
 
 
-class IrSampler:
-    """The IR crop's sampling compiled with the registration kernel (``edgepad_bilinear_box_u8`` in ``_kernel.c``),
-    passed to :func:`edgepad.preprocess.crop_face` as ``sample`` by the runtime; bit for bit the numpy path."""
+class CropSampler:
+    """The face crops compiled with the registration kernel (``_kernel.c``), passed to
+    :func:`edgepad.preprocess.crop_face` as ``sample`` by the runtime (:class:`edgepad.preprocess.Sampler`).
+
+    ``box`` is ``preprocess._sample_box`` bit for bit; ``lattice`` and ``resample`` are the IR and rgb crops, equal to
+    numpy's up to the float summation order (a value moves by one grey level at a rounding tie; docs/PERFORMANCE.md
+    §0j). Every method raises EdgePadInternalError on arguments outside its contract (callers check them)."""
 
     def __init__(self, so: ctypes.CDLL) -> None:
-        ptr, i32 = ctypes.c_void_p, ctypes.c_int
-        self._fn = so.edgepad_bilinear_box_u8
-        self._fn.restype = None
-        self._fn.argtypes = [ptr, i32, i32, ptr, ptr, i32, i32, ptr, ptr, ptr]
+        ptr, i32, f64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
+        self._box = so.edgepad_bilinear_box_u8
+        self._box.restype = None
+        self._box.argtypes = [ptr, i32, i32, ptr, ptr, i32, i32, ptr, ptr, ptr]
+        self._lattice = so.edgepad_lattice_box_u8
+        self._lattice.restype = None
+        self._lattice.argtypes = [ptr, i32, i32, ptr, i32, ptr, ptr, i32, i32, ptr, ptr, ptr]
+        self._resample = so.edgepad_resample_u8
+        self._resample.restype = ctypes.c_int
+        self._resample.argtypes = [ptr, i32, i32, i32, f64, f64, f64, i32, i32, ptr]
 
-    def __call__(self, img: np.ndarray, mx: np.ndarray, my: np.ndarray, k: int) -> np.ndarray:
+    def box(self, img: np.ndarray, mx: np.ndarray, my: np.ndarray, k: int) -> np.ndarray:
         """Bilinear samples of a uint8 ``H×W`` image at float32 ``N×N`` pixel coordinates (0 outside), then the
         mean of each ``k × k`` block rounded to uint8 ``(N/k)×(N/k)``: ``preprocess._bilinear`` (float32
-        coordinates) + ``preprocess._box_mean_u8``.
+        coordinates) + ``preprocess._box_mean_u8``, bit for bit.
 
         Raises:
             EdgePadInternalError: not a uint8 image and float32 ``N×N`` maps with ``k | N``.
@@ -140,16 +151,61 @@ class IrSampler:
         out = np.empty((n // k, n // k), np.uint8)
         scratch = np.empty((6 + k) * n, np.float32)      # offsets, 4 weight rows, spare, k sample rows
         pad = np.empty((h + 4) * (w + 4), np.uint8)      # the image with a 2-px zero border
-        self._fn(img.ctypes.data, h, w, mx.ctypes.data, my.ctypes.data, n, k, out.ctypes.data, scratch.ctypes.data,
-                 pad.ctypes.data)
+        self._box(img.ctypes.data, h, w, mx.ctypes.data, my.ctypes.data, n, k, out.ctypes.data, scratch.ctypes.data,
+                  pad.ctypes.data)
+        return out
+
+    def lattice(self, img: np.ndarray, lat: np.ndarray, g0: np.ndarray, fr: np.ndarray, k: int) -> np.ndarray:
+        """The IR crop from the projection lattice (``preprocess._projected_lattice``): uint8 ``H×W`` image, finite
+        float64 ``(G, G, 2)`` lattice, int32 cells ``g0`` in ``[0, G − 2]`` and float64 fractions ``fr``, both of
+        length ``N = S·k`` → uint8 ``S×S``. The ``N×N`` maps are interpolated row by row in C (never stored).
+
+        Raises:
+            EdgePadInternalError: arguments outside that contract.
+        """
+        img = np.ascontiguousarray(img)
+        lat = np.ascontiguousarray(lat, np.float64)
+        g0 = np.ascontiguousarray(g0, np.int32)
+        fr = np.ascontiguousarray(fr, np.float64)
+        n, grid = len(g0), lat.shape[0]
+        if (img.dtype != np.uint8 or img.ndim != 2 or lat.shape != (grid, grid, 2) or grid < 2 or fr.shape != (n,)
+                or k < 1 or n % k or n == 0 or g0.min() < 0 or g0.max() > grid - 2 or not np.isfinite(lat).all()):
+            raise EdgePadInternalError(f"IR lattice sampler: uint8 H×W, finite (G, G, 2) lattice and N cells in "
+                                       f"[0, G-2] with k | N expected, got {img.dtype} {img.shape}, {lat.shape}, "
+                                       f"{g0.shape}, k={k}")
+        h, w = img.shape
+        out = np.empty((n // k, n // k), np.uint8)
+        scratch = np.empty((7 + k) * n, np.float32)      # offsets, 4 weight rows, x and y rows, k sample rows
+        pad = np.empty((h + 4) * (w + 4), np.uint8)
+        self._lattice(img.ctypes.data, h, w, lat.ctypes.data, grid, g0.ctypes.data, fr.ctypes.data, n, k,
+                      out.ctypes.data, scratch.ctypes.data, pad.ctypes.data)
+        return out
+
+    def resample(self, img: np.ndarray, x0: float, y0: float, side: float, size_px: int, k: int) -> np.ndarray:
+        """The axis-aligned rgb crop: uint8 ``H×W×C`` (or ``H×W``), window ``(x0, y0, side)`` in continuous pixels,
+        ``k`` sub-samples per output pixel and axis → uint8 ``S×S×C`` (``S×S``); 0 outside the image.
+
+        Raises:
+            EdgePadInternalError: not a uint8 image, a non-finite window or ``side <= 0``, ``size_px < 1``, ``k < 1``.
+        """
+        img = np.ascontiguousarray(img)
+        if (img.dtype != np.uint8 or img.ndim not in (2, 3) or not all(np.isfinite((x0, y0, side))) or side <= 0
+                or size_px < 1 or k < 1):
+            raise EdgePadInternalError(f"rgb resampler: uint8 H×W(×C), finite window, S, k >= 1 expected, got "
+                                       f"{img.dtype} {img.shape}, {(x0, y0, side)}, S={size_px}, k={k}")
+        h, w = img.shape[:2]
+        c = img.shape[2] if img.ndim == 3 else 1
+        out = np.empty((size_px, size_px) + img.shape[2:], np.uint8)
+        if self._resample(img.ctypes.data, h, w, c, float(x0), float(y0), float(side), size_px, k, out.ctypes.data):
+            raise MemoryError("rgb resampler: out of memory")
         return out
 
 
-def ir_sampler() -> IrSampler | None:
-    """The compiled IR-crop sampler, or None where the kernel is unavailable (built on first call, as
-    :func:`native_available`)."""
+def crop_sampler() -> CropSampler | None:
+    """The compiled face-crop drop-ins (:class:`CropSampler`), or None where the kernel is unavailable (built on
+    first call, as :func:`native_available`)."""
     fn = _kernel()
-    return None if fn is None else fn.ir_sampler
+    return None if fn is None else fn.crop_sampler
 
 
 class BlockSums:

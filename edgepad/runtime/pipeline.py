@@ -40,7 +40,7 @@ from edgepad.config import suggest
 from edgepad.drivers.base import DropOldestQueue
 from edgepad.drivers.capture import open_capture
 from edgepad.drivers.registration import Registrar, RegistrationMode
-from edgepad.drivers.registration.native import ir_sampler
+from edgepad.drivers.registration.native import crop_sampler
 from edgepad.engines.backend import load_backend
 from edgepad.errors import ConfigError, EndOfStream, SourceError
 from edgepad.geometry import load_rig
@@ -222,8 +222,8 @@ class LivenessPipeline:
         self._seq_by_ts: collections.OrderedDict[int, int] = collections.OrderedDict()
         self.registrar: Registrar | None = None
         self._blas_prev: dict[str, int] | None = None
-        #: the IR crop's compiled sampling (identical to preprocess's numpy path), set at open; None = numpy
-        self._ir_sample: preprocess.Sampler | None = None
+        #: the compiled rgb / IR crops (preprocess's numpy path up to rounding ties), set at open; None = numpy
+        self._crop_sample: preprocess.Sampler | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> "LivenessPipeline":
@@ -247,7 +247,7 @@ class LivenessPipeline:
         self._owns_backend = not getattr(self.backend, "is_active", False)
         self.backend.activate()
         self.registrar = self._find_registrar()
-        self._ir_sample = ir_sampler()  # compiled on first use, else None (numpy; logged once)
+        self._crop_sample = crop_sampler()  # compiled on first use, else None (numpy; logged once)
         if self.config.blas_threads is not None:
             self._blas_prev = set_blas_threads(self.config.blas_threads)
         keep_freed_memory()  # per-frame numpy temporaries from the heap, not fresh mmap pages (docs/PERFORMANCE.md)
@@ -362,7 +362,7 @@ class LivenessPipeline:
             lat["register"] = lat.get("register", 0.0) + reg_ns / 1e6
             t += reg_ns  # the registration is reported as its own stage, not as preprocess
             res = preprocess.crop_face(fs_reg, det.box, self.rig, size_px=self.size_px, margin=self.config.margin,
-                                       align=self.align, landmarks=det.landmarks, sample=self._ir_sample)
+                                       align=self.align, landmarks=det.landmarks, sample=self._crop_sample)
             q = check_quality(fs_reg, det.box, res.crops, self.config.quality,
                               depth_valid_fraction=res.valid_depth_fraction if Modality.DEPTH in fs.frames else None,
                               landmarks=det.landmarks, depth_frame_valid_fraction=frame_valid)

@@ -2,8 +2,8 @@
 
 - ``preprocess._bilinear`` (padded gathers) == ``_bilinear_reference`` (masked), for float64 and float32 coordinates;
 - the IR crop's float32 sampling moves crops by at most one grey level, rarely, and scores by < 1e-3, against the
-  float64 sampling it replaced; its compiled drop-in (``native.IrSampler``) equals it bit for bit; the rgb crop's
-  compact resampling matrices equal dense ones;
+  float64 sampling it replaced; its compiled sampling (``native.CropSampler.box``) equals it bit for bit; the rgb
+  crop's compact resampling matrices equal dense ones (the compiled crops: ``tests/drivers/test_crop_kernels.py``);
 - ``register_depth(..., window=...)`` == the full-frame registration inside the window, 0 outside;
 - the pipeline's per-face-window registration gives the same crops, feeds and scores as full-frame registration;
 - the Haar locator's region re-detection stays fail-closed (a frame without a face gives no box).
@@ -170,13 +170,14 @@ def test_compact_resample_matrix_equals_the_dense_matrix():
 
 
 def test_compiled_ir_sampler_equals_the_numpy_path_bit_for_bit():
-    """``native.IrSampler`` (the runtime's ``sample`` for ``crop_face``) == ``preprocess._sample_box`` on random
+    """``native.CropSampler.box`` (what ``CropSampler.lattice`` samples with) == ``preprocess._sample_box`` on random
     images and maps: inside, across the border, far outside, NaN/inf/huge coordinates, integer and half-pixel
-    coordinates, k = 1..3; and through ``crop_face`` on synthetic frames (all crops identical)."""
-    from edgepad.drivers.registration.native import ir_sampler
-    sample = ir_sampler()
-    if sample is None:
+    coordinates, k = 1..3."""
+    from edgepad.drivers.registration.native import crop_sampler
+    sampler = crop_sampler()
+    if sampler is None:
         pytest.skip("no C compiler here: the numpy path runs")
+    sample = sampler.box
     rng = np.random.default_rng(5)
     for t in range(200):
         h, w = int(rng.integers(3, 90)), int(rng.integers(3, 90))
@@ -197,22 +198,6 @@ def test_compiled_ir_sampler_equals_the_numpy_path_bit_for_bit():
         np.testing.assert_array_equal(sample(img, mx, my, 1), P._sample_box(img, mx, my, 1), err_msg=f"dense {t}")
     with pytest.raises(RuntimeError):
         sample(img.astype(np.float32), mx, my, k)
-
-
-def test_crop_face_with_the_compiled_sampler_is_identical(synth_sets):
-    from edgepad.drivers.registration.native import ir_sampler
-    sample = ir_sampler()
-    if sample is None:
-        pytest.skip("no C compiler here: the numpy path runs")
-    sets, rig = synth_sets
-    rng = np.random.default_rng(6)
-    for fs, box, s in _random_crops(sets, rig, rng, 4, (20, 160), (-30, 300), (-30, 220)):
-        for align, lm in (("none", None), ("eyes", np.array([[box[0] + 5, box[1] + 8], [box[0] + 25, box[1] + 14],
-                                                              [0, 0], [0, 0], [0, 0]], np.float64))):
-            got = P.crop_face(fs, box, rig, size_px=s, align=align, landmarks=lm, sample=sample)
-            ref = P.crop_face(fs, box, rig, size_px=s, align=align, landmarks=lm)
-            for mod in ref.crops:
-                np.testing.assert_array_equal(got.crops[mod], ref.crops[mod], err_msg=f"{mod} {box} {align}")
 
 
 def _window_cases(synth_sets):
