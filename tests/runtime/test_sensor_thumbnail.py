@@ -186,3 +186,19 @@ def test_kept_thumbnails_compare_the_low_16_bits_of_each_block_sum():
         n_rgb, n_depth = 68 * 91 * 3, 68 * 91
         assert mon.last_changed["rgb"] == pytest.approx(1 / n_rgb)
         assert mon.last_changed["depth"] == pytest.approx(1 / n_depth)  # block (1, 0) is not seen
+
+
+def test_compiled_comparison_counts_past_its_16_bit_lanes():
+    """The kernel counts in chunks of 65535 values: a 200 000-block key against rows that differ in 0, 1, 65535,
+    65536, 131071 and all values gives numpy's counts."""
+    k = _compiled()
+    rng = np.random.default_rng(4)
+    n = 200_000
+    key = rng.integers(0, 65536, n).astype(np.uint16)
+    for d in (0, 1, 65535, 65536, 131071, n):
+        ring = np.repeat(key[None], 3, axis=0)
+        idx = rng.choice(n, d, replace=False)
+        ring[1, idx] += 1
+        ring[0] ^= 1                                     # every value differs
+        ring[2, :] = key + 7
+        assert k.fewest_changed(key, ring, 3) == d == int(np.count_nonzero(ring[1] != key))
