@@ -96,7 +96,7 @@ class QualityReport:
 
 def sharpness(grey: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian of a grey image (float, 0..255 scale)."""
-    g = grey.astype(np.float32)
+    g = np.asarray(grey, np.float32)
     if g.shape[0] < 3 or g.shape[1] < 3:
         return 0.0
     lap = (g[1:-1, :-2] + g[1:-1, 2:] + g[:-2, 1:-1] + g[2:, 1:-1]) - 4.0 * g[1:-1, 1:-1]
@@ -174,9 +174,9 @@ def check_quality(frameset: FrameSet, box: tuple[int, int, int, int], crops: Map
         elif frac < cfg.min_depth_valid:
             reasons.append(Reason.INVALID_DEPTH)  # information: the model sees the holes
     if Modality.IR in crops:
-        ir = crops[Modality.IR].astype(np.float32)
+        ir = crops[Modality.IR]
         hh, ww = ir.shape
-        c = ir[hh // 4: hh - hh // 4, ww // 4: ww - ww // 4]
+        c = ir[hh // 4: hh - hh // 4, ww // 4: ww - ww // 4].astype(np.float32)
         metrics["ir_mean"], metrics["ir_std"] = float(c.mean()), float(c.std())
         irf = frameset.get(Modality.IR)
         sample = irf.data[::4, ::4].astype(np.float32) if irf is not None else c
