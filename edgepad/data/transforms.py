@@ -1,4 +1,4 @@
-"""Augmentations synchronised across modalities, per-modality photometric jitter, MAD depth (numpy only).
+"""Augmentations synchronised across modalities, per-modality photometric and sensor jitter, MAD depth (numpy only).
 
 Transforms act on a dict of raw-unit crops ``{"rgb": uint8 S×S×3, "depth": uint16 S×S, "ir": uint8 S×S}`` with an
 explicit ``np.random.Generator`` (one per sample, seeded from (seed, epoch, index), so results do not depend on the
@@ -211,6 +211,116 @@ class PhotometricJitter:
         return out
 
 
+def _box_blur(x: np.ndarray, r: int) -> np.ndarray:
+    """Box mean of radius ``r`` (window 2r+1) along both image axes, edges replicated. float32 H×W[×C] in and out."""
+    if r < 1:
+        return x
+    k = 2 * r + 1
+    for axis in (0, 1):
+        pad = [(0, 0)] * x.ndim
+        pad[axis] = (r + 1, r)
+        c = np.cumsum(np.pad(x, pad, mode="edge"), axis=axis, dtype=np.float64)
+        n = x.shape[axis]
+        x = ((np.take(c, np.arange(k, k + n), axis=axis) - np.take(c, np.arange(0, n), axis=axis)) / k).astype(
+            np.float32)
+    return x
+
+
+def _depth_blocks(depth: np.ndarray, s: int) -> np.ndarray:
+    """A coarser native depth resolution: the mean of the valid (> 0) pixels of each s×s block (a block with fewer
+    than half its pixels valid becomes a hole, 0), nearest-neighbour up to the input size. Same dtype and shape."""
+    if s < 2:
+        return depth
+    h, w = depth.shape
+    ys, xs = np.arange(0, h, s), np.arange(0, w, s)
+    valid = (depth > 0).astype(np.float64)
+    total = np.add.reduceat(np.add.reduceat(depth.astype(np.float64) * valid, ys, axis=0), xs, axis=1)
+    count = np.add.reduceat(np.add.reduceat(valid, ys, axis=0), xs, axis=1)
+    area = np.add.reduceat(np.add.reduceat(np.ones_like(valid), ys, axis=0), xs, axis=1)
+    mean = np.where(2.0 * count >= area, total / np.maximum(count, 1.0), 0.0)
+    up = np.repeat(np.repeat(mean, s, axis=0), s, axis=1)[:h, :w]
+    return np.rint(up).astype(depth.dtype)
+
+
+@dataclass(frozen=True)
+class SensorJitter:
+    """Another camera, drawn once per sample: the changes a sensor makes beyond the training data's own ranges.
+
+    Each effect acts on its modality only (raw units, before the geometric ops and normalisation); one off
+    (its default) draws nothing:
+
+    - ``ir_gain`` (lo, hi): NIR gain g, log-uniform; ``ir ← clip(rint(g·ir), 0, 255)`` (a brighter unit
+      saturates).
+    - ``rgb_gain`` e: per-channel gain U(1 − e, 1 + e) on linear RGB (sRGB decoded with γ 2.2): white-balance
+      error.
+    - ``tone`` t_max: tone curve ``x + t·x(1 − x)(2x − 1)`` on sRGB in [0, 1], t ~ U(0, t_max) (the renderer's).
+    - ``blur_px`` r_max: defocus, a box mean of radius r ~ U{0..r_max} px applied twice, on rgb and ir.
+    - ``noise_dn`` σ_max: read noise N(0, σ) DN per pixel, σ ~ U(0, σ_max), on rgb and ir.
+    - ``depth_block`` s_max: native depth resolution, block mean over s×s, s ~ U{1..s_max} (holes stay holes).
+
+    Raises:
+        ConfigError: a value out of range (key ``augment.sensor_*``). ShapeError: rgb / ir not uint8 at call time.
+    """
+
+    ir_gain: tuple[float, float] | None = None
+    rgb_gain: float = 0.0
+    tone: float = 0.0
+    blur_px: int = 0
+    noise_dn: float = 0.0
+    depth_block: int = 1
+
+    def __post_init__(self) -> None:
+        if self.ir_gain is not None and not (len(self.ir_gain) == 2 and 0 < self.ir_gain[0] <= self.ir_gain[1]):
+            raise ConfigError(f"augment.sensor_ir_gain must be [lo, hi] with 0 < lo <= hi, got {self.ir_gain}",
+                              key="augment.sensor_ir_gain")
+        checks = (("rgb_gain", 0.0 <= self.rgb_gain < 1.0, "in [0, 1)"), ("tone", 0.0 <= self.tone <= 1.0,
+                  "in [0, 1]"), ("blur_px", int(self.blur_px) == self.blur_px and self.blur_px >= 0, "an int >= 0"),
+                  ("noise_dn", self.noise_dn >= 0.0, ">= 0"),
+                  ("depth_block", int(self.depth_block) == self.depth_block and self.depth_block >= 1, "an int >= 1"))
+        for name, ok, what in checks:
+            if not ok:
+                raise ConfigError(f"augment.sensor_{name} must be {what}, got {getattr(self, name)!r}",
+                                  key=f"augment.sensor_{name}")
+
+    @property
+    def active(self) -> bool:
+        """Whether any effect is on."""
+        return (self.ir_gain is not None or self.rgb_gain > 0 or self.tone > 0 or self.blur_px > 0
+                or self.noise_dn > 0 or self.depth_block > 1)
+
+    def __call__(self, crops: Crops, rng: np.random.Generator) -> Crops:
+        out = dict(crops)
+        for m in ("rgb", "ir"):
+            if m in crops and crops[m].dtype != np.uint8:
+                raise ShapeError(f"crop {m} (sensor jitter)", "uint8", crops[m].dtype)
+        levels = np.arange(256, dtype=np.float32) / 255.0
+        if "rgb" in crops and (self.rgb_gain > 0 or self.tone > 0):
+            gain = rng.uniform(1.0 - self.rgb_gain, 1.0 + self.rgb_gain, size=3) if self.rgb_gain > 0 else np.ones(3)
+            t = float(rng.uniform(0.0, self.tone)) if self.tone > 0 else 0.0
+            x = np.clip((levels[:, None] ** 2.2 * gain.astype(np.float32)) ** (1 / 2.2), 0.0, 1.0)    # 256 × 3
+            x = np.clip(x + t * x * (1 - x) * (2 * x - 1), 0.0, 1.0)
+            lut = np.clip(np.rint(255.0 * x), 0, 255).astype(np.uint8).T                              # 3 × 256
+            img = crops["rgb"]
+            out["rgb"] = np.stack([np.take(lut[c], img[..., c]) for c in range(3)], axis=-1)
+        if "ir" in crops and self.ir_gain is not None:
+            g = float(np.exp(rng.uniform(np.log(self.ir_gain[0]), np.log(self.ir_gain[1]))))
+            lut = np.clip(np.rint(g * 255.0 * levels), 0, 255).astype(np.uint8)
+            out["ir"] = np.take(lut, crops["ir"])
+        r = int(rng.integers(0, self.blur_px + 1)) if self.blur_px > 0 else 0
+        sigma = float(rng.uniform(0.0, self.noise_dn)) if self.noise_dn > 0 else 0.0
+        if r > 0 or sigma > 0:
+            for m in ("rgb", "ir"):
+                if m not in out:
+                    continue
+                x = _box_blur(_box_blur(out[m].astype(np.float32), r), r)
+                if sigma > 0:
+                    x = x + rng.normal(0.0, sigma, size=x.shape).astype(np.float32)
+                out[m] = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+        if "depth" in crops and self.depth_block > 1:
+            out["depth"] = _depth_blocks(crops["depth"], int(rng.integers(1, self.depth_block + 1)))
+        return out
+
+
 class Compose:
     """Apply transforms in order with one generator."""
 
@@ -230,8 +340,11 @@ class Compose:
 def build_transform(size_px: int, *, train: bool, flip: float = 0.5, crop_scale: tuple[float, float] | None = None,
                     cutout_px: int = 0, jitter_offset: float = 0.0,
                     jitter_gamma: tuple[float, float] | None = None,
-                    jitter_modalities: Sequence[str] = ("rgb", "ir")) -> Compose:
-    """The standard pipeline: resize → [jitter → crop → flip → cutout] (train only).
+                    jitter_modalities: Sequence[str] = ("rgb", "ir"),
+                    sensor: SensorJitter | None = None) -> Compose:
+    """The standard pipeline: resize → [sensor → jitter → crop → flip → cutout] (train only).
+
+    ``sensor``: a :class:`SensorJitter` (another camera per sample); None or one with every effect off adds nothing.
 
     ``jitter_modalities``: the 8-bit modalities jittered; leave ``ir`` out when its absolute level is a cue
     (distance-compensated NIR reflectance).
@@ -241,6 +354,8 @@ def build_transform(size_px: int, *, train: bool, flip: float = 0.5, crop_scale:
     """
     ts: list[Callable] = [Resize(size_px)]
     if train:
+        if sensor is not None and sensor.active:
+            ts.append(sensor)
         if jitter_offset > 0 or jitter_gamma is not None:
             ts.append(PhotometricJitter(jitter_offset, tuple(jitter_gamma or (1.0, 1.0)),
                                         modalities=tuple(jitter_modalities)))

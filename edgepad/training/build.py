@@ -5,7 +5,7 @@ from dataclasses import replace
 from typing import Any, Mapping
 
 from edgepad._optional import lazy
-from edgepad.data.transforms import build_transform
+from edgepad.data.transforms import SensorJitter, build_transform
 from edgepad.errors import ConfigError
 from edgepad.models.registry import create_model
 from edgepad.preprocess import default_input_specs
@@ -49,9 +49,11 @@ def train_transform(cfg: TrainConfig):
     if bad:
         raise ConfigError(f"augment.jitter_modalities: photometric jitter applies to 8-bit rgb / ir only, got {bad}",
                           key="augment.jitter_modalities", suggestions=["rgb", "ir"])
+    sensor = SensorJitter(ir_gain=ac.sensor_ir_gain, rgb_gain=ac.sensor_rgb_gain, tone=ac.sensor_tone,
+                          blur_px=ac.sensor_blur_px, noise_dn=ac.sensor_noise_dn, depth_block=ac.sensor_depth_block)
     return build_transform(cfg.inputs.size_px, train=True, flip=ac.flip, crop_scale=ac.crop_scale,
                            cutout_px=ac.cutout_px, jitter_offset=ac.jitter_offset, jitter_gamma=ac.jitter_gamma,
-                           jitter_modalities=ac.jitter_modalities)
+                           jitter_modalities=ac.jitter_modalities, sensor=sensor)
 
 
 def build_model(cfg: TrainConfig, inputs: Mapping[str, Any]):

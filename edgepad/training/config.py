@@ -41,7 +41,13 @@ class InputConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Train-time augmentation (see ``edgepad.data.transforms.build_transform``)."""
+    """Train-time augmentation (see ``edgepad.data.transforms.build_transform``).
+
+    ``sensor_*``: another camera per sample (``edgepad.data.transforms.SensorJitter``, all off by default):
+    ``sensor_ir_gain`` [lo, hi] NIR gain (log-uniform, saturating at 255 DN), ``sensor_rgb_gain`` e per-channel
+    linear gain U(1 ± e), ``sensor_tone`` t_max tone-curve strength, ``sensor_blur_px`` r_max defocus radius (px),
+    ``sensor_noise_dn`` σ_max read noise (DN, rgb and ir), ``sensor_depth_block`` s_max native depth block (px).
+    """
 
     flip: float = 0.5
     crop_scale: tuple[float, float] | None = None
@@ -49,6 +55,12 @@ class AugmentConfig:
     jitter_offset: float = 0.0
     jitter_gamma: tuple[float, float] | None = None
     jitter_modalities: tuple[str, ...] = ("rgb", "ir")
+    sensor_ir_gain: tuple[float, float] | None = None
+    sensor_rgb_gain: float = 0.0
+    sensor_tone: float = 0.0
+    sensor_blur_px: int = 0
+    sensor_noise_dn: float = 0.0
+    sensor_depth_block: int = 1
 
 
 @dataclass(frozen=True)
