@@ -344,9 +344,12 @@ def _register_native_window(depth: Frame, target: Intrinsics, ext: Extrinsics, s
     if fn is None:
         raise EdgePadInternalError(f"compiled registration kernel unavailable: {_STATE['why']}")
     wx0, wy0, wx1, wy1 = window
-    out = np.zeros((target.height, target.width), np.uint16)
     if wx1 <= wx0 or wy1 <= wy0:
-        return out
+        return np.zeros((target.height, target.width), np.uint16)
+    # only the window starts empty (0): what the kernel writes outside it is cleared below (one full-frame pass
+    # less than zeroing the whole output first)
+    out = np.empty((target.height, target.width), np.uint16)
+    out[wy0:wy1, wx0:wx1] = 0
     intr = depth.intrinsics
     z = np.ascontiguousarray(depth.data.reshape(-1), np.uint16)
     rect = fills_rectangle(intr, target, footprint)
