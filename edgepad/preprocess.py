@@ -30,7 +30,7 @@ from typing import Callable, Mapping, Protocol
 import numpy as np
 
 from edgepad.errors import ConfigError, ShapeError
-from edgepad.geometry import Rig, reproject
+from edgepad.geometry import Extrinsics, Intrinsics, Rig, reproject
 from edgepad.specs import InputSpec
 from edgepad.types import FrameSet, Modality
 
@@ -59,6 +59,12 @@ class Sampler(Protocol):
     def resample(self, img: np.ndarray, x0: float, y0: float, side: float, size_px: int, k: int) -> np.ndarray:
         """rgb crop: uint8 ``H×W×C`` (or ``H×W``), window ``(x0, y0, side)`` px, ``k`` sub-samples per output pixel
         and axis → uint8 ``S×S×C``; the reference is :func:`_resample_separable` of :func:`_resample_matrix`."""
+
+    def reproject(self, uv: np.ndarray, depth_m: float, src: Intrinsics, dst: Intrinsics,
+                  src_to_dst: Extrinsics) -> np.ndarray:
+        """The IR crop's lattice (:func:`_projected_lattice`, when ``lattice`` samples it): float64 src pixels
+        ``(..., 2)`` on the plane ``z_src = depth_m`` (m) → dst pixels ``(..., 2)``, NaN behind dst; the reference is
+        :func:`edgepad.geometry.reproject` (the float64 results may differ in the last bits)."""
 
 
 # ------------------------------------------------------------------------------------------------ specs
@@ -435,10 +441,13 @@ def _crop_projected(img: np.ndarray, src_intr, dst_intr, src_to_dst, x0: float, 
     Bilinear samples on the ``(S·k)²`` map of :func:`_projected_map`, taken with float32 coordinates and weights
     (3× less work than float64; the crops move by at most 1 grey level at rounding ties, docs/PERFORMANCE.md
     §0d), then the mean of each ``k × k`` block, rounded to uint8 ``S × S`` (:func:`_sample_box`). With ``sample``,
-    a uint8 image and a finite lattice, ``sample.lattice`` does all of it from the ``grid × grid`` lattice (§0j).
+    a uint8 image and a finite lattice, ``sample.lattice`` does all of it from the ``grid × grid`` lattice, which
+    ``sample.reproject`` computes (§0j).
     """
-    lat, g0, fr, k = _projected_lattice(src_intr, dst_intr, src_to_dst, x0, y0, side, size_px, depth_m, grid, roll)
-    if sample is not None and img.dtype == np.uint8 and np.isfinite(lat).all():
+    compiled = sample if sample is not None and img.dtype == np.uint8 else None
+    lat, g0, fr, k = _projected_lattice(src_intr, dst_intr, src_to_dst, x0, y0, side, size_px, depth_m, grid, roll,
+                                        sample=compiled)
+    if compiled is not None and np.isfinite(lat).all():
         return sample.lattice(img, lat, g0, fr, k)
     mx, my = _lattice_map(lat, g0, fr)
     mx, my = mx.astype(np.float32), my.astype(np.float32)
@@ -462,11 +471,12 @@ def _projected_map(src_intr, dst_intr, src_to_dst, x0: float, y0: float, side: f
 
 
 def _projected_lattice(src_intr, dst_intr, src_to_dst, x0: float, y0: float, side: float, size_px: int,
-                       depth_m: float, grid: int = 17,
-                       roll: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+                       depth_m: float, grid: int = 17, roll: float | None = None,
+                       sample: Sampler | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """The ``grid × grid`` lattice of :func:`_projected_map`: ``(lat, g0, fr, k)``, ``lat`` float64 ``(grid, grid,
     2)`` dst pixels (x, y) of the lattice points (NaN behind dst), and per sub-sample index ``0 .. S·k − 1`` (same on
-    both axes) the lattice cell ``g0`` (int32) and the fraction ``fr`` (float64) within it."""
+    both axes) the lattice cell ``g0`` (int32) and the fraction ``fr`` (float64) within it. With ``sample``, the
+    lattice points are projected by ``sample.reproject`` instead of :func:`edgepad.geometry.reproject`."""
     k = _supersample(side * dst_intr.fx / max(src_intr.fx, 1e-9), size_px)
     n = size_px * k
     # control lattice in src pixel coordinates, spanning the sub-sample centres
@@ -475,7 +485,8 @@ def _projected_lattice(src_intr, dst_intr, src_to_dst, x0: float, y0: float, sid
     uu, vv = np.meshgrid(x0 + t, y0 + t)
     if roll is not None:
         uu, vv = _rotate_about(uu, vv, x0 + side / 2.0, y0 + side / 2.0, roll)
-    lat = reproject(np.stack([uu, vv], axis=-1), depth_m, src_intr, dst_intr, src_to_dst)
+    uv = np.stack([uu, vv], axis=-1)
+    lat = (reproject if sample is None else sample.reproject)(uv, depth_m, src_intr, dst_intr, src_to_dst)
     s = (np.arange(n, dtype=np.float64) + 0.5) * side / n
     g = (s - first) / (last - first) * (grid - 1)
     g0 = np.clip(np.floor(g).astype(np.int64), 0, grid - 2)

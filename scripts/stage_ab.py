@@ -8,12 +8,15 @@ frame sets of ``synthetic://default`` through the pipeline.
 
 The other tree's ``edgepad/runtime/sensors.py`` and ``edgepad/preprocess.py`` are loaded from their files (they
 import only foundation modules, which did not change); this tree's ``crop_face`` gets the runtime's compiled
-crops (``native.CropSampler``) as the pipeline passes them, the other tree's (session 6) their ``box`` sampling.
+crops (``native.CropSampler``) as the pipeline passes them, the other tree's the same sampler where its
+``preprocess`` has the ``Sampler`` protocol (session 7: its own lattice reprojection in numpy), else (session 6)
+its ``box`` sampling.
 BLAS 1 thread and the heap settings as in the pipeline. Prints medians (ms) and after/before ratios, and how many
 crop values differ; then the IR and rgb crops alone, interleaved: the IR crop by the session-6 runtime path
 (float64 map by BLAS products + the compiled ``box`` sampling), by numpy and by the compiled ``lattice``; the rgb
 crop by the other tree's numpy and by the compiled ``resample``, each with its max |Δ| against numpy and the
-number of values moved.
+number of values moved; with a session-7 tree as before, also its IR crop ("IR before (lattice)": numpy's
+reprojection + the compiled ``lattice``), the base of this tree's.
 
 ``--stage locate``: the other tree's ``edgepad/runtime/detector.py`` and ``face.py`` (its face.py bound to its
 detector), each arm a default ``LearnedFaceLocator`` with its own tracking state (reset at each pass), on the same
@@ -131,8 +134,12 @@ def main() -> None:
     keep_freed_memory()
     set_blas_threads(1)
     sample = crop_sampler()
-    # the other tree's runtime passed its compiled IR sampling (session 6) where it has one: sample.box, the same C
-    before_kw = {"sample": sample.box} if sample is not None and hasattr(old_pre, "_sample_box") else {}
+    # the other tree's runtime passed its compiled crops: the sampler itself where its preprocess has the Sampler
+    # protocol (session 7: lattice + resample; its lattice reprojected by numpy), else (session 6) the compiled IR
+    # sampling sample.box, the same C
+    lattice_before = sample is not None and hasattr(old_pre, "Sampler")
+    before_kw = ({"sample": sample} if lattice_before else
+                 {"sample": sample.box} if sample is not None and hasattr(old_pre, "_sample_box") else {})
     arms = {"before": (old_sens.SensorMonitor(), lambda c: old_pre.crop_face(*c[:3], **c[3], **before_kw)),
             "after": (new_sens.SensorMonitor(), lambda c: new_pre.crop_face(*c[:3], **c[3], sample=sample))}
     t: dict[str, dict[str, list[float]]] = {k: {"sync": [], "crop": []} for k in arms}
@@ -180,6 +187,8 @@ def main() -> None:
                                        pre._resample_matrix(x0, side, img.shape[1], s))
 
     parts["IR before (map + box)"] = ir_before
+    if lattice_before:
+        parts["IR before (lattice)"] = lambda a: old_pre._crop_projected(a[1], *a[2], sample=sample)
     parts["IR numpy"] = lambda a: new_pre._crop_projected(a[1], *a[2])
     parts["rgb before (numpy)"] = lambda a: rgb_numpy(old_pre, a)
     if sample is not None:
@@ -203,7 +212,8 @@ def main() -> None:
     print(f"crops identical: {same}; values moved {moved}/{total}")
     for name in parts:
         ref = "IR numpy" if name.startswith("IR") else "rgb before (numpy)"
-        base = "IR before (map + box)" if name.startswith("IR") and sample is not None else ref
+        base = ("IR before (lattice)" if lattice_before else "IR before (map + box)") \
+            if name.startswith("IR") and sample is not None else ref
         d = [np.abs(parts[name](x).astype(np.int16) - parts[ref](x).astype(np.int16)) for x in args]
         print(f"{name:22s} {np.median(ts[name]):.3f} ms  / {base}: {np.median(ts[name]) / np.median(ts[base]):.2f}"
               f"  vs {ref}: max |d| {max(int(x.max()) for x in d)}, moved {sum(int((x > 0).sum()) for x in d)}"

@@ -306,6 +306,85 @@ void edgepad_lattice_box_u8(const uint8_t *img, int h, int w, const double *lat,
     }
 }
 
+/* geometry.undistort's 10 fixed-point iterations on n normalised points, in place (x0, y0: the distorted points).
+ * The loop runs over the points inside each iteration, so independent points overlap (and vectorise) instead of
+ * waiting on one point's chain of divisions. inverse: inverse_brown_conrady (tangential terms on the radially
+ * distorted point), else OpenCV's brown_conrady. */
+static void undistort_points(const double *restrict x0, const double *restrict y0, double *restrict x,
+                             double *restrict y, int n, const double *k, int inverse) {
+    const double k1 = k[0], k2 = k[1], p1 = k[2], p2 = k[3], k3 = k[4];
+    for (int it = 0; it < 10; it++) {
+        for (int i = 0; i < n; i++) {
+            const double r2 = x[i] * x[i] + y[i] * y[i];
+            const double icdist = 1.0 / (1.0 + ((k3 * r2 + k2) * r2 + k1) * r2);
+            const double xq = inverse ? x[i] / icdist : x[i], yq = inverse ? y[i] / icdist : y[i];
+            const double dx = 2.0 * p1 * xq * yq + p2 * (r2 + 2.0 * xq * xq);
+            const double dy = 2.0 * p2 * xq * yq + p1 * (r2 + 2.0 * yq * yq);
+            x[i] = (x0[i] - dx) * icdist;
+            y[i] = (y0[i] - dy) * icdist;
+        }
+    }
+}
+
+/* edgepad_reproject: geometry.reproject for the projection lattice of preprocess._projected_lattice — n src pixels
+ * (uv: float64 n × 2, x then y) lifted onto the plane z_src = depth (m), moved into the dst camera and projected
+ * there → out: float64 n × 2 dst pixels, NaN where the point is not in front of dst (z ≤ 0, as numpy's project).
+ * Every float64 operation is geometry's, in geometry's order (deproject: (u − cx) / fx, undistort's 10 fixed-point
+ * iterations; project: x / z, distort, x·fx + cx), so these parts round as numpy's. The one exception is
+ * Extrinsics.apply: numpy's matrix product p @ Rᵀ may sum in another order or fuse multiply-adds (BLAS); here
+ * ((X·r0 + Y·r1) + Z·r2) + t, which moves a pixel by at most a few ulps (tests bound it).
+ * p (float64): 0-3 src fx fy cx cy | 4-8 src k1 k2 p1 p2 k3 | 9-17 R row-major | 18-20 t (m) |
+ *   21-24 dst fx fy cx cy | 25-29 dst k1 k2 p1 p2 k3.
+ * undist (src lens, geometry.undistort): 0 none, 1 brown_conrady (OpenCV), 2 inverse_brown_conrady.
+ * dist (dst lens, geometry.distort): 0 none, 1 brown_conrady (OpenCV), 2 modified/inverse (RealSense's form).
+ * The caller passes 0 where geometry skips the model (no coefficient set). */
+void edgepad_reproject(const double *uv, int64_t n, double depth, const double *p, int undist, int dist,
+                       double *out) {
+    enum { BLOCK = 64 };
+    const double sfx = p[0], sfy = p[1], scx = p[2], scy = p[3];
+    const double *r = p + 9, *t = p + 18;
+    const double dfx = p[21], dfy = p[22], dcx = p[23], dcy = p[24];
+    const double k1 = p[25], k2 = p[26], p1 = p[27], p2 = p[28], k3 = p[29];
+    double x0[BLOCK], y0[BLOCK], x[BLOCK], y[BLOCK];
+    for (int64_t b = 0; b < n; b += BLOCK) {
+        const int m = n - b < BLOCK ? (int)(n - b) : BLOCK;
+        const double *src = uv + 2 * b;
+        double *dst = out + 2 * b;
+        for (int i = 0; i < m; i++) { /* deproject: normalised src coordinates */
+            x0[i] = x[i] = (src[2 * i] - scx) / sfx;
+            y0[i] = y[i] = (src[2 * i + 1] - scy) / sfy;
+        }
+        if (undist == 1)
+            undistort_points(x0, y0, x, y, m, p + 4, 0);
+        else if (undist == 2)
+            undistort_points(x0, y0, x, y, m, p + 4, 1);
+        for (int i = 0; i < m; i++) {
+            /* the src point (x·z, y·z, z), then p_dst = R p_src + t */
+            const double sx = x[i] * depth, sy = y[i] * depth, sz = depth;
+            const double px = sx * r[0] + sy * r[1] + sz * r[2] + t[0];
+            const double py = sx * r[3] + sy * r[4] + sz * r[5] + t[1];
+            const double pz = sx * r[6] + sy * r[7] + sz * r[8] + t[2];
+            /* project: behind dst (or z NaN) → NaN, carried through the distortion as numpy's */
+            double u = pz > 0 ? px / pz : NAN, v = pz > 0 ? py / pz : NAN;
+            if (dist) {
+                const double r2 = u * u + v * v;
+                const double f = 1.0 + k1 * r2 + k2 * r2 * r2 + k3 * r2 * r2 * r2;
+                if (dist == 2) { /* RealSense's modified form: tangential terms on the radially distorted point */
+                    const double a = u * f, c = v * f;
+                    u = a + 2.0 * p1 * a * c + p2 * (r2 + 2.0 * a * a);
+                    v = c + 2.0 * p2 * a * c + p1 * (r2 + 2.0 * c * c);
+                } else { /* OpenCV: tangential terms on the undistorted point */
+                    const double a = u * f + 2.0 * p1 * u * v + p2 * (r2 + 2.0 * u * u);
+                    v = v * f + 2.0 * p2 * u * v + p1 * (r2 + 2.0 * v * v);
+                    u = a;
+                }
+            }
+            dst[2 * i] = u * dfx + dcx;
+            dst[2 * i + 1] = v * dfy + dcy;
+        }
+    }
+}
+
 /* Taps of one axis of preprocess._resample_matrix: s outputs, each the mean of k sub-samples at
  * pos = start + (i + 0.5)·step (float64, i = 0 .. s·k − 1), sub-sample weights f32(1 − f) on floor(pos) and f32(f)
  * on floor(pos) + 1, indices outside [0, n_src) dropped; a source index's weight is the float32 sum over the

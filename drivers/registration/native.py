@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
+import math
 import os
 import platform
 import shutil
@@ -146,7 +147,8 @@ class CropSampler:
 
     ``box`` is ``preprocess._sample_box`` bit for bit; ``lattice`` and ``resample`` are the IR and rgb crops, equal to
     numpy's up to the float summation order (a value moves by one grey level at a rounding tie; docs/PERFORMANCE.md
-    §0j). Every method raises EdgePadInternalError on arguments outside its contract (callers check them)."""
+    §0j); ``reproject`` is the IR crop's lattice (``geometry.reproject``, equal but for the rotation's last bits).
+    Every method raises EdgePadInternalError on arguments outside its contract (callers check them)."""
 
     def __init__(self, so: ctypes.CDLL) -> None:
         ptr, i32, f64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
@@ -159,6 +161,44 @@ class CropSampler:
         self._resample = so.edgepad_resample_u8
         self._resample.restype = ctypes.c_int
         self._resample.argtypes = [ptr, i32, i32, i32, f64, f64, f64, i32, i32, ptr]
+        self._reproject = so.edgepad_reproject
+        self._reproject.restype = None
+        self._reproject.argtypes = [ptr, ctypes.c_int64, f64, ptr, i32, i32, ptr]
+        self._rig: tuple = (None, None, None, None)  # (src, dst, src_to_dst, (params, undist, dist)) of the last call
+
+    def _rig_args(self, src: Intrinsics, dst: Intrinsics, ext: Extrinsics) -> tuple[np.ndarray, int, int]:
+        """``edgepad_reproject``'s float64 parameters and lens modes for a camera pair, kept for the last pair
+        seen (a runtime crops with the same cameras frame after frame; frames may carry equal copies)."""
+        last = self._rig
+        if all(a is b or a == b for a, b in zip(last[:3], (src, dst, ext))):
+            return last[3]
+        p = np.concatenate([[src.fx, src.fy, src.cx, src.cy], src.dist5, ext.r.reshape(-1), ext.t,
+                            [dst.fx, dst.fy, dst.cx, dst.cy], dst.dist5]).astype(np.float64)
+        # the models geometry.undistort / geometry.distort apply (none where no coefficient is set)
+        undist = {"brown_conrady": 1, "inverse_brown_conrady": 2}.get(src.distortion, 0) if src.has_distortion else 0
+        dist = 0 if not dst.has_distortion else 1 if dst.distortion == "brown_conrady" else 2
+        args = (p, undist, dist)
+        self._rig = (src, dst, ext, args)
+        return args
+
+    def reproject(self, uv: np.ndarray, depth_m: float, src: Intrinsics, dst: Intrinsics,
+                  src_to_dst: Extrinsics) -> np.ndarray:
+        """``geometry.reproject`` compiled (``edgepad_reproject``): src pixels ``(..., 2)`` lifted onto the plane
+        ``z_src = depth_m`` (m) → dst pixels float64 ``(..., 2)``, NaN behind dst. Equal to numpy's bit for bit but
+        for the rotation ``R p + t``, summed in another order than numpy's matrix product: within 1e-12 ×
+        max(1 px, |pixel|) on realistic rigs (tests/drivers/test_crop_kernels.py).
+
+        Raises:
+            EdgePadInternalError: pixels not ``(..., 2)`` or a non-finite depth.
+        """
+        uv = np.ascontiguousarray(uv, np.float64)
+        if uv.ndim < 1 or uv.shape[-1] != 2 or not math.isfinite(depth_m):
+            raise EdgePadInternalError(f"reprojection: (..., 2) pixels and a finite depth expected, got {uv.shape}, "
+                                       f"{depth_m!r}")
+        p, undist, dist = self._rig_args(src, dst, src_to_dst)
+        out = np.empty(uv.shape, np.float64)
+        self._reproject(uv.ctypes.data, uv.size // 2, float(depth_m), p.ctypes.data, undist, dist, out.ctypes.data)
+        return out
 
     def box(self, img: np.ndarray, mx: np.ndarray, my: np.ndarray, k: int) -> np.ndarray:
         """Bilinear samples of a uint8 ``H×W`` image at float32 ``N×N`` pixel coordinates (0 outside), then the

@@ -6,6 +6,9 @@
   ``MOVED_BOUND`` of the values (a rounding tie going the other way), on random images, windows (across and beyond
   the border, huge and tiny), intrinsics with lens distortion and rigs; exactly equal where every product and sum
   is exact (dyadic weights);
+- ``reproject`` (the IR crop's lattice) equals ``geometry.reproject`` bit for bit once numpy's matrix product in
+  ``Extrinsics.apply`` is written as the C code's elementwise sum, and within ``REPROJECT_REL`` of it as it is, NaN
+  at the same points (behind the IR camera), for every lens model; a NaN lattice still crops through numpy;
 - through ``crop_face``: axis-aligned and eye-aligned, uint8 and uint16 IR;
 - without the kernel (``EDGEPAD_NATIVE=0``) the runtime crops through numpy; bad arguments raise typed errors.
 """
@@ -19,11 +22,16 @@ import pytest
 import edgepad.preprocess as P
 from edgepad.drivers.registration import native as reg_native
 from edgepad.errors import EdgePadInternalError, ShapeError
-from edgepad.geometry import Extrinsics, Intrinsics
+from edgepad.geometry import DISTORTION_MODELS, Extrinsics, Intrinsics, deproject, project, reproject
 from edgepad.types import Modality
 
 #: largest fraction of crop values a compiled crop may move (by 1 level) against numpy; measured ≤ 7e-5 (§0j)
 MOVED_BOUND = 5e-4
+#: largest |Δ| / max(1 px, |pixel|) of the compiled lattice against ``geometry.reproject`` (the rotation summed in
+#: another order than numpy's matrix product); measured ≤ 3.7e-13 on the rigs of ``_random_rig``, ≤ 9e-12 with
+#: large rotations and strong distortion far outside the image (docs/PERFORMANCE.md §0j)
+REPROJECT_REL = 1e-12
+REPROJECT_REL_WILD = 5e-11
 #: ``{test: (values moved, values compared)}`` of the last run (docs/PERFORMANCE.md §0j quotes them)
 MEASURED: dict[str, tuple[int, int]] = {}
 
@@ -188,6 +196,107 @@ def test_ir_crop_within_one_level_on_random_intrinsics_and_windows(sampler):
     assert moved <= MOVED_BOUND * total, (moved, total)
 
 
+def _rotation(rng, max_angle: float) -> np.ndarray:
+    """A rotation by up to ``max_angle`` rad about a random axis (Rodrigues)."""
+    ax = rng.normal(size=3)
+    ax /= np.linalg.norm(ax)
+    a = float(rng.uniform(-max_angle, max_angle))
+    k = np.array([[0, -ax[2], ax[1]], [ax[2], 0, -ax[0]], [-ax[1], ax[0], 0]])
+    return np.eye(3) + math.sin(a) * k + (1 - math.cos(a)) * k @ k
+
+
+def _wild_rig(rng, src_model: str, dst_model: str) -> tuple[Intrinsics, Intrinsics, Extrinsics]:
+    """Cameras with strong distortion (|coeff| ≤ 0.1, or all 0 under a model name) and rotations up to 2 rad:
+    lattices far outside the image and behind the dst camera."""
+    def intr(model: str) -> Intrinsics:
+        w, h = int(rng.choice([320, 640])), int(rng.choice([240, 480]))
+        f = float(rng.uniform(0.5, 1.4) * w)
+        coeffs = (() if model == "none" else (0.0,) * 5 if rng.random() < 0.1
+                  else tuple(float(c) for c in rng.uniform(-0.1, 0.1, 5)))
+        return Intrinsics(w, h, f, f * float(rng.uniform(0.98, 1.02)), w / 2 + float(rng.uniform(-30, 30)),
+                          h / 2 + float(rng.uniform(-30, 30)), model, coeffs)
+    return intr(src_model), intr(dst_model), Extrinsics.from_rt(_rotation(rng, 2.0), rng.uniform(-0.1, 0.1, 3))
+
+
+def _reproject_elementwise(uv, depth_m, src, dst, ext):
+    """``geometry.reproject`` with ``Extrinsics.apply``'s matrix product written as the C code's sum,
+    ``((X·r0 + Y·r1) + Z·r2) + t``."""
+    p, r, t = deproject(uv, depth_m, src), ext.r, ext.t
+    q = np.stack([p[..., 0] * r[i, 0] + p[..., 1] * r[i, 1] + p[..., 2] * r[i, 2] + t[i] for i in range(3)], -1)
+    return project(q, dst)
+
+
+def _rel_error(got: np.ndarray, ref: np.ndarray) -> float:
+    """max |Δ| / max(1, |ref|) over the finite values, after checking the NaNs are at the same places."""
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    f = np.isfinite(ref)
+    return float((np.abs(got[f] - ref[f]) / np.maximum(1.0, np.abs(ref[f]))).max()) if f.any() else 0.0
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy overflows on the wildest lattices, as the C code
+def test_reproject_equals_numpy_for_every_lens_model_incl_points_behind_the_camera(sampler):
+    """Every (src, dst) pair of lens models, lattices over and far beyond the image, large rotations: bit for bit
+    with the rotation summed elementwise (every other operation is geometry's, in its order), within
+    ``REPROJECT_REL_WILD`` of ``geometry.reproject`` itself; NaN exactly where numpy has NaN."""
+    rng = np.random.default_rng(17)
+    behind = worst = 0.0
+    for t in range(400):
+        src, dst, ext = _wild_rig(rng, DISTORTION_MODELS[t % 4], DISTORTION_MODELS[(t // 4) % 4])
+        side = float(rng.uniform(5, 900))
+        x0, y0 = float(rng.uniform(-side, src.width)), float(rng.uniform(-side, src.height))
+        tt = np.linspace(0.0, side, int(rng.integers(2, 20)))
+        uv = np.stack(np.meshgrid(x0 + tt, y0 + tt), axis=-1)
+        depth = float(rng.uniform(0.1, 3.0))
+        got = sampler.reproject(uv, depth, src, dst, ext)
+        assert got.shape == uv.shape and got.dtype == np.float64
+        np.testing.assert_array_equal(got, _reproject_elementwise(uv, depth, src, dst, ext), err_msg=str(t))
+        worst = max(worst, _rel_error(got, reproject(uv, depth, src, dst, ext)))
+        behind += bool(np.isnan(got).any())
+    MEASURED["reproject_wild_rel"] = (worst, REPROJECT_REL_WILD)
+    assert behind >= 40                                              # points behind dst were exercised
+    assert worst <= REPROJECT_REL_WILD
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's undistort overflows far outside some lenses
+def test_compiled_lattice_within_a_tiny_bound_of_numpy_on_random_rigs_and_windows(sampler):
+    """``_projected_lattice`` with ``sample`` (``sample.reproject``) vs numpy (``geometry.reproject``) on the rigs of
+    the crop tests, windows across the border, depths, rolls: same ``g0``, ``fr``, ``k``; the lattice within
+    ``REPROJECT_REL`` (a few ulps of the pixel)."""
+    rng = np.random.default_rng(18)
+    worst = 0.0
+    for t in range(300):
+        src, dst, ext = _random_rig(rng)
+        side = float(rng.uniform(10, 400))
+        x0 = float(rng.uniform(-side / 2, src.width - side / 2))
+        y0 = float(rng.uniform(-side / 2, src.height - side / 2))
+        args = (src, dst, ext, x0, y0, side, int(rng.choice([32, 64, 112])), float(rng.uniform(0.25, 2.0)))
+        roll = None if t % 3 else float(rng.uniform(-0.6, 0.6))
+        lat, g0, fr, k = P._projected_lattice(*args, roll=roll, sample=sampler)
+        ref = P._projected_lattice(*args, roll=roll)
+        np.testing.assert_array_equal(g0, ref[1])
+        np.testing.assert_array_equal(fr, ref[2])
+        assert k == ref[3]
+        worst = max(worst, _rel_error(lat, ref[0]))
+    MEASURED["reproject_rel"] = (worst, REPROJECT_REL)
+    assert worst <= REPROJECT_REL
+
+
+def test_a_lattice_behind_the_ir_camera_crops_through_numpy(sampler):
+    """Points of the window behind the IR camera: the compiled lattice has NaN where numpy has, and the crop is
+    numpy's (``_crop_projected`` falls back) — identical."""
+    src = Intrinsics(640, 480, 600.0, 600.0, 320.0, 240.0, "brown_conrady", (0.02, -0.01, 0.001, 0.0, 0.0))
+    dst = Intrinsics(640, 480, 500.0, 500.0, 320.0, 240.0, "inverse_brown_conrady", (0.01, 0.0, 0.0, 0.001, 0.0))
+    a = 1.4                                                          # 80°: the left of the window is behind dst
+    ext = Extrinsics((math.cos(a), 0.0, math.sin(a), 0.0, 1.0, 0.0, -math.sin(a), 0.0, math.cos(a)), (0.05, 0, 0))
+    img = np.random.default_rng(19).integers(0, 256, (480, 640)).astype(np.uint8)
+    args = (src, dst, ext, -200.0, 100.0, 700.0, 64, 0.6)
+    lat = P._projected_lattice(*args, sample=sampler)[0]
+    ref = P._projected_lattice(*args)[0]
+    assert np.isnan(lat).any() and not np.isnan(lat).all()
+    assert _rel_error(lat, ref) <= REPROJECT_REL
+    np.testing.assert_array_equal(P._crop_projected(img, *args, sample=sampler), P._crop_projected(img, *args))
+
+
 @pytest.fixture(scope="module")
 def synth():
     """Registered synthetic frame sets at 320×240 and their rig."""
@@ -249,7 +358,9 @@ def test_compiled_crop_arguments_outside_the_contract_raise(sampler):
            lambda: sampler.resample(img.astype(np.uint16), 0.0, 0.0, 10.0, 8, 1),
            lambda: sampler.resample(img, 0.0, float("nan"), 10.0, 8, 1),
            lambda: sampler.resample(img, 0.0, 0.0, 0.0, 8, 1),
-           lambda: sampler.resample(img, 0.0, 0.0, 10.0, 8, 0)]
+           lambda: sampler.resample(img, 0.0, 0.0, 10.0, 8, 0),
+           lambda: sampler.reproject(np.zeros((4, 3)), 1.0, *_random_rig(np.random.default_rng(0))),
+           lambda: sampler.reproject(np.zeros((4, 2)), float("nan"), *_random_rig(np.random.default_rng(0)))]
     for call in bad:
         with pytest.raises(EdgePadInternalError):
             call()
