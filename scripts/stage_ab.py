@@ -137,7 +137,7 @@ def main() -> None:
     # the other tree's runtime passed its compiled crops: the sampler itself where its preprocess has the Sampler
     # protocol (session 7: lattice + resample; its lattice reprojected by numpy), else (session 6) the compiled IR
     # sampling sample.box, the same C
-    lattice_before = sample is not None and hasattr(old_pre, "Sampler")
+    lattice_before = sample is not None and isinstance(getattr(old_pre, "Sampler", None), type)  # a Protocol class
     before_kw = ({"sample": sample} if lattice_before else
                  {"sample": sample.box} if sample is not None and hasattr(old_pre, "_sample_box") else {})
     arms = {"before": (old_sens.SensorMonitor(), lambda c: old_pre.crop_face(*c[:3], **c[3], **before_kw)),

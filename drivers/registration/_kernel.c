@@ -1,7 +1,8 @@
 /* Depth registration in one fused pass (method="native"): the numpy fast path's float32 arithmetic, operation by
  * operation, followed by the min z-buffer fill of each corner rectangle. Built by native.py with
  * -ffp-contract=off and without -ffast-math, so every float32 operation rounds as numpy's does (tests compare the
- * output with the numpy path and with rs.align).
+ * output with the numpy path and with rs.align); also with -march=native where the compiler takes it (wider loops,
+ * the same roundings). Later sections: the IR sampling, the compiled face crops and the frozen-frame thumbnails.
  *
  * p (float32 parameters): 0 scale | 1-3 tu tv tz (folded) | 4-12 R row-major, 13-15 t (exact) |
  *   16 fx 17 cx 18 fy 19 cy (target, float32) | 20 cu = f32(cx + 0.5) 21 cv = f32(cy + 0.5) |

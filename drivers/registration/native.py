@@ -1,8 +1,10 @@
 """The compiled path (``method="native"``): ``_kernel.c`` does the fast path's float32 corner arithmetic and the
 min z-buffer fill in one pass per pixel. It is compiled on first use with the system C compiler (no network, no
 build step at install) into a per-user cache and loaded with ctypes; without a compiler (or with
-``EDGEPAD_NATIVE=0``) the numpy path runs instead, with one log line. Output equals the numpy path's. The same library
-carries the runtime's face crops (:class:`CropSampler`, :func:`crop_sampler`)."""
+``EDGEPAD_NATIVE=0``) the numpy path runs instead, with one log line. Output equals the numpy path's. Built with
+``-march=native`` where the compiler takes it (same float results; the CPU is part of the cache key). The same library
+carries the runtime's face crops (:class:`CropSampler`, :func:`crop_sampler`) and the sensor monitor's frozen-frame
+thumbnails (:class:`BlockSums`, :func:`block_sums`)."""
 from __future__ import annotations
 
 import ctypes
