@@ -245,7 +245,7 @@ def crop_face(frameset: FrameSet, box_rgb: Box, rig: Rig, size_px: int = 112, ma
     out: dict[Modality, np.ndarray] = {}
     if align == "eyes":
         out[Modality.RGB] = _crop_rotated(rgb.data, x0, y0, side, size_px, roll)
-    elif sample is not None and rgb.data.dtype == np.uint8 and rgb.data.shape[:2] == (rgb_intr.height, rgb_intr.width):
+    elif sample is not None:  # an rgb Frame is uint8 H×W×3 of its intrinsics' size (edgepad.types.Frame checks it)
         out[Modality.RGB] = sample.resample(rgb.data, x0, y0, side, size_px, _supersample(side, size_px))
     else:
         ay = _resample_matrix(y0, side, rgb_intr.height, size_px)

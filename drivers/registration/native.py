@@ -38,6 +38,7 @@ _SOURCE = Path(__file__).with_name("_kernel.c")
 _FLAGS = ("-O3", "-shared", "-fPIC", "-std=c99", "-ffp-contract=off", "-fno-fast-math")
 #: tuned for the CPU it is built on (AVX2 / AVX-512 on x86, the core's extensions on ARM): the same float results
 #: (still no contraction, no reassociation), wider integer and float loops; tried first, then _FLAGS alone
+#: (``EDGEPAD_NATIVE_TUNE=0``: _FLAGS only, e.g. for a kernel cache shared by different CPUs' builds)
 _TUNE = ("-march=native",)
 _LOCK = threading.Lock()
 _STATE: dict = {}
@@ -106,7 +107,8 @@ def _build() -> tuple[Callable | None, str]:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"numpy ({cc} --version failed: {exc})"
     failed = []
-    for flags in ((*_FLAGS, *_TUNE), _FLAGS):
+    tuned = () if os.environ.get("EDGEPAD_NATIVE_TUNE", "1") == "0" else ((*_FLAGS, *_TUNE),)
+    for flags in (*tuned, _FLAGS):
         lib, why = _compiled(cc, flags, src, version)
         if lib is not None:
             break

@@ -192,12 +192,16 @@ class LearnedFaceLocator:
         self._since = 0  # tracked frames since the last spread full search began
         self._part = 0  # next pyramid part
 
-    def _next_part(self, shape: tuple[int, ...]) -> list[int]:
+    def _parts_of(self, shape: tuple[int, ...]) -> list[list[int]]:
+        """The pyramid parts of an image of this shape, coarse levels (large, near faces: the usual case at a door,
+        and the cheap levels) first."""
         key = (int(shape[0]), int(shape[1]))
         if key not in self._parts:
-            # coarse levels (large, near faces: the usual case at a door, and the cheap levels) first
             self._parts[key] = pyramid_parts(self.detector.scales(*key), self.search_parts)[::-1]
-        parts = self._parts[key]
+        return self._parts[key]
+
+    def _next_part(self, shape: tuple[int, ...]) -> list[int]:
+        parts = self._parts_of(shape)
         levels = parts[self._part % len(parts)]
         self._part = (self._part + 1) % len(parts)
         self.searches["part"] += 1
@@ -219,7 +223,7 @@ class LearnedFaceLocator:
             f = self.detector.largest(img, levels=levels, seeds=np.array([self._last], np.float32))
             if f is None and levels:  # lost on a frame of the spread search
                 self._last = None
-                if levels == self._parts[(int(img.shape[0]), int(img.shape[1]))][0]:
+                if levels == self._parts_of(img.shape)[0]:
                     return None  # the coarse part ran beside the track and found nothing either
                 self._part = 0  # a finer part ran: the coarse part (the access range) runs below on this frame
         if f is None:  # nothing tracked, or the tracked box lost the face: the next part of the full search

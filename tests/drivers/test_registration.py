@@ -587,17 +587,24 @@ def test_native_falls_back_to_numpy_with_one_log_line(fresh_native, monkeypatch,
 
 def test_a_compiler_that_rejects_cpu_tuning_still_builds_the_kernel(fresh_native, monkeypatch):
     """The CPU-tuned build (``-march=native``) is tried first; a compiler that rejects it builds with the base flags,
-    and the kernel gives the numpy path's output either way."""
+    as does ``EDGEPAD_NATIVE_TUNE=0``; the kernel gives the numpy path's output every way."""
     if fresh_native._compiler() is None:
         pytest.skip("no C compiler here")
     d, c, e = d435_like_scene(64, 48)
     want = register_depth(d, c, e, method="numpy", semantics="align").data
     assert fresh_native.native_available() and fresh_native.active_path().endswith("tuned for this CPU)")
     np.testing.assert_array_equal(register_depth(d, c, e, method="native", semantics="align").data, want)
+    tune = fresh_native._TUNE
     monkeypatch.setattr(fresh_native, "_STATE", {})
     monkeypatch.setattr(fresh_native, "_TUNE", ("-fno-such-option-edgepad",))
     assert fresh_native.native_available()
     assert fresh_native.active_path().startswith("native C kernel") and "tuned" not in fresh_native.active_path()
+    np.testing.assert_array_equal(register_depth(d, c, e, method="native", semantics="align").data, want)
+    # EDGEPAD_NATIVE_TUNE=0: the base flags only, with a compiler that takes the tuning
+    monkeypatch.setattr(fresh_native, "_TUNE", tune)
+    monkeypatch.setattr(fresh_native, "_STATE", {})
+    monkeypatch.setenv("EDGEPAD_NATIVE_TUNE", "0")
+    assert fresh_native.native_available() and "tuned" not in fresh_native.active_path()
     np.testing.assert_array_equal(register_depth(d, c, e, method="native", semantics="align").data, want)
 
 
