@@ -6,6 +6,8 @@ only the code differs. The machine is shared: alternate, and compare medians and
 
     git worktree add --detach /tmp/s6pipe_before ed569da
     python scripts/pipeline_ab.py --before /tmp/s6pipe_before --after . --runs 3
+    edgepad record synthetic://default --out /tmp/rec300 --frames 300 --format npy     # a camera-like source:
+    python scripts/pipeline_ab.py --before /tmp/s6pipe_before --after . --source "replay:///tmp/rec300?loop=true"
     # any script with edgepad from another tree (e.g. the re-validation dumps of scripts/preprocess_ab.py):
     python scripts/pipeline_ab.py --in-tree /tmp/s6pipe_before scripts/preprocess_ab.py --rec REC --dump A.npz
 
@@ -79,7 +81,12 @@ def main() -> None:
     ap.add_argument("--after", type=Path, default=Path("."), help="tree of the after arm (default: this one)")
     ap.add_argument("--runs", type=int, default=3, help="runs per arm (default 3)")
     ap.add_argument("--bench-arg", action="append", default=[], help="extra argument for edgepad bench")
+    ap.add_argument("--source", default="synthetic://default",
+                    help="bench source (default synthetic://default: its renderer runs in the capture thread; "
+                         "replay://DIR?loop=true of a recording: a capture that only reads files, as a camera's)")
     args = ap.parse_args()
+    if args.source != "synthetic://default":
+        BENCH[BENCH.index("synthetic://default")] = args.source
     arms = {"before": args.before.resolve(), "after": args.after.resolve()}
     print("command (each arm in its own tree):", "edgepad", " ".join(BENCH + args.bench_arg), "--out OUT")
     res: dict[str, list[dict]] = {a: [] for a in arms}

@@ -26,7 +26,7 @@ import numpy as np
 from edgepad.drivers.registration.corners import (_F32, Arithmetic, Footprint, Semantics, _cull_range,
                                                   _distorts_target, _folded, fills_rectangle)
 from edgepad.drivers.registration.fast import _pixel_data, _PixelData
-from edgepad.drivers.registration.window import _window_sources
+from edgepad.drivers.registration.window import SCAN, _window_sources
 from edgepad.errors import EdgePadInternalError
 from edgepad.geometry import Extrinsics, Intrinsics
 from edgepad.types import Frame
@@ -407,11 +407,13 @@ def _register_native(depth: Frame, target: Intrinsics, ext: Extrinsics, semantic
 def _register_native_window(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics: Semantics,
                             footprint: Footprint, arithmetic: Arithmetic, window: tuple[int, int, int, int],
                             pixels: Callable[[tuple[float, float] | None], _PixelData],
-                            bounds: Callable[[tuple[float, float]], object]) -> np.ndarray:
+                            bounds: Callable[[tuple[float, float]], object],
+                            bucket: tuple[float, float] | None | str = SCAN) -> np.ndarray:
     """:func:`edgepad.drivers.registration.window._register_window` by the compiled kernel: the block of depth rows
     × columns that can reach ``window`` (one run of the pixel table per row) plus the "unsure" pixels outside it,
     filled into the full-size output, then everything outside the window cleared. Identical inside the window to
-    :func:`_register_native` (a pixel left out cannot write there), 0 elsewhere."""
+    :func:`_register_native` (a pixel left out cannot write there), 0 elsewhere. ``bucket``: as
+    :func:`~edgepad.drivers.registration.window._register_window`."""
     fn = _kernel()
     if fn is None:
         raise EdgePadInternalError(f"compiled registration kernel unavailable: {_STATE['why']}")
@@ -426,7 +428,7 @@ def _register_native_window(depth: Frame, target: Intrinsics, ext: Extrinsics, s
     z = np.ascontiguousarray(depth.data.reshape(-1), np.uint16)
     rect = fills_rectangle(intr, target, footprint)
     scale = float(depth.depth_scale_m)
-    cull, r0, r1, c0, c1, extra = _window_sources(depth, target, ext, semantics, rect, window, bounds)
+    cull, r0, r1, c0, c1, extra = _window_sources(depth, target, ext, semantics, rect, window, bounds, bucket)
     pix = pixels(cull)
     (_, _, folded, *_, p_ptr, dist), index, arrays = _constant_args(pix, scale, ext, target, semantics)
     sub = pix.subset

@@ -61,15 +61,21 @@ def _clip_window(window: object, target: Intrinsics) -> Window:
     return max(0, x0), max(0, y0), min(target.width, x1), min(target.height, y1)
 
 
+#: ``bucket`` argument of the window paths: the bucket is not given, scan the frame for it
+SCAN = "scan"
+
+
 def _window_sources(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics: Semantics, rect: bool,
-                    window: Window, bounds: Callable[[tuple[float, float]], _WindowBounds] | None
+                    window: Window, bounds: Callable[[tuple[float, float]], _WindowBounds] | None,
+                    bucket: tuple[float, float] | None | str = SCAN
                     ) -> tuple[tuple[float, float] | None, int, int, int, int, np.ndarray | None]:
-    """``(cull, r0, r1, c0, c1, extra)``: the frame's nearest-depth bucket (:func:`_cull_range`) and the depth
-    pixels that can write into ``window``: the block ``rows r0:r1 × cols c0:c1`` plus ``extra`` (flat indices of
-    "unsure" pixels with depth outside that block; None = none to add)."""
+    """``(cull, r0, r1, c0, c1, extra)``: the frame's nearest-depth bucket (:func:`_cull_range`, or ``bucket``
+    when the caller scanned this frame for it already) and the depth pixels that can write into ``window``: the
+    block ``rows r0:r1 × cols c0:c1`` plus ``extra`` (flat indices of "unsure" pixels with depth outside that
+    block; None = none to add)."""
     wx0, wy0, wx1, wy1 = window
     intr, data = depth.intrinsics, depth.data
-    cull = _cull_range(data.reshape(-1), float(depth.depth_scale_m))
+    cull = _cull_range(data.reshape(-1), float(depth.depth_scale_m)) if bucket == SCAN else bucket
     if cull is None:  # something nearer than 0.1 m: no precomputed bounds, take every pixel
         return None, 0, intr.height, 0, intr.width, None
     b = bounds(cull) if bounds is not None else _window_bounds(intr, target, ext, semantics, rect, cull)
@@ -90,7 +96,8 @@ def _window_sources(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics
 
 def _register_window(depth: Frame, target: Intrinsics, ext: Extrinsics, semantics: Semantics, footprint: Footprint,
                      arithmetic: Arithmetic, window: Window,
-                     bounds: Callable[[tuple[float, float]], _WindowBounds] | None = None) -> np.ndarray:
+                     bounds: Callable[[tuple[float, float]], _WindowBounds] | None = None,
+                     bucket: tuple[float, float] | None | str = SCAN) -> np.ndarray:
     """Registration of the target pixels inside ``window`` only (``(x0, y0, x1, y1)``, end-exclusive, clipped);
     0 elsewhere.
 
@@ -98,7 +105,8 @@ def _register_window(depth: Frame, target: Intrinsics, ext: Extrinsics, semantic
     are projected, with the corner arithmetic of :func:`register_corners`, and their rectangles are min-filled
     into a window-sized z-buffer (the generic fill). Inside the window the result is identical to the full-frame
     registration: a depth pixel left out cannot write any pixel of the window. ``bounds(cull)`` gives the cached
-    :class:`_WindowBounds` of a nearest-depth bucket (default: built for this call).
+    :class:`_WindowBounds` of a nearest-depth bucket (default: built for this call); ``bucket``: this frame's
+    bucket when already known (:meth:`~edgepad.drivers.registration.Registrar.bucket`), else it is scanned for.
     """
     wx0, wy0, wx1, wy1 = window
     out = np.zeros((target.height, target.width), np.uint16)
@@ -108,7 +116,7 @@ def _register_window(depth: Frame, target: Intrinsics, ext: Extrinsics, semantic
     data = depth.data
     scale = float(depth.depth_scale_m)
     rect = fills_rectangle(intr, target, footprint)
-    _, r0, r1, c0, c1, extra = _window_sources(depth, target, ext, semantics, rect, window, bounds)
+    _, r0, r1, c0, c1, extra = _window_sources(depth, target, ext, semantics, rect, window, bounds, bucket)
     sub = data[r0:r1, c0:c1]
     rr, cc = np.nonzero(sub)
     index = (rr + r0).astype(np.intp) * intr.width + (cc + c0)

@@ -3,8 +3,8 @@
 Data flow (docs/RUNTIME.md)::
 
     Capture.read()            sources → Synchronizer → [Registrar.frame]    (stages capture, sync, register)
-      → SensorMonitor         counters/timestamps monotonic, frozen frames  (part of sync)
-      → FaceLocator.locate    rgb → box                                     (locate)
+      → SensorMonitor         counters/timestamps monotonic, frozen frames  (part of sync; on a worker thread
+      → FaceLocator.locate    rgb → box                                     (locate)     beside locate)
       → Registrar.window      depth → rgb inside the crop window only       (register)
       → crop_face + gates     per-modality crops through the rig; quality   (preprocess)
       → normalise             manifest InputSpecs; dropped modality → fill  (preprocess)
@@ -90,6 +90,15 @@ class PipelineConfig:
         blas_threads: BLAS threads of the process while the pipeline is open (restored at close; None = leave
             as is). The crops' small matrix products are slower with threads that compete with the inference
             threads for the same cores (measured 10x on the shared 2-core development VM).
+        overlap: run the frame set's work that needs no face box on a worker thread while the face is located
+            (identical results; the wait for it counts in ``sync``): the sensor checks and, for window
+            registration, the depth frame's nearest-depth bucket
+            (:meth:`~edgepad.drivers.registration.Registrar.bucket`), its valid fraction, and the registration
+            of the last frame's window grown by ``guess_margin`` — used when this frame's window lies inside it
+            (the values inside any window equal the whole frame's; the rest is cleared), else the window is
+            registered after locate as without overlap. False: all in line, on the calling thread.
+        guess_margin: growth of the guessed registration window on each side, as a fraction of its side (the
+            face's move between two frames it absorbs; ≥ 0).
         policy / quality / presentation: see :class:`PolicyConfig`, :class:`QualityConfig` and
             :class:`~edgepad.runtime.presentation.PresentationConfig` (when a face's presentation ends).
     """
@@ -104,6 +113,8 @@ class PipelineConfig:
     integrity: bool = True
     registration: Literal["window", "frame"] = "window"
     blas_threads: int | None = 1
+    overlap: bool = True
+    guess_margin: float = 0.1
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     presentation: PresentationConfig = field(default_factory=PresentationConfig)
@@ -128,6 +139,8 @@ class PipelineConfig:
                 and self.max_skew_ms > 0):
             raise ConfigError(f"max_skew_ms must be a positive number of ms, got {self.max_skew_ms!r}",
                               key="max_skew_ms")
+        if not (isinstance(self.guess_margin, (int, float)) and 0.0 <= self.guess_margin <= 1.0):
+            raise ConfigError(f"guess_margin must be in [0, 1], got {self.guess_margin!r}", key="guess_margin")
         if not (self.read_timeout_s > 0 and self.face_jump > 0):
             raise ConfigError("read_timeout_s and face_jump must be > 0", key="read_timeout_s")
 
@@ -145,6 +158,18 @@ class PipelineStats:
     def to_dict(self) -> dict:
         return {"framesets": self.framesets, "decisions": dict(self.decisions), "timeouts": self.timeouts,
                 "errors": dict(self.errors), "dropped": dict(self.dropped)}
+
+
+@dataclass
+class _Scan:
+    """What the window registration of one frame set needs before its face is known
+    (:meth:`LivenessPipeline._scan`): the raw depth frame's nearest-depth bucket and valid fraction, and its
+    registration inside a guessed window ``(x0, y0, x1, y1)`` (clipped; None: none)."""
+
+    bucket: tuple[float, float] | None
+    depth_valid: float
+    guess: tuple[int, int, int, int] | None = None
+    guessed: Any = None
 
 
 class _Stop:
@@ -224,6 +249,11 @@ class LivenessPipeline:
         self._blas_prev: dict[str, int] | None = None
         #: the compiled rgb / IR crops (preprocess's numpy path up to rounding ties), set at open; None = numpy
         self._crop_sample: preprocess.Sampler | None = None
+        self._worker: Any = None  # the thread of the checks beside locate (overlap), started on first use
+        self._last_window: tuple[int, int, int, int] | None = None  # the last registration window (clipped)
+        #: registration windows taken from the guess beside locate ("hit") or registered after locate ("miss")
+        self.window_guess = {"hit": 0, "miss": 0}
+        self._worker_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> "LivenessPipeline":
@@ -276,6 +306,10 @@ class LivenessPipeline:
     def close(self) -> None:
         """Stop threads, deactivate the backend and close the capture (idempotent)."""
         self._stop_threads()
+        with self._worker_lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.shutdown(wait=True)
         if self._opened:
             self._opened = False
             if self._blas_prev:
@@ -320,16 +354,41 @@ class LivenessPipeline:
         item = _Scored(fs, t_ready, lat, read_ms=float(sum(lat.values())))
         self.stats.framesets += 1
         t = time.perf_counter_ns()
-        if self.sensors is not None:
-            try:
-                res = self.sensors.check(fs)
-            except Exception as exc:  # noqa: BLE001 - a per-frame failure becomes a decision
-                self._error("sync", exc)
-                item.reasons.append(Reason.ERROR_SYNC)
-            else:
-                if not res.ok:
-                    item.reasons.append(Reason.SENSOR_INTEGRITY)
+        scan = sensors = None
+        if self.config.overlap:  # beside locate, registration and crops; each wait counts in sync
+            worker = self._start_worker()
+            if self._registers_window(fs):  # first: the registration after locate waits for it
+                scan = worker.submit(self._scan, fs, self._last_window)
+            if self.sensors is not None:
+                sensors = worker.submit(self._sensor_check, fs)
+        elif self.sensors is not None:
+            sensors = self._sensor_check(fs)
         lat["sync"] = lat.get("sync", 0.0) + _ms(t)
+
+        def checked() -> None:
+            """The sensor checks' outcome, first among the reasons (as when they ran first, in line)."""
+            nonlocal sensors
+            if sensors is None:
+                return
+            t = time.perf_counter_ns()
+            integrity, error = sensors if isinstance(sensors, tuple) else sensors.result()
+            sensors = None
+            lat["sync"] += _ms(t)
+            if error is not None:  # a per-frame failure becomes a decision
+                self._error("sync", error)
+                item.reasons.insert(0, Reason.ERROR_SYNC)
+            elif not integrity.ok:
+                item.reasons.insert(0, Reason.SENSOR_INTEGRITY)
+
+        try:
+            return self._score_face(fs, item, lat, scan, checked)
+        finally:
+            checked()
+
+    def _score_face(self, fs: FrameSet, item: _Scored, lat: dict[str, float], scan: Any,
+                    checked: Callable[[], None]) -> _Scored:
+        """:meth:`_score` from face location on; ``scan``: the future of :meth:`_scan` (or None), ``checked()``
+        collects the sensor checks (called before inference, where both cores go to the network)."""
         lat.setdefault("register", 0.0)
         item.used = frozenset(fs.frames) & self.policy.modalities  # the crops narrow it once a face is found
         if Modality.RGB not in fs.frames:
@@ -357,7 +416,9 @@ class LivenessPipeline:
             if self.rig is None:
                 raise ConfigError("the pipeline has no rig: pass rig= or use a capture that has one", key="rig")
             t_reg = time.perf_counter_ns()
-            fs_reg, frame_valid = self._register(fs, det.box)
+            if scan is not None:  # the scan's wait counts in register
+                scan = scan.result()
+            fs_reg, frame_valid = self._register(fs, det.box, scan)
             reg_ns = time.perf_counter_ns() - t_reg
             lat["register"] = lat.get("register", 0.0) + reg_ns / 1e6
             t += reg_ns  # the registration is reported as its own stage, not as preprocess
@@ -389,6 +450,7 @@ class LivenessPipeline:
             lat["preprocess"] = _ms(t)
             return item
         lat["preprocess"] = _ms(t)
+        checked()
         t = time.perf_counter_ns()
         try:
             out = self.backend.infer(feed)
@@ -406,9 +468,50 @@ class LivenessPipeline:
         lat["infer"] = _ms(t)
         return item
 
-    def _register(self, fs: FrameSet, box: tuple[int, int, int, int]) -> tuple[FrameSet, float | None]:
+    def _start_worker(self) -> Any:
+        with self._worker_lock:
+            if self._worker is None:
+                import concurrent.futures
+                self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="edgepad-checks")
+            return self._worker
+
+    def _registers_window(self, fs: FrameSet) -> bool:
+        """Whether :meth:`_register` registers this frame set's depth inside the face window."""
+        depth = fs.frames.get(Modality.DEPTH)
+        return (self.config.registration == "window" and depth is not None and self.registrar is not None
+                and depth.registered_to is None and Modality.RGB in fs.frames)
+
+    def _sensor_check(self, fs: FrameSet) -> tuple[Any, BaseException | None]:
+        """``(IntegrityResult, None)`` of :attr:`sensors` on ``fs``, or ``(None, the failure)``."""
+        try:
+            return self.sensors.check(fs), None
+        except Exception as exc:  # noqa: BLE001 - reported by _score as error_sync
+            return None, exc
+
+    def _scan(self, fs: FrameSet, last: tuple[int, int, int, int] | None) -> _Scan | None:
+        """The window registration's work that needs no face box (on the worker thread): the raw depth frame's
+        nearest-depth bucket and valid fraction, and its registration inside ``last`` (the last frame's window)
+        grown by ``guess_margin``. None on a failure: :meth:`_register` then computes them itself and raises
+        there (``error_preprocess``)."""
+        depth, reg = fs.frames[Modality.DEPTH], self.registrar
+        try:
+            out = _Scan(reg.bucket(depth), depth_valid_sample(depth.data))
+            if last is not None:
+                g = math.ceil(self.config.guess_margin * max(last[2] - last[0], last[3] - last[1]))
+                t = reg.target_intrinsics
+                out.guess = (max(0, last[0] - g), max(0, last[1] - g), min(t.width, last[2] + g),
+                             min(t.height, last[3] + g))
+                out.guessed = reg.window(depth, out.guess, out.bucket)
+            return out
+        except Exception:  # noqa: BLE001
+            return None
+
+    def _register(self, fs: FrameSet, box: tuple[int, int, int, int], scan: _Scan | None = None
+                  ) -> tuple[FrameSet, float | None]:
         """Register unregistered depth to rgb with :attr:`registrar`: inside the face's crop window only (window
-        mode; identical values there) or the whole frame.
+        mode; identical values there) or the whole frame. ``scan``: this frame set's :meth:`_scan` (computed
+        beside locate): its bucket and valid fraction are used, and its guessed window when that holds this
+        frame's window; else everything is computed here.
 
         Returns the frame set with registered depth and, in window mode, the valid fraction of the raw depth frame
         (the frame-level sensor check); ``(fs, None)`` when nothing is to be registered here.
@@ -422,8 +525,21 @@ class LivenessPipeline:
             # the crop window (nearest-neighbour depth samples) and the box's central half (face depth), 2 px spare
             win = (int(math.floor(x0)) - 2, int(math.floor(y0)) - 2, int(math.ceil(x0 + side)) + 3,
                    int(math.ceil(y0 + side)) + 3)
-            out = reg.window(depth, win)
-            frame_valid = depth_valid_sample(depth.data)
+            t = reg.target_intrinsics
+            win = (max(0, win[0]), max(0, win[1]), min(t.width, win[2]), min(t.height, win[3]))
+            self._last_window = win
+            g = scan.guess if scan is not None else None
+            if g is not None and g[0] <= win[0] and g[1] <= win[1] and win[2] <= g[2] and win[3] <= g[3]:
+                # identical to reg.window(depth, win): the guess's values inside win, 0 around them
+                a = np.zeros_like(scan.guessed.data)
+                a[win[1]:win[3], win[0]:win[2]] = scan.guessed.data[win[1]:win[3], win[0]:win[2]]
+                out, frame_valid = replace(scan.guessed, data=a), scan.depth_valid
+                self.window_guess["hit"] += 1
+            elif scan is not None:
+                out, frame_valid = reg.window(depth, win, scan.bucket), scan.depth_valid
+                self.window_guess["miss"] += g is not None
+            else:
+                out, frame_valid = reg.window(depth, win), depth_valid_sample(depth.data)
         else:
             out = reg.frame(depth)
         frames = dict(fs.frames)
