@@ -5,7 +5,8 @@ one process so that machine load hits all of them alike.
 
 Locators: ``learned`` (LearnedFaceLocator defaults: O-Net tracking of the last box, a full MTCNN search spread
 over 2 frames every 10th frame and while no face is tracked), ``learned-full`` (the whole pyramid beside the
-tracking on every frame), ``haar`` (HaarFaceLocator
+tracking on every frame), ``learned-onet`` (O-Net on every tracked frame, no optical flow between: trees
+with ``verify_every``), ``haar`` (HaarFaceLocator
 defaults: full search every 5th frame, region search in between) and ``haar-full`` (Haar full search on every
 frame). Per locator: locate wall time p50 / p90 / p99 / max (ms), process CPU time per call, the frames where it
 found a face, recall (frames with a ground-truth face where the box has IoU >= 0.5 with it) and the median IoU.
@@ -50,6 +51,8 @@ def main() -> None:
     spread = {"search_parts": 1} if "search_parts" in inspect.signature(LearnedFaceLocator).parameters else {}
     locs = {"learned": LearnedFaceLocator(), "learned-full": LearnedFaceLocator(detect_every=1, **spread),
             "haar": HaarFaceLocator(), "haar-full": HaarFaceLocator(roi_every=1)}
+    if "verify_every" in inspect.signature(LearnedFaceLocator).parameters:  # O-Net on every frame, no flow
+        locs["learned-onet"] = LearnedFaceLocator(verify_every=1)
     wall = {k: [] for k in locs}
     cpu = {k: 0.0 for k in locs}
     found = {k: 0 for k in locs}
