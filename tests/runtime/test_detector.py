@@ -414,7 +414,7 @@ def test_a_tracked_frame_runs_onet_alone_on_the_last_box(detector, counting):
     from edgepad.runtime.face import LearnedFaceLocator
     log, _ = counting
     r = _render()
-    loc = LearnedFaceLocator(detector=detector, detect_every=100)
+    loc = LearnedFaceLocator(detector=detector, detect_every=100, verify_every=1)
     first = loc.locate(_frameset(r.rgb, 0))
     assert first is not None and log.count("pnet") >= 1 and log[-2:] == ["rnet", "onet"]
     del log[:]
@@ -423,6 +423,14 @@ def test_a_tracked_frame_runs_onet_alone_on_the_last_box(detector, counting):
         assert d is not None and d.landmarks.shape == (5, 2)
         assert _iou(d.box, r.truth.face_box_rgb) > 0.7
     assert log == ["onet"] * 3  # no P-Net, no R-Net: one 48² crop per tracked frame
+    # the default schedule: O-Net on every second tracked frame, the landmarks' flow on the others (no network)
+    loc = LearnedFaceLocator(detector=detector, detect_every=100)
+    assert loc.locate(_frameset(r.rgb, 0)) is not None
+    del log[:]
+    for i in range(1, 5):
+        d = loc.locate(_frameset(r.rgb, i))
+        assert d is not None and _iou(d.box, r.truth.face_box_rgb) > 0.7
+    assert log == ["onet"] * 2 and loc.searches["flow"] == 2
 
 
 def test_a_seed_onet_rejects_goes_through_rnet_and_onet(detector, counting):

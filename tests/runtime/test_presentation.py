@@ -185,7 +185,7 @@ def test_learned_locator_is_the_default_and_tracks_between_spread_full_searches(
         LearnedFaceLocator(detector=learned.detector, search_parts=0)
     src = SyntheticSource("demo", seed=7, presentation_frames=4)
     learned.reset()
-    learned.searches = {"track": 0, "part": 0}
+    learned.searches = dict.fromkeys(learned.searches, 0)
     tracker = PresentationTracker()
     news = []
     with src:
@@ -201,9 +201,11 @@ def test_learned_locator_is_the_default_and_tracks_between_spread_full_searches(
             inter = max(0, x1 - x0) * max(0, y1 - y0)
             assert inter / (d.box[2] * d.box[3] + truth[2] * truth[3] - inter) > 0.6
             news.append(tracker.observe(d, fs.timestamp_ns)[0])
-    # frame 0: the coarse part of the pyramid found the face; R-Net + O-Net tracked it on the seven others (also
-    # across the new presentation at frame 4); the spread full search ran its three parts on frames 4, 5 and 6
-    assert learned.search_parts == 3 and learned.searches == {"track": 7, "part": 4}
+    # frame 0: the coarse part of the pyramid found the face; it was tracked on the seven others (also across the
+    # new presentation at frame 4), by the landmarks' flow on frames 1, 3 and 7 (after an O-Net frame, no search
+    # due), by O-Net on the rest; the spread full search ran its three parts on frames 4, 5 and 6
+    assert learned.search_parts == 3
+    assert learned.searches == {"track": 7, "part": 4, "flow": 3, "flow_failed": 0}, learned.searches
     # seed 7's presentations 0 -> 1 (bona fide -> flat print at another distance): a new presentation at frame 4
     assert news == [True, False, False, False, True, False, False, False]
 
