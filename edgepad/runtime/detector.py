@@ -477,20 +477,25 @@ class LearnedFaceDetector:
             return [DetectedFace((f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3]), f.landmarks + off, f.score)
                     for f in self.detect(rgb[y0:y1, x0:x1], face_px=face_px, levels=levels, seeds=local)]
         rgb = np.ascontiguousarray(rgb)
-        cand = (self._stage_pnet(rgb, face_px, levels) if levels is None or len(levels)
-                else np.zeros((0, 4), np.float32))
         sq = np.zeros((0, 4), np.float32)
         if seeds is not None and len(seeds):
             sd = np.asarray(seeds, np.float32).reshape(-1, 4)
             sq = square(np.concatenate([sd[:, :2], sd[:, :2] + sd[:, 2:]], axis=1))
+        if levels is not None and not len(levels):
+            batch = sq  # tracking: no P-Net, so no R-Net survivors to join the seeds
+        else:
+            cand = self._stage_pnet(rgb, face_px, levels)
             for b in sq:  # P-Net windows on a seeded face add nothing but R-/O-Net work: the seed stands for them
                 if len(cand):
                     cand = cand[box_iou_one(b, cand) < SEED_IOU]
-        # seeds and R-Net's survivors in one O-Net batch, seeds first
-        keep, p, boxes, points = self._onet(rgb, np.concatenate([sq, self._rnet(rgb, cand)]))
-        lost = np.ones(len(sq), bool)
-        lost[keep[keep < len(sq)]] = False
-        if lost.any():  # seeds O-Net rejected: the face may have moved further than O-Net's regression reaches
+            # seeds and R-Net's survivors in one O-Net batch, seeds first
+            batch = np.concatenate([sq, self._rnet(rgb, cand)])
+        keep, p, boxes, points = self._onet(rgb, batch)
+        n = len(sq)  # keep is ascending: every seed kept <=> keep[n - 1] == n - 1
+        if n and not (len(keep) >= n and keep[n - 1] == n - 1):
+            # seeds O-Net rejected: the face may have moved further than O-Net's regression reaches
+            lost = np.ones(n, bool)
+            lost[keep[keep < n]] = False
             _, p2, boxes2, points2 = self._onet(rgb, self._rnet(rgb, sq[lost]))
             p, boxes, points = np.concatenate([p, p2]), np.concatenate([boxes, boxes2]), \
                 np.concatenate([points, points2])

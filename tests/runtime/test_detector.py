@@ -509,3 +509,30 @@ def test_the_compiled_area_resize_leaves_every_detection_unchanged(detector, mon
         assert len(a) == len(b)
         for fa, fb in zip(a, b):
             assert fa.box == fb.box and fa.score == fb.score and np.array_equal(fa.landmarks, fb.landmarks)
+
+
+def test_every_seed_o_net_rejects_goes_to_r_net_whatever_its_place(detector, counting):
+    """Two seeds, the face's and an empty patch's, in either order: the rejected one (and only it) goes through
+    R-Net and O-Net; the face comes out the same either way."""
+    log, _ = counting
+    r = _render()
+    face = detector.largest(r.rgb)
+    x, y, w, h = face.box
+    empty = (5.0, 5.0, w, h)  # the grey top-left corner of the rendered frame
+    found = []
+    for seeds in ([face.box, empty], [empty, face.box]):
+        del log[:]
+        faces = detector.detect(r.rgb, levels=[], seeds=np.array(seeds, np.float32))
+        assert log == ["onet", "rnet", "onet"] or log == ["onet", "rnet"]  # R-Net may drop the empty patch
+        found.append(faces)
+    del log[:]
+    alone = detector.detect(r.rgb, levels=[], seeds=np.array([face.box], np.float32))
+    assert log == ["onet"]
+    for faces in found:  # (batches of 2 and 1: equal up to the runtime's batching)
+        assert faces and np.allclose(faces[0].box, alone[0].box, atol=1e-3)
+        assert abs(faces[0].score - alone[0].score) < 1e-5
+    # with P-Net on: O-Net keeps R-Net's window on the face but not the empty seed before it → R-Net for the seed
+    del log[:]
+    levels = list(range(len(detector.scales(*r.rgb.shape[:2]))))
+    faces = detector.detect(r.rgb, levels=levels, seeds=np.array([empty], np.float32))
+    assert log.count("rnet") == 2 and faces and _iou(faces[0].box, face.box) > 0.9
