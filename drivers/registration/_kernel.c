@@ -561,3 +561,169 @@ int64_t edgepad_fewest_changed(const uint16_t *key, const uint16_t *ring, int m,
     }
     return best;
 }
+
+/* ---- Area resize (edgepad.runtime.detector.crop_batch: the MTCNN crops) ---------------------------------------------
+ * uint8 h × w × c (rows `stride` bytes apart, c = 1..4) → uint8 dh × dw × c (contiguous), equal value for value to
+ * OpenCV's cv2.resize(..., interpolation=INTER_AREA) where that downscales by a non-integer factor (its weighted
+ * "area" path; the integer-factor block means and the non-downscaling cases are OpenCV's other paths: return 1,
+ * the caller resizes with cv2). OpenCV's arithmetic (read in its resize.cpp, not copied), operation by operation:
+ *  - per axis, in float64: scale = 1 / (dst / src); destination cell d covers [d·scale, d·scale + scale), of width
+ *    min(scale, src − d·scale); it takes the partly covered source pixel before ceil(start) (if covered by more than
+ *    1e-3), the whole pixels up to floor(end) (clamped to src − 1), then the partly covered pixel at floor(end) (if
+ *    more than 1e-3, at most 1 and at most the width); each weight = covered length / width, rounded to float32;
+ *  - per source row, in float32, each destination column's taps in source order: acc = acc + v·weight (no FMA:
+ *    the file is built with -ffp-contract=off);
+ *  - per destination row, its source rows in order: sum = beta·row, then sum = sum + beta·row;
+ *  - rounded half to even, clipped to [0, 255].
+ * A source row is weighted horizontally once (eight rows at a time, side by side in vector lanes: independent
+ * float chains) even when it falls into two destination rows (OpenCV redoes it; the same values). Returns 0, 1 (not
+ * an area downscale with a non-integer factor: nothing written), -1 (out of memory) or -2 (bad arguments).
+ * tests/drivers/test_area_resize.py compares the output with cv2.resize value for value. */
+#define AREA_ROWS 8
+#if defined(__GNUC__)
+#define AREA_VEC 1 /* GCC / clang vector types */
+#if defined(__AVX__)
+#define AREA_VW 8
+#else
+#define AREA_VW 4 /* SSE2, NEON */
+#endif
+#endif
+
+static int area_axis(int n_src, int n_dst, double scale, int32_t *src, float *wt, int32_t *first) {
+    int k = 0;
+    for (int d = 0; d < n_dst; d++) {
+        const double lo = d * scale, hi = lo + scale, room = n_src - lo;
+        const double cell = room < scale ? room : scale;
+        int a = (int)ceil(lo), b = (int)floor(hi);
+        if (b > n_src - 1) b = n_src - 1;
+        if (a > b) a = b;
+        first[d] = k;
+        if (a - lo > 1e-3) {
+            src[k] = a - 1;
+            wt[k++] = (float)((a - lo) / cell);
+        }
+        for (int s = a; s < b; s++) {
+            src[k] = s;
+            wt[k++] = (float)(1.0 / cell);
+        }
+        if (hi - b > 1e-3) {
+            double part = hi - b;
+            part = 1.0 < part ? 1.0 : part;
+            part = cell < part ? cell : part;
+            src[k] = b;
+            wt[k++] = (float)(part / cell);
+        }
+    }
+    first[n_dst] = k;
+    return k;
+}
+
+/* The horizontal pass of source rows r0 .. r0 + AREA_ROWS − 1 (rows past the image repeat the last one, unused):
+ * hb[r][d·c + ch] = Σ_k v·weight over column d's taps, in tap order. The rows are interleaved first (q[(x·c + ch)·
+ * AREA_ROWS + r], bytes) and converted to float32 (rowf, same layout), so that one tap is one multiply-add of
+ * c·AREA_ROWS contiguous lanes: each lane is one row's chain, rounded as a scalar one. */
+static inline void area_rows(const uint8_t *img, int64_t stride, int h, int w, const int c, int r0,
+                             const int32_t *restrict xs, const float *restrict xw, const int32_t *restrict xf,
+                             int dw, uint8_t *restrict q, float *restrict rowf, float *restrict hb) {
+    const int64_t wc = (int64_t)w * c, dwc = (int64_t)dw * c;
+    const uint8_t *p[AREA_ROWS];
+    for (int r = 0; r < AREA_ROWS; r++) p[r] = img + (int64_t)(r0 + r < h ? r0 + r : h - 1) * stride;
+    for (int64_t i = 0; i < wc; i++)
+        for (int r = 0; r < AREA_ROWS; r++) q[i * AREA_ROWS + r] = p[r][i];
+    for (int64_t i = 0; i < AREA_ROWS * wc; i++) rowf[i] = (float)q[i];
+    for (int d = 0; d < dw; d++) {
+        float acc[4 * AREA_ROWS];
+#ifdef AREA_VEC
+        /* GCC / clang vector types, AREA_VW lanes (rows) each: one multiply and one add per tap and lane as below
+         * (the loop vectorisers turn the plain loop into gathers) */
+        typedef float vf __attribute__((vector_size(4 * AREA_VW)));
+        vf a[4 * AREA_ROWS / AREA_VW];
+        const int nv = c * AREA_ROWS / AREA_VW;
+        for (int j = 0; j < nv; j++) a[j] = (vf){0.0f};
+        for (int k = xf[d]; k < xf[d + 1]; k++) {
+            const float wt = xw[k];
+            vf wv;
+            for (int l = 0; l < AREA_VW; l++) wv[l] = wt;
+            const float *v = rowf + (int64_t)xs[k] * c * AREA_ROWS;
+            for (int j = 0; j < nv; j++) {
+                vf x;
+                memcpy(&x, v + AREA_VW * j, sizeof x);
+                a[j] = a[j] + x * wv;
+            }
+        }
+        memcpy(acc, a, sizeof(float) * c * AREA_ROWS);
+#else
+        for (int i = 0; i < c * AREA_ROWS; i++) acc[i] = 0.0f;
+        for (int k = xf[d]; k < xf[d + 1]; k++) {
+            const float wt = xw[k];
+            const float *v = rowf + (int64_t)xs[k] * c * AREA_ROWS;
+            for (int i = 0; i < c * AREA_ROWS; i++) acc[i] = acc[i] + v[i] * wt;
+        }
+#endif
+        for (int ch = 0; ch < c; ch++)
+            for (int r = 0; r < AREA_ROWS; r++) hb[r * dwc + (int64_t)d * c + ch] = acc[ch * AREA_ROWS + r];
+    }
+}
+
+/* area_rows for rgb and grey images, compiled with c fixed (whole-vector lanes) */
+static void area_rows3(const uint8_t *img, int64_t stride, int h, int w, int r0, const int32_t *xs, const float *xw,
+                       const int32_t *xf, int dw, uint8_t *q, float *rowf, float *hb) {
+    area_rows(img, stride, h, w, 3, r0, xs, xw, xf, dw, q, rowf, hb);
+}
+
+static void area_rows1(const uint8_t *img, int64_t stride, int h, int w, int r0, const int32_t *xs, const float *xw,
+                       const int32_t *xf, int dw, uint8_t *q, float *rowf, float *hb) {
+    area_rows(img, stride, h, w, 1, r0, xs, xw, xf, dw, q, rowf, hb);
+}
+
+int edgepad_area_u8(const uint8_t *img, int64_t stride, int h, int w, int c, int dw, int dh, uint8_t *out) {
+    if (h < 1 || w < 1 || c < 1 || c > 4 || dw < 1 || dh < 1 || stride < (int64_t)w * c) return -2;
+    const double fx = (double)dw / w, fy = (double)dh / h;
+    const double sx = 1.0 / fx, sy = 1.0 / fy;
+    if ((dw == w && dh == h) || !(sx >= 1.0 && sy >= 1.0)) return 1;          /* a copy, or linear */
+    if (fabs(sx - rint(sx)) < DBL_EPSILON && fabs(sy - rint(sy)) < DBL_EPSILON) return 1;  /* block means */
+    const int64_t wc = (int64_t)w * c, dwc = (int64_t)dw * c;
+    int32_t *xs = malloc(sizeof(int32_t) * (2 * (size_t)w + 2 * (size_t)h + dw + dh + 2));
+    float *xw = malloc(sizeof(float) * (2 * (size_t)w + 2 * (size_t)h + AREA_ROWS * (wc + dwc) + dwc));
+    uint8_t *q = malloc((size_t)(AREA_ROWS * wc));
+    if (!xs || !xw || !q) {
+        free(xs);
+        free(xw);
+        free(q);
+        return -1;
+    }
+    int32_t *ys = xs + 2 * w, *xf = ys + 2 * h, *yf = xf + dw + 1;
+    float *yw = xw + 2 * w, *rowf = yw + 2 * h, *hb = rowf + AREA_ROWS * wc, *sum = hb + AREA_ROWS * dwc;
+    area_axis(w, dw, sx, xs, xw, xf);
+    area_axis(h, dh, sy, ys, yw, yf);
+    int blk = -AREA_ROWS - 1; /* first source row of the rows in hb */
+    for (int dy = 0; dy < dh; dy++) {
+        for (int j = yf[dy]; j < yf[dy + 1]; j++) {
+            const int s = ys[j];
+            const float beta = yw[j];
+            if (s < blk || s >= blk + AREA_ROWS) {
+                blk = s;
+                if (c == 3)
+                    area_rows3(img, stride, h, w, blk, xs, xw, xf, dw, q, rowf, hb);
+                else if (c == 1)
+                    area_rows1(img, stride, h, w, blk, xs, xw, xf, dw, q, rowf, hb);
+                else
+                    area_rows(img, stride, h, w, c, blk, xs, xw, xf, dw, q, rowf, hb);
+            }
+            const float *row = hb + (int64_t)(s - blk) * dwc;
+            if (j == yf[dy])
+                for (int64_t i = 0; i < dwc; i++) sum[i] = beta * row[i];
+            else
+                for (int64_t i = 0; i < dwc; i++) sum[i] = sum[i] + beta * row[i];
+        }
+        uint8_t *o = out + (int64_t)dy * dwc;
+        if (yf[dy] == yf[dy + 1])
+            memset(o, 0, (size_t)dwc);
+        else
+            for (int64_t i = 0; i < dwc; i++) o[i] = to_u8(sum[i]);
+    }
+    free(xs);
+    free(xw);
+    free(q);
+    return 0;
+}

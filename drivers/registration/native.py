@@ -3,8 +3,9 @@ min z-buffer fill in one pass per pixel. It is compiled on first use with the sy
 build step at install) into a per-user cache and loaded with ctypes; without a compiler (or with
 ``EDGEPAD_NATIVE=0``) the numpy path runs instead, with one log line. Output equals the numpy path's. Built with
 ``-march=native`` where the compiler takes it (same float results; the CPU is part of the cache key). The same library
-carries the runtime's face crops (:class:`CropSampler`, :func:`crop_sampler`) and the sensor monitor's frozen-frame
-thumbnails (:class:`BlockSums`, :func:`block_sums`)."""
+carries the runtime's face crops (:class:`CropSampler`, :func:`crop_sampler`), the sensor monitor's frozen-frame
+thumbnails (:class:`BlockSums`, :func:`block_sums`) and the face detector's area resize (:class:`AreaResize`,
+:func:`area_resize`)."""
 from __future__ import annotations
 
 import ctypes
@@ -121,6 +122,7 @@ def _build() -> tuple[Callable | None, str]:
         runs = so.edgepad_register_runs
         sampler = CropSampler(so)
         blocks = BlockSums(so)
+        area = AreaResize(so)
     except (OSError, AttributeError) as exc:
         return None, f"numpy (kernel load failed: {exc})"
     fn.restype = ctypes.c_int
@@ -130,6 +132,7 @@ def _build() -> tuple[Callable | None, str]:
     runs.restype = ctypes.c_int
     runs.argtypes = [ptr, ptr, ctypes.c_int, *fn.argtypes[2:]]
     fn.runs, fn.crop_sampler, fn.block_sums = runs, sampler, blocks
+    fn.area_resize = area
     return fn, f"native C kernel ({lib}{', tuned for this CPU' if flags != _FLAGS else ''})"
 
 
@@ -328,6 +331,62 @@ def block_sums() -> BlockSums | None:
     """The compiled thumbnail sums, or None where the kernel is unavailable (built on first call)."""
     fn = _kernel()
     return None if fn is None else fn.block_sums
+
+
+class AreaResize:
+    """OpenCV's ``cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA)`` of a uint8 image compiled with the
+    registration kernel (``edgepad_area_u8`` in ``_kernel.c``), value for value, where OpenCV takes its weighted area
+    path: a downscale (W <= w and H <= h, not both equal) by a non-integer factor on at least one axis. The other
+    cases (OpenCV's integer-factor block means, a copy, an upscale) are left to cv2: :meth:`resize` returns None.
+    Used by :func:`edgepad.runtime.detector.crop_batch` (the MTCNN crops)."""
+
+    def __init__(self, so: ctypes.CDLL) -> None:
+        ptr, i32 = ctypes.c_void_p, ctypes.c_int
+        self._area = so.edgepad_area_u8
+        self._area.restype = i32
+        self._area.argtypes = [ptr, ctypes.c_int64, i32, i32, i32, i32, i32, ptr]
+
+    def resize(self, img: np.ndarray, size: int | tuple[int, int],
+               out: np.ndarray | None = None) -> np.ndarray | None:
+        """Area-resize a uint8 ``h×w×C`` (C = 1..4) or ``h×w`` image (a view is fine where each row's ``w·C`` values
+        are contiguous) to ``size`` = S (S×S) or ``(W, H)``: uint8 ``H×W×C`` (``H×W``), written into ``out`` if given
+        (C-contiguous, that shape and dtype). None (nothing written) where OpenCV would not take its area path.
+
+        Raises:
+            EdgePadInternalError: another dtype or rank, more than 4 channels, a size < 1 or a wrong ``out``.
+        """
+        dw, dh = (size, size) if isinstance(size, (int, np.integer)) else size
+        dw, dh = int(dw), int(dh)
+        if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim not in (2, 3) or \
+                (img.ndim == 3 and not 1 <= img.shape[2] <= 4) or min(img.shape[:2]) < 1 or dw < 1 or dh < 1:
+            raise EdgePadInternalError(f"area resize: uint8 h×w or h×w×C (C <= 4) and a size >= 1 expected, got "
+                                       f"{getattr(img, 'dtype', type(img))} {getattr(img, 'shape', '')}, "
+                                       f"{(dw, dh)}")
+        h, w = img.shape[:2]
+        c = img.shape[2] if img.ndim == 3 else 1
+        if img.strides[1] != c or (img.ndim == 3 and img.strides[2] != 1) or (h > 1 and img.strides[0] < w * c):
+            img = np.ascontiguousarray(img)  # the kernel reads rows of w·C contiguous values, stride >= w·C
+        shape = (dh, dw) + img.shape[2:]
+        if out is None:
+            out = np.empty(shape, np.uint8)
+        elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise EdgePadInternalError(f"area resize: out must be C-contiguous uint8 {shape}, got {out.dtype} "
+                                       f"{out.shape}")
+        stride = img.strides[0] if h > 1 else w * c
+        rc = self._area(img.ctypes.data, stride, h, w, c, dw, dh, out.ctypes.data)
+        if rc == 1:
+            return None
+        if rc:
+            raise MemoryError("area resize: out of memory") if rc == -1 else \
+                EdgePadInternalError(f"area resize: kernel refused {img.shape} -> {(dw, dh)} ({rc})")
+        return out
+
+
+def area_resize() -> AreaResize | None:
+    """The compiled INTER_AREA resize (:class:`AreaResize`), or None where the kernel is unavailable (built on first
+    call)."""
+    fn = _kernel()
+    return None if fn is None else fn.area_resize
 
 
 def native_available() -> bool:

@@ -29,6 +29,7 @@ mouth corner, image-right mouth corner - i.e. the subject's right eye first, as
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from edgepad.errors import ConfigError
 
 ort = lazy("onnxruntime")
 cv2 = lazy("cv2")
+log = logging.getLogger(__name__)
 
 #: pixel normalisation of all three networks: (rgb - MEAN) * SCALE
 PIXEL_MEAN, PIXEL_SCALE = 127.5, 0.0078125
@@ -238,12 +240,55 @@ def normalise(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
+#: crop_batch's downscales by the compiled INTER_AREA resize (identical to cv2's, ~2.5× faster on a 184² → 48² crop;
+#: docs/PERFORMANCE.md §0m) where the registration kernel is available and matched cv2 here; False: cv2 always
+COMPILED_AREA = True
+#: ... for patches of at least this many pixels (below, cv2's call costs less than the compiled one's Python wrapper)
+AREA_MIN_PX = 1600
+_AREA: dict = {}
+
+
+def _area_matches_cv2(area) -> bool:
+    """Whether the compiled resize equals this process's ``cv2.resize(INTER_AREA)`` on 24 fixed random crops (this
+    OpenCV build, this CPU: an OpenCV built with fused multiply-adds, e.g. on ARM, rounds some sums otherwise)."""
+    rng = np.random.default_rng(20)
+    img = rng.integers(0, 256, (420, 420, 3), np.uint8)
+    img[100:300, 100:300] = np.linspace(0, 255, 200, dtype=np.uint8)[:, None, None]  # smooth ramps: rounding ties
+    for i in range(24):
+        size = (12, 24, 48)[i % 3]
+        hh, ww = (int(v) for v in rng.integers(size + 1, 400, 2))
+        y, x = (int(v) for v in rng.integers(0, 420 - max(hh, ww) + 1, 2))
+        patch = img[y:y + hh, x:x + ww]
+        got = area.resize(patch, size)
+        if got is not None and not np.array_equal(got, cv2.resize(patch, (size, size),
+                                                                  interpolation=cv2.INTER_AREA)):
+            return False
+    return True
+
+
+def _area_resize():
+    """The compiled INTER_AREA resize (:class:`edgepad.drivers.registration.native.AreaResize`) once it has
+    matched cv2 (:func:`_area_matches_cv2`, on first use; logged where not), else None (cv2 resizes)."""
+    if not COMPILED_AREA:
+        return None
+    if "fn" not in _AREA:
+        from edgepad.drivers.registration.native import area_resize
+        area = area_resize()
+        if area is not None and not _area_matches_cv2(area):
+            log.warning("face detector: the compiled area resize differs from this OpenCV's, using cv2.resize")
+            area = None
+        _AREA["fn"] = area
+    return _AREA["fn"]
+
+
 def crop_batch(rgb: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     """Crops of ``(N, 4)`` ``x1, y1, x2, y2`` boxes (px) of a uint8 ``H×W×3`` image resized to ``size``², zero
     (grey after normalisation: 0 -> -1) outside the image, each resized straight into the output; uint8
-    ``(N, size, size, 3)``."""
+    ``(N, size, size, 3)``. Downscales are INTER_AREA (by the compiled copy of cv2's where :func:`_area_resize`
+    has one: the same values), others INTER_LINEAR."""
     h, w = rgb.shape[:2]
     out = np.zeros((len(boxes), size, size, 3), np.uint8)
+    area = _area_resize()
     for i, (x1, y1, x2, y2) in enumerate(np.round(boxes).astype(np.int64).tolist()):
         bw, bh = max(x2 - x1, 1), max(y2 - y1, 1)
         sx0, sy0, sx1, sy1 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
@@ -254,8 +299,11 @@ def crop_batch(rgb: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
             full = np.zeros((bh, bw, 3), np.uint8)
             full[sy0 - y1:sy1 - y1, sx0 - x1:sx1 - x1] = patch
             patch = full
-        interp = cv2.INTER_AREA if bw > size else cv2.INTER_LINEAR
-        cv2.resize(patch, (size, size), dst=out[i], interpolation=interp)
+        if bw <= size:
+            cv2.resize(patch, (size, size), dst=out[i], interpolation=cv2.INTER_LINEAR)
+        elif area is None or bw * bh < AREA_MIN_PX or area.resize(patch, size, out[i]) is None:
+            # (None: not OpenCV's weighted area path)
+            cv2.resize(patch, (size, size), dst=out[i], interpolation=cv2.INTER_AREA)
     return out
 
 
@@ -429,20 +477,25 @@ class LearnedFaceDetector:
             return [DetectedFace((f.box[0] + x0, f.box[1] + y0, f.box[2], f.box[3]), f.landmarks + off, f.score)
                     for f in self.detect(rgb[y0:y1, x0:x1], face_px=face_px, levels=levels, seeds=local)]
         rgb = np.ascontiguousarray(rgb)
-        cand = (self._stage_pnet(rgb, face_px, levels) if levels is None or len(levels)
-                else np.zeros((0, 4), np.float32))
         sq = np.zeros((0, 4), np.float32)
         if seeds is not None and len(seeds):
             sd = np.asarray(seeds, np.float32).reshape(-1, 4)
             sq = square(np.concatenate([sd[:, :2], sd[:, :2] + sd[:, 2:]], axis=1))
+        if levels is not None and not len(levels):
+            batch = sq  # tracking: no P-Net, so no R-Net survivors to join the seeds
+        else:
+            cand = self._stage_pnet(rgb, face_px, levels)
             for b in sq:  # P-Net windows on a seeded face add nothing but R-/O-Net work: the seed stands for them
                 if len(cand):
                     cand = cand[box_iou_one(b, cand) < SEED_IOU]
-        # seeds and R-Net's survivors in one O-Net batch, seeds first
-        keep, p, boxes, points = self._onet(rgb, np.concatenate([sq, self._rnet(rgb, cand)]))
-        lost = np.ones(len(sq), bool)
-        lost[keep[keep < len(sq)]] = False
-        if lost.any():  # seeds O-Net rejected: the face may have moved further than O-Net's regression reaches
+            # seeds and R-Net's survivors in one O-Net batch, seeds first
+            batch = np.concatenate([sq, self._rnet(rgb, cand)])
+        keep, p, boxes, points = self._onet(rgb, batch)
+        n = len(sq)  # keep is ascending: every seed kept <=> keep[n - 1] == n - 1
+        if n and not (len(keep) >= n and keep[n - 1] == n - 1):
+            # seeds O-Net rejected: the face may have moved further than O-Net's regression reaches
+            lost = np.ones(n, bool)
+            lost[keep[keep < n]] = False
             _, p2, boxes2, points2 = self._onet(rgb, self._rnet(rgb, sq[lost]))
             p, boxes, points = np.concatenate([p, p2]), np.concatenate([boxes, boxes2]), \
                 np.concatenate([points, points2])

@@ -477,3 +477,70 @@ def test_a_face_that_jumps_on_a_fine_search_frame_is_found_on_that_frame(detecto
     d = loc.locate(_frameset(there.rgb, 3))  # spread part [1] beside the track; the face is elsewhere
     assert d is not None and _iou(d.box, there.truth.face_box_rgb) > 0.5
     assert loc.searches["part"] == parts + 2  # part [1], then the coarse part on the same frame
+
+
+def test_the_compiled_area_resize_leaves_every_detection_unchanged(detector, monkeypatch):
+    """crop_batch's compiled INTER_AREA (docs/PERFORMANCE.md §0m) against cv2.resize: the same boxes, landmarks and
+    scores bit for bit on full searches (R-Net 24² and O-Net 48² crops) and on tracked frames (seeds: O-Net alone,
+    or R-Net + O-Net for a seed that moved)."""
+    area = D._area_resize()
+    if area is None:
+        pytest.skip("compiled kernel unavailable")
+    answered = []
+
+    class Counting:
+        def resize(self, img, size, out=None):
+            r = area.resize(img, size, out)
+            answered.append(r is not None)
+            return r
+
+    frames = [_render(d, off).rgb for d, off in ((0.45, (0.0, 0.0)), (0.8, (0.03, -0.02)), (1.3, (-0.05, 0.01)))]
+
+    def run():
+        found = []
+        for rgb in frames:
+            faces = detector.detect(rgb)
+            found.append(faces)
+            assert faces
+            x, y, w, h = faces[0].box
+            for seed in ((x, y, w, h), (x + 0.3 * w, y + 0.1 * h, w, h), (x - 0.1 * w, y, 1.2 * w, 1.2 * h)):
+                found.append(detector.detect(rgb, levels=[], seeds=np.array([seed], np.float32)))
+        return found
+
+    monkeypatch.setattr(D, "_AREA", {"fn": Counting()})
+    compiled = run()
+    monkeypatch.setattr(D, "COMPILED_AREA", False)
+    plain = run()
+    assert sum(answered) >= 20  # the compiled resize made most crops
+    assert len(compiled) == len(plain)
+    for a, b in zip(compiled, plain):
+        assert len(a) == len(b)
+        for fa, fb in zip(a, b):
+            assert fa.box == fb.box and fa.score == fb.score and np.array_equal(fa.landmarks, fb.landmarks)
+
+
+def test_every_seed_o_net_rejects_goes_to_r_net_whatever_its_place(detector, counting):
+    """Two seeds, the face's and an empty patch's, in either order: the rejected one (and only it) goes through
+    R-Net and O-Net; the face comes out the same either way."""
+    log, _ = counting
+    r = _render()
+    face = detector.largest(r.rgb)
+    x, y, w, h = face.box
+    empty = (5.0, 5.0, w, h)  # the grey top-left corner of the rendered frame
+    found = []
+    for seeds in ([face.box, empty], [empty, face.box]):
+        del log[:]
+        faces = detector.detect(r.rgb, levels=[], seeds=np.array(seeds, np.float32))
+        assert log == ["onet", "rnet", "onet"] or log == ["onet", "rnet"]  # R-Net may drop the empty patch
+        found.append(faces)
+    del log[:]
+    alone = detector.detect(r.rgb, levels=[], seeds=np.array([face.box], np.float32))
+    assert log == ["onet"]
+    for faces in found:  # (batches of 2 and 1: equal up to the runtime's batching)
+        assert faces and np.allclose(faces[0].box, alone[0].box, atol=1e-3)
+        assert abs(faces[0].score - alone[0].score) < 1e-5
+    # with P-Net on: O-Net keeps R-Net's window on the face but not the empty seed before it → R-Net for the seed
+    del log[:]
+    levels = list(range(len(detector.scales(*r.rgb.shape[:2]))))
+    faces = detector.detect(r.rgb, levels=levels, seeds=np.array([empty], np.float32))
+    assert log.count("rnet") == 2 and faces and _iou(faces[0].box, face.box) > 0.9
