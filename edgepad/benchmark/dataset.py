@@ -66,7 +66,8 @@ class SynthDatasetConfig:
         frame_stride: frames skipped between stored frames (pose sway between them).
         seed: the single seed everything derives from.
         size_px: crop side S.
-        margin: crop margin (``preprocess.face_crops``).
+        margin: crop margin (``preprocess.face_crops``): the crop side is ``max(w, h)·(1 + margin)`` of the face
+            box, in [0, 4].
         box_jitter: ground-truth box jitter (fraction of the box size, uniform ±) for shift and scale.
         subjects_per_fold: subject pool size of each fold (disjoint pools).
         width, height: render size of the colour / IR cameras (4:3; the rig is rescaled).
@@ -102,6 +103,8 @@ class SynthDatasetConfig:
             raise ConfigError("subjects_per_fold must be >= 2 (PAIs show another identity)", key="subjects_per_fold")
         if "bonafide" not in self.species or not set(self.species) <= set(SPECIES):
             raise ConfigError(f"species must include bonafide and be among {list(SPECIES)}", key="species")
+        if not (isinstance(self.margin, (int, float)) and 0.0 <= self.margin <= 4.0):
+            raise ConfigError(f"margin must be in [0, 4], got {self.margin!r}", key="margin")
         if not 0 <= self.box_jitter < 0.5:
             raise ConfigError("box_jitter must be in [0, 0.5)", key="box_jitter")
 

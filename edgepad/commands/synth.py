@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgepad.commands.common import nonneg_int, positive_int, verdict
+from edgepad.commands.common import nonneg_float, nonneg_int, positive_int, verdict
 
 
 def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +18,9 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames per video (default 5)")
     parser.add_argument("--seed", type=nonneg_int, default=0, help="the one seed (default 0)")
     parser.add_argument("--size", type=positive_int, default=112, help="crop side in px (default 112)")
+    parser.add_argument("--margin", type=nonneg_float, default=0.25,
+                        help="crop margin: the crop side is max(w, h)·(1 + margin) of the face box, in [0, 4] "
+                             "(default 0.25)")
     parser.add_argument("--workers", type=positive_int, default=1, help="processes (default 1)")
     parser.add_argument("--subjects-per-fold", type=positive_int, default=12, help="disjoint subject pool per fold")
     parser.add_argument("--width", type=positive_int, default=640, help="render width, 4:3 (default 640)")
@@ -37,7 +40,8 @@ def synth_main(args: argparse.Namespace) -> int:
     from edgepad.drivers.synthetic import parse_species
 
     cfg = SynthDatasetConfig(videos_per_species=args.videos_per_species, frames_per_video=args.frames_per_video,
-                             seed=args.seed, size_px=args.size, subjects_per_fold=args.subjects_per_fold,
+                             seed=args.seed, size_px=args.size, margin=args.margin,
+                             subjects_per_fold=args.subjects_per_fold,
                              width=args.width, height=args.width * 3 // 4, cross_domain=not args.no_cross_domain,
                              cross_videos_per_species=args.cross_videos_per_species,
                              species=parse_species(args.species), randomised=args.randomised)
