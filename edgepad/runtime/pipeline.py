@@ -472,7 +472,8 @@ class LivenessPipeline:
         with self._worker_lock:
             if self._worker is None:
                 import concurrent.futures
-                self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="edgepad-checks")
+                self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="edgepad-checks",
+                                                                     initializer=_lower_priority)
             return self._worker
 
     def _registers_window(self, fs: FrameSet) -> bool:
@@ -870,6 +871,20 @@ class FrameClock:
         if self.active == "host":
             return time.monotonic_ns()
         return timestamp_ns + (time.perf_counter_ns() - read_perf_ns)
+
+
+#: how much lower the worker beside locate runs than the pipeline's thread (nice steps)
+WORKER_NICE = 5
+
+
+def _lower_priority() -> None:
+    """Run the calling thread at ``nice`` +WORKER_NICE (Linux: per thread), so the worker beside locate takes spare
+    cores and never slows the thread it works for; elsewhere, or where it is refused, it keeps its priority."""
+    import os
+    try:  # PRIO_PROCESS with a thread id (or 0, the calling thread) sets one thread's nice value on Linux
+        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICE)
+    except (AttributeError, OSError):  # pragma: no cover - not Linux, or not permitted
+        pass
 
 
 def _crop_size(manifest: Any) -> int:
