@@ -35,7 +35,7 @@ from edgepad.engines.backend import load_backend
 from edgepad.errors import ConfigError, DatasetError, MetricError
 from edgepad.metrics import (DEFAULT_THRESHOLD_RULE, aggregate_by_key, bpcer_rate, clopper_pearson, eer_threshold,
                              pad_metrics, parse_criterion, place_threshold, split_scores, tpr_at_fpr)
-from edgepad.preprocess import crop_face_depth_m, require_crop_align
+from edgepad.preprocess import crop_face_depth_m, require_crop_align, require_crop_margin
 from edgepad.report import write_report
 from edgepad.types import parse_modalities
 
@@ -358,12 +358,16 @@ def fold_dataset(data: Path | str | DataSourceConfig | Mapping, fold: str, max_f
 
 
 def iter_protocol_fold(root: Path | str | DataSourceConfig | Mapping, protocol: str | None, fold: str,
-                       max_frames: int | None = None, limit: int | None = None) -> Iterator[Any]:
+                       max_frames: int | None = None, limit: int | None = None,
+                       inputs: Mapping | None = None) -> Iterator[Any]:
     """Samples (:class:`edgepad.data.datasets.Sample`) of one fold of any loader kind (:func:`resolve_data`).
 
-    ``limit`` keeps the first N videos (smoke runs).
+    ``limit`` keeps the first N videos (smoke runs). ``inputs``: the model's input specs; the fold's crop margin
+    (``FrameDataset.crop_margin``) must be theirs (ConfigError ``key="margin"`` before the first sample).
     """
     ds = fold_dataset(root, fold, max_frames, protocol)
+    if inputs is not None:
+        require_crop_margin(inputs, ds.crop_margin, f"evaluation data ({fold})")
     seen: dict[str, None] = {}
     for i in range(len(ds)):
         ref = ds.records[i]
@@ -439,7 +443,7 @@ def score_protocol(backend, root: Path | str, protocol: str, *, folds: Sequence[
                 pending.clear()
 
             t0 = time.perf_counter()
-            for smp in iter_protocol_fold(cfg, None, fold, max_frames, limit):
+            for smp in iter_protocol_fold(cfg, None, fold, max_frames, limit, inputs=inputs):
                 if "depth" in smp.modalities:
                     encodings.add(smp.depth_encoding)
                 present = resize_to_inputs({m: smp.modalities[m] for m in mods if m in smp.modalities}, inputs)

@@ -31,7 +31,7 @@ import numpy as np
 
 from edgepad.errors import ConfigError, ShapeError
 from edgepad.geometry import Extrinsics, Intrinsics, Rig, reproject
-from edgepad.specs import InputSpec
+from edgepad.specs import DEFAULT_MARGIN, InputSpec
 from edgepad.types import FrameSet, Modality
 
 #: normalised value written at depth holes (raw 0) by the face-relative and absolute depth normalisations
@@ -180,6 +180,35 @@ def require_crop_align(inputs: Mapping, have: str, where: str) -> None:
                           + (" (the dataset has no face landmarks to align the stored crops by; re-cut the crops "
                              "with preprocess.crop_face(..., align='eyes', landmarks=...) or use align='none')"
                              if want == "eyes" else ""), key="align")
+
+
+def crop_margin(inputs: Mapping) -> float:
+    """The crop margin of a model's input specs (``InputSpec.margin``; all must agree; none: 0.25).
+
+    Raises:
+        ConfigError: ``key="margin"``, the specs disagree (one crop window serves every modality).
+    """
+    margins = {float(getattr(spec, "margin", DEFAULT_MARGIN)) for spec in inputs.values()} or {DEFAULT_MARGIN}
+    if len(margins) != 1:
+        raise ConfigError(f"input specs disagree on margin ({sorted(margins)}): one crop window serves every "
+                          f"modality", key="margin")
+    return margins.pop()
+
+
+def require_crop_margin(inputs: Mapping, have: float, where: str) -> None:
+    """Raise unless crops cut with margin ``have`` suit specs ``inputs`` (training/evaluation data paths).
+
+    A model is trained, evaluated and run on crops of one margin: data cut at another margin is refused rather
+    than silently fed to it (the face fills another share of the crop).
+
+    Raises:
+        ConfigError: ``key="margin"``, the margins differ.
+    """
+    want = crop_margin(inputs)
+    if not math.isclose(want, float(have), rel_tol=0.0, abs_tol=1e-9):
+        raise ConfigError(f"{where}: the model's inputs use crop margin {want:g} but the crops were cut with margin "
+                          f"{float(have):g} (window side max(w, h)·(1 + margin)); set the model's margin to the "
+                          f"data's (training config inputs.margin) or cut the crops at {want:g}", key="margin")
 
 
 def eye_roll(landmarks: object) -> float:

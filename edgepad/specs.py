@@ -5,14 +5,17 @@ model manifest (``edgepad.engines.manifest``) records them beside every artifact
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from edgepad.errors import ConfigError
 
-__all__ = ["TensorSpec", "InputSpec", "ALIGN_MODES"]
+__all__ = ["TensorSpec", "InputSpec", "ALIGN_MODES", "DEFAULT_MARGIN"]
 
 #: crop alignment modes (:attr:`InputSpec.align`)
 ALIGN_MODES = ("none", "eyes")
+#: crop margin of models and data that record none (:attr:`InputSpec.margin`; the only margin before it existed)
+DEFAULT_MARGIN = 0.25
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ class InputSpec(TensorSpec):
             rotated about its centre by the roll of the eye line, from the face's 5 landmarks, so the eyes are
             horizontal in every modality's crop; needs landmarks at training, evaluation and run time).
             Manifests without it read as ``"none"``.
+        margin: crop margin the model was trained on: the crop window's side is ``max(w, h) · (1 + margin)`` of
+            the face box (``preprocess.crop_window``; in [0, 4]). The runtime crops with it. Manifests without it
+            read as 0.25 (:data:`DEFAULT_MARGIN`).
     """
 
     mean: tuple[float, ...] = (0.5,)
@@ -50,8 +56,14 @@ class InputSpec(TensorSpec):
     depth_norm: str = "none"
     distance_ref_m: float | None = None
     align: str = "none"
+    margin: float = DEFAULT_MARGIN
 
     def __post_init__(self) -> None:
         if self.align not in ALIGN_MODES:
             raise ConfigError(f"input {self.name!r}: align must be one of {ALIGN_MODES}, got {self.align!r}",
                               key="align")
+        m = self.margin
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or not 0.0 <= m <= 4.0:
+            raise ConfigError(f"input {self.name!r}: margin must be a finite number in [0, 4], got {m!r}",
+                              key="margin")
+        object.__setattr__(self, "margin", float(m))

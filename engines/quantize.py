@@ -34,6 +34,7 @@ from edgepad.engines import graph as G
 from edgepad.engines import regions as R
 from edgepad.engines.manifest import ModelManifest, read_manifest, sha256_file, write_manifest
 from edgepad.errors import CalibrationError, ConfigError, EngineBuildError, MissingDependencyError, ShapeError
+from edgepad.specs import DEFAULT_MARGIN
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +183,11 @@ def to_fp16(src: Path | str, dst: Path | str, *, keep_ops: Sequence[str] = KEEP_
 def preprocessing_sha256(manifest: ModelManifest) -> str:
     """sha256 of the manifest's input specs (normalisation, clip, fill value, depth_norm): the preprocessing."""
     spec = {k: dict(manifest.to_dict()["inputs"][k]) for k in sorted(manifest.inputs)}
-    for v in spec.values():  # align "none" is the preprocessing from before the field: same hash as then
+    for v in spec.values():  # align "none" / margin 0.25: the preprocessing from before the fields: same hash
         if v.get("align", "none") == "none":
             v.pop("align", None)
+        if v.get("margin", DEFAULT_MARGIN) == DEFAULT_MARGIN:
+            v.pop("margin", None)
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 

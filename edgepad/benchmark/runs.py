@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from edgepad.benchmark.dataset import generate
 from edgepad.benchmark.matrix import PRESET_KEYS, MatrixConfig, dataset_config, data_hash, deep_merge, meta_hash, sha
@@ -64,10 +64,17 @@ def train_rows_hash(root: Path, protocol: str, folds: Sequence[str] = ("train", 
 
 
 def train_mapping(cfg: MatrixConfig, preset: str, seed: int, root: Path, protocol: str, run_dir: Path) -> dict:
-    """The resolved ``TrainConfig`` mapping of one run (benchmark-only preset keys removed)."""
+    """The resolved ``TrainConfig`` mapping of one run (benchmark-only preset keys removed).
+
+    The model's crop margin (``inputs.margin``) is the data's (``data.margin``) unless the matrix names one; a
+    named margin that differs from the data's is refused when training starts (ConfigError ``key="margin"``).
+    """
     m = deep_merge(cfg.train, {k: v for k, v in cfg.models[preset].items() if k not in PRESET_KEYS})
     m = deep_merge(m, {"data": {"kind": "synthbench", "root": str(root), "protocol": protocol},
                        "seed": int(seed), "out": str(run_dir), "tensorboard": False})
+    inputs = m.get("inputs")
+    if not (isinstance(inputs, Mapping) and "margin" in inputs):
+        m["inputs"] = {**(inputs if isinstance(inputs, Mapping) else {}), "margin": dataset_config(cfg.data).margin}
     return m
 
 

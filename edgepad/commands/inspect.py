@@ -51,7 +51,7 @@ def inspect_model(model: Path, public_key: str | None) -> dict[str, Any]:
                                           "schema_version", "model_kwargs")},
         "inputs": [{"name": name, "shape": list(spec.shape), "dtype": spec.dtype,
                     **{k: getattr(spec, k, None) for k in ("mean", "std", "clip", "missing_fill", "depth_norm",
-                                                            "distance_ref_m")}}
+                                                            "distance_ref_m", "align", "margin")}}
                    for name, spec in m.inputs.items()],
         "outputs": [{"name": name, "shape": list(spec.shape), "dtype": spec.dtype} for name, spec in m.outputs.items()],
         "operating_points": {"default": {"criterion": m.threshold_criterion, "split": m.threshold_split,
@@ -84,7 +84,8 @@ def format_inspection(info: dict[str, Any]) -> str:
     lines += _table("summary", [(k, _short(v)) for k, v in info["summary"].items()])
     lines += [""] + _table("inputs", [("name", "shape", "dtype", "preprocessing (InputSpec)")] + [
         (i["name"], "x".join(str(s) for s in i["shape"]), i["dtype"],
-         _short({k: i[k] for k in ("mean", "std", "clip", "missing_fill", "depth_norm", "distance_ref_m")}))
+         _short({k: i[k] for k in ("mean", "std", "clip", "missing_fill", "depth_norm", "distance_ref_m",
+                                          "align", "margin")}))
         for i in info["inputs"]])
     lines += [""] + _table("outputs", [(o["name"], "x".join(str(s) for s in o["shape"]), o["dtype"])
                                        for o in info["outputs"]])

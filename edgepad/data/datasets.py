@@ -40,6 +40,7 @@ import numpy as np
 
 from edgepad._optional import lazy
 from edgepad.errors import DatasetError
+from edgepad.specs import DEFAULT_MARGIN
 
 h5py = lazy("h5py")
 cv2 = lazy("cv2")
@@ -285,9 +286,14 @@ def select_frames(keys: Sequence[str], frames_per_video: int | None) -> list[str
 
 
 class FrameDataset:
-    """Base class: ``records`` (list of :class:`SampleRef`), ``len``, ``dataset[i] -> Sample``."""
+    """Base class: ``records`` (list of :class:`SampleRef`), ``len``, ``dataset[i] -> Sample``.
+
+    ``crop_margin``: the margin the stored crops were cut with (window side ``max(w, h)·(1 + margin)``); a dataset
+    that does not declare one is taken as 0.25. Training and evaluation refuse a model of another margin.
+    """
 
     name = "dataset"
+    crop_margin: float = DEFAULT_MARGIN
 
     def __init__(self) -> None:
         self.records: list[SampleRef] = []
@@ -390,6 +396,11 @@ class SynthBenchDataset(FrameDataset):
         if meta_path.is_file():
             self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
         self.depth_scale_m = float(self.meta.get("depth_scale_m", 0.001))
+        gen = self.meta.get("config")
+        margin = gen.get("margin", DEFAULT_MARGIN) if isinstance(gen, Mapping) else DEFAULT_MARGIN
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)):
+            raise DatasetError(f"{meta_path}: config.margin must be a number (the crop margin), got {margin!r}")
+        self.crop_margin = float(margin)   # the generator's crop margin (edgepad synth --margin)
         videos_meta = self.meta.get("videos", {})
         splits = _split_list(split)
         for row in read_protocol_csv(protocol_path(self.root, protocol, protocol_dir), columns, bonafide_label):

@@ -20,7 +20,8 @@ import numpy as np
 
 from edgepad.data.datasets import MM16, UINT8_NORMALISED
 from edgepad.errors import ConfigError, ShapeError
-from edgepad.preprocess import DEPTH_HOLE_VALUE, normalise, require_crop_align
+from edgepad.preprocess import DEPTH_HOLE_VALUE, normalise, require_crop_align, require_crop_margin
+from edgepad.specs import DEFAULT_MARGIN
 
 log = logging.getLogger(__name__)
 _SAID: set[str] = set()
@@ -480,11 +481,16 @@ class PADDataset:
         inputs: ``{name: InputSpec}`` of the model (the same specs the manifest records).
         transform: a :class:`Compose` (see :func:`build_transform`).
         seed: base seed of the augmentations.
+
+    Raises:
+        ConfigError: the stored crops' alignment (``key="align"``) or margin (``key="margin"``) is not the model's.
     """
 
     def __init__(self, base, inputs: Mapping, transform: Callable | None = None, seed: int = 0) -> None:
         # the stored crops' alignment (datasets without landmarks: "none"); a model with align="eyes" is refused
         require_crop_align(inputs, getattr(base, "crop_align", "none"), "training data")
+        # the stored crops' margin (FrameDataset.crop_margin; undeclared: 0.25) must be the model's
+        require_crop_margin(inputs, getattr(base, "crop_margin", DEFAULT_MARGIN), "training data")
         self.base = base
         self.inputs = dict(inputs)
         self.transform = transform

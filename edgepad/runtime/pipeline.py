@@ -59,7 +59,10 @@ class PipelineConfig:
     """Runtime settings.
 
     Attributes:
-        margin: crop margin around the face box (see :func:`edgepad.preprocess.crop_window`).
+        margin: crop margin around the face box (window side ``max(w, h)·(1 + margin)``, see
+            :func:`edgepad.preprocess.crop_window`). None (default): the model's (``InputSpec.margin`` in its
+            manifest; 0.25 when the manifest has none). A value that differs from the model's is refused
+            (ConfigError at pipeline construction): a model's crops are cut as in training.
         clock: how each frame set's time is checked (per frame set; docs/RELIABILITY.md):
             ``host``: against ``time.monotonic_ns``: stale when older than ``policy.max_age_ms`` or stamped
             more than that in the future (live cameras, realtime replays with ``host_clock``).
@@ -103,7 +106,7 @@ class PipelineConfig:
             :class:`~edgepad.runtime.presentation.PresentationConfig` (when a face's presentation ends).
     """
 
-    margin: float = 0.25
+    margin: float | None = None
     clock: Literal["auto", "host", "source"] = "auto"
     max_skew_ms: float = 250.0
     face_jump: float = 0.2
@@ -125,6 +128,11 @@ class PipelineConfig:
         return RegistrationMode.WINDOW if self.registration == "window" else RegistrationMode.FRAME
 
     def __post_init__(self) -> None:
+        m = self.margin
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m)
+                              or not 0.0 <= m <= 4.0):
+            raise ConfigError(f"margin must be None (the model's) or a finite number in [0, 4], got {m!r}",
+                              key="margin")
         if self.clock not in ("auto", "host", "source"):
             raise ConfigError(f"clock must be auto, host or source, got {self.clock!r}", key="clock")
         if not (isinstance(self.queue_size, int) and self.queue_size >= 1):
@@ -227,6 +235,13 @@ class LivenessPipeline:
         self.policy = policy or DecisionPolicy(self.manifest, self.config.policy)
         self.size_px = _crop_size(self.manifest)
         self.align = preprocess.crop_align(self.manifest.inputs)  # "eyes": crops rotated by the landmarks' roll
+        #: the crop margin: the model's (InputSpec.margin), cut exactly as in training
+        self.margin = preprocess.crop_margin(self.manifest.inputs)
+        if self.config.margin is not None and not math.isclose(self.config.margin, self.margin, rel_tol=0.0,
+                                                               abs_tol=1e-9):
+            raise ConfigError(f"PipelineConfig.margin={self.config.margin:g} but the model was trained on crops of "
+                              f"margin {self.margin:g} (its manifest's InputSpec.margin): leave margin None to "
+                              f"use the model's", key="margin")
         self.sensors = SensorMonitor() if self.config.integrity else None
         self.stats = PipelineStats()
         self._callbacks: list[Callable[[Decision], None]] = []
@@ -422,7 +437,7 @@ class LivenessPipeline:
             reg_ns = time.perf_counter_ns() - t_reg
             lat["register"] = lat.get("register", 0.0) + reg_ns / 1e6
             t += reg_ns  # the registration is reported as its own stage, not as preprocess
-            res = preprocess.crop_face(fs_reg, det.box, self.rig, size_px=self.size_px, margin=self.config.margin,
+            res = preprocess.crop_face(fs_reg, det.box, self.rig, size_px=self.size_px, margin=self.margin,
                                        align=self.align, landmarks=det.landmarks, sample=self._crop_sample)
             q = check_quality(fs_reg, det.box, res.crops, self.config.quality,
                               depth_valid_fraction=res.valid_depth_fraction if Modality.DEPTH in fs.frames else None,
@@ -522,7 +537,7 @@ class LivenessPipeline:
             return fs, None
         frame_valid = None
         if self.config.registration == "window":
-            x0, y0, side = preprocess.crop_window(box, self.config.margin)
+            x0, y0, side = preprocess.crop_window(box, self.margin)
             # the crop window (nearest-neighbour depth samples) and the box's central half (face depth), 2 px spare
             win = (int(math.floor(x0)) - 2, int(math.floor(y0)) - 2, int(math.ceil(x0 + side)) + 3,
                    int(math.ceil(y0 + side)) + 3)

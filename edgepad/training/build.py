@@ -21,7 +21,8 @@ def input_specs(cfg: TrainConfig) -> dict:
     for m in cfg.model.modalities:
         if m not in specs:
             raise ConfigError(f"no input spec for modality {m!r}", key="model.modalities")
-        s = replace(specs[m], missing_fill=float(cfg.inputs.missing_fill), align=cfg.inputs.align)
+        s = replace(specs[m], missing_fill=float(cfg.inputs.missing_fill), align=cfg.inputs.align,
+                    margin=cfg.inputs.margin)
         if m == "depth" and cfg.inputs.depth_norm:
             s = replace(s, depth_norm=cfg.inputs.depth_norm)
         if m == "ir" and cfg.inputs.ir_distance_ref_m is not None:

@@ -29,6 +29,10 @@ class InputConfig:
         ir_distance_ref_m: IR emitter fall-off compensation reference distance (m; InputSpec.distance_ref_m).
         align: crop alignment of every input, ``"none"`` | ``"eyes"`` (InputSpec.align); "eyes" needs crops cut
             with face landmarks: stored datasets (no landmarks) refuse it with a ConfigError.
+        margin: crop margin of every input (InputSpec.margin; window side ``max(w, h)·(1 + margin)``, in [0, 4]):
+            the margin the training data's crops were cut with (a synthetic benchmark's ``meta.json``
+            ``config.margin``, ``edgepad synth --margin``); data of another margin is refused with a ConfigError.
+            The benchmark matrix sets it to its ``data.margin`` unless its ``train.inputs`` names one.
     """
 
     size_px: int = 112
@@ -37,6 +41,7 @@ class InputConfig:
     clip: Mapping[str, tuple[float, float]] | None = None
     ir_distance_ref_m: float | None = None
     align: str = "none"
+    margin: float = 0.25
 
 
 @dataclass(frozen=True)

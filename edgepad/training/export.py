@@ -23,6 +23,7 @@ from edgepad.engines.manifest import ModelManifest, manifest_path, read_manifest
 from edgepad.errors import ConfigError
 from edgepad.models.checkpoint import load_checkpoint
 from edgepad.preprocess import crop_face_depth_m
+from edgepad.specs import DEFAULT_MARGIN
 from edgepad.data.sources import build_dataset
 from edgepad.training.config import DEFAULT_SUBSETS, TrainConfig, load_train_config
 from edgepad.training.loop import predict
@@ -61,6 +62,16 @@ class WithoutModalities:
 
     def __init__(self, base, drop: set[str]) -> None:
         self.base, self.drop = base, drop
+
+    @property
+    def crop_align(self) -> str:
+        """The base's crop alignment (stored crops: ``"none"``)."""
+        return getattr(self.base, "crop_align", "none")
+
+    @property
+    def crop_margin(self) -> float:
+        """The base's crop margin (``FrameDataset.crop_margin``; undeclared: 0.25)."""
+        return getattr(self.base, "crop_margin", DEFAULT_MARGIN)
 
     def __len__(self) -> int:
         return len(self.base)
