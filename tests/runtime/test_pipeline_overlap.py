@@ -2,6 +2,7 @@
 window identical to the window's own registration, failures on the worker reported as before."""
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -136,7 +137,10 @@ def test_close_stops_the_worker_and_reopen_starts_it(framesets):
     p = _pipeline(True)
     with p:
         p.process(framesets[0])
-        assert any(t.name.startswith("edgepad-checks") for t in threading.enumerate())
+        worker = [t for t in threading.enumerate() if t.name.startswith("edgepad-checks")]
+        assert len(worker) == 1
+        if hasattr(os, "getpriority"):  # spare cores only: below the pipeline's thread
+            assert os.getpriority(os.PRIO_PROCESS, worker[0].native_id) == os.getpriority(os.PRIO_PROCESS, 0) + 5
     assert p._worker is None
     assert not any(t.name.startswith("edgepad-checks") and t.is_alive() for t in threading.enumerate())
     with p:
