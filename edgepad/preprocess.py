@@ -67,6 +67,21 @@ class Sampler(Protocol):
         :func:`edgepad.geometry.reproject` (the float64 results may differ in the last bits)."""
 
 
+class InputKernel(Protocol):
+    """A compiled drop-in for :func:`normalise`'s per-pixel arithmetic (``normalise(..., kernel=)``; the runtime
+    passes ``edgepad.drivers.registration.native.InputArithmetic``): the same float32 operations in the same order,
+    so the inputs are equal to numpy's bit for bit (tests compare them)."""
+
+    def image(self, crop: np.ndarray, gain: float | None, lo: float, span: float, mean: np.ndarray,
+              std: np.ndarray, out: np.ndarray) -> None:
+        """uint8 ``S×S×C`` / ``S×S`` → float32 ``out`` ``C×S×S``: ``(clip01((v·gain − lo) / span) − mean_c) / std_c``."""
+
+    def depth(self, crop: np.ndarray, scale: float, ref: float | None, lo: float, span: float, mean: float,
+              std: float, hole: float, out: np.ndarray) -> None:
+        """uint16 ``S×S`` → float32 ``out`` ``S×S``: ``(clip01((v·scale − ref − lo) / span) − mean) / std``, ``hole``
+        where ``v == 0``."""
+
+
 # ------------------------------------------------------------------------------------------------ specs
 def default_input_specs(size_px: int = 112) -> dict:
     """The default preprocessing of the edge models, one :class:`InputSpec` per modality name.
@@ -623,12 +638,13 @@ def crop_face_depth_m(depth_crop: np.ndarray, depth_scale_m: float) -> float | N
     fall-off compensation (computed once per :func:`normalise` call for both)."""
     _check_scale(depth_scale_m)
     crop = np.asarray(depth_crop)
-    valid = crop > 0
-    if not valid.any():
-        return None
-    d = crop.astype(np.float32) * np.float32(depth_scale_m)
-    centre = _central(d)[_central(valid)]
-    return float(np.median(centre)) if centre.size else float(np.median(d[valid]))
+    centre = _central(crop)
+    raw = centre[centre > 0]  # the central window's valid values (C order), else every valid value
+    if not raw.size:
+        raw = crop[crop > 0]
+        if not raw.size:
+            return None
+    return float(np.median(raw.astype(np.float32) * np.float32(depth_scale_m)))
 
 
 def _check_scale(depth_scale_m: float) -> None:
@@ -637,7 +653,7 @@ def _check_scale(depth_scale_m: float) -> None:
 
 
 def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float, *,
-              face_depth_m: float | None = None) -> dict[str, np.ndarray]:
+              face_depth_m: float | None = None, kernel: InputKernel | None = None) -> dict[str, np.ndarray]:
     """Model inputs from raw-unit crops, per :class:`InputSpec` (the same code for training and runtime).
 
     Per input named ``m`` (a modality name) with spec ``(mean, std, clip, missing_fill, depth_norm)``:
@@ -660,6 +676,9 @@ def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float, *,
         depth_scale_m: metres per raw depth unit.
         face_depth_m: face distance (m) for IR fall-off compensation when the depth crop is absent (the
             runtime's box-size estimate); ignored by inputs without ``distance_ref_m``.
+        kernel: the compiled per-pixel arithmetic (:class:`InputKernel`; the runtime passes
+            ``edgepad.drivers.registration.native.InputArithmetic``), equal bit for bit; None: numpy, the
+            reference (training). ``mad`` depth and non-float clip bounds always run numpy.
 
     Returns:
         ``{name: float32 1×C×S×S}`` for every spec in ``inputs`` (C and S from ``spec.shape``).
@@ -695,6 +714,18 @@ def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float, *,
                 ndim == 3 and crop.shape[2] != c):
             raise ShapeError(f"crop {m.value}", f"{layout} with S×S = {hh}×{ww}", f"{crop.dtype} {crop.shape}")
         if m is Modality.DEPTH:
+            if kernel is not None and (spec.depth_norm or "none") != "mad":
+                p = _depth_params(spec, depth_scale_m, depth_ref)
+                if p is None:
+                    out[name] = np.full(shape, float(spec.missing_fill), dtype=np.float32)
+                    continue
+                mean, std = _mean_std_of(spec, 1)
+                y = np.empty(shape, dtype=np.float32)
+                ref, lo, hi = p
+                kernel.depth(crop, np.float32(depth_scale_m), None if ref is None else np.float32(ref),
+                             np.float32(lo), np.float32(hi - lo), mean[0], std[0], DEPTH_HOLE_VALUE, y[0, 0])
+                out[name] = y
+                continue
             x = _depth_scaled(crop, spec, depth_scale_m, depth_ref)
             if x is None:
                 out[name] = np.full(shape, float(spec.missing_fill), dtype=np.float32)
@@ -709,7 +740,7 @@ def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float, *,
             lo, hi = spec.clip if spec.clip is not None else (0.0, 255.0)
             if not hi > lo:
                 raise ConfigError(f"inputs[{name}].clip must have hi > lo, got {spec.clip}", key="clip")
-            xs = crop.astype(np.float32)
+            gain = None
             ref = getattr(spec, "distance_ref_m", None)
             if ref is not None:
                 if not (isinstance(ref, (int, float)) and ref > 0):
@@ -719,7 +750,17 @@ def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float, *,
                 if z is None and "depth" in by_name:
                     z = depth_ref()
                 if z is not None and math.isfinite(z) and z > 0:
-                    np.multiply(xs, np.float32((z / float(ref)) ** 2), out=xs)
+                    gain = np.float32((z / float(ref)) ** 2)
+            if (kernel is not None and crop.dtype == np.uint8 and type(lo) in (int, float)
+                    and type(hi) in (int, float) and (crop.shape[2] if crop.ndim == 3 else 1) == c):
+                mean, std = _mean_std_of(spec, c)
+                y = np.empty(shape, dtype=np.float32)
+                kernel.image(crop, gain, lo, hi - lo, mean, std, y[0])  # python floats: float32 as numpy's
+                out[name] = y
+                continue
+            xs = crop.astype(np.float32)
+            if gain is not None:
+                np.multiply(xs, gain, out=xs)
             if type(lo) in (int, float) and type(hi) in (int, float):
                 # in place, same float32 operations as the expression below (python scalars are weak)
                 np.subtract(xs, lo, out=xs)
@@ -739,14 +780,24 @@ def normalise(crops: Mapping, inputs: Mapping, depth_scale_m: float, *,
     return out
 
 
-def _mean_std(x: np.ndarray, spec, c: int, out: np.ndarray | None = None) -> np.ndarray:
-    """``(x − mean) / std`` per channel as float32; written into ``out`` (C×S×S float32) when given."""
-    mean = np.asarray(spec.mean, dtype=np.float32).reshape(-1, 1, 1)
-    std = np.asarray(spec.std, dtype=np.float32).reshape(-1, 1, 1)
+def _mean_std_of(spec, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """The spec's per-channel float32 mean and std, ``(c,)`` each (one value serves every channel).
+
+    Raises:
+        ShapeError: neither 1 nor ``c`` values. ConfigError: a zero std.
+    """
+    mean = np.asarray(spec.mean, dtype=np.float32).reshape(-1)
+    std = np.asarray(spec.std, dtype=np.float32).reshape(-1)
     if mean.shape[0] not in (1, c) or std.shape[0] not in (1, c):
         raise ShapeError(f"inputs[{spec.name}].mean/std", f"1 or {c} values", (len(spec.mean), len(spec.std)))
     if np.any(std == 0):
         raise ConfigError(f"inputs[{spec.name}].std must be non-zero", key="std")
+    return np.broadcast_to(mean, (c,)), np.broadcast_to(std, (c,))
+
+
+def _mean_std(x: np.ndarray, spec, c: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``(x − mean) / std`` per channel as float32; written into ``out`` (C×S×S float32) when given."""
+    mean, std = (v.reshape(-1, 1, 1) for v in _mean_std_of(spec, c))
     if out is None or x.dtype != np.float32:
         r = ((x - mean) / std).astype(np.float32)
         if out is not None:
@@ -762,10 +813,14 @@ def _central(a: np.ndarray) -> np.ndarray:
     return a[h // 4: h - h // 4, w // 4: w - w // 4]
 
 
-def _depth_scaled(crop: np.ndarray, spec, depth_scale_m: float,
-                  ref_m: Callable[[], float | None]) -> np.ndarray | None:
-    """Depth crop -> [0, 1] float32 per ``spec.depth_norm``; None when no pixel is valid. ``ref_m()`` gives the
-    crop's :func:`crop_face_depth_m`."""
+def _depth_params(spec, depth_scale_m: float, ref_m: Callable[[], float | None]
+                  ) -> tuple[float | None, float, float] | None:
+    """``(ref or None, lo, hi)`` of a ``face_relative`` / ``absolute`` / ``none`` depth spec: the face distance
+    subtracted (m; None: not subtracted) and the clip band (m); None when the crop has no valid depth.
+
+    Raises:
+        ConfigError: an unknown ``depth_norm``, or a clip band with ``hi <= lo``.
+    """
     _check_scale(depth_scale_m)
     norm = spec.depth_norm or "none"
     if norm not in DEPTH_NORMS:
@@ -774,9 +829,23 @@ def _depth_scaled(crop: np.ndarray, spec, depth_scale_m: float,
     ref = ref_m()
     if ref is None:
         return None
-    d = crop.astype(np.float32)
-    np.multiply(d, np.float32(depth_scale_m), out=d)
-    if norm == "mad":
+    lo, hi = spec.clip if spec.clip is not None else ((-0.1, 0.1) if norm == "face_relative" else (0.2, 1.5))
+    if not hi > lo:
+        raise ConfigError(f"inputs[{spec.name}].clip must have hi > lo, got {spec.clip}", key="clip")
+    return (ref if norm == "face_relative" else None), lo, hi
+
+
+def _depth_scaled(crop: np.ndarray, spec, depth_scale_m: float,
+                  ref_m: Callable[[], float | None]) -> np.ndarray | None:
+    """Depth crop -> [0, 1] float32 per ``spec.depth_norm``; None when no pixel is valid. ``ref_m()`` gives the
+    crop's :func:`crop_face_depth_m`."""
+    if (spec.depth_norm or "none") == "mad":
+        _check_scale(depth_scale_m)
+        ref = ref_m()
+        if ref is None:
+            return None
+        d = crop.astype(np.float32)
+        np.multiply(d, np.float32(depth_scale_m), out=d)
         valid = crop > 0
         centre = _central(d)[_central(valid)]
         mad = float(np.median(np.abs(centre - ref))) if centre.size else float(np.median(np.abs(d[valid] - ref)))
@@ -784,13 +853,14 @@ def _depth_scaled(crop: np.ndarray, spec, depth_scale_m: float,
         x = np.clip((d - ref + 3.0 * mad) / (6.0 * mad), 0.0, 1.0)
         x[~valid] = 0.0
         return x.astype(np.float32)
-    if norm == "face_relative":
+    p = _depth_params(spec, depth_scale_m, ref_m)
+    if p is None:
+        return None
+    ref, lo, hi = p
+    d = crop.astype(np.float32)
+    np.multiply(d, np.float32(depth_scale_m), out=d)
+    if ref is not None:
         np.subtract(d, np.float32(ref), out=d)
-        lo, hi = spec.clip if spec.clip is not None else (-0.1, 0.1)
-    else:
-        lo, hi = spec.clip if spec.clip is not None else (0.2, 1.5)
-    if not hi > lo:
-        raise ConfigError(f"inputs[{spec.name}].clip must have hi > lo, got {spec.clip}", key="clip")
     np.subtract(d, np.float32(lo), out=d)       # in place: the same float32 operations, one buffer
     np.divide(d, np.float32(hi - lo), out=d)
     return np.clip(d, 0.0, 1.0, out=d)

@@ -727,3 +727,50 @@ int edgepad_area_u8(const uint8_t *img, int64_t stride, int h, int w, int c, int
     free(q);
     return 0;
 }
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Model inputs (edgepad.preprocess.normalise, the runtime's compiled drop-in): one pass per crop doing numpy's
+ * float32 steps in numpy's order, each rounded as numpy rounds it (this file is built without contraction), so the
+ * results are equal bit for bit.
+ *
+ * 8-bit image (rgb H×W×C interleaved, IR H×W): x = (float)v; [x = x·gain]; x = x − lo; x = x / span;
+ * x = min(max(x, 0), 1); out[c] = (x − mean[c]) / std[c], written channel-planar (C, N).
+ * Depth (uint16): x = (float)v · scale; [x = x − ref]; x = x − lo; x = x / span; clip to [0, 1];
+ * (x − mean) / std; hole (v == 0) → hole value.
+ * ------------------------------------------------------------------------------------------------------------- */
+static inline float edgepad_clip01(float x) {
+    x = x > 0.0f ? x : 0.0f;  /* numpy's maximum(x, 0): 0 for x <= 0 (x is never NaN here) */
+    return x < 1.0f ? x : 1.0f;
+}
+
+void edgepad_inputs_u8(const uint8_t *img, int64_t n, int c, int use_gain, float gain, float lo, float span,
+                       const float *mean, const float *std, float *out) {
+    for (int ch = 0; ch < c; ch++) {
+        const float m = mean[ch], s = std[ch];
+        float *o = out + (int64_t)ch * n;
+        const uint8_t *p = img + ch;
+        if (use_gain) {
+            for (int64_t i = 0; i < n; i++) {
+                float x = (float)p[i * c] * gain;
+                x = edgepad_clip01((x - lo) / span);
+                o[i] = (x - m) / s;
+            }
+        } else {
+            for (int64_t i = 0; i < n; i++) {
+                float x = edgepad_clip01(((float)p[i * c] - lo) / span);
+                o[i] = (x - m) / s;
+            }
+        }
+    }
+}
+
+void edgepad_inputs_depth(const uint16_t *d, int64_t n, float scale, int use_ref, float ref, float lo, float span,
+                          float mean, float std, float hole, float *out) {
+    for (int64_t i = 0; i < n; i++) {
+        float x = (float)d[i] * scale;
+        if (use_ref)
+            x = x - ref;
+        x = edgepad_clip01((x - lo) / span);
+        out[i] = d[i] ? (x - mean) / std : hole;
+    }
+}

@@ -4,8 +4,8 @@ build step at install) into a per-user cache and loaded with ctypes; without a c
 ``EDGEPAD_NATIVE=0``) the numpy path runs instead, with one log line. Output equals the numpy path's. Built with
 ``-march=native`` where the compiler takes it (same float results; the CPU is part of the cache key). The same library
 carries the runtime's face crops (:class:`CropSampler`, :func:`crop_sampler`), the sensor monitor's frozen-frame
-thumbnails (:class:`BlockSums`, :func:`block_sums`) and the face detector's area resize (:class:`AreaResize`,
-:func:`area_resize`)."""
+thumbnails (:class:`BlockSums`, :func:`block_sums`), the face detector's area resize (:class:`AreaResize`,
+:func:`area_resize`) and the model inputs' arithmetic (:class:`InputArithmetic`, :func:`input_arithmetic`)."""
 from __future__ import annotations
 
 import ctypes
@@ -123,6 +123,7 @@ def _build() -> tuple[Callable | None, str]:
         sampler = CropSampler(so)
         blocks = BlockSums(so)
         area = AreaResize(so)
+        inputs = InputArithmetic(so)
     except (OSError, AttributeError) as exc:
         return None, f"numpy (kernel load failed: {exc})"
     fn.restype = ctypes.c_int
@@ -133,6 +134,7 @@ def _build() -> tuple[Callable | None, str]:
     runs.argtypes = [ptr, ptr, ctypes.c_int, *fn.argtypes[2:]]
     fn.runs, fn.crop_sampler, fn.block_sums = runs, sampler, blocks
     fn.area_resize = area
+    fn.input_arithmetic = inputs
     return fn, f"native C kernel ({lib}{', tuned for this CPU' if flags != _FLAGS else ''})"
 
 
@@ -387,6 +389,58 @@ def area_resize() -> AreaResize | None:
     call)."""
     fn = _kernel()
     return None if fn is None else fn.area_resize
+
+
+class InputArithmetic:
+    """The per-pixel arithmetic of :func:`edgepad.preprocess.normalise` compiled with the registration kernel
+    (``edgepad_inputs_u8``, ``edgepad_inputs_depth``), passed to it as ``kernel`` by the runtime
+    (:class:`edgepad.preprocess.InputKernel`): numpy's float32 steps in numpy's order in one pass per crop, equal to
+    the numpy path bit for bit. Raises EdgePadInternalError on arguments outside its contract."""
+
+    def __init__(self, so: ctypes.CDLL) -> None:
+        ptr, i32, i64, f32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
+        self._u8 = so.edgepad_inputs_u8
+        self._u8.restype = None
+        self._u8.argtypes = [ptr, i64, i32, i32, f32, f32, f32, ptr, ptr, ptr]
+        self._depth = so.edgepad_inputs_depth
+        self._depth.restype = None
+        self._depth.argtypes = [ptr, i64, f32, i32, f32, f32, f32, f32, f32, f32, ptr]
+
+    def image(self, crop: np.ndarray, gain: float | None, lo: float, span: float, mean: np.ndarray,
+              std: np.ndarray, out: np.ndarray) -> None:
+        """uint8 ``S×S×C`` (or ``S×S``) → ``out`` float32 ``C×S×S``: ``((clip01(((v·gain) − lo) / span)) − mean_c) /
+        std_c`` with float32 ``gain`` (None: none), ``lo``, ``span`` and per-channel ``mean``, ``std`` (C,)."""
+        crop = np.ascontiguousarray(crop)
+        c = crop.shape[2] if crop.ndim == 3 else 1
+        mean = np.ascontiguousarray(mean, np.float32).reshape(-1)
+        std = np.ascontiguousarray(std, np.float32).reshape(-1)
+        if (crop.dtype != np.uint8 or crop.ndim not in (2, 3) or out.dtype != np.float32 or not out.flags.c_contiguous
+                or out.shape != (c, *crop.shape[:2]) or mean.shape != (c,) or std.shape != (c,)):
+            raise EdgePadInternalError(f"input arithmetic: uint8 S×S(×C), float32 C×S×S out and C means/stds "
+                                       f"expected, got {crop.dtype} {crop.shape}, {out.dtype} {out.shape}, "
+                                       f"{mean.shape}, {std.shape}")
+        self._u8(crop.ctypes.data, crop.shape[0] * crop.shape[1], c, gain is not None,
+                 0.0 if gain is None else float(gain), float(lo), float(span), mean.ctypes.data, std.ctypes.data,
+                 out.ctypes.data)
+
+    def depth(self, crop: np.ndarray, scale: float, ref: float | None, lo: float, span: float, mean: float,
+              std: float, hole: float, out: np.ndarray) -> None:
+        """uint16 ``S×S`` raw depth → ``out`` float32 ``S×S``: ``(clip01(((v·scale) [− ref]) − lo) / span) − mean) /
+        std``, ``hole`` where ``v == 0``; every number float32 (``ref`` None: not subtracted)."""
+        crop = np.ascontiguousarray(crop)
+        if (crop.dtype != np.uint16 or crop.ndim != 2 or out.dtype != np.float32 or not out.flags.c_contiguous
+                or out.shape != crop.shape):
+            raise EdgePadInternalError(f"input arithmetic: uint16 S×S depth and float32 S×S out expected, got "
+                                       f"{crop.dtype} {crop.shape}, {out.dtype} {out.shape}")
+        self._depth(crop.ctypes.data, crop.size, float(scale), ref is not None, 0.0 if ref is None else float(ref),
+                    float(lo), float(span), float(mean), float(std), float(hole), out.ctypes.data)
+
+
+def input_arithmetic() -> InputArithmetic | None:
+    """The compiled model-input arithmetic (:class:`InputArithmetic`), or None where the kernel is unavailable
+    (built on first call)."""
+    fn = _kernel()
+    return None if fn is None else fn.input_arithmetic
 
 
 def native_available() -> bool:

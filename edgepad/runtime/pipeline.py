@@ -40,7 +40,7 @@ from edgepad.config import suggest
 from edgepad.drivers.base import DropOldestQueue
 from edgepad.drivers.capture import open_capture
 from edgepad.drivers.registration import Registrar, RegistrationMode
-from edgepad.drivers.registration.native import crop_sampler
+from edgepad.drivers.registration.native import crop_sampler, input_arithmetic
 from edgepad.engines.backend import load_backend
 from edgepad.errors import ConfigError, EndOfStream, SourceError
 from edgepad.geometry import load_rig
@@ -264,6 +264,8 @@ class LivenessPipeline:
         self._blas_prev: dict[str, int] | None = None
         #: the compiled rgb / IR crops (preprocess's numpy path up to rounding ties), set at open; None = numpy
         self._crop_sample: preprocess.Sampler | None = None
+        #: the compiled arithmetic of the model inputs (equal to numpy's bit for bit), set at open; None = numpy
+        self._inputs_kernel: preprocess.InputKernel | None = None
         self._worker: Any = None  # the thread of the checks beside locate (overlap), started on first use
         self._last_window: tuple[int, int, int, int] | None = None  # the last registration window (clipped)
         #: registration windows taken from the guess beside locate ("hit") or registered after locate ("miss")
@@ -293,6 +295,7 @@ class LivenessPipeline:
         self.backend.activate()
         self.registrar = self._find_registrar()
         self._crop_sample = crop_sampler()  # compiled on first use, else None (numpy; logged once)
+        self._inputs_kernel = input_arithmetic()  # the same library; None: numpy
         if self.config.blas_threads is not None:
             self._blas_prev = set_blas_threads(self.config.blas_threads)
         keep_freed_memory()  # per-frame numpy temporaries from the heap, not fresh mmap pages (docs/PERFORMANCE.md)
@@ -455,7 +458,7 @@ class LivenessPipeline:
             # training), else the measured/box-size estimate of crop_face
             z = None if Modality.DEPTH in crops else res.face_depth_m
             item.face_depth_m = None if res.nominal_depth else float(res.face_depth_m)
-            feed = preprocess.normalise(crops, self.manifest.inputs, scale, face_depth_m=z)
+            feed = preprocess.normalise(crops, self.manifest.inputs, scale, face_depth_m=z, kernel=self._inputs_kernel)
             bad = [k for k, v in feed.items() if not np.isfinite(v).all()]
             if bad:  # never score garbage (e.g. crops through a corrupt rig): error_preprocess, no vote
                 raise ValueError(f"non-finite model input {bad}")
