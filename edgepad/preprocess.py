@@ -792,7 +792,7 @@ def _mean_std_of(spec, c: int) -> tuple[np.ndarray, np.ndarray]:
         raise ShapeError(f"inputs[{spec.name}].mean/std", f"1 or {c} values", (len(spec.mean), len(spec.std)))
     if np.any(std == 0):
         raise ConfigError(f"inputs[{spec.name}].std must be non-zero", key="std")
-    return np.broadcast_to(mean, (c,)), np.broadcast_to(std, (c,))
+    return (np.repeat(mean, c) if len(mean) < c else mean), (np.repeat(std, c) if len(std) < c else std)
 
 
 def _mean_std(x: np.ndarray, spec, c: int, out: np.ndarray | None = None) -> np.ndarray:
