@@ -173,11 +173,21 @@ def crop_align(inputs: Mapping) -> str:
     Raises:
         ConfigError: the specs disagree (one crop geometry serves every modality).
     """
-    modes = {getattr(spec, "align", "none") for spec in inputs.values()} or {"none"}
-    if len(modes) != 1:
-        raise ConfigError(f"input specs disagree on align ({sorted(modes)}): one crop window serves every modality",
-                          key="align")
-    return modes.pop()
+    return _agreed(inputs, "align", "none")
+
+
+def _agreed(inputs: Mapping, field: str, default):
+    """The one value of a crop-geometry ``field`` across a model's input specs (``default`` for specs without it,
+    or no specs).
+
+    Raises:
+        ConfigError: ``key=field``, the specs disagree (one crop window serves every modality).
+    """
+    values = {getattr(spec, field, default) for spec in inputs.values()} or {default}
+    if len(values) != 1:
+        raise ConfigError(f"input specs disagree on {field} ({sorted(values)}): one crop window serves every "
+                          f"modality", key=field)
+    return values.pop()
 
 
 def require_crop_align(inputs: Mapping, have: str, where: str) -> None:
@@ -203,11 +213,7 @@ def crop_margin(inputs: Mapping) -> float:
     Raises:
         ConfigError: ``key="margin"``, the specs disagree (one crop window serves every modality).
     """
-    margins = {float(getattr(spec, "margin", DEFAULT_MARGIN)) for spec in inputs.values()} or {DEFAULT_MARGIN}
-    if len(margins) != 1:
-        raise ConfigError(f"input specs disagree on margin ({sorted(margins)}): one crop window serves every "
-                          f"modality", key="margin")
-    return margins.pop()
+    return float(_agreed(inputs, "margin", DEFAULT_MARGIN))
 
 
 def require_crop_margin(inputs: Mapping, have: float, where: str) -> None:

@@ -158,8 +158,8 @@ class LearnedFaceLocator:
     searches find nothing has no face.
 
     **O-Net on a schedule** (``verify_every`` = V > 1): between O-Net runs, at most V − 1 frames in a row follow the
-    face by the landmarks' optical flow instead (pyramidal Lucas-Kanade, :meth:`_flow`, ≈ 0.1 ms against ≈ 0.7 ms
-    for O-Net): the five landmarks of the last frame are found again in this frame's pixels, checked forward and
+    face by the landmarks' optical flow instead (pyramidal Lucas-Kanade, :meth:`_flow`, ≈ 0.2 ms against
+    ≈ 0.8–1.0 ms for the O-Net pass): the five landmarks of the last frame are found again in this frame's pixels, checked forward and
     backward (every point back within ``flow_fb_px``), by their patches' mean absolute difference
     (≤ ``flow_err``, grey levels), and as one rigid move (each within ``flow_spread_px`` of the median move, the
     move at most :data:`FLOW_MOVE` of the face side). The box moves with the median move (its size kept); the

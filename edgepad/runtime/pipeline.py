@@ -517,9 +517,7 @@ class LivenessPipeline:
             out = _Scan(reg.bucket(depth), depth_valid_sample(depth.data))
             if last is not None:
                 g = math.ceil(self.config.guess_margin * max(last[2] - last[0], last[3] - last[1]))
-                t = reg.target_intrinsics
-                out.guess = (max(0, last[0] - g), max(0, last[1] - g), min(t.width, last[2] + g),
-                             min(t.height, last[3] + g))
+                out.guess = _clipped((last[0] - g, last[1] - g, last[2] + g, last[3] + g), reg.target_intrinsics)
                 out.guessed = reg.window(depth, out.guess, out.bucket)
             return out
         except Exception:  # noqa: BLE001
@@ -544,9 +542,7 @@ class LivenessPipeline:
             # the crop window (nearest-neighbour depth samples) and the box's central half (face depth), 2 px spare
             win = (int(math.floor(x0)) - 2, int(math.floor(y0)) - 2, int(math.ceil(x0 + side)) + 3,
                    int(math.ceil(y0 + side)) + 3)
-            t = reg.target_intrinsics
-            win = (max(0, win[0]), max(0, win[1]), min(t.width, win[2]), min(t.height, win[3]))
-            self._last_window = win
+            win = self._last_window = _clipped(win, reg.target_intrinsics)
             g = scan.guess if scan is not None else None
             if g is not None and g[0] <= win[0] and g[1] <= win[1] and win[2] <= g[2] and win[3] <= g[3]:
                 # identical to reg.window(depth, win): the guess's values inside win, 0 around them
@@ -889,6 +885,12 @@ class FrameClock:
         if self.active == "host":
             return time.monotonic_ns()
         return timestamp_ns + (time.perf_counter_ns() - read_perf_ns)
+
+
+def _clipped(win: tuple[int, int, int, int], intr: Any) -> tuple[int, int, int, int]:
+    """A window ``(x0, y0, x1, y1)`` (px, end-exclusive) clipped to an image of ``intr``'s size (as
+    ``Registrar.window`` clips it)."""
+    return max(0, win[0]), max(0, win[1]), min(intr.width, win[2]), min(intr.height, win[3])
 
 
 #: how much lower the worker beside locate runs than the pipeline's thread (nice steps)

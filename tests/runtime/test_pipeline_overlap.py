@@ -52,7 +52,8 @@ def framesets():
 
 def _run(overlap: bool, sets, **kw):
     with _pipeline(overlap, **kw) as p:
-        ds = [p.process(fs) for fs in sets]
+        # the decision time fixed per frame: no verdict may hang on how long a frame took here (stale checks)
+        ds = [p.process(fs, now_ns=fs.timestamp_ns + 5_000_000) for fs in sets]
         return ds, dict(p.window_guess)
 
 
@@ -123,12 +124,12 @@ def test_sensor_failure_on_the_worker_is_error_sync_first(framesets, monkeypatch
 
 def test_a_failing_scan_leaves_the_registration_to_after_locate(framesets, monkeypatch):
     with _pipeline(True) as p:
-        want = p.process(framesets[0])
+        want = p.process(framesets[0], now_ns=framesets[0].timestamp_ns + 5_000_000)
     with _pipeline(True) as p:
         def broken(depth):
             raise RuntimeError("scan failed")
         monkeypatch.setattr(p.registrar, "bucket", broken)
-        got = p.process(framesets[0])
+        got = p.process(framesets[0], now_ns=framesets[0].timestamp_ns + 5_000_000)
         assert p._scan(framesets[1], None) is None
     _same(want, got)
 
